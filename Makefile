@@ -1,0 +1,43 @@
+# Medbay: `make up` runs it, `make test` tests it. Nothing else is needed on a
+# fresh clone but Python 3.11 and make; uv is bootstrapped into .tools/ if absent.
+
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+export UV_PYTHON ?= 3.11
+export UV_PYTHON_DOWNLOADS ?= never
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: up test sync lint typecheck pytest system-deps bench clean
+
+up: sync
+	$(BIN)/medbay up
+
+test: sync system-deps lint typecheck pytest
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv==0.13.9
+
+sync: $(if $(findstring .tools/,$(UV)),.tools/bin/uv)
+	$(UV) sync --frozen
+
+# Real servers the tests start on free ports (redis-server, PostgreSQL binaries).
+system-deps:
+	@scripts/install-system-deps
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy libs/common/src libs/cli/src services/collector/src services/detector/src
+
+pytest:
+	$(BIN)/pytest
+
+bench: sync
+	$(BIN)/medbay bench pipeline
+
+clean:
+	rm -rf .medbay .pytest_cache .mypy_cache .ruff_cache

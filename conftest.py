@@ -1,0 +1,127 @@
+"""Fixtures shared by every test: real servers on free ports in temp dirs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port}")
+
+
+class NatsServer:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(BIN / "nats-server"), "-js", "-a", "127.0.0.1", "-p", str(self.port),
+             "-sd", str(self.root / "js")],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "nats.log", "ab"),  # noqa: SIM115
+        )
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real nats-server with JetStream, on a free port, storing in a temp dir."""
+    server = NatsServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _binary(name: str, *candidates: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for c in candidates:
+        for path in sorted(Path("/").glob(c.lstrip("/")), reverse=True):
+            if os.access(path, os.X_OK):
+                return str(path)
+    return None
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A private redis-server on a free port."""
+    exe = _binary("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed (make test installs it)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def postgres_url(tmp_path: Path) -> Iterator[str]:
+    """A private PostgreSQL cluster on a free port (initdb in a temp dir)."""
+    initdb = _binary("initdb", "/usr/lib/postgresql/*/bin/initdb")
+    if initdb is None:
+        pytest.fail("PostgreSQL server binaries are not installed (make test installs them)")
+    bindir = Path(initdb).parent
+    data = tmp_path / "pg"
+    port = free_port()
+    user_args: list[str] = []
+    run_as: dict[str, object] = {}
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        import pwd
+
+        pw = pwd.getpwnam("postgres")
+        tmp_path.chmod(0o777)
+        run_as = {"user": pw.pw_uid, "group": pw.pw_gid}
+    subprocess.run(
+        [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", *user_args],
+        check=True, stdout=subprocess.DEVNULL, **run_as,  # type: ignore[arg-type]
+    )
+    proc = subprocess.Popen(
+        [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
+         "-k", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **run_as,  # type: ignore[arg-type]
+    )
+    wait_port(port, 30)
+    time.sleep(0.3)
+    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    proc.terminate()
+    proc.wait(20)

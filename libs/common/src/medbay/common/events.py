@@ -1,0 +1,255 @@
+"""Event contracts: every message on the Medbay bus is one of these models.
+
+Each event is JSON, carries a unique ``event_id`` (sent as ``Nats-Msg-Id`` so a
+republished event is deduplicated by JetStream), a ``schema_version`` and a UTC
+``timestamp``. A consumer that receives an event with an unknown ``schema_version``
+rejects it to the dead-letter stream rather than guessing.
+
+Changing a model in a way that breaks old consumers means bumping its
+``schema_version``; adding an optional field does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+"""The only schema version this release reads and writes."""
+
+HostName = Annotated[
+    str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+]
+MetricName = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+]
+Labels = Annotated[dict[str, str], Field(max_length=32)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+_EVENT_NAMESPACE = uuid.UUID("6f1c2a52-3f0e-4c59-9b8e-6c0d1f3a9e11")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def derived_event_id(*parts: object) -> str:
+    """A deterministic event id: the same inputs always give the same id.
+
+    Used where re-deriving an event (after a crash and replay) must produce the
+    very same ``Nats-Msg-Id`` so that JetStream drops the repeat.
+    """
+    return uuid.uuid5(_EVENT_NAMESPACE, "|".join(map(str, parts))).hex
+
+
+class Event(BaseModel):
+    """Fields every event carries."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: str = Field(
+        default_factory=new_event_id,
+        min_length=1,
+        max_length=64,
+        description="Unique id, sent as the Nats-Msg-Id header for deduplication.",
+    )
+    schema_version: Literal[1] = Field(
+        default=SCHEMA_VERSION, description="Version of this event's schema."
+    )
+    timestamp: AwareDatetime = Field(
+        default_factory=utc_now, description="When the event was created (UTC)."
+    )
+
+    @field_validator("timestamp")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+
+# --- metrics -------------------------------------------------------------------
+
+
+class MetricSample(BaseModel):
+    """One value of one series. A series is (host, name, labels)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: MetricName
+    value: float = Field(description="Finite value; NaN and infinities are rejected.")
+    unit: str = Field(default="", max_length=32)
+    labels: Labels = Field(default_factory=dict)
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("value must be finite")
+        return value
+
+
+class MetricBatch(Event):
+    """Everything one host's collector saw in one scrape: one message per host per scrape."""
+
+    type: Literal["metric.batch"] = "metric.batch"
+    host: HostName
+    collected_at: AwareDatetime
+    samples: list[MetricSample] = Field(max_length=20_000)
+
+
+# --- issues --------------------------------------------------------------------
+
+
+class Severity(StrEnum):
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+IssueKind = Literal[
+    "cpu", "memory", "disk", "db_latency", "network_errors", "service_down", "anomaly", "other"
+]
+
+
+def issue_fingerprint(host: str, kind: str, metric: str, labels: dict[str, str]) -> str:
+    """Stable identity of a problem: the same condition on the same series."""
+    label_text = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return hashlib.sha1(f"{host}|{kind}|{metric}|{label_text}".encode()).hexdigest()[:16]
+
+
+class IssueEvent(Event):
+    """Fields shared by the three issue lifecycle events."""
+
+    fingerprint: str = Field(min_length=1, max_length=64)
+    host: HostName
+    kind: IssueKind
+    resource: str = Field(
+        max_length=300, description="What is affected: a mount, a service, a metric."
+    )
+    metric: MetricName
+    labels: Labels = Field(default_factory=dict)
+    value: float = Field(description="The value that caused this event.")
+    threshold: float | None = Field(default=None, description="The crossed threshold, if any.")
+    severity: Severity
+    detector: str = Field(
+        max_length=64, description="Which detector raised it: threshold, sigma3, ..."
+    )
+    score: Fraction | None = Field(default=None, description="Anomaly score in [0, 1].")
+    first_seen: AwareDatetime
+    last_seen: AwareDatetime
+
+
+class IssueOpened(IssueEvent):
+    type: Literal["issue.opened"] = "issue.opened"
+
+
+class IssueUpdated(IssueEvent):
+    """The issue's severity changed (escalated or de-escalated)."""
+
+    type: Literal["issue.updated"] = "issue.updated"
+    previous_severity: Severity
+
+
+class IssueResolved(IssueEvent):
+    type: Literal["issue.resolved"] = "issue.resolved"
+
+
+# --- remediation (planner, approver, executor) --------------------------------
+
+
+class Risk(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+ActionName = Literal[
+    "restart_service",
+    "clear_cache",
+    "scale_up",
+    "cleanup_disk",
+    "rotate_logs",
+    "kill_process",
+    "optimize_query",
+    "scale_down",
+    "reboot",
+    "alert_human",
+]
+
+
+class PlanStep(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: ActionName
+    target: str = Field(min_length=1, max_length=300)
+    params: dict[str, Any] = Field(default_factory=dict)
+    risk: Risk
+    estimated_seconds: float = Field(ge=0)
+
+
+class Plan(Event):
+    """What the planner decided to do about an issue."""
+
+    type: Literal["plan.created"] = "plan.created"
+    plan_id: str = Field(min_length=1, max_length=64)
+    issue_fingerprint: str = Field(min_length=1, max_length=64)
+    issue_event_id: str = Field(min_length=1, max_length=64)
+    host: HostName
+    steps: list[PlanStep] = Field(min_length=1, max_length=10)
+    confidence: Fraction
+    risk: Risk = Field(description="The highest risk of any step.")
+    estimated_seconds: float = Field(ge=0)
+    requires_approval: bool
+    reason: str = Field(default="", max_length=2000)
+    model_version: str = Field(max_length=64)
+    features: dict[str, float] = Field(
+        default_factory=dict, description="The inputs the decision was made from."
+    )
+
+
+class Approval(Event):
+    """A human's (or the expiry timer's) decision on a plan."""
+
+    type: Literal["plan.approval"] = "plan.approval"
+    plan_id: str = Field(min_length=1, max_length=64)
+    decision: Literal["approve", "reject"]
+    decided_by: str = Field(min_length=1, max_length=200)
+    channel: Literal["telegram", "gateway", "cli", "expiry"]
+    reason: str = Field(default="", max_length=2000)
+
+
+class ActionResult(Event):
+    """What happened when the executor ran one step of a plan."""
+
+    type: Literal["action.result"] = "action.result"
+    plan_id: str = Field(min_length=1, max_length=64)
+    step_index: int = Field(ge=0)
+    action: ActionName
+    target: str = Field(min_length=1, max_length=300)
+    host: HostName
+    status: Literal["started", "finished"]
+    outcome: Literal["success", "failure", "refused", "dry_run"] | None = None
+    output: str = Field(default="", max_length=20_000)
+    verified: bool | None = Field(default=None, description="Whether the fix was verified.")
+    dry_run: bool
+    started_at: AwareDatetime
+    finished_at: AwareDatetime | None = None
+
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    MetricBatch,
+    IssueOpened,
+    IssueUpdated,
+    IssueResolved,
+    Plan,
+    Approval,
+    ActionResult,
+)

@@ -1,0 +1,182 @@
+"""Subjects and JetStream streams: the one place they are defined.
+
+Each stream has exactly one owner, the service that declares it (creates it or
+updates it to this configuration) at start-up. Every other service binds to it
+without declaring (``declare=False``) and waits for it to exist, so no service
+can silently re-declare a stream with other settings.
+
+| stream | subjects | owner | retention | why |
+|---|---|---|---|---|
+| METRICS | medbay.metrics.<host> | collector | 24 h, 2 GiB | raw input; replayable for a day, enough to rebuild detector state and debug |
+| ISSUES | medbay.issues.<opened/updated/resolved>.<host> | detector | 90 d | incident history |
+| PLANS | medbay.plans.<host> | planner | 90 d | decisions, reproducible from their features |
+| APPROVALS | medbay.approvals.<plan_id> | approver | 90 d | audit trail of human decisions |
+| RESULTS | medbay.results.<host> | executor | 90 d | outcomes, the planner's training data |
+| DEADLETTER | medbay.deadletter.<stream> | detector | 30 d, 1 GiB | rejected messages with the reason |
+
+All are limits-based (consumers never delete what others may need), file-backed
+(they survive a server restart) and deduplicate on ``Nats-Msg-Id``.
+DEADLETTER is owned by the detector, the first consumer in the pipeline.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from faststream.nats import JStream
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from medbay.common.events import (
+    ActionResult,
+    Approval,
+    Event,
+    IssueOpened,
+    IssueResolved,
+    IssueUpdated,
+    MetricBatch,
+    Plan,
+)
+
+PREFIX = "medbay"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+MAX_MESSAGE_BYTES = 1 * MiB
+"""Largest message any stream stores (the NATS server's default max_payload)."""
+
+
+def token(value: str) -> str:
+    """Make ``value`` safe as one subject token (no dots, wildcards or spaces)."""
+    return _UNSAFE.sub("_", value) or "_"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    owner: str
+    max_age: float
+    max_bytes: int
+    duplicate_window: float
+    description: str
+
+    def declaration(self) -> StreamConfig:
+        """The full declaration: used by the owner only."""
+        return StreamConfig(
+            name=self.name,
+            description=self.description,
+            subjects=list(self.subjects),
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=self.max_age,
+            max_bytes=self.max_bytes,
+            max_msg_size=MAX_MESSAGE_BYTES,
+            discard=DiscardPolicy.OLD,
+            num_replicas=1,
+            duplicate_window=self.duplicate_window,
+        )
+
+    def binding(self) -> JStream:
+        """A reference that never declares: used by every other service."""
+        return JStream(self.name, declare=False)
+
+
+METRICS = StreamSpec(
+    "METRICS", (f"{PREFIX}.metrics.>",), "collector", DAY, 2 * GiB, 120.0,
+    "One MetricBatch per host per scrape.",
+)
+ISSUES = StreamSpec(
+    "ISSUES", (f"{PREFIX}.issues.>",), "detector", 90 * DAY, 1 * GiB, 600.0,
+    "Issue lifecycle: opened, updated, resolved.",
+)
+PLANS = StreamSpec(
+    "PLANS", (f"{PREFIX}.plans.>",), "planner", 90 * DAY, 1 * GiB, 600.0,
+    "Remediation plans.",
+)
+APPROVALS = StreamSpec(
+    "APPROVALS", (f"{PREFIX}.approvals.>",), "approver", 90 * DAY, 256 * MiB, 600.0,
+    "Human decisions on plans.",
+)
+RESULTS = StreamSpec(
+    "RESULTS", (f"{PREFIX}.results.>",), "executor", 90 * DAY, 1 * GiB, 600.0,
+    "Results of executed plan steps.",
+)
+DEADLETTER = StreamSpec(
+    "DEADLETTER", (f"{PREFIX}.deadletter.>",), "detector", 30 * DAY, 1 * GiB, 600.0,
+    "Rejected messages: original payload and headers, with the reason in headers.",
+)
+
+ALL_STREAMS: tuple[StreamSpec, ...] = (METRICS, ISSUES, PLANS, APPROVALS, RESULTS, DEADLETTER)
+STREAMS_BY_NAME = {s.name: s for s in ALL_STREAMS}
+
+
+def owned_by(service: str) -> tuple[StreamSpec, ...]:
+    return tuple(s for s in ALL_STREAMS if s.owner == service)
+
+
+def stream_for_subject(subject: str) -> StreamSpec | None:
+    for spec in ALL_STREAMS:
+        if any(subject.startswith(s.removesuffix(">")) for s in spec.subjects):
+            return spec
+    return None
+
+
+# --- subjects ------------------------------------------------------------------
+
+
+def metrics_subject(host: str) -> str:
+    return f"{PREFIX}.metrics.{token(host)}"
+
+
+def issue_subject(event: IssueOpened | IssueUpdated | IssueResolved) -> str:
+    transition = event.type.removeprefix("issue.")
+    return f"{PREFIX}.issues.{transition}.{token(event.host)}"
+
+
+def plan_subject(plan: Plan) -> str:
+    return f"{PREFIX}.plans.{token(plan.host)}"
+
+
+def approval_subject(approval: Approval) -> str:
+    return f"{PREFIX}.approvals.{token(approval.plan_id)}"
+
+
+def result_subject(result: ActionResult) -> str:
+    return f"{PREFIX}.results.{token(result.host)}"
+
+
+def deadletter_subject(source_stream: str) -> str:
+    return f"{PREFIX}.deadletter.{token(source_stream)}"
+
+
+def subject_for(event: Event) -> str:
+    """The subject an event is published on."""
+    if isinstance(event, MetricBatch):
+        return metrics_subject(event.host)
+    if isinstance(event, IssueOpened | IssueUpdated | IssueResolved):
+        return issue_subject(event)
+    if isinstance(event, Plan):
+        return plan_subject(event)
+    if isinstance(event, Approval):
+        return approval_subject(event)
+    if isinstance(event, ActionResult):
+        return result_subject(event)
+    raise TypeError(f"no subject for {type(event).__name__}")
+
+
+# Which events travel on which stream, with their subject pattern: used for the
+# AsyncAPI document and for decoding events when tailing or replaying.
+CHANNELS: tuple[tuple[str, StreamSpec, type[Event]], ...] = (
+    (f"{PREFIX}.metrics.{{host}}", METRICS, MetricBatch),
+    (f"{PREFIX}.issues.opened.{{host}}", ISSUES, IssueOpened),
+    (f"{PREFIX}.issues.updated.{{host}}", ISSUES, IssueUpdated),
+    (f"{PREFIX}.issues.resolved.{{host}}", ISSUES, IssueResolved),
+    (f"{PREFIX}.plans.{{host}}", PLANS, Plan),
+    (f"{PREFIX}.approvals.{{plan_id}}", APPROVALS, Approval),
+    (f"{PREFIX}.results.{{host}}", RESULTS, ActionResult),
+)

@@ -1,0 +1,123 @@
+"""The bus conventions against a real nats-server: acked publishes, dedup,
+dead-lettering of bad input, retries, and trace propagation."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import nats
+import pytest
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry
+
+from medbay.common.bus import (
+    DL_REASON,
+    DL_SEQUENCE,
+    ConsumerSpec,
+    Delivery,
+    declare_streams,
+    json_parser,
+    make_broker,
+    publish_event,
+    subscribe_batches,
+)
+from medbay.common.events import MetricBatch, MetricSample
+from medbay.common.streams import DEADLETTER, METRICS
+from medbay.common.telemetry import setup_tracing
+
+
+def batch(host: str = "h1", value: float = 1.0) -> MetricBatch:
+    return MetricBatch(
+        host=host,
+        collected_at=datetime.now(UTC),
+        samples=[MetricSample(name="cpu_percent", value=value, unit="%")],
+    )
+
+
+async def read_deadletters(url: str) -> list[nats.aio.msg.Msg]:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    sub = await js.pull_subscribe("medbay.deadletter.>", stream="DEADLETTER")
+    try:
+        return await sub.fetch(100, timeout=2)
+    except nats.errors.TimeoutError:
+        return []
+    finally:
+        await nc.close()
+
+
+async def test_publish_dedup_deadletter_and_trace(nats_server):
+    provider = setup_tracing("test")
+    broker = make_broker("test", nats_server.url, registry=CollectorRegistry(),
+                         tracer_provider=provider)
+    seen: list[Delivery[MetricBatch]] = []
+    trace_ids: list[int] = []
+    attempts: dict[int, int] = {}
+
+    async def handler(deliveries: list[Delivery[MetricBatch]]) -> None:
+        for d in deliveries:
+            with trace.use_span(d.span("handle"), end_on_exit=True) as span:
+                trace_ids.append(span.get_span_context().trace_id)
+            if d.event.samples[0].value == 13.0:
+                attempts[d.seq] = attempts.get(d.seq, 0) + 1
+                raise RuntimeError("unlucky")
+            if all(s.seq != d.seq for s in seen):  # handlers must tolerate repeats
+                seen.append(d)
+
+    subscribe_batches(
+        broker,
+        ConsumerSpec("test", "medbay.metrics.>", METRICS, max_deliver=2, retry_delay=0.1),
+        service="test",
+        parse=json_parser(MetricBatch),
+        handler=handler,
+        max_bytes=10_000,
+    )
+    await broker.connect()
+    await declare_streams(broker, [METRICS, DEADLETTER])
+    await broker.start()
+    try:
+        tracer = trace.get_tracer("test")
+        with tracer.start_as_current_span("collect") as root:
+            good = batch()
+            assert await publish_event(broker, good, stream=METRICS)
+        # the same event again is deduplicated by JetStream
+        assert not await publish_event(broker, good, stream=METRICS)
+        js = broker.config.connection_state.stream
+        await js.publish("medbay.metrics.h1", b"{not json", timeout=5)
+        wrong = batch().model_dump(mode="json") | {"schema_version": 99}
+        import json
+
+        await js.publish("medbay.metrics.h1", json.dumps(wrong).encode(), timeout=5)
+        await js.publish("medbay.metrics.h1", b"x" * 20_000, timeout=5)
+        await publish_event(broker, batch(value=13.0), stream=METRICS)
+        await publish_event(broker, batch(value=2.0), stream=METRICS)
+
+        for _ in range(100):
+            if len(seen) >= 2 and len(attempts) == 1 and sum(attempts.values()) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+    finally:
+        await broker.stop()
+
+    assert [d.event.samples[0].value for d in seen] == [1.0, 2.0]
+    assert seen[0].event.event_id == good.event_id
+    # the consumer's span continues the publisher's trace
+    assert trace_ids[0] == root.get_span_context().trace_id
+
+    letters = await read_deadletters(nats_server.url)
+    reasons = {m.headers[DL_SEQUENCE]: m.headers[DL_REASON] for m in letters}
+    assert len(letters) == 4, reasons
+    by_seq = dict(sorted((int(k), v) for k, v in reasons.items()))
+    texts = list(by_seq.values())
+    assert "invalid MetricBatch" in texts[0] and "JSON" in texts[0]
+    assert "schema_version" in texts[1]
+    assert "exceeds 10000 bytes" in texts[2]
+    assert "failed 2 deliveries" in texts[3] and "unlucky" in texts[3]
+    # the original payload is kept unchanged
+    assert letters[2].data == b"x" * 20_000
+
+
+if __name__ == "__main__":  # pragma: no cover
+    pytest.main([__file__])

@@ -23,12 +23,20 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
 
 _SQRT2 = math.sqrt(2.0)
-_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def erf(x: FloatArray) -> FloatArray:
+    """Vectorised error function (Abramowitz and Stegun 7.1.26, |error| < 1.5e-7)."""
+    sign = np.sign(x)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return np.asarray(sign * (1.0 - poly * np.exp(-a * a)), dtype=np.float64)
 
 
 def two_sided_confidence(z: FloatArray) -> FloatArray:
     """P(|Z| < |z|) for a standard normal Z: 3 sigma gives 0.9973."""
-    return np.asarray(_erf(np.abs(z) / _SQRT2), dtype=np.float64)
+    return np.clip(erf(np.abs(z) / _SQRT2), 0.0, 1.0)
 
 
 class AnomalyDetector(ABC):
@@ -51,7 +59,11 @@ class AnomalyDetector(ABC):
 
     @abstractmethod
     def get_state(self) -> dict[str, FloatArray]:
-        """Arrays that fully describe the learned state (for snapshots)."""
+        """Arrays that fully describe the learned state (for snapshots).
+
+        Every array has one entry per series on its first axis, so the state of
+        some series can be cut out and put back (per-host snapshots rely on it).
+        """
 
     @abstractmethod
     def set_state(self, state: dict[str, FloatArray]) -> None: ...
@@ -63,6 +75,10 @@ class Sigma3Detector(AnomalyDetector):
     A value's score is P(|Z| < |z|) where z is its distance from the window's
     mean in standard deviations; z = 3 gives 0.9973, the threshold. Series with
     fewer than ``min_samples`` values score 0.
+
+    Window sums are kept incrementally (O(1) per sample) on values shifted by each
+    series' first value, to avoid cancellation, and recomputed exactly every
+    time a series' ring wraps around, so rounding cannot accumulate.
     """
 
     name = "sigma3"
@@ -75,40 +91,70 @@ class Sigma3Detector(AnomalyDetector):
         self.ring: FloatArray = np.zeros((0, window))
         self.count: FloatArray = np.zeros(0)
         self.pos: IntArray = np.zeros(0, dtype=np.intp)
+        self.origin: FloatArray = np.zeros(0)
+        self.total: FloatArray = np.zeros(0)
+        self.total_sq: FloatArray = np.zeros(0)
 
     def add_series(self, count: int) -> None:
         self.ring = np.vstack([self.ring, np.zeros((count, self.window))])
         self.count = np.concatenate([self.count, np.zeros(count)])
         self.pos = np.concatenate([self.pos, np.zeros(count, dtype=np.intp)])
+        self.origin = np.concatenate([self.origin, np.zeros(count)])
+        self.total = np.concatenate([self.total, np.zeros(count)])
+        self.total_sq = np.concatenate([self.total_sq, np.zeros(count)])
         self.size += count
 
     def step(self, rows: IntArray, values: FloatArray) -> FloatArray:
-        history = self.ring[rows]
         n = self.count[rows]
+        origin = np.where(n == 0, values, self.origin[rows])
+        self.origin[rows] = origin
+        shifted = values - origin
         safe_n = np.maximum(n, 1.0)
-        mean = history.sum(axis=1) / safe_n
-        var = np.maximum((history * history).sum(axis=1) / safe_n - mean * mean, 0.0)
-        std = np.sqrt(var)
-        deviation = np.abs(values - mean)
+        total, total_sq = self.total[rows], self.total_sq[rows]
+        mean = total / safe_n
+        std = np.sqrt(np.maximum(total_sq / safe_n - mean * mean, 0.0))
+        deviation = np.abs(shifted - mean)
+        flat = std <= 1e-12 * np.maximum(1.0, np.abs(origin))
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), deviation / std, 0.0)
-        # A flat series that suddenly moves is as anomalous as it gets.
-        z = np.where((std <= 1e-12 * np.maximum(1.0, np.abs(mean))) & (deviation > 1e-9), 99.0, z)
+            # A flat series that suddenly moves is as anomalous as it gets.
+            z = np.where(flat, np.where(deviation > 1e-9, 99.0, 0.0), deviation / std)
         scores = np.where(n >= self.min_samples, two_sided_confidence(z), 0.0)
+
         pos = self.pos[rows]
-        self.ring[rows, pos] = values
-        self.pos[rows] = (pos + 1) % self.window
+        old = self.ring[rows, pos]
+        self.ring[rows, pos] = shifted
+        self.total[rows] = total + shifted - old
+        self.total_sq[rows] = total_sq + shifted * shifted - old * old
+        pos = (pos + 1) % self.window
+        self.pos[rows] = pos
         self.count[rows] = np.minimum(n + 1, self.window)
+        wrapped = rows[pos == 0]
+        if len(wrapped):
+            self._resum(wrapped)
         return scores
 
+    def _resum(self, rows: IntArray) -> None:
+        history = self.ring[rows]
+        self.total[rows] = history.sum(axis=1)
+        self.total_sq[rows] = (history * history).sum(axis=1)
+
     def get_state(self) -> dict[str, FloatArray]:
-        return {"ring": self.ring, "count": self.count, "pos": self.pos.astype(np.float64)}
+        return {
+            "ring": self.ring,
+            "count": self.count,
+            "pos": self.pos.astype(np.float64),
+            "origin": self.origin,
+        }
 
     def set_state(self, state: dict[str, FloatArray]) -> None:
         self.ring = np.array(state["ring"], dtype=np.float64).reshape(-1, self.window)
         self.count = np.array(state["count"], dtype=np.float64)
         self.pos = np.array(state["pos"], dtype=np.intp)
+        self.origin = np.array(state["origin"], dtype=np.float64)
         self.size = len(self.count)
+        self.total = np.zeros(self.size)
+        self.total_sq = np.zeros(self.size)
+        self._resum(np.arange(self.size, dtype=np.intp))
 
 
 DETECTORS: dict[str, type[AnomalyDetector]] = {

@@ -14,13 +14,13 @@ from prometheus_client import CollectorRegistry
 from medbay.common.bus import (
     DL_REASON,
     DL_SEQUENCE,
+    BatchConsumer,
     ConsumerSpec,
     Delivery,
     declare_streams,
     json_parser,
     make_broker,
     publish_event,
-    subscribe_batches,
 )
 from medbay.common.events import MetricBatch, MetricSample
 from medbay.common.streams import DEADLETTER, METRICS
@@ -49,8 +49,9 @@ async def read_deadletters(url: str) -> list[nats.aio.msg.Msg]:
 
 async def test_publish_dedup_deadletter_and_trace(nats_server):
     provider = setup_tracing("test")
-    broker = make_broker("test", nats_server.url, registry=CollectorRegistry(),
-                         tracer_provider=provider)
+    broker = make_broker(
+        "test", nats_server.url, registry=CollectorRegistry(), tracer_provider=provider
+    )
     seen: list[Delivery[MetricBatch]] = []
     trace_ids: list[int] = []
     attempts: dict[int, int] = {}
@@ -59,13 +60,13 @@ async def test_publish_dedup_deadletter_and_trace(nats_server):
         for d in deliveries:
             with trace.use_span(d.span("handle"), end_on_exit=True) as span:
                 trace_ids.append(span.get_span_context().trace_id)
-            if d.event.samples[0].value == 13.0:
+            if d.event.samples[0]["value"] == 13.0:
                 attempts[d.seq] = attempts.get(d.seq, 0) + 1
                 raise RuntimeError("unlucky")
             if all(s.seq != d.seq for s in seen):  # handlers must tolerate repeats
                 seen.append(d)
 
-    subscribe_batches(
+    consumer = BatchConsumer(
         broker,
         ConsumerSpec("test", "medbay.metrics.>", METRICS, max_deliver=2, retry_delay=0.1),
         service="test",
@@ -76,6 +77,7 @@ async def test_publish_dedup_deadletter_and_trace(nats_server):
     await broker.connect()
     await declare_streams(broker, [METRICS, DEADLETTER])
     await broker.start()
+    running = asyncio.create_task(consumer.run())
     try:
         tracer = trace.get_tracer("test")
         with tracer.start_as_current_span("collect") as root:
@@ -99,9 +101,10 @@ async def test_publish_dedup_deadletter_and_trace(nats_server):
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)
     finally:
+        running.cancel()
         await broker.stop()
 
-    assert [d.event.samples[0].value for d in seen] == [1.0, 2.0]
+    assert [d.event.samples[0]["value"] for d in seen] == [1.0, 2.0]
     assert seen[0].event.event_id == good.event_id
     # the consumer's span continues the publisher's trace
     assert trace_ids[0] == root.get_span_context().trace_id

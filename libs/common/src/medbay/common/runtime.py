@@ -80,9 +80,11 @@ class ServiceRuntime:
                 status, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
             elif path in ("/healthz", "/health"):
                 ok, info = self.health()
-                status, ctype, body = (200 if ok else 503), "application/json", json.dumps(
-                    info
-                ).encode()
+                status, ctype, body = (
+                    (200 if ok else 503),
+                    "application/json",
+                    json.dumps(info).encode(),
+                )
             else:
                 status, ctype, body = 404, "text/plain", b"not found: try /metrics or /healthz\n"
             reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
@@ -139,9 +141,7 @@ class ServiceRuntime:
             self.ready = True
             log.info("%s ready", self.name)
             stop_wait = asyncio.create_task(self._stop.wait())
-            done, _ = await asyncio.wait(
-                [stop_wait, *running], return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait([stop_wait, *running], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stop_wait and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]

@@ -5,14 +5,14 @@ updates it to this configuration) at start-up. Every other service binds to it
 without declaring (``declare=False``) and waits for it to exist, so no service
 can silently re-declare a stream with other settings.
 
-| stream | subjects | owner | retention | why |
-|---|---|---|---|---|
-| METRICS | medbay.metrics.<host> | collector | 24 h, 2 GiB | raw input; replayable for a day, enough to rebuild detector state and debug |
-| ISSUES | medbay.issues.<opened/updated/resolved>.<host> | detector | 90 d | incident history |
-| PLANS | medbay.plans.<host> | planner | 90 d | decisions, reproducible from their features |
-| APPROVALS | medbay.approvals.<plan_id> | approver | 90 d | audit trail of human decisions |
-| RESULTS | medbay.results.<host> | executor | 90 d | outcomes, the planner's training data |
-| DEADLETTER | medbay.deadletter.<stream> | detector | 30 d, 1 GiB | rejected messages with the reason |
+| stream | subjects | owner | kept |
+|---|---|---|---|
+| METRICS | medbay.metrics.<host> | collector | 24 h, 2 GiB: rebuilds detector state, debugging |
+| ISSUES | medbay.issues.<opened,updated,resolved>.<host> | detector | 90 d: incidents |
+| PLANS | medbay.plans.<host> | planner | 90 d: decisions and their inputs |
+| APPROVALS | medbay.approvals.<plan_id> | approver | 90 d: audit trail |
+| RESULTS | medbay.results.<host> | executor | 90 d: outcomes, training data |
+| DEADLETTER | medbay.deadletter.<stream> | detector | 30 d, 1 GiB: rejects, reasons |
 
 All are limits-based (consumers never delete what others may need), file-backed
 (they survive a server restart) and deduplicate on ``Nats-Msg-Id``.
@@ -87,27 +87,57 @@ class StreamSpec:
 
 
 METRICS = StreamSpec(
-    "METRICS", (f"{PREFIX}.metrics.>",), "collector", DAY, 2 * GiB, 120.0,
+    "METRICS",
+    (f"{PREFIX}.metrics.>",),
+    "collector",
+    DAY,
+    2 * GiB,
+    120.0,
     "One MetricBatch per host per scrape.",
 )
 ISSUES = StreamSpec(
-    "ISSUES", (f"{PREFIX}.issues.>",), "detector", 90 * DAY, 1 * GiB, 600.0,
+    "ISSUES",
+    (f"{PREFIX}.issues.>",),
+    "detector",
+    90 * DAY,
+    1 * GiB,
+    600.0,
     "Issue lifecycle: opened, updated, resolved.",
 )
 PLANS = StreamSpec(
-    "PLANS", (f"{PREFIX}.plans.>",), "planner", 90 * DAY, 1 * GiB, 600.0,
+    "PLANS",
+    (f"{PREFIX}.plans.>",),
+    "planner",
+    90 * DAY,
+    1 * GiB,
+    600.0,
     "Remediation plans.",
 )
 APPROVALS = StreamSpec(
-    "APPROVALS", (f"{PREFIX}.approvals.>",), "approver", 90 * DAY, 256 * MiB, 600.0,
+    "APPROVALS",
+    (f"{PREFIX}.approvals.>",),
+    "approver",
+    90 * DAY,
+    256 * MiB,
+    600.0,
     "Human decisions on plans.",
 )
 RESULTS = StreamSpec(
-    "RESULTS", (f"{PREFIX}.results.>",), "executor", 90 * DAY, 1 * GiB, 600.0,
+    "RESULTS",
+    (f"{PREFIX}.results.>",),
+    "executor",
+    90 * DAY,
+    1 * GiB,
+    600.0,
     "Results of executed plan steps.",
 )
 DEADLETTER = StreamSpec(
-    "DEADLETTER", (f"{PREFIX}.deadletter.>",), "detector", 30 * DAY, 1 * GiB, 600.0,
+    "DEADLETTER",
+    (f"{PREFIX}.deadletter.>",),
+    "detector",
+    30 * DAY,
+    1 * GiB,
+    600.0,
     "Rejected messages: original payload and headers, with the reason in headers.",
 )
 

@@ -30,13 +30,34 @@ def erf(x: FloatArray) -> FloatArray:
     sign = np.sign(x)
     a = np.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
     return np.asarray(sign * (1.0 - poly * np.exp(-a * a)), dtype=np.float64)
 
 
 def two_sided_confidence(z: FloatArray) -> FloatArray:
     """P(|Z| < |z|) for a standard normal Z: 3 sigma gives 0.9973."""
     return np.clip(erf(np.abs(z) / _SQRT2), 0.0, 1.0)
+
+
+def normal_tail(z: FloatArray) -> FloatArray:
+    """P(Z > z) for a standard normal Z.
+
+    Numerical Recipes' erfc approximation: its *relative* error stays near
+    1e-6 far into the tail, where ``1 - erf`` rounds to 0 and loses the ranking.
+    """
+    x = np.abs(z) / _SQRT2
+    t = 1.0 / (1.0 + 0.5 * x)
+    coefficients = (
+        0.17087277, -0.82215223, 1.48851499, -1.13520398, 0.27886807,
+        -0.18628806, 0.09678418, 0.37409196, 1.00002368, -1.26551223,
+    )  # fmt: skip
+    poly = np.zeros_like(t)
+    for c in coefficients:
+        poly = poly * t + c
+    upper = 0.5 * t * np.exp(poly - x * x)
+    return np.asarray(np.where(z >= 0, upper, 1.0 - upper), dtype=np.float64)
 
 
 class AnomalyDetector(ABC):
@@ -157,8 +178,105 @@ class Sigma3Detector(AnomalyDetector):
         self._resum(np.arange(self.size, dtype=np.intp))
 
 
+class LikelihoodDetector(AnomalyDetector):
+    """Novel values plus Numenta's "anomaly likelihood" over jump surprise.
+
+    Two signals, after NAB's HTM detector, which scores the reverse of sigma3's
+    weaknesses: it stays quiet on noisy series and catches regime changes.
+
+    * Raw surprise: the jump ``|x - previous|`` in units of four typical jumps
+      (an EWMA of past jumps), capped at 1. The likelihood step then asks how
+      unusual the mean raw surprise of the last ``recent`` samples is against the
+      long-run distribution of that mean (EWMA mean and variance, floored as in
+      Numenta's code so quiet series need a real change). The score is the
+      tail probability on a log scale: ``log(tail + 1e-10) / log(1e-10)``, so
+      0.5 means p = 1e-5 (Numenta's "red" level) and ranking survives to 1e-10.
+    * Novel range: a value more than 5 % of the seen range beyond the running
+      min/max scores 1, as in NAB's HTM detector ("spatial anomaly").
+
+    Series score 0 from the likelihood until ``learn`` samples have been seen.
+    """
+
+    name = "likelihood"
+    threshold = 0.5
+
+    # Columns of ``stats``: sample count, running min/max, previous value,
+    # typical jump, long-run mean/variance of the recent surprise, ring position.
+    _N, _MIN, _MAX, _PREV, _JUMP, _MEAN, _VAR, _POS = range(8)
+    _COLUMNS = 8
+    _LOG_FLOOR = math.log(1e-10)
+
+    def __init__(
+        self,
+        recent: int = 3,
+        learn: int = 388,
+        jump_alpha: float = 0.01,
+        history_alpha: float = 0.0005,
+        range_tolerance: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.recent = recent
+        self.learn = learn
+        self.jump_alpha = jump_alpha
+        self.history_alpha = history_alpha
+        self.range_tolerance = range_tolerance
+        self.stats: FloatArray = np.zeros((0, self._COLUMNS))
+        self.raw: FloatArray = np.zeros((0, recent))
+
+    def add_series(self, count: int) -> None:
+        self.stats = np.vstack([self.stats, np.zeros((count, self._COLUMNS))])
+        self.raw = np.vstack([self.raw, np.zeros((count, self.recent))])
+        self.size += count
+
+    def step(self, rows: IntArray, values: FloatArray) -> FloatArray:
+        st = self.stats[rows]
+        n = st[:, self._N]
+        first = n == 0
+        lo = np.where(first, values, st[:, self._MIN])
+        hi = np.where(first, values, st[:, self._MAX])
+        jump = np.abs(values - np.where(first, values, st[:, self._PREV]))
+        typical = np.where(n <= 1, jump, st[:, self._JUMP])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            surprise = np.where(typical > 0, np.minimum(jump / (4.0 * typical), 1.0), jump > 0)
+        surprise = np.where(n < 2, 0.0, surprise)
+
+        pos = st[:, self._POS].astype(np.intp)
+        self.raw[rows, pos] = surprise
+        average = self.raw[rows].sum(axis=1) / np.minimum(n + 1, self.recent)
+        mean = np.maximum(st[:, self._MEAN], 0.03)
+        std = np.sqrt(np.maximum(st[:, self._VAR], 0.0003))
+        tail = normal_tail((average - mean) / std)
+        scores = np.clip(np.log(tail + 1e-10) / self._LOG_FLOOR, 0.0, 1.0)
+        scores = np.where(n < self.learn, 0.0, scores)
+        margin = (hi - lo) * self.range_tolerance
+        novel = (hi > lo) & ((values > hi + margin) | (values < lo - margin))
+        scores = np.where(novel, 1.0, scores)
+
+        rate = np.maximum(self.history_alpha, 1.0 / (n + 1))
+        delta = average - st[:, self._MEAN]
+        st[:, self._MEAN] += rate * delta
+        st[:, self._VAR] = (1.0 - rate) * (st[:, self._VAR] + rate * delta * delta)
+        st[:, self._JUMP] = typical + self.jump_alpha * (jump - typical)
+        st[:, self._MIN] = np.minimum(lo, values)
+        st[:, self._MAX] = np.maximum(hi, values)
+        st[:, self._PREV] = values
+        st[:, self._POS] = (pos + 1) % self.recent
+        st[:, self._N] = n + 1
+        self.stats[rows] = st
+        return scores
+
+    def get_state(self) -> dict[str, FloatArray]:
+        return {"stats": self.stats, "raw": self.raw}
+
+    def set_state(self, state: dict[str, FloatArray]) -> None:
+        self.stats = np.array(state["stats"], dtype=np.float64).reshape(-1, self._COLUMNS)
+        self.raw = np.array(state["raw"], dtype=np.float64).reshape(-1, self.recent)
+        self.size = len(self.stats)
+
+
 DETECTORS: dict[str, type[AnomalyDetector]] = {
     Sigma3Detector.name: Sigma3Detector,
+    LikelihoodDetector.name: LikelihoodDetector,
 }
 
 

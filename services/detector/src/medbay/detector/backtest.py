@@ -49,9 +49,7 @@ def score_csv(lines: Iterable[str], detector: str = "sigma3") -> Iterator[tuple[
         try:
             value = float(text)
         except ValueError:
-            raise CsvInputError(
-                f"line {reader.line_num}: value {text!r} is not a number"
-            ) from None
+            raise CsvInputError(f"line {reader.line_num}: value {text!r} is not a number") from None
         if not math.isfinite(value):
             raise CsvInputError(f"line {reader.line_num}: value {text!r} is not finite")
         score = model.step(row, np.array([value]))

@@ -58,7 +58,9 @@ class ThresholdRule(BaseModel):
                 else self.warning >= self.critical
             )
             if not ordered:
-                raise ValueError(f"warning must come before critical for direction {self.direction}")
+                raise ValueError(
+                    f"warning must come before critical for direction {self.direction}"
+                )
         return self
 
     def signed_levels(self) -> tuple[float, float]:
@@ -91,20 +93,62 @@ class AnomalyRule(BaseModel):
 
 def _default_thresholds() -> list[ThresholdRule]:
     return [
-        ThresholdRule(metric="cpu_percent", kind="cpu", warning=80, critical=95,
-                      for_samples=3, clear_samples=2, hysteresis=5),
-        ThresholdRule(metric="memory_percent", kind="memory", warning=85, critical=95,
-                      for_samples=3, clear_samples=2, hysteresis=2),
-        ThresholdRule(metric="disk_percent", kind="disk", warning=90, critical=95,
-                      hysteresis=1, resource_label="mount"),
-        ThresholdRule(metric="postgres_query_latency_ms", kind="db_latency", warning=1000,
-                      critical=5000, for_samples=2, resource_label="service"),
-        ThresholdRule(metric="redis_ping_latency_ms", kind="db_latency", warning=1000,
-                      critical=5000, for_samples=2, resource_label="service"),
-        ThresholdRule(metric="net_errors", kind="network_errors", warning=100, critical=1000,
-                      resource_label="interface"),
-        ThresholdRule(metric="service_up", kind="service_down", critical=0.5, direction="below",
-                      resource_label="service"),
+        ThresholdRule(
+            metric="cpu_percent",
+            kind="cpu",
+            warning=80,
+            critical=95,
+            for_samples=3,
+            clear_samples=2,
+            hysteresis=5,
+        ),
+        ThresholdRule(
+            metric="memory_percent",
+            kind="memory",
+            warning=85,
+            critical=95,
+            for_samples=3,
+            clear_samples=2,
+            hysteresis=2,
+        ),
+        ThresholdRule(
+            metric="disk_percent",
+            kind="disk",
+            warning=90,
+            critical=95,
+            hysteresis=1,
+            resource_label="mount",
+        ),
+        ThresholdRule(
+            metric="postgres_query_latency_ms",
+            kind="db_latency",
+            warning=1000,
+            critical=5000,
+            for_samples=2,
+            resource_label="service",
+        ),
+        ThresholdRule(
+            metric="redis_ping_latency_ms",
+            kind="db_latency",
+            warning=1000,
+            critical=5000,
+            for_samples=2,
+            resource_label="service",
+        ),
+        ThresholdRule(
+            metric="net_errors",
+            kind="network_errors",
+            warning=100,
+            critical=1000,
+            resource_label="interface",
+        ),
+        ThresholdRule(
+            metric="service_up",
+            kind="service_down",
+            critical=0.5,
+            direction="below",
+            resource_label="service",
+        ),
     ]
 
 

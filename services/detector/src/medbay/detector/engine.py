@@ -142,6 +142,7 @@ class HostState:
 
 @dataclass
 class _Item:
+    index: int  # position of the batch in the call
     batch: MetricBatch
     state: HostState
     layout: Layout
@@ -156,6 +157,7 @@ class DetectionEngine:
         self.hosts: dict[str, HostState] = {}
         self.dirty: set[str] = set()
         self.samples_seen = 0
+        self.max_seq = 0
         # one entry per series row
         self.series: list[tuple[str, str, LabelItems]] = []  # host, metric, labels
         self.rule_of: list[ThresholdRule | None] = []
@@ -178,22 +180,22 @@ class DetectionEngine:
         """Create rows for new series, with their rules and detectors."""
         start = len(self.series)
         rows = list(range(start, start + len(keys)))
-        by_block: dict[str, tuple[list[int], list[AnomalyRule]]] = defaultdict(
-            lambda: ([], [])
-        )
+        by_block: dict[str, tuple[list[int], list[AnomalyRule]]] = defaultdict(lambda: ([], []))
         for row, (name, items) in zip(rows, keys, strict=True):
             labels = dict(items)
             self.series.append((host, name, items))
             self.rule_of.append(
                 next(
-                    (r for r in self.config.thresholds
-                     if r.metric == name and _matches(labels, r.labels)),
+                    (
+                        r
+                        for r in self.config.thresholds
+                        if r.metric == name and _matches(labels, r.labels)
+                    ),
                     None,
                 )
             )
             arule = next(
-                (r for r in self.config.anomaly
-                 if r.metric == name and _matches(labels, r.labels)),
+                (r for r in self.config.anomaly if r.metric == name and _matches(labels, r.labels)),
                 None,
             )
             self.block_of.append(None)
@@ -262,21 +264,25 @@ class DetectionEngine:
     # -- processing -----------------------------------------------------------
 
     def process(self, batch: MetricBatch, seq: int) -> list[IssueEvent]:
-        return self.process_many([(batch, seq)])
+        return [event for _, event in self.process_many([(batch, seq)])]
 
-    def process_many(self, batches: Sequence[tuple[MetricBatch, int]]) -> list[IssueEvent]:
+    def process_many(
+        self, batches: Sequence[tuple[MetricBatch, int]]
+    ) -> list[tuple[int, IssueEvent]]:
         """Apply batches given in stream order with their stream sequence numbers.
 
-        A batch at or below its host's last applied sequence was applied already
-        (a redelivery, or a replay after restart) and is skipped.
+        Returns the issue events, each with the position of the batch that caused
+        it. A batch at or below its host's last applied sequence was applied
+        already (a redelivery, or a replay after restart) and is skipped.
         """
         waves: list[list[_Item]] = []
         depth: dict[str, int] = defaultdict(int)
-        for batch, seq in batches:
+        for index, (batch, seq) in enumerate(batches):
             state = self.host(batch.host)
             if seq <= state.last_seq:
                 continue
             state.last_seq = seq
+            self.max_seq = max(self.max_seq, seq)
             self.dirty.add(batch.host)
             if not batch.samples:
                 continue
@@ -286,13 +292,13 @@ class DetectionEngine:
             depth[batch.host] += 1
             if wave == len(waves):
                 waves.append([])
-            waves[wave].append(_Item(batch, state, layout, values))
-        events: list[IssueEvent] = []
+            waves[wave].append(_Item(index, batch, state, layout, values))
+        events: list[tuple[int, IssueEvent]] = []
         for items in waves:
             self._wave(items, events)
         return events
 
-    def _wave(self, items: list[_Item], events: list[IssueEvent]) -> None:
+    def _wave(self, items: list[_Item], events: list[tuple[int, IssueEvent]]) -> None:
         """Evaluate scrapes of distinct hosts in one vectorised pass."""
         rows = np.concatenate([it.layout.rows for it in items])
         values = np.concatenate([it.values for it in items])
@@ -325,7 +331,7 @@ class DetectionEngine:
         rows: IntArray,
         values: FloatArray,
         owners: IntArray,
-        events: list[IssueEvent],
+        events: list[tuple[int, IssueEvent]],
     ) -> None:
         warn_all, crit_all, hyst_all, sign_all, up_all, down_all = self._rule_params()
         warn, crit, hyst = warn_all[rows], crit_all[rows], hyst_all[rows]
@@ -342,9 +348,19 @@ class DetectionEngine:
             crossed = rule.critical if max(before, after) == 2 else rule.warning
             item = items[owners[pos]]
             events.append(
-                self._transition(
-                    item, row, "threshold", rule.kind, before, after,
-                    crossed if crossed is not None else rule.critical, None, rule.resource_label,
+                (
+                    item.index,
+                    self._transition(
+                        item,
+                        row,
+                        "threshold",
+                        rule.kind,
+                        before,
+                        after,
+                        crossed if crossed is not None else rule.critical,
+                        None,
+                        rule.resource_label,
+                    ),
                 )
             )
 
@@ -356,7 +372,7 @@ class DetectionEngine:
         brows: IntArray,
         values: FloatArray,
         owners: IntArray,
-        events: list[IssueEvent],
+        events: list[tuple[int, IssueEvent]],
     ) -> None:
         scores = block.detector.step(brows, values)
         block.last_score[brows] = scores
@@ -365,10 +381,21 @@ class DetectionEngine:
         down = np.asarray(block.clear_samples, dtype=np.intp)[brows]
         changed, old, new = block.debounce.advance(brows, target, up, down)
         for pos, before, after in zip(changed.tolist(), old.tolist(), new.tolist(), strict=True):
+            item = items[owners[pos]]
             events.append(
-                self._transition(
-                    items[owners[pos]], block.rows[int(brows[pos])], name, "anomaly",
-                    before, after, None, float(scores[pos]), None,
+                (
+                    item.index,
+                    self._transition(
+                        item,
+                        block.rows[int(brows[pos])],
+                        name,
+                        "anomaly",
+                        before,
+                        after,
+                        None,
+                        float(scores[pos]),
+                        None,
+                    ),
                 )
             )
 
@@ -434,4 +461,126 @@ class DetectionEngine:
             previous_severity=previous,
             first_seen=issue.first_seen,
             **common,
+        )
+
+
+# -- snapshots ----------------------------------------------------------------
+
+
+@dataclass
+class HostSnapshot:
+    """Everything the engine knows about one host, as plain data and arrays."""
+
+    meta: dict[str, object]
+    arrays: dict[str, FloatArray]
+
+
+def export_host(engine: DetectionEngine, host: str) -> HostSnapshot:
+    state = engine.hosts[host]
+    keys = list(state.index)
+    rows = np.array([state.index[k] for k in keys], dtype=np.intp)
+    local = {int(r): i for i, r in enumerate(rows.tolist())}
+    th = engine.thresholds
+    arrays: dict[str, FloatArray] = {
+        "level": th.level[rows].astype(np.float64),
+        "pending": th.pending[rows].astype(np.float64),
+        "count": th.count[rows].astype(np.float64),
+        "last_value": engine.last_value[rows],
+    }
+    blocks: dict[str, list[int]] = {}
+    for name, block in engine.blocks.items():
+        members = [
+            (i, w[1])
+            for i, r in enumerate(rows.tolist())
+            if (w := engine.block_of[r]) is not None and w[0] == name
+        ]
+        if not members:
+            continue
+        blocks[name] = [i for i, _ in members]
+        brows = np.array([b for _, b in members], dtype=np.intp)
+        arrays[f"{name}/level"] = block.debounce.level[brows].astype(np.float64)
+        arrays[f"{name}/pending"] = block.debounce.pending[brows].astype(np.float64)
+        arrays[f"{name}/count"] = block.debounce.count[brows].astype(np.float64)
+        arrays[f"{name}/last_score"] = block.last_score[brows]
+        for key, values in block.detector.get_state().items():
+            arrays[f"{name}/state/{key}"] = np.asarray(values)[brows]
+    meta: dict[str, object] = {
+        "host": host,
+        "last_seq": state.last_seq,
+        "config": engine.config.fingerprint(),
+        "series": [[name, [list(kv) for kv in items]] for name, items in keys],
+        "blocks": blocks,
+        "open": [
+            {
+                "row": local[issue.row],
+                "source": issue.source,
+                "fingerprint": issue.fingerprint,
+                "severity": issue.severity.value,
+                "first_seen": issue.first_seen.isoformat(),
+            }
+            for issue in state.open.values()
+        ],
+    }
+    return HostSnapshot(meta, arrays)
+
+
+def import_host(engine: DetectionEngine, snap: HostSnapshot) -> None:
+    """Restore a host exported by ``export_host`` into an engine that has not seen it.
+
+    Anomaly detector state is restored only when the config is unchanged (a
+    changed config may map metrics to other detectors); those series warm up again.
+    """
+    meta, arrays = snap.meta, snap.arrays
+    host = str(meta["host"])
+    if host in engine.hosts and engine.hosts[host].index:
+        raise ValueError(f"host {host} already has state")
+    series = meta["series"]
+    assert isinstance(series, list)
+    keys: list[SeriesKey] = [
+        (str(name), tuple((str(k), str(v)) for k, v in items)) for name, items in series
+    ]
+    rows = np.array(engine.add_series(host, keys), dtype=np.intp)
+    state = engine.host(host)
+    last_seq = meta["last_seq"]
+    assert isinstance(last_seq, int)
+    state.last_seq = last_seq
+    th = engine.thresholds
+    th.level[rows] = arrays["level"].astype(np.intp)
+    th.pending[rows] = arrays["pending"].astype(np.intp)
+    th.count[rows] = arrays["count"].astype(np.intp)
+    engine.last_value[rows] = arrays["last_value"]
+    same_config = meta["config"] == engine.config.fingerprint()
+    blocks = meta["blocks"]
+    assert isinstance(blocks, dict)
+    for name, members in blocks.items():
+        block = engine.blocks.get(name)
+        if not same_config or block is None:
+            continue
+        brows = np.array(
+            [w[1] for i in members if (w := engine.block_of[int(rows[i])])], dtype=np.intp
+        )
+        if len(brows) != len(members):
+            continue
+        block.debounce.level[brows] = arrays[f"{name}/level"].astype(np.intp)
+        block.debounce.pending[brows] = arrays[f"{name}/pending"].astype(np.intp)
+        block.debounce.count[brows] = arrays[f"{name}/count"].astype(np.intp)
+        block.last_score[brows] = arrays[f"{name}/last_score"]
+        full = block.detector.get_state()
+        for key in full:
+            full[key] = np.array(full[key], copy=True)
+            full[key][brows] = arrays[f"{name}/state/{key}"]
+        block.detector.set_state(full)
+    opened = meta["open"]
+    assert isinstance(opened, list)
+    for item in opened:
+        row = int(rows[item["row"]])
+        source = str(item["source"])
+        if source != "threshold" and (not same_config or engine.block_of[row] is None):
+            continue  # its detector's state was not restored; it reopens if still anomalous
+        state.open[(row, source)] = OpenIssue(
+            str(item["fingerprint"]),
+            row,
+            source,
+            Severity(item["severity"]),
+            datetime.fromisoformat(item["first_seen"]),
         )

@@ -1,0 +1,223 @@
+"""The detector service: METRICS in, ISSUES out.
+
+Wiring only: the logic is in ``engine`` (what is wrong) and ``snapshots``
+(surviving restarts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry import trace
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import ValidationError
+
+from medbay.common.bus import (
+    BatchConsumer,
+    ConsumerSpec,
+    Delivery,
+    jetstream,
+    json_parser,
+    publish_event,
+)
+from medbay.common.events import IssueEvent, MetricBatch
+from medbay.common.runtime import ServiceRuntime
+from medbay.common.streams import ISSUES, METRICS
+from medbay.detector.config import ConfigError, DetectorConfig, load_config
+from medbay.detector.engine import DetectionEngine, export_host, import_host
+from medbay.detector.snapshots import SnapshotStore
+
+log = logging.getLogger("medbay.detector")
+
+CONSUMER = "detector"
+
+
+class Detector:
+    """Holds the engine, publishes what it finds and keeps its snapshots current."""
+
+    def __init__(self, rt: ServiceRuntime, config: DetectorConfig) -> None:
+        self.rt = rt
+        self.config = config
+        self.engine = DetectionEngine(config)
+        self.store: SnapshotStore | None = None
+        self.tracer = trace.get_tracer("medbay.detector")
+        reg = rt.registry
+        self.samples = Counter("medbay_detector_samples", "Samples evaluated", registry=reg)
+        self.batches = Counter("medbay_detector_batches", "Metric batches applied", registry=reg)
+        self.issue_events = Counter(
+            "medbay_detector_issue_events", "Issue events published", ["type"], registry=reg
+        )
+        self.open_issues = Gauge("medbay_detector_open_issues", "Open issues", registry=reg)
+        self.handle_seconds = Histogram(
+            "medbay_detector_batch_seconds", "Time to handle one fetched set", registry=reg
+        )
+
+    async def start(self) -> None:
+        js = jetstream(self.rt.broker)
+        self.store = await SnapshotStore.open(js)
+        watermark, snaps = await self.store.load()
+        for snap in snaps:
+            import_host(self.engine, snap)
+        if snaps:
+            log.info("restored %d hosts from snapshots; replaying from %d", len(snaps), watermark)
+            replayed = await self.replay(js, watermark + 1)
+            log.info("replayed %d metric batches", replayed)
+        self._update_gauge()
+
+    async def replay(self, js: JetStreamContext, start_seq: int) -> int:
+        """Re-apply METRICS from ``start_seq`` up to now, publishing what it finds."""
+        info = await js.stream_info(METRICS.name)
+        last = info.state.last_seq
+        if start_seq > last:
+            return 0
+        sub = await js.pull_subscribe(
+            f"{METRICS.subjects[0]}",
+            stream=METRICS.name,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=max(start_seq, info.state.first_seq),
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=60.0,
+            ),
+        )
+        count = 0
+        try:
+            done = False
+            while not done:
+                try:
+                    msgs = await sub.fetch(512, timeout=2)
+                except NatsTimeout:
+                    break
+                items: list[tuple[MetricBatch, int]] = []
+                for msg in msgs:
+                    seq = msg.metadata.sequence.stream
+                    done = done or seq >= last
+                    if seq > last:
+                        continue
+                    try:
+                        items.append((MetricBatch.model_validate_json(msg.data), seq))
+                    except ValidationError:
+                        continue  # dead-lettered when it was first delivered
+                for _, event in self.engine.process_many(items):
+                    await self.publish(event)
+                count += len(items)
+        finally:
+            await sub.unsubscribe()
+        await self.flush()
+        return count
+
+    async def publish(self, event: IssueEvent) -> None:
+        fresh = await publish_event(
+            self.rt.broker, event, stream=ISSUES, timeout=self.rt.settings.publish_timeout
+        )
+        if fresh:
+            self.issue_events.labels(event.type).inc()
+            log.info(
+                "%s %s %s on %s: %s=%s (%s)",
+                event.type,
+                event.severity.value,
+                event.kind,
+                event.host,
+                event.metric,
+                event.value,
+                event.detector,
+                extra={"fingerprint": event.fingerprint, "event_id": event.event_id},
+            )
+
+    async def handle(self, deliveries: list[Delivery[MetricBatch]]) -> None:
+        with self.handle_seconds.time():
+            spans = [d.span("detector.evaluate") for d in deliveries]
+            try:
+                before = self.engine.samples_seen
+                found = self.engine.process_many([(d.event, d.seq) for d in deliveries])
+                self.samples.inc(self.engine.samples_seen - before)
+                self.batches.inc(len(deliveries))
+                hosts = set()
+                for index, event in found:
+                    with trace.use_span(spans[index]):
+                        await self.publish(event)
+                    hosts.add(event.host)
+                if hosts:
+                    # Persist right away: a restart then never re-derives these events.
+                    await self.flush(hosts)
+                    self._update_gauge()
+            finally:
+                for span in spans:
+                    span.end()
+
+    async def flush(self, hosts: set[str] | None = None) -> None:
+        """Write snapshots of changed hosts, then the watermark they complete."""
+        if self.store is None:
+            return
+        names = self.engine.dirty if hosts is None else hosts & self.engine.dirty
+        if not names and hosts is not None:
+            return
+        mark = self.engine.max_seq
+        snaps = [export_host(self.engine, h) for h in names]
+        self.engine.dirty -= set(names)
+        for snap in snaps:
+            await self.store.save_host(snap)
+        if hosts is None:
+            await self.store.save_watermark(mark)
+
+    async def snapshot_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.snapshot_interval_seconds)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("snapshot failed; will retry")
+
+    def _update_gauge(self) -> None:
+        self.open_issues.set(sum(len(h.open) for h in self.engine.hosts.values()))
+
+
+async def serve(config: DetectorConfig) -> None:
+    rt = ServiceRuntime("detector")
+    detector = Detector(rt, config)
+    consumer = BatchConsumer(
+        rt.broker,
+        ConsumerSpec(
+            CONSUMER, METRICS.subjects[0], METRICS, batch_size=config.batch_size, deliver_new=True
+        ),
+        service="detector",
+        parse=json_parser(MetricBatch),
+        handler=detector.handle,
+        max_bytes=rt.settings.max_event_bytes,
+        registry=rt.registry,
+    )
+    await rt.run(
+        needs=[METRICS],
+        on_start=detector.start,
+        tasks=[consumer.run, detector.snapshot_loop],
+        on_stop=detector.flush,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="medbay run detector")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(p) if (p := os.environ.get("MEDBAY_DETECTOR_CONFIG")) else None,
+        help="detector config YAML (default: $MEDBAY_DETECTOR_CONFIG, else built-in rules)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"medbay detector: bad config: {exc}", file=sys.stderr)
+        sys.exit(2)
+    asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()

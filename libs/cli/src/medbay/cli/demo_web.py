@@ -1,0 +1,44 @@
+"""demo-web: a tiny HTTP service that `medbay up` watches, and that goes down now and then.
+
+It serves ``200 OK`` for ``--up`` seconds, stops listening for ``--down`` seconds,
+and starts again, so a first look at Medbay shows a real ``service_down`` issue
+being opened and resolved. ``medbay up --no-demo`` leaves it out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+
+async def serve(port: int, up: float, down: float) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+        await writer.drain()
+        writer.close()
+
+    while True:
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
+        print(f"serving on http://127.0.0.1:{port}/ for {up:.0f} s", flush=True)
+        await asyncio.sleep(up)
+        server.close()
+        await server.wait_closed()
+        print(f"down for {down:.0f} s (on purpose)", flush=True)
+        await asyncio.sleep(down)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="demo-web")
+    parser.add_argument("--port", type=int, default=9480)
+    parser.add_argument("--up", type=float, default=60.0)
+    parser.add_argument("--down", type=float, default=20.0)
+    args = parser.parse_args()
+    try:
+        asyncio.run(serve(args.port, args.up, args.down))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -42,8 +43,16 @@ class NatsServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [str(BIN / "nats-server"), "-js", "-a", "127.0.0.1", "-p", str(self.port),
-             "-sd", str(self.root / "js")],
+            [
+                str(BIN / "nats-server"),
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-sd",
+                str(self.root / "js"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=open(self.root / "nats.log", "ab"),  # noqa: SIM115
         )
@@ -84,8 +93,19 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
         pytest.fail("redis-server is not installed (make test installs it)")
     port = free_port()
     proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
         stdout=subprocess.DEVNULL,
     )
     wait_port(port)
@@ -110,15 +130,33 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
 
         pw = pwd.getpwnam("postgres")
         tmp_path.chmod(0o777)
+        # let user postgres traverse pytest's 0700 temp root (pytest resets it next run)
+        for parent in tmp_path.parents:
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                parent.chmod(mode | stat.S_IXOTH)
         run_as = {"user": pw.pw_uid, "group": pw.pw_gid}
     subprocess.run(
         [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", *user_args],
-        check=True, stdout=subprocess.DEVNULL, **run_as,  # type: ignore[arg-type]
+        check=True,
+        stdout=subprocess.DEVNULL,
+        **run_as,  # type: ignore[arg-type]
     )
     proc = subprocess.Popen(
-        [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-         "-k", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **run_as,  # type: ignore[arg-type]
+        [
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        **run_as,  # type: ignore[arg-type]
     )
     wait_port(port, 30)
     time.sleep(0.3)

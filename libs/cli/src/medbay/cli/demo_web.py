@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 
 
 async def serve(port: int, up: float, down: float) -> None:
@@ -34,10 +35,8 @@ def main() -> None:
     parser.add_argument("--up", type=float, default=60.0)
     parser.add_argument("--down", type=float, default=20.0)
     args = parser.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.port, args.up, args.down))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -89,9 +89,8 @@ def summarize(msg: Msg) -> str:
             f" (threshold {event.get('threshold')}, {event.get('detector')})"
         )
     else:
-        what = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "timestamp"))[
-            :200
-        ]
+        fields = (f"{k}={v}" for k, v in event.items() if k not in ("type", "timestamp"))
+        what = " ".join(fields)[:200]
     return f"{head} {kind} {what} trace={trace_id(msg)}"
 
 
@@ -109,7 +108,7 @@ async def read_range(
     else:
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_TIME,
-            opt_start_time=since.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            opt_start_time=since.astimezone(UTC),
         )
     config.ack_policy = AckPolicy.NONE
     config.inactive_threshold = 30.0

@@ -17,10 +17,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    with_config,
+)
 from typing_extensions import TypedDict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 """The only schema version this release reads and writes."""
 
 HostName = Annotated[
@@ -79,6 +86,7 @@ class Event(BaseModel):
 # --- metrics -------------------------------------------------------------------
 
 
+@with_config(ConfigDict(extra="forbid"))
 class MetricSample(TypedDict):
     """One value of one series; a series is (host, name, labels).
 
@@ -86,8 +94,6 @@ class MetricSample(TypedDict):
     detector validates tens of thousands a second, so they stay plain dicts
     (validated all the same). ``unit`` and ``labels`` may be left out.
     """
-
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
     name: MetricName
     value: Annotated[float, Field(allow_inf_nan=False)]
@@ -241,6 +247,9 @@ class ActionResult(Event):
     started_at: AwareDatetime
     finished_at: AwareDatetime | None = None
 
+
+IssueChange = IssueOpened | IssueUpdated | IssueResolved
+"""Any of the three issue lifecycle events."""
 
 ALL_EVENTS: tuple[type[Event], ...] = (
     MetricBatch,

@@ -13,7 +13,8 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -25,7 +26,7 @@ from medbay.common.telemetry import setup_logging, setup_tracing
 
 log = logging.getLogger(__name__)
 
-Hook = Callable[[], Awaitable[None]]
+Hook = Callable[[], Coroutine[Any, Any, None]]
 HealthCheck = Callable[[], str | None]
 """Returns None when fine, or a short description of what is wrong."""
 

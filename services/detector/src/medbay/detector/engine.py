@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import repeat
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from medbay.common.events import (
-    IssueEvent,
+    IssueChange,
     IssueOpened,
     IssueResolved,
     IssueUpdated,
@@ -52,7 +53,7 @@ def _matches(labels: dict[str, str], wanted: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in wanted.items())
 
 
-def _cat(parts: list[NDArray[np.generic]], dtype: type) -> NDArray[np.generic]:
+def _cat(parts: list[NDArray[Any]], dtype: type) -> NDArray[Any]:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
@@ -165,7 +166,7 @@ class DetectionEngine:
         self.last_value = np.zeros(0)
         self.thresholds = Debounce()
         self.blocks: dict[str, AnomalyBlock] = {}
-        self._params: tuple[FloatArray, ...] = ()
+        self._params: tuple[NDArray[Any], ...] = ()
         self._params_rows = -1
 
     # -- series ---------------------------------------------------------------
@@ -213,7 +214,7 @@ class DetectionEngine:
         self.host(host).index.update(zip(keys, rows, strict=True))
         return rows
 
-    def _rule_params(self) -> tuple[FloatArray, ...]:
+    def _rule_params(self) -> tuple[NDArray[Any], ...]:
         """(warning, critical, hysteresis, sign, for, clear) per row, rebuilt when rows grow."""
         if self._params_rows != len(self.series):
             levels = [r.signed_levels() if r else (np.inf, np.inf) for r in self.rule_of]
@@ -235,7 +236,9 @@ class DetectionEngine:
         layout is cached per host and checked with two list comparisons done in C.
         """
         names = list(map(_NAME, batch.samples))
-        labels = list(map(dict.get, batch.samples, repeat("labels")))
+        labels: list[dict[str, str] | None] = list(
+            map(dict.get, batch.samples, repeat("labels"))  # type: ignore[arg-type]
+        )
         shape = state.shape
         if shape is not None and shape[0] == names and shape[1] == labels:
             return shape[2]
@@ -263,12 +266,12 @@ class DetectionEngine:
 
     # -- processing -----------------------------------------------------------
 
-    def process(self, batch: MetricBatch, seq: int) -> list[IssueEvent]:
+    def process(self, batch: MetricBatch, seq: int) -> list[IssueChange]:
         return [event for _, event in self.process_many([(batch, seq)])]
 
     def process_many(
         self, batches: Sequence[tuple[MetricBatch, int]]
-    ) -> list[tuple[int, IssueEvent]]:
+    ) -> list[tuple[int, IssueChange]]:
         """Apply batches given in stream order with their stream sequence numbers.
 
         Returns the issue events, each with the position of the batch that caused
@@ -293,12 +296,12 @@ class DetectionEngine:
             if wave == len(waves):
                 waves.append([])
             waves[wave].append(_Item(index, batch, state, layout, values))
-        events: list[tuple[int, IssueEvent]] = []
+        events: list[tuple[int, IssueChange]] = []
         for items in waves:
             self._wave(items, events)
         return events
 
-    def _wave(self, items: list[_Item], events: list[tuple[int, IssueEvent]]) -> None:
+    def _wave(self, items: list[_Item], events: list[tuple[int, IssueChange]]) -> None:
         """Evaluate scrapes of distinct hosts in one vectorised pass."""
         rows = np.concatenate([it.layout.rows for it in items])
         values = np.concatenate([it.values for it in items])
@@ -331,7 +334,7 @@ class DetectionEngine:
         rows: IntArray,
         values: FloatArray,
         owners: IntArray,
-        events: list[tuple[int, IssueEvent]],
+        events: list[tuple[int, IssueChange]],
     ) -> None:
         warn_all, crit_all, hyst_all, sign_all, up_all, down_all = self._rule_params()
         warn, crit, hyst = warn_all[rows], crit_all[rows], hyst_all[rows]
@@ -372,7 +375,7 @@ class DetectionEngine:
         brows: IntArray,
         values: FloatArray,
         owners: IntArray,
-        events: list[tuple[int, IssueEvent]],
+        events: list[tuple[int, IssueChange]],
     ) -> None:
         scores = block.detector.step(brows, values)
         block.last_score[brows] = scores
@@ -412,7 +415,7 @@ class DetectionEngine:
         threshold: float | None,
         score: float | None,
         resource_label: str | None,
-    ) -> IssueEvent:
+    ) -> IssueChange:
         host, metric, label_items = self.series[row]
         labels = dict(label_items)
         fingerprint = issue_fingerprint(host, kind, metric, labels)

@@ -28,7 +28,7 @@ from medbay.common.bus import (
     json_parser,
     publish_event,
 )
-from medbay.common.events import IssueEvent, MetricBatch
+from medbay.common.events import IssueChange, MetricBatch
 from medbay.common.runtime import ServiceRuntime
 from medbay.common.streams import ISSUES, METRICS
 from medbay.detector.config import ConfigError, DetectorConfig, load_config
@@ -114,7 +114,7 @@ class Detector:
         await self.flush()
         return count
 
-    async def publish(self, event: IssueEvent) -> None:
+    async def publish(self, event: IssueChange) -> None:
         fresh = await publish_event(
             self.rt.broker, event, stream=ISSUES, timeout=self.rt.settings.publish_timeout
         )

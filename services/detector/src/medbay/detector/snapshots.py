@@ -36,7 +36,7 @@ FORMAT = 1
 def encode(snap: HostSnapshot) -> bytes:
     header = json.dumps({"format": FORMAT, **snap.meta}).encode()
     buf = io.BytesIO()
-    np.savez(buf, **snap.arrays)
+    np.savez(buf, **snap.arrays)  # type: ignore[arg-type]  # numpy stubs miss **arrays
     return struct.pack(">I", len(header)) + header + zlib.compress(buf.getvalue(), 1)
 
 

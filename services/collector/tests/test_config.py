@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medbay.collector.config import (
+    ConfigError,
+    HttpCheck,
+    ProcessCheck,
+    TcpCheck,
+    load_config,
+)
+
+EXAMPLE = Path(__file__).parents[1] / "collector.example.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "collector.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_example_config_loads() -> None:
+    config = load_config(EXAMPLE)
+    assert config.interval_seconds == 5
+    assert [s.check for s in config.services] == ["process", "tcp", "http", "redis", "postgres"]
+    api = config.services[2]
+    assert isinstance(api, HttpCheck)
+    assert (api.expect_status, api.timeout_seconds) == (200, 3)
+    assert isinstance(config.services[1], TcpCheck) and config.services[1].port == 22
+    assert config.scrape[0].name == "node" and config.scrape[0].max_samples == 5000
+
+
+def test_defaults(tmp_path: Path) -> None:
+    for config in (load_config(None), load_config(write(tmp_path, ""))):
+        assert config.host == socket.gethostname()
+        assert (config.interval_seconds, config.top_processes) == (5, 5)
+        assert config.services == [] and config.scrape == []
+    config = load_config(write(tmp_path, "services: [{name: sshd, check: process}]"))
+    check = config.services[0]
+    assert isinstance(check, ProcessCheck) and check.timeout_seconds == 2
+    assert check.process is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "services:\n  - {name: a, check: ftp}",
+            "services[0]: Input tag 'ftp' found using 'check' does not match",
+        ),
+        (
+            "services:\n  - {name: a, check: process}\n  - {name: b, check: process}\n"
+            "  - {name: c, check: tcp, port: 70000}",
+            "services[2].port: Input should be less than or equal to 65535",
+        ),
+        ("services:\n  - {check: tcp, port: 80}", "services[0].name: Field required"),
+        (
+            "services:\n  - {name: a, check: tcp, port: 1}\n  - {name: a, check: process}",
+            "services: Value error, duplicate service name 'a'",
+        ),
+        ("services:\n  - {name: a, check: tcp, prot: 1}", "services[0].prot: Extra inputs"),
+        ("interval_seconds: 0", "interval_seconds: Input should be greater than 0"),
+        ("host: 'bad host'", "host: String should match pattern"),
+        ("scrape: [{name: x, url: 'ftp://x'}]", "scrape[0].url: URL scheme should be"),
+        ("services: [name: a", "is not valid YAML"),
+        ("- just\n- a list", "expected a mapping at the top level"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert message in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read collector config"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_bad_config_exits_2_before_connecting(tmp_path: Path) -> None:
+    path = write(tmp_path, "services:\n  - {name: db, check: tcp, port: 99999}")
+    env = os.environ | {"MEDBAY_NATS_URL": "nats://127.0.0.1:1", "MEDBAY_HTTP_PORT": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "medbay.collector.main", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "services[0].port: Input should be less than or equal to 65535" in result.stderr
+    assert "starting" not in result.stderr

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,3 +164,71 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
     yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     proc.terminate()
     proc.wait(20)
+
+
+class ServiceProcess:
+    """A Medbay service run as a real OS process, logging to a file."""
+
+    def __init__(self, name: str, nats_url: str, root: Path, *args: str, **env: str) -> None:
+        self.name = name
+        self.port = free_port()
+        self.log_path = root / f"{name}.log"
+        self.argv = [sys.executable, "-m", f"medbay.{name}.main", *args]
+        self.env = {
+            **os.environ,
+            "MEDBAY_NATS_URL": nats_url,
+            "MEDBAY_HTTP_PORT": str(self.port),
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_healthy: bool = True) -> ServiceProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log)
+        if wait_healthy:
+            self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.logs()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not healthy: {self.logs()[-2000:]}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = 15) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+
+@pytest.fixture
+def services(nats_server: NatsServer, tmp_path: Path) -> Iterator[Any]:
+    """Start Medbay services as processes: ``services("detector", *args, **env)``."""
+    started: list[ServiceProcess] = []
+
+    def start(name: str, *args: str, wait_healthy: bool = True, **env: str) -> ServiceProcess:
+        proc = ServiceProcess(name, nats_server.url, tmp_path, *args, **env)
+        started.append(proc.start(wait_healthy))
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pipe.add_argument("--detector-command", default=None, help=argparse.SUPPRESS)
     pipe.set_defaults(func=lambda a: load("pipeline").main(a))
     nab = kinds.add_parser("nab", help="score anomaly detectors on the NAB data")
-    nab.add_argument("--detectors", default="sigma3", help="comma-separated detector names")
+    nab.add_argument(
+        "--detectors", default="", help="comma-separated detector names (default: all)"
+    )
     nab.add_argument("--jobs", type=int, default=2)
     nab.set_defaults(func=lambda a: load("nab").main(a))

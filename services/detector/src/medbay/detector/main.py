@@ -64,12 +64,19 @@ class Detector:
         js = jetstream(self.rt.broker)
         self.store = await SnapshotStore.open(js)
         watermark, snaps = await self.store.load()
+        if watermark is None:
+            # First start: the consumer begins with new metrics, so this is where
+            # state begins; a crash before the first snapshot replays from here.
+            info = await js.stream_info(METRICS.name)
+            await self.store.save_watermark(info.state.last_seq)
+            self.engine.max_seq = info.state.last_seq
+            return
         for snap in snaps:
             import_host(self.engine, snap)
-        if snaps:
-            log.info("restored %d hosts from snapshots; replaying from %d", len(snaps), watermark)
-            replayed = await self.replay(js, watermark + 1)
-            log.info("replayed %d metric batches", replayed)
+        self.engine.max_seq = watermark
+        log.info("restored %d hosts from snapshots; replaying from %d", len(snaps), watermark)
+        replayed = await self.replay(js, watermark + 1)
+        log.info("replayed %d metric batches", replayed)
         self._update_gauge()
 
     async def replay(self, js: JetStreamContext, start_seq: int) -> int:

@@ -67,12 +67,13 @@ class SnapshotStore:
     async def save_watermark(self, seq: int) -> None:
         await self.kv.put(WATERMARK, str(seq).encode())
 
-    async def load(self) -> tuple[int, list[HostSnapshot]]:
+    async def load(self) -> tuple[int | None, list[HostSnapshot]]:
+        """The watermark (None on a first start) and every host's snapshot."""
         try:
             entry = await self.kv.get(WATERMARK)
             watermark = int(entry.value or b"0")
         except KeyNotFoundError:
-            return 0, []
+            return None, []
         snaps = []
         try:
             keys = await self.kv.keys()

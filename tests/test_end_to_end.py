@@ -1,0 +1,97 @@
+"""Collector and detector as real processes on a real nats-server: a watched
+service goes down, an issue opens and resolves, and one trace spans both services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nats
+
+from conftest import free_port, wait_port
+from medbay.common.events import IssueOpened, IssueResolved, MetricBatch
+
+INTERVAL = 0.5
+
+
+def start_web(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return proc
+
+
+async def next_issue(sub, kind: type, deadline: float):
+    while time.monotonic() < deadline:
+        try:
+            msg = await sub.next_msg(timeout=max(0.1, deadline - time.monotonic()))
+        except nats.errors.TimeoutError:
+            break
+        event = json.loads(msg.data)
+        if event["type"] == kind.model_fields["type"].default and event["resource"] == "web":
+            return kind.model_validate(event), msg
+    raise AssertionError(f"no {kind.__name__} for web before the deadline")
+
+
+async def test_service_down_opens_and_resolves_with_one_trace(
+    nats_server, services, tmp_path: Path
+):
+    web_port = free_port()
+    web = start_web(web_port)
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        f"interval_seconds: {INTERVAL}\ntop_processes: 0\nhost: e2e-host\n"
+        f"services:\n  - {{name: web, check: tcp, host: 127.0.0.1, port: {web_port}}}\n"
+    )
+    nc = await nats.connect(nats_server.url)
+    try:
+        collector = services("collector", "--config", str(config))
+        detector = services("detector")
+        sub = await nc.subscribe("medbay.issues.>")
+        await asyncio.sleep(4 * INTERVAL)  # a few healthy scrapes
+
+        web.terminate()
+        web.wait(5)
+        went_down = datetime.now(UTC)
+        opened, opened_msg = await next_issue(sub, IssueOpened, time.monotonic() + 20)
+        assert opened.kind == "service_down" and opened.host == "e2e-host"
+        assert opened.severity == "critical" and opened.value == 0.0
+        # seen down by the first or second scrape after the service went away
+        assert (opened.first_seen - went_down).total_seconds() <= 2 * INTERVAL + 0.2
+
+        web = start_web(web_port)
+        came_back = datetime.now(UTC)
+        resolved, _ = await next_issue(sub, IssueResolved, time.monotonic() + 20)
+        assert resolved.fingerprint == opened.fingerprint
+        assert (resolved.last_seen - came_back).total_seconds() <= 2 * INTERVAL + 0.2
+
+        # One trace: the metric batch that revealed the problem (published in the
+        # collector's span) and the issue (published in the detector's span).
+        js = nc.jetstream()
+        metrics = await js.pull_subscribe("medbay.metrics.e2e-host", stream="METRICS")
+        trigger = None
+        while trigger is None:
+            for msg in await metrics.fetch(100, timeout=2):
+                batch = MetricBatch.model_validate_json(msg.data)
+                if batch.collected_at == opened.first_seen:
+                    trigger = msg
+        trace_of = lambda m: m.headers["traceparent"].split("-")[1]  # noqa: E731
+        assert trace_of(opened_msg) == trace_of(trigger)
+        # and the detector logged the issue inside that trace
+        lines = [json.loads(x) for x in detector.logs().splitlines() if x.startswith("{")]
+        logged = [x for x in lines if x.get("event_id") == opened.event_id]
+        assert logged and logged[0]["trace_id"] == trace_of(trigger)
+
+        assert collector.stop() == 0
+        assert detector.stop() == 0
+    finally:
+        web.terminate()
+        await nc.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import nats
@@ -16,9 +17,20 @@ def nats_url() -> str:
 
 async def connect() -> Client:
     url = nats_url()
+
+    async def quiet(_: Exception) -> None:
+        """Connection errors are reported once, below, not as tracebacks."""
+
     try:
-        return await nats.connect(
-            url.split(","), connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False
+        return await asyncio.wait_for(
+            nats.connect(
+                url.split(","),
+                connect_timeout=3,
+                max_reconnect_attempts=0,
+                allow_reconnect=False,
+                error_cb=quiet,
+            ),
+            timeout=5,
         )
     except Exception as exc:
         raise SystemExit(

@@ -10,8 +10,9 @@ BIN := $(VENV)/bin
 
 .PHONY: up test sync lint typecheck pytest system-deps bench clean
 
+# make up NATS_PORT=4223 when 4222 is taken
 up: sync
-	$(BIN)/medbay up
+	$(BIN)/medbay up $(if $(NATS_PORT),--port $(NATS_PORT))
 
 test: sync system-deps lint typecheck pytest
 
@@ -38,6 +39,7 @@ pytest:
 
 bench: sync
 	$(BIN)/medbay bench pipeline
+	$(BIN)/medbay bench nab
 
 clean:
 	rm -rf .medbay .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,7 @@ Conventions every service follows through this module:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -287,21 +288,30 @@ class BatchConsumer(Generic[E]):
             ),
         )
         log.info("consuming %s as %s", spec.stream.name, spec.durable)
-        while True:
-            try:
-                msgs = await sub.fetch(spec.batch_size, timeout=1.0)
-            except TimeoutError:  # nats-py raises asyncio's or its own subclass of it
-                continue
-            except (ConnectionClosedError, ServiceUnavailableError, NoRespondersError) as exc:
-                log.warning("fetch from %s failed: %r; retrying", spec.stream.name, exc)
-                await asyncio.sleep(1.0)
-                continue
-            try:
-                await self.handle(msgs)
-            except Exception:
-                # e.g. NATS went away mid-batch: leave what is unsettled for redelivery
-                log.exception("batch from %s not settled; it will be redelivered", spec.stream.name)
-                await asyncio.sleep(1.0)
+        try:
+            while True:
+                await self._fetch_and_handle(sub)
+        finally:
+            # an open subscription would hold up the connection's drain on stop
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _fetch_and_handle(self, sub: JetStreamContext.PullSubscription) -> None:
+        spec = self.spec
+        try:
+            msgs = await sub.fetch(spec.batch_size, timeout=1.0)
+        except TimeoutError:  # nats-py raises asyncio's or its own subclass of it
+            return
+        except (ConnectionClosedError, ServiceUnavailableError, NoRespondersError) as exc:
+            log.warning("fetch from %s failed: %r; retrying", spec.stream.name, exc)
+            await asyncio.sleep(1.0)
+            return
+        try:
+            await self.handle(msgs)
+        except Exception:
+            # e.g. NATS went away mid-batch: leave what is unsettled for redelivery
+            log.exception("batch from %s not settled; it will be redelivered", spec.stream.name)
+            await asyncio.sleep(1.0)
 
     async def handle(self, msgs: list[Msg]) -> None:
         good: list[Delivery[E]] = []

@@ -1,0 +1,72 @@
+# syntax=docker/dockerfile:1
+#
+# One image for every Medbay service. Pick the service with the command:
+#   docker run medbay run collector --config /etc/medbay/collector.yaml
+#   docker run medbay run detector          (the default)
+# Build from the repository root: docker build -t medbay .
+#
+# Configuration is by environment (see libs/common/src/medbay/common/settings.py):
+# MEDBAY_NATS_URL, MEDBAY_HTTP_HOST, MEDBAY_HTTP_PORT, MEDBAY_LOG_LEVEL,
+# MEDBAY_LOG_FORMAT, MEDBAY_MAX_EVENT_BYTES, MEDBAY_PUBLISH_TIMEOUT, plus
+# MEDBAY_COLLECTOR_CONFIG / MEDBAY_DETECTOR_CONFIG and the standard OTEL_* variables.
+#
+# No HEALTHCHECK here: each service serves /healthz on its own port (collector
+# 9471, detector 9472, ...), so compose/compose.yaml and k8s/ probe it per service.
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# --- build: a virtual environment at /opt/medbay, from uv.lock exactly ---------
+FROM ${PYTHON_IMAGE} AS build
+
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python3.11 \
+    UV_PROJECT_ENVIRONMENT=/opt/medbay
+
+RUN pip install --no-cache-dir uv==0.13.9
+
+WORKDIR /src
+
+# Third-party dependencies first: this layer is rebuilt only when the lockfile
+# or the root pyproject changes, not on every source edit. --frozen installs
+# what uv.lock says and fails rather than re-resolve; the workspace members
+# are not needed for this step.
+COPY pyproject.toml uv.lock ./
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-install-workspace
+
+# Then the workspace itself. The root project is `package = false`; it depends
+# on the `medbay` CLI, which depends on every service, so this installs them all.
+# --no-editable builds them as wheels into the venv: /src is not needed at run time.
+COPY libs ./libs
+COPY services ./services
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable \
+ && /opt/medbay/bin/medbay run --help >/dev/null
+
+# --- runtime: the venv and nothing else ------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+
+RUN groupadd --system --gid 10001 medbay \
+ && useradd --system --uid 10001 --gid medbay --home-dir /home/medbay --create-home \
+        --shell /usr/sbin/nologin medbay
+
+COPY --from=build /opt/medbay /opt/medbay
+
+# MEDBAY_HTTP_HOST: services bind /metrics and /healthz on all interfaces, not
+# only loopback, so probes and Prometheus can reach them from outside the container.
+ENV PATH=/opt/medbay/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MEDBAY_HTTP_HOST=0.0.0.0 \
+    MEDBAY_LOG_FORMAT=json
+
+# The default ports (DEFAULT_HTTP_PORTS): documentation only, nothing is published.
+EXPOSE 9471 9472 9473 9474 9475 8470
+
+USER 10001:10001
+WORKDIR /home/medbay
+
+ENTRYPOINT ["medbay"]
+CMD ["run", "detector"]

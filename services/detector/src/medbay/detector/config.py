@@ -77,9 +77,12 @@ class AnomalyRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     metric: str = Field(min_length=1)
-    detector: str = "sigma3"
+    detector: str = "likelihood"
     for_samples: int = Field(default=1, ge=1, le=1000)
     clear_samples: int = Field(default=3, ge=1, le=1000)
+    warmup_samples: int = Field(
+        default=30, ge=0, le=100_000, description="No issue before a series has this many."
+    )
     labels: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -97,8 +97,10 @@ class AnomalyBlock:
     def __init__(self, detector: AnomalyDetector) -> None:
         self.detector = detector
         self.rows: list[int] = []  # block row -> series row
-        self.for_samples: list[int] = []
-        self.clear_samples: list[int] = []
+        self.for_samples = np.zeros(0, dtype=np.intp)
+        self.clear_samples = np.zeros(0, dtype=np.intp)
+        self.warmup = np.zeros(0, dtype=np.intp)
+        self.seen = np.zeros(0, dtype=np.intp)  # samples scored per row
         self.debounce = Debounce()
         self.last_score = np.zeros(0)
 
@@ -106,8 +108,10 @@ class AnomalyBlock:
         start = len(self.rows)
         self.detector.add_series(len(rows))
         self.rows += rows
-        self.for_samples += [r.for_samples for r in rules]
-        self.clear_samples += [r.clear_samples for r in rules]
+        self.for_samples = np.append(self.for_samples, [r.for_samples for r in rules])
+        self.clear_samples = np.append(self.clear_samples, [r.clear_samples for r in rules])
+        self.warmup = np.append(self.warmup, [r.warmup_samples for r in rules])
+        self.seen = np.append(self.seen, np.zeros(len(rows), dtype=np.intp))
         self.debounce.grow(len(rows))
         self.last_score = np.concatenate([self.last_score, np.zeros(len(rows))])
         return list(range(start, start + len(rows)))
@@ -379,10 +383,13 @@ class DetectionEngine:
     ) -> None:
         scores = block.detector.step(brows, values)
         block.last_score[brows] = scores
-        target = (scores >= block.detector.threshold).astype(np.intp)
-        up = np.asarray(block.for_samples, dtype=np.intp)[brows]
-        down = np.asarray(block.clear_samples, dtype=np.intp)[brows]
-        changed, old, new = block.debounce.advance(brows, target, up, down)
+        seen = block.seen[brows] + 1
+        block.seen[brows] = seen
+        warm = seen > block.warmup[brows]
+        target = (warm & (scores >= block.detector.threshold)).astype(np.intp)
+        changed, old, new = block.debounce.advance(
+            brows, target, block.for_samples[brows], block.clear_samples[brows]
+        )
         for pos, before, after in zip(changed.tolist(), old.tolist(), new.tolist(), strict=True):
             item = items[owners[pos]]
             events.append(
@@ -505,6 +512,7 @@ def export_host(engine: DetectionEngine, host: str) -> HostSnapshot:
         arrays[f"{name}/pending"] = block.debounce.pending[brows].astype(np.float64)
         arrays[f"{name}/count"] = block.debounce.count[brows].astype(np.float64)
         arrays[f"{name}/last_score"] = block.last_score[brows]
+        arrays[f"{name}/seen"] = block.seen[brows].astype(np.float64)
         for key, values in block.detector.get_state().items():
             arrays[f"{name}/state/{key}"] = np.asarray(values)[brows]
     meta: dict[str, object] = {
@@ -568,6 +576,7 @@ def import_host(engine: DetectionEngine, snap: HostSnapshot) -> None:
         block.debounce.pending[brows] = arrays[f"{name}/pending"].astype(np.intp)
         block.debounce.count[brows] = arrays[f"{name}/count"].astype(np.intp)
         block.last_score[brows] = arrays[f"{name}/last_score"]
+        block.seen[brows] = arrays[f"{name}/seen"].astype(np.intp)
         full = block.detector.get_state()
         for key in full:
             full[key] = np.array(full[key], copy=True)

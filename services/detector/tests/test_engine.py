@@ -1,0 +1,168 @@
+"""The detection engine's logic, without NATS: lifecycle, debounce, hysteresis,
+batching across hosts, idempotence and snapshots."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from medbay.common.events import MetricBatch, MetricSample, derived_event_id
+from medbay.detector.config import ConfigError, DetectorConfig, ThresholdRule, load_config
+from medbay.detector.engine import DetectionEngine, export_host, import_host
+from medbay.detector.snapshots import decode, encode
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def scrape(host: str, i: int, **values: float) -> MetricBatch:
+    samples = []
+    for name, value in values.items():
+        if name == "service_up":
+            samples.append(MetricSample(name=name, value=value, labels={"service": "web"}))
+        else:
+            samples.append(MetricSample(name=name, value=value))
+    return MetricBatch(
+        event_id=derived_event_id("t", host, i),
+        host=host,
+        collected_at=T0 + timedelta(seconds=5 * i),
+        samples=samples,
+    )
+
+
+def run(engine: DetectionEngine, series: list[MetricBatch], start: int = 1):
+    return [
+        (e.type, e.kind, e.severity.value, i)
+        for i, b in enumerate(series, start=start)
+        for e in engine.process(b, i)
+    ]
+
+
+def test_threshold_opens_once_escalates_and_resolves():
+    cpu = [50] * 5 + [85] * 6 + [97] * 4 + [60] * 4
+    events = run(
+        DetectionEngine(DetectorConfig()),
+        [scrape("h", i, cpu_percent=v) for i, v in enumerate(cpu)],
+    )
+    kinds = [(t, k, s) for t, k, s, _ in events if k == "cpu"]
+    assert kinds == [
+        ("issue.opened", "cpu", "warning"),
+        ("issue.updated", "cpu", "critical"),
+        ("issue.resolved", "cpu", "critical"),
+    ]
+    at = {t: i for t, k, _, i in events if k == "cpu"}
+    assert at["issue.opened"] == 8  # third sample over 80 (for_samples=3)
+    assert at["issue.updated"] == 14  # third sample over 95
+    assert at["issue.resolved"] == 17  # second sample back under (clear_samples=2)
+
+
+def test_hysteresis_keeps_a_hovering_value_from_flapping():
+    hover = [85, 85, 85] + [79, 81] * 10  # dips under 80 but not under 80 - 5
+    events = run(
+        DetectionEngine(DetectorConfig()),
+        [scrape("h", i, cpu_percent=v) for i, v in enumerate(hover)],
+    )
+    assert [t for t, k, _, _ in events if k == "cpu"] == ["issue.opened"]
+
+
+def test_service_down_is_a_below_threshold():
+    ups = [1, 1, 0, 0, 0, 1, 1]
+    events = run(
+        DetectionEngine(DetectorConfig()), [scrape("h", i, service_up=v) for i, v in enumerate(ups)]
+    )
+    assert [(t, k, i) for t, k, _, i in events] == [
+        ("issue.opened", "service_down", 3),
+        ("issue.resolved", "service_down", 6),
+    ]
+
+
+def test_anomaly_waits_for_warmup_then_flags_a_spike():
+    rng = random.Random(1)
+    flat = [50 + rng.gauss(0, 1) for _ in range(200)]
+    engine = DetectionEngine(DetectorConfig())
+    events = run(engine, [scrape("h", i, load1=v) for i, v in enumerate(flat)])
+    assert not [e for e in events if e[3] <= 30]  # nothing during warm-up
+    spike = run(engine, [scrape("h", 200, load1=500.0)], start=201)
+    assert spike == [("issue.opened", "anomaly", "warning", 201)]
+
+
+def test_redelivered_batches_are_skipped():
+    engine = DetectionEngine(DetectorConfig())
+    down = scrape("h", 0, service_up=0)
+    assert len(engine.process(down, 7)) == 1
+    assert engine.process(down, 7) == []  # a redelivery
+    assert engine.process(scrape("h", 1, service_up=0), 5) == []  # older than applied
+
+
+def test_event_ids_are_derived_from_the_batch():
+    batch = scrape("h", 0, service_up=0)
+    first = DetectionEngine(DetectorConfig()).process(batch, 1)
+    again = DetectionEngine(DetectorConfig()).process(batch, 1)
+    assert [e.event_id for e in first] == [e.event_id for e in again]
+
+
+def mixed_stream(hosts: int, scrapes: int, seed: int = 3) -> list[MetricBatch]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(scrapes):
+        for h in range(hosts):
+            out.append(
+                scrape(
+                    f"h{h}",
+                    i,
+                    cpu_percent=rng.choice([20, 50, 85, 97]),
+                    service_up=rng.choice([0, 1, 1, 1]),
+                    load1=rng.gauss(2, 0.5) if rng.random() > 0.02 else 40.0,
+                )
+            )
+    return out
+
+
+def test_batched_processing_equals_one_by_one():
+    stream = mixed_stream(hosts=4, scrapes=80)
+    one_by_one = DetectionEngine(DetectorConfig())
+    expected = [e for i, b in enumerate(stream, 1) for e in one_by_one.process(b, i)]
+    batched = DetectionEngine(DetectorConfig())
+    got = []
+    for start in range(0, len(stream), 37):  # sets spanning several scrapes per host
+        chunk = [(b, i) for i, b in enumerate(stream[start : start + 37], start + 1)]
+        got += [e for _, e in batched.process_many(chunk)]
+    key = lambda e: (e.host, e.last_seen, e.fingerprint, e.type)  # noqa: E731
+    assert sorted(map(key, got)) == sorted(map(key, expected))
+    assert [e.event_id for e in sorted(got, key=key)] == [
+        e.event_id for e in sorted(expected, key=key)
+    ]
+
+
+def test_snapshot_round_trip_continues_exactly():
+    stream = mixed_stream(hosts=3, scrapes=120)
+    whole = DetectionEngine(DetectorConfig())
+    expected = [e.event_id for i, b in enumerate(stream, 1) for e in whole.process(b, i)]
+
+    first = DetectionEngine(DetectorConfig())
+    half = len(stream) // 2
+    got = [e.event_id for i, b in enumerate(stream[:half], 1) for e in first.process(b, i)]
+    restored = DetectionEngine(DetectorConfig())
+    for host in first.hosts:
+        import_host(restored, decode(encode(export_host(first, host))))
+    got += [
+        e.event_id for i, b in enumerate(stream[half:], half + 1) for e in restored.process(b, i)
+    ]
+    assert got == expected
+
+
+def test_config_errors_name_the_field(tmp_path: Path):
+    path = tmp_path / "d.yaml"
+    path.write_text("anomaly:\n  - {metric: cpu_percent, detector: magic}\n")
+    with pytest.raises(ConfigError, match=r"anomaly\.0.*unknown detector 'magic'"):
+        load_config(path)
+    path.write_text("thresholds:\n  - {metric: x, kind: cpu, warning: 90, critical: 80}\n")
+    with pytest.raises(ConfigError, match=r"thresholds\.0.*warning must come before critical"):
+        load_config(path)
+    path.write_text("[1, 2")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    with pytest.raises(ValueError, match="set warning, critical or both"):
+        ThresholdRule(metric="x", kind="cpu")

@@ -164,7 +164,7 @@ async def up(args: argparse.Namespace) -> int:
             "-p",
             str(nats_port),
             "-sd",
-            str(data_dir / "jetstream"),
+            str(data_dir),  # the server adds jetstream/
             "-n",
             "medbay",
         ]

@@ -128,11 +128,12 @@ class Detector:
         if fresh:
             self.issue_events.labels(event.type).inc()
             log.info(
-                "%s %s %s on %s: %s=%s (%s)",
+                "%s %s %s on %s/%s: %s=%s (%s)",
                 event.type,
                 event.severity.value,
                 event.kind,
                 event.host,
+                event.resource,
                 event.metric,
                 event.value,
                 event.detector,

@@ -121,11 +121,18 @@ class Detector:
         await self.flush()
         return count
 
-    async def publish(self, event: IssueChange) -> None:
-        fresh = await publish_event(
-            self.rt.broker, event, stream=ISSUES, timeout=self.rt.settings.publish_timeout
-        )
-        if fresh:
+    async def publish_all(self, events: list[tuple[IssueChange, trace.Span]]) -> None:
+        for event, span in events:
+            await self.publish(event, span)
+
+    async def publish(self, event: IssueChange, span: trace.Span | None = None) -> None:
+        """Publish ``event`` as part of ``span`` (the metric batch's handling)."""
+        with trace.use_span(span or trace.get_current_span()):
+            fresh = await publish_event(
+                self.rt.broker, event, stream=ISSUES, timeout=self.rt.settings.publish_timeout
+            )
+            if not fresh:
+                return  # re-derived after a restart; JetStream had it already
             self.issue_events.labels(event.type).inc()
             log.info(
                 "%s %s %s on %s/%s: %s=%s (%s)",
@@ -148,14 +155,14 @@ class Detector:
                 found = self.engine.process_many([(d.event, d.seq) for d in deliveries])
                 self.samples.inc(self.engine.samples_seen - before)
                 self.batches.inc(len(deliveries))
-                hosts = set()
-                for index, event in found:
-                    with trace.use_span(spans[index]):
-                        await self.publish(event)
-                    hosts.add(event.host)
-                if hosts:
+                if found:
+                    # One issue's events in order; different issues concurrently.
+                    by_issue: dict[str, list[tuple[IssueChange, trace.Span]]] = {}
+                    for index, event in found:
+                        by_issue.setdefault(event.fingerprint, []).append((event, spans[index]))
+                    await asyncio.gather(*(self.publish_all(e) for e in by_issue.values()))
                     # Persist right away: a restart then never re-derives these events.
-                    await self.flush(hosts)
+                    await self.flush({event.host for _, event in found})
                     self._update_gauge()
             finally:
                 for span in spans:
@@ -169,10 +176,14 @@ class Detector:
         if not names and hosts is not None:
             return
         mark = self.engine.max_seq
+        names = set(names)
         snaps = [export_host(self.engine, h) for h in names]
-        self.engine.dirty -= set(names)
-        for snap in snaps:
-            await self.store.save_host(snap)
+        self.engine.dirty -= names
+        try:
+            await asyncio.gather(*(self.store.save_host(snap) for snap in snaps))
+        except Exception:
+            self.engine.dirty |= names  # written again next time
+            raise
         if hosts is None:
             await self.store.save_watermark(mark)
 

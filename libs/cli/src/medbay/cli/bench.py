@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
-REPO = Path(__file__).resolve().parents[4]
+REPO = Path(__file__).resolve().parents[5]  # libs/cli/src/medbay/cli/bench.py
 
 
 def load(name: str) -> ModuleType:
@@ -20,6 +21,7 @@ def load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"medbay_bench_{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look modules up here
     spec.loader.exec_module(module)
     return module
 

@@ -41,6 +41,7 @@ from medbay.common.events import Event
 from medbay.common.streams import DEADLETTER, StreamSpec, deadletter_subject, subject_for
 
 log = logging.getLogger(__name__)
+_TRACER = trace.get_tracer("medbay.bus")  # follows the provider installed later
 
 E = TypeVar("E")
 
@@ -206,9 +207,7 @@ class Delivery(Generic[E]):
 
     def span(self, name: str) -> trace.Span:
         """A span for handling this message, continuing the publisher's trace."""
-        return trace.get_tracer("medbay").start_span(
-            name, context=self.trace_context, kind=trace.SpanKind.CONSUMER
-        )
+        return _TRACER.start_span(name, context=self.trace_context, kind=trace.SpanKind.CONSUMER)
 
 
 BatchHandler = Callable[[list[Delivery[E]]], Awaitable[None]]

@@ -8,16 +8,14 @@ per host what its snapshot already holds. Issue events re-derived by the replay
 have the same deterministic ids as the first time, so JetStream drops them as
 duplicates: a crash loses no issue and opens none twice.
 
-A snapshot is a small JSON header followed by a compressed numpy archive; nothing
-is unpickled.
+A snapshot is a small JSON header followed by the raw bytes of its arrays;
+nothing is unpickled.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import struct
-import zlib
 
 import numpy as np
 from nats.js import JetStreamContext
@@ -26,18 +24,21 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from medbay.common.streams import token
-from medbay.detector.engine import HostSnapshot
+from medbay.detector.engine import FloatArray, HostSnapshot
 
 BUCKET = "medbay_detector_state"
 WATERMARK = "watermark"
-FORMAT = 1
+FORMAT = 2
 
 
 def encode(snap: HostSnapshot) -> bytes:
-    header = json.dumps({"format": FORMAT, **snap.meta}).encode()
-    buf = io.BytesIO()
-    np.savez(buf, **snap.arrays)  # type: ignore[arg-type]  # numpy stubs miss **arrays
-    return struct.pack(">I", len(header)) + header + zlib.compress(buf.getvalue(), 1)
+    """A JSON header (metadata and each array's dtype and shape), then the raw arrays."""
+    arrays = {name: np.ascontiguousarray(a) for name, a in snap.arrays.items()}
+    layout = [[name, a.dtype.str, list(a.shape)] for name, a in arrays.items()]
+    header = json.dumps({"format": FORMAT, "arrays": layout, **snap.meta}).encode()
+    return b"".join(
+        [struct.pack(">I", len(header)), header, *(a.tobytes() for a in arrays.values())]
+    )
 
 
 def decode(data: bytes) -> HostSnapshot:
@@ -45,8 +46,15 @@ def decode(data: bytes) -> HostSnapshot:
     meta = json.loads(data[4 : 4 + size])
     if meta.pop("format", None) != FORMAT:
         raise ValueError("unknown snapshot format")
-    with np.load(io.BytesIO(zlib.decompress(data[4 + size :])), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+    arrays: dict[str, FloatArray] = {}
+    offset = 4 + size
+    for name, dtype_str, shape in meta.pop("arrays"):
+        dtype = np.dtype(dtype_str)
+        if dtype.kind not in "fiu":
+            raise ValueError(f"unexpected dtype {dtype_str} in snapshot")
+        count = int(np.prod(shape))
+        arrays[name] = np.frombuffer(data, dtype, count, offset).reshape(shape).copy()
+        offset += count * dtype.itemsize
     return HostSnapshot(meta, arrays)
 
 

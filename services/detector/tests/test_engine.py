@@ -4,6 +4,7 @@ batching across hosts, idempotence and snapshots."""
 from __future__ import annotations
 
 import random
+import struct
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -84,8 +85,10 @@ def test_anomaly_waits_for_warmup_then_flags_a_spike():
     engine = DetectionEngine(DetectorConfig())
     events = run(engine, [scrape("h", i, load1=v) for i, v in enumerate(flat)])
     assert not [e for e in events if e[3] <= 30]  # nothing during warm-up
-    spike = run(engine, [scrape("h", 200, load1=500.0)], start=201)
-    assert spike == [("issue.opened", "anomaly", "warning", 201)]
+    blip = [scrape("h", 200, load1=500.0), scrape("h", 201, load1=50.0)]
+    assert run(engine, blip, start=201) == []  # one odd sample is no issue (for_samples=2)
+    shift = run(engine, [scrape("h", 202 + i, load1=900.0 + 50 * i) for i in range(2)], start=203)
+    assert shift == [("issue.opened", "anomaly", "warning", 204)]
 
 
 def test_redelivered_batches_are_skipped():
@@ -166,3 +169,9 @@ def test_config_errors_name_the_field(tmp_path: Path):
         load_config(path)
     with pytest.raises(ValueError, match="set warning, critical or both"):
         ThresholdRule(metric="x", kind="cpu")
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00\x00\x00\x05{bad}", b"\x00\x00\x00\x02{}"])
+def test_unreadable_snapshots_are_refused(data: bytes):
+    with pytest.raises((ValueError, KeyError, TypeError, struct.error)):
+        decode(data)

@@ -78,7 +78,9 @@ class AnomalyRule(BaseModel):
 
     metric: str = Field(min_length=1)
     detector: str = "likelihood"
-    for_samples: int = Field(default=1, ge=1, le=1000)
+    for_samples: int = Field(
+        default=2, ge=1, le=1000, description="Anomalous samples in a row before an issue."
+    )
     clear_samples: int = Field(default=3, ge=1, le=1000)
     warmup_samples: int = Field(
         default=30, ge=0, le=100_000, description="No issue before a series has this many."

@@ -15,6 +15,7 @@ nothing is unpickled.
 from __future__ import annotations
 
 import json
+import logging
 import struct
 
 import numpy as np
@@ -25,6 +26,8 @@ from nats.js.kv import KeyValue
 
 from medbay.common.streams import token
 from medbay.detector.engine import FloatArray, HostSnapshot
+
+log = logging.getLogger(__name__)
 
 BUCKET = "medbay_detector_state"
 WATERMARK = "watermark"
@@ -90,6 +93,8 @@ class SnapshotStore:
         for key in keys:
             if key.startswith("host."):
                 entry = await self.kv.get(key)
-                if entry.value:
-                    snaps.append(decode(entry.value))
+                try:
+                    snaps.append(decode(entry.value or b""))
+                except (ValueError, KeyError, TypeError, struct.error) as exc:
+                    log.warning("snapshot %s is unreadable (%s); that host starts afresh", key, exc)
         return watermark, snaps

@@ -56,10 +56,6 @@ DL_AT = "Medbay-DL-At"
 EVENT_TYPE = "Medbay-Event-Type"
 
 
-class InvalidMessage(ValueError):
-    """A message that can never be handled: it goes to DEADLETTER, not back for retry."""
-
-
 def make_broker(
     service: str,
     nats_url: str,
@@ -322,7 +318,7 @@ class BatchConsumer(Generic[E]):
                 continue
             try:
                 event = self.parse(raw.data)
-            except (ValidationError, InvalidMessage, ValueError) as exc:
+            except ValueError as exc:  # pydantic.ValidationError is one
                 await self.reject(raw, validation_reason(exc))
                 continue
             ctx = propagate.extract(raw.headers or {})

@@ -80,8 +80,3 @@ def setup_tracing(service: str) -> TracerProvider:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
     trace.set_tracer_provider(provider)
     return provider
-
-
-def trace_id_of(span: trace.Span | None = None) -> str:
-    ctx = (span or trace.get_current_span()).get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else ""

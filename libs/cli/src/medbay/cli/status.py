@@ -40,7 +40,8 @@ def service_health(host: str, port: int) -> str:
 async def status(args: argparse.Namespace) -> int:
     nc = await connect()
     js = nc.jetstream()
-    print(f"NATS {nats_url()}  (server {nc.connected_server_version})")
+    version = nc.connected_server_version
+    print(f"NATS {nats_url()}  (nats-server {version.major}.{version.minor}.{version.patch})")
     print(f"\n{'stream':<11} {'owner':<10} {'messages':>10} {'bytes':>12} {'last seq':>10}")
     try:
         for spec in ALL_STREAMS:

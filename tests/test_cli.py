@@ -182,3 +182,13 @@ def test_time_arguments(when: str):
     from medbay.cli.eventlog import parse_time
 
     assert parse_time(when).tzinfo is not None
+
+
+def test_run_starts_a_service_with_its_own_options(tmp_path: Path):
+    bad = tmp_path / "collector.yaml"
+    bad.write_text("interval_seconds: -1\n")
+    out = medbay("run", "collector", "--config", str(bad))
+    assert out.returncode == 2
+    assert "interval_seconds" in out.stderr
+    unknown = medbay("run", "nothing")
+    assert unknown.returncode == 2 and "invalid choice" in unknown.stderr

@@ -43,10 +43,8 @@ LabelItems = tuple[tuple[str, str], ...]
 SeriesKey = tuple[str, LabelItems]  # (metric name, sorted labels) within one host
 
 LEVEL_SEVERITY = {1: Severity.WARNING, 2: Severity.CRITICAL}
-SEVERITY_LEVEL = {v: k for k, v in LEVEL_SEVERITY.items()}
 _NAME = itemgetter("name")
 _VALUE = itemgetter("value")
-_EMPTY = np.zeros(0, dtype=np.intp)
 
 
 def _matches(labels: dict[str, str], wanted: dict[str, str]) -> bool:

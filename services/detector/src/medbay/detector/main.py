@@ -182,14 +182,12 @@ class Detector:
                     span.end()
 
     async def flush(self, hosts: set[str] | None = None) -> None:
-        """Write snapshots of changed hosts, then the watermark they complete."""
+        """Write snapshots of changed hosts (all of them, or just ``hosts``); after a
+        full flush, also the watermark they complete."""
         if self.store is None:
             return
-        names = self.engine.dirty if hosts is None else hosts & self.engine.dirty
-        if not names and hosts is not None:
-            return
+        names = set(self.engine.dirty if hosts is None else hosts & self.engine.dirty)
         mark = self.engine.max_seq
-        names = set(names)
         snaps = [export_host(self.engine, h) for h in names]
         self.engine.dirty -= names
         try:

@@ -32,7 +32,8 @@ lint:
 	$(BIN)/ruff format --check .
 
 typecheck:
-	$(BIN)/mypy libs/common/src libs/cli/src services/collector/src services/detector/src
+	$(BIN)/mypy libs/common/src libs/cli/src services/collector/src services/detector/src \
+		services/planner/src services/executor/src
 
 pytest:
 	$(BIN)/pytest

@@ -200,19 +200,32 @@ class PlanStep(BaseModel):
 
 
 class Plan(Event):
-    """What the planner decided to do about an issue."""
+    """What the planner decided to do about an issue.
+
+    Steps run in order and escalate: a later step runs only when the fix of the
+    earlier one could not be verified. The issue's metric, labels, value and
+    threshold travel with the plan so the executor can verify the fix.
+    """
 
     type: Literal["plan.created"] = "plan.created"
     plan_id: str = Field(min_length=1, max_length=64)
     issue_fingerprint: str = Field(min_length=1, max_length=64)
     issue_event_id: str = Field(min_length=1, max_length=64)
     host: HostName
+    issue_kind: IssueKind
+    metric: MetricName
+    labels: Labels = Field(default_factory=dict)
+    value: float = Field(description="The issue's value when the plan was made.")
+    threshold: float | None = Field(
+        default=None, description="The issue's threshold; None for anomalies."
+    )
+    severity: Severity
     steps: list[PlanStep] = Field(min_length=1, max_length=10)
     confidence: Fraction
     risk: Risk = Field(description="The highest risk of any step.")
     estimated_seconds: float = Field(ge=0)
     requires_approval: bool
-    reason: str = Field(default="", max_length=2000)
+    reason: str = Field(default="", max_length=2000, description="Why these steps.")
     model_version: str = Field(max_length=64)
     features: dict[str, float] = Field(
         default_factory=dict, description="The inputs the decision was made from."
@@ -235,6 +248,8 @@ class ActionResult(Event):
 
     type: Literal["action.result"] = "action.result"
     plan_id: str = Field(min_length=1, max_length=64)
+    issue_fingerprint: str = Field(min_length=1, max_length=64)
+    issue_kind: IssueKind
     step_index: int = Field(ge=0)
     action: ActionName
     target: str = Field(min_length=1, max_length=300)

@@ -10,13 +10,16 @@ can silently re-declare a stream with other settings.
 | METRICS | medbay.metrics.<host> | collector | 24 h, 2 GiB: rebuilds detector state, debugging |
 | ISSUES | medbay.issues.<opened,updated,resolved>.<host> | detector | 90 d: incidents |
 | PLANS | medbay.plans.<host> | planner | 90 d: decisions and their inputs |
-| APPROVALS | medbay.approvals.<plan_id> | approver | 90 d: audit trail |
+| APPROVALS | medbay.approvals.<plan_id> | executor | 90 d: audit trail |
 | RESULTS | medbay.results.<host> | executor | 90 d: outcomes, training data |
 | DEADLETTER | medbay.deadletter.<stream> | detector | 30 d, 1 GiB: rejects, reasons |
 
 All are limits-based (consumers never delete what others may need), file-backed
 (they survive a server restart) and deduplicate on ``Nats-Msg-Id``.
 DEADLETTER is owned by the detector, the first consumer in the pipeline.
+APPROVALS is owned by the executor, the one service that acts on approvals:
+several publish them (the approver, the gateway, the CLI), and approvals only
+matter once an executor is there to act.
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ PLANS = StreamSpec(
 APPROVALS = StreamSpec(
     "APPROVALS",
     (f"{PREFIX}.approvals.>",),
-    "approver",
+    "executor",
     90 * DAY,
     256 * MiB,
     600.0,

@@ -1,0 +1,1 @@
+"""Medbay executor: plans in, safe actions and verified results out."""

@@ -1,0 +1,1 @@
+"""Medbay planner: issues in, remediation plans out."""

@@ -115,7 +115,7 @@ def test_bad_config_is_refused_naming_the_field(tmp_path: Path):
         timeout=30,
     )
     assert out.returncode == 2
-    assert "thresholds.0.warning" in out.stderr and "valid number" in out.stderr
+    assert "thresholds[0].warning" in out.stderr and "valid number" in out.stderr
 
 
 async def test_kill_9_loses_no_issue_and_opens_none_twice(nats_server, services):

@@ -159,10 +159,10 @@ def test_snapshot_round_trip_continues_exactly():
 def test_config_errors_name_the_field(tmp_path: Path):
     path = tmp_path / "d.yaml"
     path.write_text("anomaly:\n  - {metric: cpu_percent, detector: magic}\n")
-    with pytest.raises(ConfigError, match=r"anomaly\.0.*unknown detector 'magic'"):
+    with pytest.raises(ConfigError, match=r"anomaly\[0\].*unknown detector 'magic'"):
         load_config(path)
     path.write_text("thresholds:\n  - {metric: x, kind: cpu, warning: 90, critical: 80}\n")
-    with pytest.raises(ConfigError, match=r"thresholds\.0.*warning must come before critical"):
+    with pytest.raises(ConfigError, match=r"thresholds\[0\].*warning must come before critical"):
         load_config(path)
     path.write_text("[1, 2")
     with pytest.raises(ConfigError, match="not valid YAML"):

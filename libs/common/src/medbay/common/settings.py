@@ -1,12 +1,16 @@
 """Settings every service reads from the environment (``MEDBAY_*``).
 
 Service-specific configuration (checks, thresholds, ...) lives in each service's
-own config file; only what all services share is here.
+own YAML config file, read and validated by ``load_yaml_config``.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_HTTP_PORTS = {
@@ -42,3 +46,53 @@ class BusSettings(BaseSettings):
         if self.http_port is not None:
             return self.http_port
         return DEFAULT_HTTP_PORTS.get(service, 0)
+
+
+class ConfigError(ValueError):
+    """A config file is unusable; the message names the file, the field and the problem."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml_config(path: Path | None, model: type[M], *, what: str) -> M:
+    """Read and validate a service's YAML config; None gives the model's defaults."""
+    if path is None:
+        return model()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} config {path} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} config {path}: expected a mapping at the top level")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n".join(
+            f"  {error_location(e['loc'], data)}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid {what} config {path}:\n{problems}") from None
+
+
+def error_location(loc: tuple[int | str, ...], data: object) -> str:
+    """``('services', 2, 'tcp', 'port')`` -> ``services[2].port``.
+
+    Follows ``loc`` through the input ``data`` and drops the parts that are not
+    in it: pydantic adds the tag of a discriminated union (``tcp``) to the path.
+    """
+    text = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if isinstance(node, dict) and part not in node and part in map(str, node.values()):
+            continue  # a union tag, not a key
+        text += f".{part}" if text else part
+        node = node.get(part) if isinstance(node, dict) else None
+    return text

@@ -6,24 +6,21 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
 )
 
 from medbay.common.events import HostName
+from medbay.common.settings import ConfigError, load_yaml_config
+
+__all__ = ["CollectorConfig", "ConfigError", "load_config"]
 
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 ServiceName = Annotated[str, Field(min_length=1, max_length=100)]
-
-
-class ConfigError(ValueError):
-    """The config file is missing, not YAML, or invalid; the text says where and why."""
 
 
 class _Strict(BaseModel):
@@ -70,7 +67,6 @@ ServiceCheck = Annotated[
     ProcessCheck | TcpCheck | HttpCheck | RedisCheck | PostgresCheck,
     Field(discriminator="check"),
 ]
-CHECK_KINDS = ("process", "tcp", "http", "redis", "postgres")
 
 
 class ScrapeTarget(_Strict):
@@ -108,35 +104,6 @@ class CollectorConfig(_Strict):
         return value
 
 
-def _where(loc: tuple[int | str, ...]) -> str:
-    """`('services', 2, 'tcp', 'port')` -> `services[2].port` (drops the union tag)."""
-    text = ""
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif i > 0 and isinstance(loc[i - 1], int) and part in CHECK_KINDS:
-            continue
-        else:
-            text += f".{part}" if text else part
-    return text or "(top level)"
-
-
 def load_config(path: Path | None) -> CollectorConfig:
     """Read and validate the config file; None gives the defaults (no checks, no scrapes)."""
-    if path is None:
-        return CollectorConfig()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read collector config {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"collector config {path} is not valid YAML: {exc}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"collector config {path}: expected a mapping at the top level")
-    try:
-        return CollectorConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "\n".join(f"  {_where(e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid collector config {path}:\n{problems}") from exc
+    return load_yaml_config(path, CollectorConfig, what="collector")

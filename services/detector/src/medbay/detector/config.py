@@ -12,15 +12,13 @@ import math
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medbay.common.events import IssueKind
+from medbay.common.settings import ConfigError, load_yaml_config
 from medbay.detector.anomaly import DETECTORS
 
-
-class ConfigError(ValueError):
-    """The config file is unusable; the message names the field and the problem."""
+__all__ = ["ConfigError", "DetectorConfig", "load_config"]
 
 
 class ThresholdRule(BaseModel):
@@ -179,20 +177,4 @@ class DetectorConfig(BaseModel):
 
 
 def load_config(path: Path | None) -> DetectorConfig:
-    if path is None:
-        return DetectorConfig()
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return DetectorConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
+    return load_yaml_config(path, DetectorConfig, what="detector")

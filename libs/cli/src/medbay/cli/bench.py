@@ -47,3 +47,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     nab.add_argument("--jobs", type=int, default=2)
     nab.set_defaults(func=lambda a: load("nab").main(a))
+    remedy = kinds.add_parser(
+        "remediation", help="time from a threshold-crossing sample to the executor acting"
+    )
+    remedy.add_argument("--incidents", type=int, default=200, help="incidents to time")
+    remedy.add_argument("--rate", type=float, default=5.0, help="incidents per second")
+    remedy.set_defaults(func=lambda a: load("remediation").main(a))

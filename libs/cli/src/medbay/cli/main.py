@@ -8,7 +8,18 @@ import importlib
 import os
 import sys
 
-COMMAND_MODULES = ("up", "run", "status", "events", "replay", "schema", "detect", "bench")
+COMMAND_MODULES = (
+    "up",
+    "run",
+    "status",
+    "events",
+    "plans",
+    "breaker",
+    "replay",
+    "schema",
+    "detect",
+    "bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

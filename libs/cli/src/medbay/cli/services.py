@@ -8,6 +8,8 @@ from collections.abc import Callable
 SERVICES: dict[str, str] = {
     "collector": "medbay.collector.main",
     "detector": "medbay.detector.main",
+    "planner": "medbay.planner.main",
+    "executor": "medbay.executor.main",
 }
 
 

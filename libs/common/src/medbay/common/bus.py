@@ -225,6 +225,22 @@ class ConsumerSpec:
     """When the durable is first created, start with new messages instead of all."""
 
 
+_OUTCOMES: dict[int, Counter] = {}
+
+
+def consumer_outcomes(registry: CollectorRegistry | None) -> Counter:
+    """The consumers' outcome counter: one per registry, however many consumers."""
+    key = id(registry)
+    if key not in _OUTCOMES:
+        _OUTCOMES[key] = Counter(
+            "medbay_consumer_messages",
+            "Messages consumed, by outcome (handled, retried, dead_lettered)",
+            ["consumer", "outcome"],
+            registry=registry,
+        )
+    return _OUTCOMES[key]
+
+
 class BatchConsumer(Generic[E]):
     """Consumes a durable pull consumer in batches of up to ``batch_size``.
 
@@ -257,16 +273,10 @@ class BatchConsumer(Generic[E]):
         self.parse = parse
         self.handler = handler
         self.max_bytes = max_bytes
-        labels = {"consumer": spec.durable}
-        self.outcomes = Counter(
-            "medbay_consumer_messages",
-            "Messages consumed, by outcome (handled, retried, dead_lettered)",
-            ["consumer", "outcome"],
-            registry=registry,
-        )
-        self._handled = self.outcomes.labels(**labels, outcome="handled")
-        self._retried = self.outcomes.labels(**labels, outcome="retried")
-        self._rejected = self.outcomes.labels(**labels, outcome="dead_lettered")
+        outcomes = consumer_outcomes(registry)
+        self._handled = outcomes.labels(spec.durable, "handled")
+        self._retried = outcomes.labels(spec.durable, "retried")
+        self._rejected = outcomes.labels(spec.durable, "dead_lettered")
 
     async def run(self) -> None:
         """Fetch and handle until cancelled."""

@@ -1,0 +1,394 @@
+"""The executor service: PLANS and APPROVALS in, actions and RESULTS out.
+
+Wiring and the step loop. What a step does is in ``targets``; whether it may run
+is in ``safety``; whether it worked is in ``verify``; where each plan stands is
+in ``plan_book``.
+
+A plan's steps escalate: step 1 runs; if its fix is verified the plan is done,
+otherwise step 2 runs, and so on. In dry-run every step is reported with what it
+would have done, and nothing is verified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nats.aio.msg import Msg
+from opentelemetry import propagate, trace
+from prometheus_client import Counter
+from pydantic import ValidationError
+
+from medbay.common.bus import BatchConsumer, ConsumerSpec, Delivery, jetstream, json_parser
+from medbay.common.bus import publish_event as publish
+from medbay.common.events import (
+    ActionResult,
+    Approval,
+    IssueResolved,
+    MetricBatch,
+    Plan,
+    PlanStep,
+    derived_event_id,
+)
+from medbay.common.runtime import ServiceRuntime
+from medbay.common.settings import ConfigError
+from medbay.common.streams import APPROVALS, PLANS, PREFIX, RESULTS
+from medbay.executor.config import ExecutorConfig, load_config
+from medbay.executor.plan_book import PlanBook
+from medbay.executor.safety import SafetyRails
+from medbay.executor.targets import ActionRefused, StepOutcome
+from medbay.executor.verify import FixVerifier
+
+log = logging.getLogger("medbay.executor")
+tracer = trace.get_tracer("medbay.executor")
+
+
+class Executor:
+    def __init__(self, rt: ServiceRuntime, config: ExecutorConfig) -> None:
+        self.rt = rt
+        self.config = config
+        self.executor_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.verifier = FixVerifier()
+        self.book: PlanBook | None = None
+        self.rails: SafetyRails | None = None
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.slots = asyncio.Semaphore(config.max_concurrent_plans)
+        self.results = Counter(
+            "medbay_executor_steps",
+            "Plan steps, by action and outcome",
+            ["action", "outcome"],
+            registry=rt.registry,
+        )
+
+    # --- start-up --------------------------------------------------------------
+
+    async def start(self) -> None:
+        js = jetstream(self.rt.broker)
+        self.book = await PlanBook.open(js)
+        self.rails = await SafetyRails.open(js, self.config.safety)
+        nc = self.rt.broker.config.connection_state.connection
+        # Core subscriptions see what JetStream stores, as it is stored.
+        await nc.subscribe(f"{PREFIX}.metrics.>", cb=self._on_metrics)
+        await nc.subscribe(f"{PREFIX}.issues.resolved.>", cb=self._on_resolved)
+        log.info(
+            "executor %s in %s mode with targets %s",
+            self.executor_id,
+            self.config.mode,
+            sorted(self.config.targets) or "(none)",
+        )
+        for plan_id, record in (await self.book.records()).items():
+            plan = record.parsed_plan()
+            if record.state == "running" and plan is not None:
+                log.info("resuming plan %s", plan_id)
+                self.launch(plan, record.traceparent)
+
+    async def _on_metrics(self, msg: Msg) -> None:
+        if not self.verifier.waiting_on_host(msg.subject.rsplit(".", 1)[-1]):
+            return  # nobody is verifying anything there: don't parse
+        with contextlib.suppress(ValidationError):  # the detector dead-letters it
+            self.verifier.observe_batch(MetricBatch.model_validate_json(msg.data))
+
+    async def _on_resolved(self, msg: Msg) -> None:
+        with contextlib.suppress(ValidationError):
+            self.verifier.observe_resolved(IssueResolved.model_validate_json(msg.data))
+
+    # --- consuming ---------------------------------------------------------------
+
+    async def handle_plans(self, deliveries: list[Delivery[Plan]]) -> None:
+        assert self.book is not None
+        for d in deliveries:
+            plan = d.event
+            with d.span("executor.receive_plan") as span:
+                carrier: dict[str, str] = {}
+                propagate.inject(carrier, context=trace.set_span_in_context(span))
+                step = await self.book.on_plan(plan, carrier)
+                log.info(
+                    "plan %s for %s on %s: %s",
+                    plan.plan_id,
+                    plan.issue_kind,
+                    plan.host,
+                    step.why,
+                    extra={"plan_id": plan.plan_id},
+                )
+                if step.action == "run":
+                    self.launch(plan, carrier)
+
+    async def handle_approvals(self, deliveries: list[Delivery[Approval]]) -> None:
+        assert self.book is not None
+        for d in deliveries:
+            approval = d.event
+            with d.span("executor.receive_approval"):
+                step = await self.book.on_approval(approval)
+                log.info(
+                    "%s of plan %s by %s (%s): %s",
+                    approval.decision,
+                    approval.plan_id,
+                    approval.decided_by,
+                    approval.channel,
+                    step.why,
+                    extra={"plan_id": approval.plan_id},
+                )
+                plan = step.record.parsed_plan()
+                if step.action == "run" and plan is not None:
+                    self.launch(plan, step.record.traceparent)
+
+    def launch(self, plan: Plan, traceparent: dict[str, str]) -> None:
+        if plan.plan_id in self.running:
+            return
+        task = asyncio.create_task(self.run_plan(plan, traceparent), name=plan.plan_id)
+        self.running[plan.plan_id] = task
+        task.add_done_callback(lambda _: self.running.pop(plan.plan_id, None))
+
+    # --- running a plan -----------------------------------------------------------
+
+    async def run_plan(self, plan: Plan, traceparent: dict[str, str]) -> None:
+        """Run the steps in order until one's fix is verified (see the module docstring)."""
+        assert self.book is not None
+        parent = propagate.extract(traceparent)
+        async with self.slots:
+            with tracer.start_as_current_span(
+                "executor.run_plan", context=parent, attributes={"medbay.plan_id": plan.plan_id}
+            ):
+                try:
+                    note = await self._run_steps(plan)
+                except Exception as exc:
+                    log.exception("plan %s failed", plan.plan_id)
+                    note = f"executor error: {exc!r}"
+                await self.book.finish(plan.plan_id, note)
+                log.info("plan %s done: %s", plan.plan_id, note, extra={"plan_id": plan.plan_id})
+
+    async def _run_steps(self, plan: Plan) -> str:
+        assert self.rails is not None
+        for index, step in enumerate(plan.steps):
+            state = await self.rails.step_state(plan.plan_id, index)
+            if state is not None and state.finished:
+                if state.outcome == "verified":
+                    return f"fixed by step {index + 1} (before a restart)"
+                if state.outcome in ("refused", "failure_final"):
+                    return f"stopped at step {index + 1} (before a restart)"
+                continue
+            if state is not None:
+                await self._report_interrupted(plan, index, step)
+                return f"step {index + 1} was interrupted; not run again"
+            if not await self.rails.claim_step(plan.plan_id, index, self.executor_id):
+                return f"step {index + 1} is being run by another executor"
+            result = await self._run_step(plan, index, step)
+            if result.outcome == "refused":
+                await self.rails.finish_step(plan.plan_id, index, "refused")
+                if "breaker open" in result.output:
+                    await self._escalate(plan, result.output)
+                return f"step {index + 1} refused: {result.output}"
+            if result.verified:
+                await self.rails.finish_step(plan.plan_id, index, "verified")
+                return f"fixed by step {index + 1} ({step.action} {step.target})"
+            await self.rails.finish_step(plan.plan_id, index, result.outcome or "failure")
+            if step.action == "alert_human":
+                return "a person was alerted"
+        if self.config.dry_run:
+            return "dry-run: every step reported, nothing done"
+        await self._escalate(plan, "no step's fix could be verified")
+        return "not fixed by any step; escalated"
+
+    async def _run_step(self, plan: Plan, index: int, step: PlanStep) -> ActionResult:
+        assert self.rails is not None
+        started = datetime.now(UTC)
+        with tracer.start_as_current_span(
+            f"executor.step {step.action}",
+            attributes={"medbay.action": step.action, "medbay.target": step.target},
+        ) as span:
+            refusal = await self._refusal(plan, step, started)
+            if refusal is not None:
+                return await self._finish(plan, index, step, started, "refused", refusal, None)
+            await self._report(plan, index, step, "started", started)
+            target = self.config.targets[step.target]
+            try:
+                outcome = await asyncio.wait_for(
+                    target.perform(step.action, dict(step.params), dry_run=self.config.dry_run),
+                    self.config.safety.step_timeout_seconds,
+                )
+            except ActionRefused as exc:
+                return await self._finish(plan, index, step, started, "refused", str(exc), None)
+            except TimeoutError:
+                outcome = StepOutcome(
+                    False, f"timed out after {self.config.safety.step_timeout_seconds} s"
+                )
+            except Exception as exc:
+                outcome = StepOutcome(False, f"{type(exc).__name__}: {exc}")
+            if self.config.dry_run:
+                return await self._finish(
+                    plan, index, step, started, "dry_run", outcome.output, None
+                )
+            if await self.rails.record(step.action, step.target, datetime.now(UTC)):
+                log.warning("breaker opened for %s", step.target)
+            if not outcome.ok or step.action == "alert_human":  # alerting fixes nothing
+                status = "success" if outcome.ok else "failure"
+                return await self._finish(plan, index, step, started, status, outcome.output, None)
+            check = await self.verifier.wait_fixed(plan, started, self.config.verify_window_seconds)
+            span.set_attribute("medbay.verified", check.verified)
+            text = f"{outcome.output}\nverification: {check.detail}"
+            return await self._finish(plan, index, step, started, "success", text, check.verified)
+
+    async def _refusal(self, plan: Plan, step: PlanStep, now: datetime) -> str | None:
+        assert self.rails is not None
+        if step.target not in self.config.targets:
+            return f"unknown target {step.target!r}: it is not in the executor's config"
+        refusal = await self.rails.check(step.action, step.target, plan.host, now)
+        return None if refusal is None else refusal.reason
+
+    async def _escalate(self, plan: Plan, why: str) -> None:
+        """Tell a person, through the configured notifier; never blocked by the rails."""
+        name = self.config.escalate_to
+        index = len(plan.steps)
+        if name is None:
+            log.warning("plan %s needs a person (%s); no escalate_to target", plan.plan_id, why)
+            return
+        assert self.rails is not None
+        if not await self.rails.claim_step(plan.plan_id, index, self.executor_id):
+            return
+        step = PlanStep(action="alert_human", target=name, risk=plan.risk, estimated_seconds=1)
+        started = datetime.now(UTC)
+        await self._report(plan, index, step, "started", started)
+        message = f"Medbay: plan {plan.plan_id} for {plan.issue_kind} on {plan.host}: {why}"
+        try:
+            outcome = await self.config.targets[name].perform(
+                "alert_human", {"message": message}, dry_run=self.config.dry_run
+            )
+        except Exception as exc:
+            outcome = StepOutcome(False, f"{type(exc).__name__}: {exc}")
+        status = "dry_run" if self.config.dry_run else ("success" if outcome.ok else "failure")
+        await self._finish(plan, index, step, started, status, outcome.output, None)
+
+    async def _report_interrupted(self, plan: Plan, index: int, step: PlanStep) -> None:
+        now = datetime.now(UTC)
+        text = "interrupted: the executor stopped during this step; it is not run twice"
+        await self._finish(plan, index, step, now, "failure", text, None)
+
+    async def _report(
+        self, plan: Plan, index: int, step: PlanStep, status: str, started: datetime
+    ) -> None:
+        await self._publish(
+            ActionResult(
+                event_id=derived_event_id(plan.plan_id, index, "started"),
+                plan_id=plan.plan_id,
+                issue_fingerprint=plan.issue_fingerprint,
+                issue_kind=plan.issue_kind,
+                step_index=index,
+                action=step.action,
+                target=step.target,
+                host=plan.host,
+                status="started",
+                dry_run=self.config.dry_run,
+                started_at=started,
+            )
+        )
+
+    async def _finish(
+        self,
+        plan: Plan,
+        index: int,
+        step: PlanStep,
+        started: datetime,
+        outcome: str,
+        output: str,
+        verified: bool | None,
+    ) -> ActionResult:
+        result = ActionResult(
+            event_id=derived_event_id(plan.plan_id, index, "finished"),
+            plan_id=plan.plan_id,
+            issue_fingerprint=plan.issue_fingerprint,
+            issue_kind=plan.issue_kind,
+            step_index=index,
+            action=step.action,
+            target=step.target,
+            host=plan.host,
+            status="finished",
+            outcome=outcome,  # type: ignore[arg-type]
+            output=output[-20_000:],
+            verified=verified,
+            dry_run=self.config.dry_run,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+        )
+        self.results.labels(step.action, outcome).inc()
+        await self._publish(result)
+        level = logging.WARNING if outcome in ("failure", "refused") else logging.INFO
+        log.log(
+            level,
+            "step %d of plan %s: %s %s -> %s%s",
+            index + 1,
+            plan.plan_id,
+            step.action,
+            step.target,
+            outcome,
+            "" if verified is None else (" (verified)" if verified else " (not verified)"),
+            extra={"plan_id": plan.plan_id},
+        )
+        return result
+
+    async def _publish(self, result: ActionResult) -> None:
+        await publish(
+            self.rt.broker, result, stream=RESULTS, timeout=self.rt.settings.publish_timeout
+        )
+
+    async def stop(self) -> None:
+        for task in list(self.running.values()):
+            task.cancel()
+        await asyncio.gather(*self.running.values(), return_exceptions=True)
+
+
+async def serve(config: ExecutorConfig) -> None:
+    rt = ServiceRuntime("executor")
+    executor = Executor(rt, config)
+    plans = BatchConsumer(
+        rt.broker,
+        ConsumerSpec("executor", PLANS.subjects[0], PLANS, batch_size=64),
+        parse=json_parser(Plan),
+        handler=executor.handle_plans,
+        service="executor",
+        max_bytes=rt.settings.max_event_bytes,
+        registry=rt.registry,
+    )
+    approvals = BatchConsumer(
+        rt.broker,
+        ConsumerSpec("executor-approvals", APPROVALS.subjects[0], APPROVALS, batch_size=64),
+        parse=json_parser(Approval),
+        handler=executor.handle_approvals,
+        service="executor",
+        max_bytes=rt.settings.max_event_bytes,
+        registry=rt.registry,
+    )
+    await rt.run(
+        needs=[PLANS],
+        on_start=executor.start,
+        tasks=[plans.run, approvals.run],
+        on_stop=executor.stop,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="medbay run executor")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(p) if (p := os.environ.get("MEDBAY_EXECUTOR_CONFIG")) else None,
+        help="executor config YAML (default: $MEDBAY_EXECUTOR_CONFIG, else dry-run, no targets)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"medbay executor: bad config: {exc}", file=sys.stderr)
+        sys.exit(2)
+    asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()

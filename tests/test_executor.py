@@ -44,7 +44,7 @@ def starts(tmp_path: Path, name: str) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def write_config(tmp_path: Path, *, mode: str = "live", extra: str = "") -> Path:
+def write_config(tmp_path: Path, *, mode: str = "live", flap_max: int = 3) -> Path:
     alerts = tmp_path / "alerts.txt"
     text = (
         f"mode: {mode}\n"
@@ -57,7 +57,7 @@ def write_config(tmp_path: Path, *, mode: str = "live", extra: str = "") -> Path
         "safety:\n"
         "  allow: {restart_service: [web], alert_human: [oncall]}\n"
         "  cooldown_seconds: 0\n"
-        "  flap: {max_actions: 3, window_seconds: 900}\n" + extra
+        f"  flap: {{max_actions: {flap_max}, window_seconds: 900}}\n"
     )
     path = tmp_path / "executor.yaml"
     path.write_text(text)
@@ -160,7 +160,7 @@ async def test_plan_runs_live_and_a_redelivered_plan_runs_once(bus, services, tm
 
 
 async def test_two_racing_executors_run_a_step_once(bus, services, tmp_path):
-    config = str(write_config(tmp_path))
+    config = str(write_config(tmp_path, flap_max=100))
     services("executor", "--config", config)
     services("executor", "--config", config)
     try:

@@ -57,7 +57,7 @@ ACTIONS: dict[ActionName, ActionSpec] = {
             5,
             "process",
             "Terminate processes by allowlisted name.",
-            {"signal": "TERM (default) or KILL"},
+            {"signal": "TERM (default) or KILL", "name": "only this one of the allowed names"},
         ),
         ActionSpec(
             "optimize_query",
@@ -75,7 +75,14 @@ ACTIONS: dict[ActionName, ActionSpec] = {
             {"replicas": "replicas to remove (default 1)"},
         ),
         ActionSpec("reboot", Risk.HIGH, 300, "host", "Reboot the host."),
-        ActionSpec("alert_human", Risk.LOW, 1, "human", "Tell a person; change nothing."),
+        ActionSpec(
+            "alert_human",
+            Risk.LOW,
+            1,
+            "human",
+            "Tell a person; change nothing.",
+            {"message": "the text to send"},
+        ),
     )
 }
 assert set(ACTIONS) == set(get_args(ActionName)), "every action needs a catalog entry"

@@ -21,6 +21,7 @@ import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from nats.aio.msg import Msg
 from opentelemetry import propagate, trace
@@ -43,11 +44,12 @@ from medbay.common.settings import ConfigError
 from medbay.common.streams import APPROVALS, PLANS, PREFIX, RESULTS
 from medbay.executor.config import ExecutorConfig, load_config
 from medbay.executor.plan_book import PlanBook
-from medbay.executor.safety import SafetyRails
+from medbay.executor.safety import Refusal, SafetyRails
 from medbay.executor.targets import ActionRefused, StepOutcome
 from medbay.executor.verify import FixVerifier
 
 log = logging.getLogger("medbay.executor")
+Outcome = Literal["success", "failure", "refused", "dry_run"]
 tracer = trace.get_tracer("medbay.executor")
 
 
@@ -169,27 +171,32 @@ class Executor:
         assert self.rails is not None
         for index, step in enumerate(plan.steps):
             state = await self.rails.step_state(plan.plan_id, index)
-            if state is not None and state.finished:
+            if state is not None and state.finished:  # done before a restart
                 if state.outcome == "verified":
-                    return f"fixed by step {index + 1} (before a restart)"
-                if state.outcome in ("refused", "failure_final"):
-                    return f"stopped at step {index + 1} (before a restart)"
+                    return f"fixed by step {index + 1}"
+                if state.outcome == "refused":
+                    return f"stopped at step {index + 1}"
                 continue
             if state is not None:
                 await self._report_interrupted(plan, index, step)
                 return f"step {index + 1} was interrupted; not run again"
             if not await self.rails.claim_step(plan.plan_id, index, self.executor_id):
                 return f"step {index + 1} is being run by another executor"
-            result = await self._run_step(plan, index, step)
-            if result.outcome == "refused":
+            started = datetime.now(UTC)
+            refusal = await self._refusal(plan, step, started)
+            if refusal is not None:
+                await self._finish(plan, index, step, started, "refused", refusal.reason, None)
                 await self.rails.finish_step(plan.plan_id, index, "refused")
-                if "breaker open" in result.output:
-                    await self._escalate(plan, result.output)
-                return f"step {index + 1} refused: {result.output}"
+                if refusal.rule == "breaker":
+                    await self._escalate(plan, refusal.reason)
+                return f"step {index + 1} refused: {refusal.reason}"
+            result = await self._run_step(plan, index, step, started)
             if result.verified:
                 await self.rails.finish_step(plan.plan_id, index, "verified")
                 return f"fixed by step {index + 1} ({step.action} {step.target})"
             await self.rails.finish_step(plan.plan_id, index, result.outcome or "failure")
+            if result.outcome == "refused":
+                return f"step {index + 1} refused: {result.output}"
             if step.action == "alert_human":
                 return "a person was alerted"
         if self.config.dry_run:
@@ -197,51 +204,52 @@ class Executor:
         await self._escalate(plan, "no step's fix could be verified")
         return "not fixed by any step; escalated"
 
-    async def _run_step(self, plan: Plan, index: int, step: PlanStep) -> ActionResult:
+    async def _run_step(
+        self, plan: Plan, index: int, step: PlanStep, started: datetime
+    ) -> ActionResult:
+        """Do one admitted step, then verify its fix."""
         assert self.rails is not None
-        started = datetime.now(UTC)
         with tracer.start_as_current_span(
             f"executor.step {step.action}",
             attributes={"medbay.action": step.action, "medbay.target": step.target},
         ) as span:
-            refusal = await self._refusal(plan, step, started)
-            if refusal is not None:
-                return await self._finish(plan, index, step, started, "refused", refusal, None)
-            await self._report(plan, index, step, "started", started)
+            await self._report(plan, index, step, started)
             target = self.config.targets[step.target]
+            timeout = self.config.safety.step_timeout_seconds
             try:
                 outcome = await asyncio.wait_for(
                     target.perform(step.action, dict(step.params), dry_run=self.config.dry_run),
-                    self.config.safety.step_timeout_seconds,
+                    timeout,
                 )
             except ActionRefused as exc:
                 return await self._finish(plan, index, step, started, "refused", str(exc), None)
             except TimeoutError:
-                outcome = StepOutcome(
-                    False, f"timed out after {self.config.safety.step_timeout_seconds} s"
-                )
+                outcome = StepOutcome(False, f"timed out after {timeout:g} s")
             except Exception as exc:
                 outcome = StepOutcome(False, f"{type(exc).__name__}: {exc}")
             if self.config.dry_run:
                 return await self._finish(
                     plan, index, step, started, "dry_run", outcome.output, None
                 )
-            if await self.rails.record(step.action, step.target, datetime.now(UTC)):
-                log.warning("breaker opened for %s", step.target)
             if not outcome.ok or step.action == "alert_human":  # alerting fixes nothing
-                status = "success" if outcome.ok else "failure"
+                status: Outcome = "success" if outcome.ok else "failure"
                 return await self._finish(plan, index, step, started, status, outcome.output, None)
             check = await self.verifier.wait_fixed(plan, started, self.config.verify_window_seconds)
             span.set_attribute("medbay.verified", check.verified)
             text = f"{outcome.output}\nverification: {check.detail}"
             return await self._finish(plan, index, step, started, "success", text, check.verified)
 
-    async def _refusal(self, plan: Plan, step: PlanStep, now: datetime) -> str | None:
+    async def _refusal(self, plan: Plan, step: PlanStep, now: datetime) -> Refusal | None:
+        """Why the step may not run. In live mode an allowed step is counted at once
+        (cooldown, flap history, rate limit), so concurrent plans see it."""
         assert self.rails is not None
         if step.target not in self.config.targets:
-            return f"unknown target {step.target!r}: it is not in the executor's config"
-        refusal = await self.rails.check(step.action, step.target, plan.host, now)
-        return None if refusal is None else refusal.reason
+            return Refusal(
+                "allowlist", f"unknown target {step.target!r}: it is not in the executor's config"
+            )
+        if self.config.dry_run:
+            return await self.rails.check(step.action, step.target, plan.host, now)
+        return await self.rails.admit(step.action, step.target, plan.host, now)
 
     async def _escalate(self, plan: Plan, why: str) -> None:
         """Tell a person, through the configured notifier; never blocked by the rails."""
@@ -255,7 +263,7 @@ class Executor:
             return
         step = PlanStep(action="alert_human", target=name, risk=plan.risk, estimated_seconds=1)
         started = datetime.now(UTC)
-        await self._report(plan, index, step, "started", started)
+        await self._report(plan, index, step, started)
         message = f"Medbay: plan {plan.plan_id} for {plan.issue_kind} on {plan.host}: {why}"
         try:
             outcome = await self.config.targets[name].perform(
@@ -263,7 +271,9 @@ class Executor:
             )
         except Exception as exc:
             outcome = StepOutcome(False, f"{type(exc).__name__}: {exc}")
-        status = "dry_run" if self.config.dry_run else ("success" if outcome.ok else "failure")
+        status: Outcome = (
+            "dry_run" if self.config.dry_run else ("success" if outcome.ok else "failure")
+        )
         await self._finish(plan, index, step, started, status, outcome.output, None)
 
     async def _report_interrupted(self, plan: Plan, index: int, step: PlanStep) -> None:
@@ -271,9 +281,8 @@ class Executor:
         text = "interrupted: the executor stopped during this step; it is not run twice"
         await self._finish(plan, index, step, now, "failure", text, None)
 
-    async def _report(
-        self, plan: Plan, index: int, step: PlanStep, status: str, started: datetime
-    ) -> None:
+    async def _report(self, plan: Plan, index: int, step: PlanStep, started: datetime) -> None:
+        """The step has started."""
         await self._publish(
             ActionResult(
                 event_id=derived_event_id(plan.plan_id, index, "started"),
@@ -296,7 +305,7 @@ class Executor:
         index: int,
         step: PlanStep,
         started: datetime,
-        outcome: str,
+        outcome: Outcome,
         output: str,
         verified: bool | None,
     ) -> ActionResult:
@@ -310,7 +319,7 @@ class Executor:
             target=step.target,
             host=plan.host,
             status="finished",
-            outcome=outcome,  # type: ignore[arg-type]
+            outcome=outcome,
             output=output[-20_000:],
             verified=verified,
             dry_run=self.config.dry_run,

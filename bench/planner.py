@@ -1,0 +1,400 @@
+"""Planner model accuracy against the rule table, and planning latency.
+
+``medbay bench planner [--sizes 50,100,200,500,1000] [--test-incidents 2000]``
+
+**Incident corpus.** Simulated issues on four kinds of host (``cache-*`` run
+redis, ``app-*`` an API, ``db-*`` postgres, ``web-*`` nginx), drawn from these
+scenarios. Each gives every plausible action a probability that it fixes the
+issue; the known best action is the most likely one:
+
+| scenario | weight | issue | best action | misleading because |
+|---|---|---|---|---|
+| memory_cache | 1.0 | memory_percent 86-99 on cache-* | clear_cache (0.90) | |
+| memory_app | 1.0 | memory_percent 86-99 on app-* | restart_service (0.85) | rules: clear_cache |
+| disk_logs | 0.8 | disk_percent{mount=/var/log} 90.5-99.5 | rotate_logs (0.90) | |
+| disk_data | 0.8 | disk_percent{mount=/data} 90.5-99.5 | cleanup_disk (0.85) | rules: rotate_logs |
+| service_down | 1.0 | service_up 0 for the host's service | restart_service (0.90) | |
+| db_postgres | 0.7 | postgres latency 1-9 s on db-* | optimize_query (0.85) | |
+| db_redis | 0.7 | redis latency 1-9 s on cache-* | clear_cache (0.80) | rules: optimize_query |
+| cpu_leak | 0.8 | cpu_percent 80.5-95.5 on app-* | restart_service (0.85) | critical above 95 |
+| cpu_surge | 0.8 | cpu_percent 95.5-100 on app-* | scale_up (0.85) | rules: restart_service |
+| network | 0.5 | net_errors{interface=eth0} 100-5000 | alert_human (0.70) | |
+| anomaly | 0.4 | load1 / service_latency_ms anomaly | alert_human (0.70) | |
+| other | 0.2 | a custom metric | alert_human (0.70) | |
+
+Noise: hour and weekday are random (they carry no signal), values fall near
+the thresholds (cpu_leak and cpu_surge meet at 95.5, just above the critical
+threshold of 95, so severity alone misleads), and ``--flip`` (default 5 %) of
+all outcomes are reported the wrong way round. The two kinds of memory issue,
+disk issue and database latency differ only in host or resource, so the model
+has to learn them from the per-target success rates; the CPU ones differ only
+in value.
+
+**Learning loop.** Incidents arrive one by one. The real ``Planner`` plans
+each (rule table until ``min_outcomes`` = 50, then the current model); with
+probability ``--explore`` (default 0.2) an operator tries a random plausible
+action instead, as a quick action would. Steps run in order and stop at the
+first verified fix, as in the executor; each outcome goes through the real
+``Learner`` (success rates, training rows) and the real
+``train_and_validate`` runs every 50 outcomes, replacing the model only if it
+validates at least as well.
+
+**Accuracy.** For each size N the real model is trained on the loop's first N
+outcomes (80 % fit, 20 % held out for its validation accuracy) and, with the
+success rates as they stood after N outcomes, plans ``--test-incidents`` fresh
+incidents: top-1 accuracy is the share whose first step is the best action.
+The rule table plans the same incidents as the baseline.
+
+**Latency.** ``Planner.plan`` (features, one batched ``predict_proba`` for the
+candidate actions, the Plan) timed per issue with the largest model, over
+``--latency-issues`` incidents.
+
+Figures are printed and written to ``bench/results/planner-<timestamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from medbay.common.events import ActionResult, IssueOpened, Severity, issue_fingerprint
+from medbay.planner.config import PlannerConfig
+from medbay.planner.learning import Learner, TrainingRow
+from medbay.planner.model import ModelBundle, NotEnoughData, train_and_validate
+from medbay.planner.planning import Planner
+from medbay.planner.rates import SuccessRates
+
+RESULTS = Path(__file__).resolve().parent / "results"
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+
+HOSTS = {
+    "cache": [f"cache-{i}" for i in range(1, 4)],
+    "app": [f"app-{i}" for i in range(1, 7)],
+    "db": [f"db-{i}" for i in range(1, 3)],
+    "web": [f"web-{i}" for i in range(1, 4)],
+}
+SERVICE_OF = {"cache": "redis", "app": "api", "db": "postgres", "web": "nginx"}
+
+CONFIG = PlannerConfig.model_validate(
+    {
+        "action_targets": {"alert_human": "oncall"},
+        "host_targets": {
+            "cache-*": {"clear_cache": "redis", "restart_service": "redis", "scale_up": "redis"},
+            "app-*": {"restart_service": "api", "scale_up": "api", "kill_process": "api"},
+            "db-*": {"restart_service": "postgres", "scale_up": "postgres"},
+            "web-*": {"restart_service": "nginx"},
+        },
+    }
+)
+
+
+class Scenario(NamedTuple):
+    name: str
+    weight: float
+    kind: str
+    roles: tuple[str, ...]
+    metric: str
+    labels: dict[str, str] | None  # None: the host's service
+    values: tuple[float, float]
+    levels: tuple[float | None, float | None]  # warning, critical thresholds
+    success: dict[str, float]
+
+    @property
+    def best(self) -> str:
+        return max(self.success, key=self.success.__getitem__)
+
+
+ANY = ("cache", "app", "db", "web")
+SCENARIOS = (
+    Scenario(
+        "memory_cache", 1.0, "memory", ("cache",), "memory_percent", {}, (86, 99), (85, 95),
+        {"clear_cache": 0.9, "restart_service": 0.5, "scale_up": 0.25, "alert_human": 0.1},
+    ),
+    Scenario(
+        "memory_app", 1.0, "memory", ("app",), "memory_percent", {}, (86, 99), (85, 95),
+        {"clear_cache": 0.15, "restart_service": 0.85, "scale_up": 0.4, "alert_human": 0.1},
+    ),
+    Scenario(
+        "disk_logs", 0.8, "disk", ANY, "disk_percent", {"mount": "/var/log"}, (90.5, 99.5),
+        (90, 95), {"rotate_logs": 0.9, "cleanup_disk": 0.55, "alert_human": 0.1},
+    ),
+    Scenario(
+        "disk_data", 0.8, "disk", ANY, "disk_percent", {"mount": "/data"}, (90.5, 99.5),
+        (90, 95), {"rotate_logs": 0.1, "cleanup_disk": 0.85, "alert_human": 0.1},
+    ),
+    Scenario(
+        "service_down", 1.0, "service_down", ANY, "service_up", None, (0, 0), (None, 0.5),
+        {"restart_service": 0.9, "reboot": 0.6, "alert_human": 0.1},
+    ),
+    Scenario(
+        "db_postgres", 0.7, "db_latency", ("db",), "postgres_query_latency_ms",
+        {"service": "postgres"}, (1000, 9000), (1000, 5000),
+        {"optimize_query": 0.85, "restart_service": 0.4, "scale_up": 0.3, "alert_human": 0.1},
+    ),
+    Scenario(
+        "db_redis", 0.7, "db_latency", ("cache",), "redis_ping_latency_ms",
+        {"service": "redis"}, (1000, 9000), (1000, 5000),
+        {"optimize_query": 0.05, "clear_cache": 0.8, "restart_service": 0.5, "alert_human": 0.1},
+    ),
+    Scenario(
+        "cpu_leak", 0.8, "cpu", ("app",), "cpu_percent", {}, (80.5, 95.5), (80, 95),
+        {"restart_service": 0.85, "scale_up": 0.35, "kill_process": 0.4, "alert_human": 0.1},
+    ),
+    Scenario(
+        "cpu_surge", 0.8, "cpu", ("app",), "cpu_percent", {}, (95.5, 100), (80, 95),
+        {"restart_service": 0.2, "scale_up": 0.85, "kill_process": 0.2, "alert_human": 0.1},
+    ),
+    Scenario(
+        "network", 0.5, "network_errors", ANY, "net_errors", {"interface": "eth0"},
+        (100, 5000), (100, 1000), {"alert_human": 0.7, "restart_service": 0.2},
+    ),
+    Scenario(
+        "anomaly", 0.4, "anomaly", ANY, "load1", {}, (2, 40), (None, None),
+        {"alert_human": 0.7, "restart_service": 0.3},
+    ),
+    Scenario(
+        "other", 0.2, "other", ANY, "custom_metric", {}, (1, 100), (None, 50),
+        {"alert_human": 0.7, "restart_service": 0.2},
+    ),
+)  # fmt: skip
+
+
+class Incident(NamedTuple):
+    scenario: Scenario
+    issue: IssueOpened
+
+
+def make_incident(rng: random.Random, n: int, tag: str) -> Incident:
+    sc = rng.choices(SCENARIOS, weights=[s.weight for s in SCENARIOS])[0]
+    role = rng.choice(sc.roles)
+    host = rng.choice(HOSTS[role])
+    labels = {"service": SERVICE_OF[role]} if sc.labels is None else dict(sc.labels)
+    low, high = sc.values
+    value = rng.uniform(low, high)
+    if sc.kind == "db_latency":
+        value = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    warning, critical = sc.levels
+    if sc.kind == "service_down" or (critical is not None and value >= critical):
+        severity, threshold = Severity.CRITICAL, critical
+    else:
+        severity, threshold = Severity.WARNING, warning
+    seen = T0 + timedelta(days=rng.randrange(7), hours=rng.randrange(24), minutes=n % 60)
+    resource = labels.get("mount") or labels.get("service") or labels.get("interface")
+    issue = IssueOpened(
+        event_id=f"{tag}-{n}",
+        fingerprint=issue_fingerprint(host, sc.kind, sc.metric, labels),
+        host=host,
+        kind=sc.kind,  # type: ignore[arg-type]
+        resource=resource or sc.metric,
+        metric=sc.metric,
+        labels=labels,
+        value=value,
+        threshold=threshold,
+        severity=severity,
+        detector="threshold" if sc.kind != "anomaly" else "likelihood",
+        score=rng.uniform(0.9, 1.0) if sc.kind == "anomaly" else None,
+        first_seen=seen,
+        last_seen=seen,
+        timestamp=seen,
+    )
+    return Incident(sc, issue)
+
+
+def corpus(seed: int, count: int, tag: str) -> list[Incident]:
+    rng = random.Random(seed)
+    return [make_incident(rng, n, tag) for n in range(count)]
+
+
+# --- the learning loop ---------------------------------------------------------
+
+
+class Snapshot(NamedTuple):
+    rows: list[TrainingRow]
+    rates: SuccessRates
+
+
+def simulate(
+    sizes: list[int], seed: int, explore: float, flip: float
+) -> tuple[dict[int, Snapshot], dict[str, Any]]:
+    """Run the loop until the largest size; the learner's state at each size."""
+    rng = random.Random(seed + 1)
+    learner = Learner(CONFIG)
+    planner = Planner(CONFIG, learner.rates)
+    snapshots: dict[int, Snapshot] = {}
+    stats = {"incidents": 0, "explored": 0, "trainings": 0, "accepted": 0}
+    pending = sorted(sizes)
+    n = 0
+    while pending:
+        incident = make_incident(rng, n, "loop")
+        n += 1
+        plan = planner.plan(incident.issue)
+        sc = incident.scenario
+        if rng.random() < explore:
+            action = rng.choice(list(sc.success))
+            step = plan.steps[0].model_copy(
+                update={"action": action, "target": planner.targets(incident.issue)[action]}
+            )
+            plan = plan.model_copy(update={"steps": [step]})
+            stats["explored"] += 1
+        learner.remember(plan)
+        for index, step in enumerate(plan.steps):
+            worked = rng.random() < sc.success.get(step.action, 0.02)
+            if rng.random() < flip:
+                worked = not worked
+            learner.record(result(plan.plan_id, incident, index, step.action, step.target, worked))
+            while pending and len(learner.rows) >= pending[0]:
+                snap = Snapshot(list(learner.rows), copy.deepcopy(learner.rates))
+                snapshots[pending.pop(0)] = snap
+            if worked:
+                break
+        if learner.training_due():
+            stats["trainings"] += 1
+            try:
+                training = train_and_validate(learner.take_training_set(), CONFIG, planner.model)
+            except NotEnoughData:
+                continue
+            if training.accepted:
+                stats["accepted"] += 1
+                planner.model = training.bundle
+    stats["incidents"] = n
+    return snapshots, stats
+
+
+def result(
+    plan_id: str, incident: Incident, index: int, action: str, target: str, worked: bool
+) -> ActionResult:
+    at = incident.issue.last_seen
+    return ActionResult(
+        plan_id=plan_id,
+        issue_fingerprint=incident.issue.fingerprint,
+        issue_kind=incident.issue.kind,
+        step_index=index,
+        action=action,  # type: ignore[arg-type]
+        target=target,
+        host=incident.issue.host,
+        status="finished",
+        outcome="success" if worked else "failure",
+        verified=worked,
+        dry_run=False,
+        started_at=at,
+        finished_at=at,
+    )
+
+
+def top1(planner: Planner, incidents: list[Incident]) -> float:
+    hits = sum(planner.plan(i.issue).steps[0].action == i.scenario.best for i in incidents)
+    return hits / len(incidents)
+
+
+def latency(planner: Planner, incidents: list[Incident]) -> dict[str, float]:
+    times = []
+    for incident in incidents:
+        started = time.perf_counter()
+        planner.plan(incident.issue)
+        times.append(time.perf_counter() - started)
+    ms = np.array(times) * 1000
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+        "issues": len(ms),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    started = time.monotonic()
+    snapshots, stats = simulate(sizes, args.seed, args.explore, args.flip)
+    print(
+        f"learning loop: {stats['incidents']} incidents, {stats['explored']} explored, "
+        f"{stats['trainings']} trainings ({stats['accepted']} accepted), "
+        f"{time.monotonic() - started:.1f} s"
+    )
+    test = corpus(args.seed + 2, args.test_incidents, "test")
+    rows: list[dict[str, Any]] = []
+    model: ModelBundle | None = None
+    rates = None
+    for size in sizes:
+        snap = snapshots[size]
+        t = time.monotonic()
+        bundle = train_and_validate(snap.rows, CONFIG, None).bundle
+        fit_seconds = time.monotonic() - t
+        learnt = Planner(CONFIG, snap.rates, bundle)
+        rules = Planner(CONFIG, snap.rates, None)
+        rows.append(
+            {
+                "outcomes": size,
+                "model_top1": top1(learnt, test),
+                "rules_top1": top1(rules, test),
+                "validation_accuracy": bundle.validation_accuracy,
+                "fit_seconds": fit_seconds,
+            }
+        )
+        model, rates = bundle, snap.rates
+    assert model is not None and rates is not None
+    lat_set = corpus(args.seed + 3, args.latency_issues, "lat")
+    planner = Planner(CONFIG, rates, model)
+    latency(planner, lat_set[:100])  # warm-up
+    lat = latency(planner, lat_set)
+    return {"loop": stats, "accuracy": rows, "latency": lat}
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [
+        f"{'outcomes':>9}{'model top-1':>13}{'rules top-1':>13}{'validation':>12}{'fit s':>8}",
+    ]
+    for r in report["accuracy"]:
+        val = r["validation_accuracy"]
+        lines.append(
+            f"{r['outcomes']:>9}{r['model_top1']:>13.1%}{r['rules_top1']:>13.1%}"
+            f"{(f'{val:.1%}' if val is not None else '-'):>12}{r['fit_seconds']:>8.2f}"
+        )
+    lat = report["latency"]
+    lines.append(
+        f"planning latency over {lat['issues']} issues: p50 {lat['p50_ms']:.2f} ms, "
+        f"p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms"
+    )
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", default="50,100,200,500,1000", help="outcome counts to train on")
+    parser.add_argument("--test-incidents", type=int, default=2000, help="held-out incidents")
+    parser.add_argument("--latency-issues", type=int, default=2000, help="issues timed")
+    parser.add_argument("--explore", type=float, default=0.2, help="share of random actions")
+    parser.add_argument("--flip", type=float, default=0.05, help="share of flipped outcomes")
+    parser.add_argument("--seed", type=int, default=7)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``medbay bench planner``."""
+    started = time.monotonic()
+    report = run(args)
+    print(table(report))
+    report |= {
+        "args": vars(args) | {"func": None},
+        "seconds": time.monotonic() - started,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "at": datetime.now(UTC).isoformat(),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"planner-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps(report, indent=2, default=str))
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli = argparse.ArgumentParser(prog="bench/planner.py")
+    add_arguments(cli)
+    raise SystemExit(main(cli.parse_args()))

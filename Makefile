@@ -33,7 +33,7 @@ lint:
 
 typecheck:
 	$(BIN)/mypy libs/common/src libs/cli/src services/collector/src services/detector/src \
-		services/planner/src services/executor/src
+		services/planner/src services/executor/src services/approver/src services/gateway/src
 
 pytest:
 	$(BIN)/pytest

@@ -13,6 +13,9 @@ import getpass
 import socket
 
 from medbay.cli.nats_url import connect
+from medbay.common.bus import event_headers
+from medbay.common.events import BreakerReset
+from medbay.common.streams import AUDIT, subject_for
 from medbay.executor.safety import SafetyConfig, SafetyRails
 
 
@@ -48,6 +51,15 @@ async def reset_breaker(args: argparse.Namespace) -> int:
     try:
         rails = await SafetyRails.open(nc.jetstream(), SafetyConfig())
         was_open = await rails.reset_breaker(args.target, by=by)
+        if was_open:  # on the record, like every change a person makes
+            event = BreakerReset(target=args.target, reset_by=by, channel="cli")
+            await nc.jetstream().publish(
+                subject_for(event),
+                event.model_dump_json().encode(),
+                headers=event_headers(event),
+                stream=AUDIT.name,
+                timeout=5,
+            )
     finally:
         await nc.close()
     if not was_open:

@@ -18,7 +18,7 @@ from nats.js.errors import NotFoundError
 from medbay.cli.nats_url import connect
 from medbay.common.bus import event_headers
 from medbay.common.events import Approval
-from medbay.common.streams import approval_subject
+from medbay.common.streams import APPROVALS, approval_subject
 from medbay.executor.plan_book import BUCKET, PlanBook
 
 
@@ -86,7 +86,7 @@ async def decide(args: argparse.Namespace, decision: str) -> int:
             approval_subject(approval),
             approval.model_dump_json().encode(),
             headers=event_headers(approval),
-            stream="APPROVALS",
+            stream=APPROVALS.name,
             timeout=5,
         )
     finally:

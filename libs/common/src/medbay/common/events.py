@@ -263,6 +263,32 @@ class ActionResult(Event):
     finished_at: AwareDatetime | None = None
 
 
+# --- people's actions ------------------------------------------------------------
+
+
+class ActionRequested(Event):
+    """A person asked for an action by hand (a quick action). The planner turns it
+    into a Plan under the same approval rules as any other."""
+
+    type: Literal["action.requested"] = "action.requested"
+    host: HostName
+    action: ActionName
+    target: str = Field(min_length=1, max_length=300)
+    params: dict[str, Any] = Field(default_factory=dict)
+    requested_by: str = Field(min_length=1, max_length=200)
+    channel: Literal["gateway", "cli", "telegram"]
+    reason: str = Field(default="", max_length=2000)
+
+
+class BreakerReset(Event):
+    """A person closed the executor's flap breaker for a target."""
+
+    type: Literal["breaker.reset"] = "breaker.reset"
+    target: str = Field(min_length=1, max_length=300)
+    reset_by: str = Field(min_length=1, max_length=200)
+    channel: Literal["gateway", "cli", "telegram"]
+
+
 IssueChange = IssueOpened | IssueUpdated | IssueResolved
 """Any of the three issue lifecycle events."""
 
@@ -274,4 +300,6 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     Plan,
     Approval,
     ActionResult,
+    ActionRequested,
+    BreakerReset,
 )

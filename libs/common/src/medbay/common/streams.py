@@ -12,6 +12,8 @@ can silently re-declare a stream with other settings.
 | PLANS | medbay.plans.<host> | planner | 90 d: decisions and their inputs |
 | APPROVALS | medbay.approvals.<plan_id> | executor | 90 d: audit trail |
 | RESULTS | medbay.results.<host> | executor | 90 d: outcomes, training data |
+| REQUESTS | medbay.requests.<host> | planner | 90 d: actions people asked for by hand |
+| AUDIT | medbay.audit.<kind> | executor | 365 d: other changes people made (breaker resets) |
 | DEADLETTER | medbay.deadletter.<stream> | detector | 30 d, 1 GiB: rejects, reasons |
 
 All are limits-based (consumers never delete what others may need), file-backed
@@ -19,7 +21,9 @@ All are limits-based (consumers never delete what others may need), file-backed
 DEADLETTER is owned by the detector, the first consumer in the pipeline.
 APPROVALS is owned by the executor, the one service that acts on approvals:
 several publish them (the approver, the gateway, the CLI), and approvals only
-matter once an executor is there to act.
+matter once an executor is there to act. Likewise REQUESTS belongs to the
+planner, which turns them into plans, and AUDIT to the executor, whose breakers
+people reset.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from faststream.nats import JStream
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from medbay.common.events import (
+    ActionRequested,
     ActionResult,
     Approval,
+    BreakerReset,
     Event,
     IssueOpened,
     IssueResolved,
@@ -134,6 +140,24 @@ RESULTS = StreamSpec(
     600.0,
     "Results of executed plan steps.",
 )
+REQUESTS = StreamSpec(
+    "REQUESTS",
+    (f"{PREFIX}.requests.>",),
+    "planner",
+    90 * DAY,
+    256 * MiB,
+    600.0,
+    "Actions people asked for by hand (quick actions).",
+)
+AUDIT = StreamSpec(
+    "AUDIT",
+    (f"{PREFIX}.audit.>",),
+    "executor",
+    365 * DAY,
+    256 * MiB,
+    600.0,
+    "Changes people made besides approvals and requests: breaker resets.",
+)
 DEADLETTER = StreamSpec(
     "DEADLETTER",
     (f"{PREFIX}.deadletter.>",),
@@ -144,7 +168,16 @@ DEADLETTER = StreamSpec(
     "Rejected messages: original payload and headers, with the reason in headers.",
 )
 
-ALL_STREAMS: tuple[StreamSpec, ...] = (METRICS, ISSUES, PLANS, APPROVALS, RESULTS, DEADLETTER)
+ALL_STREAMS: tuple[StreamSpec, ...] = (
+    METRICS,
+    ISSUES,
+    PLANS,
+    APPROVALS,
+    RESULTS,
+    REQUESTS,
+    AUDIT,
+    DEADLETTER,
+)
 STREAMS_BY_NAME = {s.name: s for s in ALL_STREAMS}
 
 
@@ -183,6 +216,14 @@ def result_subject(result: ActionResult) -> str:
     return f"{PREFIX}.results.{token(result.host)}"
 
 
+def request_subject(request: ActionRequested) -> str:
+    return f"{PREFIX}.requests.{token(request.host)}"
+
+
+def audit_subject(event: BreakerReset) -> str:
+    return f"{PREFIX}.audit.breaker.{token(event.target)}"
+
+
 def deadletter_subject(source_stream: str) -> str:
     return f"{PREFIX}.deadletter.{token(source_stream)}"
 
@@ -199,6 +240,10 @@ def subject_for(event: Event) -> str:
         return approval_subject(event)
     if isinstance(event, ActionResult):
         return result_subject(event)
+    if isinstance(event, ActionRequested):
+        return request_subject(event)
+    if isinstance(event, BreakerReset):
+        return audit_subject(event)
     raise TypeError(f"no subject for {type(event).__name__}")
 
 
@@ -212,4 +257,6 @@ CHANNELS: tuple[tuple[str, StreamSpec, type[Event]], ...] = (
     (f"{PREFIX}.plans.{{host}}", PLANS, Plan),
     (f"{PREFIX}.approvals.{{plan_id}}", APPROVALS, Approval),
     (f"{PREFIX}.results.{{host}}", RESULTS, ActionResult),
+    (f"{PREFIX}.requests.{{host}}", REQUESTS, ActionRequested),
+    (f"{PREFIX}.audit.breaker.{{target}}", AUDIT, BreakerReset),
 )

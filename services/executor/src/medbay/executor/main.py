@@ -141,6 +141,8 @@ class Executor:
                 plan = step.record.parsed_plan()
                 if step.action == "run" and plan is not None:
                     self.launch(plan, step.record.traceparent)
+                elif step.action == "rejected" and approval.channel == "expiry" and plan:
+                    await self._escalate(plan, "nobody decided in time; the plan expired")
 
     def launch(self, plan: Plan, traceparent: dict[str, str]) -> None:
         if plan.plan_id in self.running:

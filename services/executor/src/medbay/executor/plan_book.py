@@ -46,7 +46,7 @@ class PlanRecord:
 class Transition:
     """What the caller should do next."""
 
-    action: Literal["run", "wait", "nothing"]
+    action: Literal["run", "wait", "rejected", "nothing"]
     record: PlanRecord
     why: str
 
@@ -140,9 +140,11 @@ class PlanBook:
             new.decided_at = approval.timestamp.isoformat()
             new.note = approval.reason
             if await self._write(approval.plan_id, new, revision):
+                if record is None:
+                    return Transition("nothing", new, f"{new.state} before its plan arrived")
                 if new.state == "running":
                     return Transition("run", new, f"approved by {approval.decided_by}")
-                return Transition("nothing", new, f"{new.state} before its plan arrived")
+                return Transition("rejected", new, f"rejected by {approval.decided_by}")
 
     async def finish(self, plan_id: str, note: str) -> None:
         while True:

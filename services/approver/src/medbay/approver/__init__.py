@@ -1,0 +1,1 @@
+"""Medbay approver: plans that need a person, asked over Telegram."""

@@ -1,0 +1,1 @@
+"""Medbay gateway: the REST and WebSocket API and the dashboard."""

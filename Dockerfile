@@ -3,15 +3,20 @@
 # One image for every Medbay service. Pick the service with the command:
 #   docker run medbay run collector --config /etc/medbay/collector.yaml
 #   docker run medbay run detector          (the default)
+#   docker run medbay run planner
+#   docker run medbay run executor --config /etc/medbay/executor.yaml
+#                                           (dry-run unless the file says mode: live)
 # Build from the repository root: docker build -t medbay .
 #
 # Configuration is by environment (see libs/common/src/medbay/common/settings.py):
 # MEDBAY_NATS_URL, MEDBAY_HTTP_HOST, MEDBAY_HTTP_PORT, MEDBAY_LOG_LEVEL,
 # MEDBAY_LOG_FORMAT, MEDBAY_MAX_EVENT_BYTES, MEDBAY_PUBLISH_TIMEOUT, plus
-# MEDBAY_COLLECTOR_CONFIG / MEDBAY_DETECTOR_CONFIG and the standard OTEL_* variables.
+# MEDBAY_COLLECTOR_CONFIG / MEDBAY_DETECTOR_CONFIG / MEDBAY_PLANNER_CONFIG /
+# MEDBAY_EXECUTOR_CONFIG (the same as --config) and the standard OTEL_* variables.
 #
 # No HEALTHCHECK here: each service serves /healthz on its own port (collector
-# 9471, detector 9472, ...), so compose/compose.yaml and k8s/ probe it per service.
+# 9471, detector 9472, planner 9473, executor 9475, ...), so compose/compose.yaml
+# and k8s/ probe it per service.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 

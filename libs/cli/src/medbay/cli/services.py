@@ -10,6 +10,7 @@ SERVICES: dict[str, str] = {
     "detector": "medbay.detector.main",
     "planner": "medbay.planner.main",
     "executor": "medbay.executor.main",
+    "approver": "medbay.approver.main",
 }
 
 

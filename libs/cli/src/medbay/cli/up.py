@@ -28,6 +28,7 @@ COLORS = {
     "detector": 35,
     "planner": 34,
     "executor": 32,
+    "approver": 31,
     "demo-web": 33,
 }
 DEMO_PORT = 9480

@@ -16,7 +16,7 @@ from typing import Literal
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from medbay.common.events import Approval, Plan
@@ -75,7 +75,7 @@ class PlanBook:
     async def get(self, plan_id: str) -> tuple[PlanRecord | None, int]:
         try:
             entry = await self.kv.get(self.key(plan_id))
-        except KeyNotFoundError:
+        except (KeyNotFoundError, KeyDeletedError):
             return None, 0
         if entry.value is None:
             return None, 0

@@ -1,0 +1,194 @@
+"""The approver's own record of each plan it asks about, in a JetStream KV bucket.
+
+Bucket ``medbay_approver``, one key per plan: ``plans.<plan_id>`` (the id made a
+safe key token), holding an ``ApprovalRecord`` as JSON. Every change is a
+compare-and-swap, so a plan is decided once however many approver instances,
+clicks and redelivered updates race for it: the first write of a decision wins
+and everyone else sees it. A record keeps the plan's deadline, so expiry survives
+restarts, and what is still to do after a decision (publishing it, showing it in
+the chats), so a crash in between is made good later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from medbay.common.events import Approval, Plan, derived_event_id
+from medbay.executor.safety import key_token
+
+BUCKET = "medbay_approver"
+KEY_PREFIX = "plans."
+RETENTION = timedelta(days=30)
+"""How long a record outlives its last change (the bucket's max age)."""
+
+Verdict = Literal["approve", "reject"]
+Channel = Literal["telegram", "gateway", "cli", "expiry"]
+"""As in ``Approval``."""
+
+
+def plan_key(plan_id: str) -> str:
+    return KEY_PREFIX + key_token(plan_id)
+
+
+def approval_event_id(plan_id: str) -> str:
+    """The one Approval the approver may publish for a plan: a repeat is deduplicated."""
+    return derived_event_id("approver", plan_id)
+
+
+class _Stored(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ChatMessage(_Stored):
+    chat_id: int
+    message_id: int
+
+
+class Decision(_Stored):
+    decision: Verdict
+    decided_by: str
+    channel: Channel
+    decided_at: AwareDatetime
+    reason: str = ""
+    event_id: str
+    """Of the Approval that carries it."""
+
+    @classmethod
+    def of(cls, approval: Approval) -> Decision:
+        return cls(
+            decision=approval.decision,
+            decided_by=approval.decided_by,
+            channel=approval.channel,
+            decided_at=approval.timestamp,
+            reason=approval.reason,
+            event_id=approval.event_id,
+        )
+
+    def approval(self, plan_id: str) -> Approval:
+        return Approval(
+            event_id=self.event_id,
+            timestamp=self.decided_at,
+            plan_id=plan_id,
+            decision=self.decision,
+            decided_by=self.decided_by,
+            channel=self.channel,
+            reason=self.reason,
+        )
+
+
+class ApprovalRecord(_Stored):
+    plan_id: str
+    plan: str | None = None
+    """The plan's JSON; None when only a decision made elsewhere is known."""
+    traceparent: str = ""
+    created_at: AwareDatetime | None = None
+    deadline: AwareDatetime | None = None
+    messages: list[ChatMessage] = Field(default_factory=list)
+    """Where the plan was shown: edited once it is decided."""
+    announce_claimed_at: AwareDatetime | None = None
+    """When an instance last set out to send the messages (a lease against sending twice)."""
+    decision: Decision | None = None
+    published: bool = False
+    """Whether the decision is on APPROVALS (always, for decisions made elsewhere)."""
+    shown: bool = False
+    """Whether every message shows the decision."""
+
+    @property
+    def pending(self) -> bool:
+        return self.decision is None and self.plan is not None
+
+    @property
+    def trace_id(self) -> str:
+        parts = self.traceparent.split("-")
+        return parts[1] if len(parts) == 4 else ""
+
+    def parsed_plan(self) -> Plan | None:
+        return None if self.plan is None else Plan.model_validate_json(self.plan)
+
+    def expired(self, now: datetime) -> bool:
+        return self.pending and self.deadline is not None and now >= self.deadline
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a compare-and-swap found and wrote; ``new`` is None when nothing was written."""
+
+    old: ApprovalRecord | None
+    new: ApprovalRecord | None
+    revision: int
+
+
+Transition = Callable[[ApprovalRecord | None], ApprovalRecord | None]
+
+
+class ApprovalBook:
+    """The bucket's records; any number of approver instances may share it."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> ApprovalBook:
+        kv = await js.create_key_value(
+            config=KeyValueConfig(
+                bucket=BUCKET,
+                history=5,
+                ttl=RETENTION.total_seconds(),
+                storage=StorageType.FILE,
+                description="Approver: plans awaiting a person, their deadlines and decisions",
+            )
+        )
+        return cls(kv)
+
+    async def get(self, plan_id: str) -> tuple[ApprovalRecord | None, int]:
+        try:
+            entry = await self.kv.get(plan_key(plan_id))
+        except (KeyNotFoundError, KeyDeletedError):  # never written, or expired
+            return None, 0
+        if entry.value is None:
+            return None, 0
+        return ApprovalRecord.model_validate_json(entry.value), entry.revision or 0
+
+    async def change(self, plan_id: str, transition: Transition) -> Change:
+        """Apply ``transition`` until no other writer gets in between.
+
+        ``transition`` gets the current record (None if there is none) and returns the
+        new one, or None to leave it as it is.
+        """
+        key = plan_key(plan_id)
+        while True:
+            old, revision = await self.get(plan_id)
+            new = transition(old)
+            if new is None:
+                return Change(old, None, revision)
+            data = new.model_dump_json().encode()
+            try:
+                if revision == 0:
+                    revision = await self.kv.create(key, data)
+                else:
+                    revision = await self.kv.update(key, data, last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return Change(old, new, revision)
+
+    async def watch(self) -> AsyncIterator[tuple[str, int, ApprovalRecord | None]]:
+        """(key, revision, record) for every record, then for every change; None when deleted."""
+        watcher = await self.kv.watch(KEY_PREFIX + ">")
+        try:
+            async for entry in watcher:
+                if entry is None:  # the end of the current values
+                    continue
+                gone = entry.operation in (KV_DEL, KV_PURGE) or not entry.value
+                record = None if gone else ApprovalRecord.model_validate_json(entry.value)
+                yield entry.key, entry.revision or 0, record
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]

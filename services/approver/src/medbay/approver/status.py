@@ -1,0 +1,139 @@
+"""``/status`` from what others keep: the recent ISSUES and RESULTS events, the
+executor's plan book and its breakers. Every source may be missing (its owner has
+not run yet), and then shows as unknown rather than failing the command."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated
+
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+from pydantic import Field, TypeAdapter, ValidationError
+
+from medbay.approver.messages import StatusSnapshot
+from medbay.common.events import (
+    ActionResult,
+    IssueChange,
+    IssueOpened,
+    IssueResolved,
+    IssueUpdated,
+    Plan,
+    Severity,
+)
+from medbay.common.streams import ISSUES, RESULTS, StreamSpec
+from medbay.executor import plan_book, safety
+
+ISSUE_EVENTS = 5000
+"""How many of the latest issue events are read to find the open issues."""
+RESULT_EVENTS = 200
+"""How many of the latest results are read for the last actions."""
+LAST_ACTIONS = 5
+
+_ISSUE = TypeAdapter[IssueChange](Annotated[IssueChange, Field(discriminator="type")])
+
+
+def open_issues(events: Iterable[IssueChange]) -> list[IssueOpened | IssueUpdated]:
+    """The issues still open after ``events`` (in stream order): critical first, then newest."""
+    found: dict[str, IssueOpened | IssueUpdated] = {}
+    for event in events:
+        if isinstance(event, IssueResolved):
+            found.pop(event.fingerprint, None)
+        else:
+            found[event.fingerprint] = event
+    return sorted(
+        found.values(),
+        key=lambda e: (e.severity != Severity.CRITICAL, -e.last_seen.timestamp()),
+    )
+
+
+def last_actions(results: Iterable[ActionResult], count: int = LAST_ACTIONS) -> list[ActionResult]:
+    """The last ``count`` finished steps, newest first."""
+    finished = [r for r in results if r.status == "finished"]
+    return finished[::-1][:count]
+
+
+async def recent(js: JetStreamContext, stream: StreamSpec, count: int) -> list[bytes] | None:
+    """The payloads of the last ``count`` messages of ``stream``; None if it does not exist."""
+    try:
+        info = await js.stream_info(stream.name)
+    except NotFoundError:
+        return None
+    last = info.state.last_seq
+    if info.state.messages == 0:
+        return []
+    sub = await js.pull_subscribe(
+        stream.subjects[0],
+        stream=stream.name,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=max(info.state.first_seq, last - count + 1),
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30.0,
+        ),
+    )
+    payloads: list[bytes] = []
+    try:
+        while True:
+            try:
+                msgs = await sub.fetch(256, timeout=2)
+            except NatsTimeout:
+                break
+            payloads += [m.data for m in msgs if m.metadata.sequence.stream <= last]
+            if msgs[-1].metadata.sequence.stream >= last:
+                break
+    finally:
+        await sub.unsubscribe()
+    return payloads
+
+
+def _issues(payloads: list[bytes]) -> list[IssueChange]:
+    events = []
+    for data in payloads:
+        try:
+            events.append(_ISSUE.validate_json(data))
+        except ValidationError:
+            continue  # dead-lettered by its consumer
+    return events
+
+
+def _results(payloads: list[bytes]) -> list[ActionResult]:
+    results = []
+    for data in payloads:
+        try:
+            results.append(ActionResult.model_validate_json(data))
+        except ValidationError:
+            continue
+    return results
+
+
+async def running_plans(js: JetStreamContext) -> list[Plan] | None:
+    try:
+        book = plan_book.PlanBook(await js.key_value(plan_book.BUCKET))
+    except NotFoundError:
+        return None
+    records = await book.records()
+    plans = [r.parsed_plan() for r in records.values() if r.state == "running"]
+    return sorted((p for p in plans if p is not None), key=lambda p: p.timestamp)
+
+
+async def open_breakers(js: JetStreamContext) -> dict[str, safety.BreakerState] | None:
+    try:
+        kv = await js.key_value(safety.BUCKET)
+    except NotFoundError:
+        return None
+    return await safety.SafetyRails(kv, safety.SafetyConfig()).breakers()
+
+
+async def snapshot(js: JetStreamContext, waiting: int) -> StatusSnapshot:
+    issue_payloads = await recent(js, ISSUES, ISSUE_EVENTS)
+    result_payloads = await recent(js, RESULTS, RESULT_EVENTS)
+    return StatusSnapshot(
+        open_issues=None if issue_payloads is None else open_issues(_issues(issue_payloads)),
+        running_plans=await running_plans(js),
+        last_results=None if result_payloads is None else last_actions(_results(result_payloads)),
+        breakers=await open_breakers(js),
+        waiting=waiting,
+    )

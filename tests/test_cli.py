@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from conftest import free_port
 from medbay.cli.schema import asyncapi_document, event_schemas
+from medbay.cli.services import SERVICES
 from medbay.common.bus import declare_streams, make_broker, publish_event
 from medbay.common.events import ALL_EVENTS, MetricBatch, MetricSample
 from medbay.common.streams import CHANNELS, METRICS
@@ -82,24 +83,20 @@ def test_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path):
         status = ""
         while time.monotonic() < deadline:
             status = medbay("status", env=url).stdout
-            if (
-                status.count(": ok (up") == 0
-                and "collector   ok" in status
-                and ("detector    ok" in status)
-            ):
+            if all(f"{name:<12}ok" in status for name in SERVICES):
                 metrics_line = next(x for x in status.splitlines() if x.startswith("METRICS"))
                 if int(metrics_line.split()[2]) >= 2:
                     break
             time.sleep(1)
-        assert "collector   ok" in status and "detector    ok" in status, status
-        assert "METRICS/detector" in status
+        assert all(f"{name:<12}ok" in status for name in SERVICES), status
+        assert "METRICS/detector" in status and "PLANS/executor" in status
         tail = medbay("events", "tail", "METRICS", "--since", "5m", "--no-follow", env=url)
         assert "metric.batch" in tail.stdout and "trace=" in tail.stdout
     finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
-    for name in ("nats", "collector", "detector", "demo-web"):
+    for name in ("nats", "demo-web", *SERVICES):
         assert f"{name:>10} | " in output
     assert "Medbay stopped." in output
     with socket.socket() as s:  # the embedded server is gone

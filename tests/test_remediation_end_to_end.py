@@ -26,16 +26,16 @@ def trace_of(msg) -> str:
     return msg.headers["traceparent"].split("-")[1]
 
 
-async def next_event(sub, kind: str, deadline: float, **match: object):
+async def next_event(sub, event_type: str, deadline: float, **match: object):
     while time.monotonic() < deadline:
         try:
             msg = await sub.next_msg(timeout=max(0.1, deadline - time.monotonic()))
         except nats.errors.TimeoutError:
             break
         event = json.loads(msg.data)
-        if event["type"] == kind and all(event.get(k) == v for k, v in match.items()):
+        if event["type"] == event_type and all(event.get(k) == v for k, v in match.items()):
             return event, msg
-    raise AssertionError(f"no {kind} {match} before the deadline")
+    raise AssertionError(f"no {event_type} {match} before the deadline")
 
 
 async def test_service_down_is_restarted_and_verified_in_one_trace(

@@ -14,12 +14,12 @@ import nats
 import pytest
 from prometheus_client import CollectorRegistry
 
-from conftest import free_port
 from medbay.cli.schema import asyncapi_document, event_schemas
 from medbay.cli.services import SERVICES
 from medbay.common.bus import declare_streams, make_broker, publish_event
 from medbay.common.events import ALL_EVENTS, MetricBatch, MetricSample
 from medbay.common.streams import CHANNELS, METRICS
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import nats
 
-from conftest import free_port, wait_port
 from medbay.common.events import IssueOpened, IssueResolved, MetricBatch
+from tests.helpers import free_port, wait_port
 
 INTERVAL = 0.5
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import nats
 import psutil
 
-from conftest import free_port, wait_port
 from medbay.common.events import ActionResult, MetricBatch, Plan
+from tests.helpers import free_port, wait_port
 
 INTERVAL = 0.5
 

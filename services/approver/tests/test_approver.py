@@ -16,11 +16,11 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from conftest import free_port
 from medbay.approver.callbacks import CallbackSigner
 from medbay.common.bus import declare_streams, event_headers, make_broker
 from medbay.common.events import Approval, Plan, PlanStep, Risk, Severity, new_event_id
 from medbay.common.streams import APPROVALS, PLANS, plan_subject
+from tests.helpers import free_port
 
 TOKEN = "123456:TEST-token"
 SECRET = "integration-test-secret"

@@ -47,6 +47,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     nab.add_argument("--jobs", type=int, default=2)
     nab.set_defaults(func=lambda a: load("nab").main(a))
+    plan = kinds.add_parser(
+        "planner", help="planner model accuracy vs the rule table, and planning latency"
+    )
+    plan.add_argument("--sizes", default="50,100,200,500,1000", help="outcome counts to train on")
+    plan.add_argument("--test-incidents", type=int, default=2000, help="held-out incidents")
+    plan.add_argument("--latency-issues", type=int, default=2000, help="issues timed")
+    plan.add_argument("--explore", type=float, default=0.2, help="share of random actions")
+    plan.add_argument(
+        "--skill", type=float, default=0.5, help="share of operator tries that pick the best"
+    )
+    plan.add_argument("--flip", type=float, default=0.05, help="share of flipped outcomes")
+    plan.add_argument("--runs", type=int, default=5, help="learning loops (seeds) to average")
+    plan.add_argument("--seed", type=int, default=7)
+    plan.set_defaults(func=lambda a: load("planner").main(a))
+    gw = kinds.add_parser("gateway", help="gateway list latency, WebSocket fan-out and memory")
+    gw.add_argument("--incidents", type=int, default=10_000, help="incidents in the history")
+    gw.add_argument("--clients", type=int, default=200, help="WebSocket clients")
+    gw.add_argument("--events", type=int, default=200, help="live events sent to the clients")
+    gw.add_argument("--rate", type=float, default=20.0, help="live events per second")
+    gw.add_argument("--requests", type=int, default=200, help="GET requests per endpoint")
+    gw.set_defaults(func=lambda a: load("gateway").main(a))
     remedy = kinds.add_parser(
         "remediation", help="time from a threshold-crossing sample to the executor acting"
     )

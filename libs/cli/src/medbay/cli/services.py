@@ -11,6 +11,7 @@ SERVICES: dict[str, str] = {
     "planner": "medbay.planner.main",
     "executor": "medbay.executor.main",
     "approver": "medbay.approver.main",
+    "gateway": "medbay.gateway.main",
 }
 
 

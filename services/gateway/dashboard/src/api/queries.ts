@@ -1,0 +1,148 @@
+import { useQuery } from '@tanstack/react-query';
+import { useLive } from '../state/live';
+import { apiRequest, query } from './client';
+import type {
+  Breaker,
+  HostMetrics,
+  IncidentDetail,
+  IncidentSummary,
+  PendingApproval,
+  PlannerModel,
+  ServiceHealth,
+} from './types';
+
+/** How often event-driven views poll while the WebSocket is down. */
+export const POLL_MS = 5000;
+/** Views no event announces (service health, breakers, the model) poll all the time. */
+const SLOW_POLL_MS = 15_000;
+/** Points in the performance chart. */
+export const CHART_POINTS = 20;
+
+export const queryKeys = {
+  metrics: ['metrics'] as const,
+  performance: (host: string) => ['performance', host] as const,
+  incidents: (state: IncidentFilter) => ['incidents', state] as const,
+  incident: (fingerprint: string) => ['incident', fingerprint] as const,
+  approvals: ['approvals'] as const,
+  services: ['services'] as const,
+  model: ['model'] as const,
+  breakers: ['breakers'] as const,
+  config: ['config'] as const,
+};
+
+/** False while live events keep the view current; the polling interval otherwise. */
+function usePolling(): number | false {
+  return useLive((state) => (state.status === 'live' ? false : POLL_MS));
+}
+
+export function useHostMetrics() {
+  return useQuery({
+    queryKey: queryKeys.metrics,
+    queryFn: () => apiRequest<HostMetrics[]>('api/metrics'),
+    refetchInterval: usePolling(),
+  });
+}
+
+export interface PerformancePoint {
+  at: string;
+  cpu: number | null;
+  memory: number | null;
+}
+
+async function fetchPerformance(host: string): Promise<PerformancePoint[]> {
+  const path = (name: string) => `api/metrics/${encodeURIComponent(host)}${query({ name })}`;
+  const [cpu, memory] = await Promise.all([
+    apiRequest<HostMetrics>(path('cpu_percent')),
+    apiRequest<HostMetrics>(path('memory_percent')),
+  ]);
+  const points = new Map<string, PerformancePoint>();
+  const add = (metrics: HostMetrics, field: 'cpu' | 'memory') => {
+    for (const [at, value] of metrics.series[0]?.history ?? []) {
+      const point = points.get(at) ?? { at, cpu: null, memory: null };
+      point[field] = value;
+      points.set(at, point);
+    }
+  };
+  add(cpu, 'cpu');
+  add(memory, 'memory');
+  return [...points.values()].sort((a, b) => a.at.localeCompare(b.at)).slice(-CHART_POINTS);
+}
+
+export function usePerformance(host: string | null) {
+  return useQuery({
+    queryKey: queryKeys.performance(host ?? ''),
+    queryFn: () => fetchPerformance(host ?? ''),
+    enabled: host !== null,
+    refetchInterval: usePolling(),
+  });
+}
+
+export type IncidentFilter = 'open' | 'all';
+
+export function useIncidents(state: IncidentFilter) {
+  return useQuery({
+    queryKey: queryKeys.incidents(state),
+    queryFn: () =>
+      apiRequest<IncidentSummary[]>(
+        `api/incidents${query({ state: state === 'open' ? 'open' : undefined, limit: 200 })}`,
+      ),
+    refetchInterval: usePolling(),
+  });
+}
+
+export function useIncident(fingerprint: string) {
+  return useQuery({
+    queryKey: queryKeys.incident(fingerprint),
+    queryFn: () => apiRequest<IncidentDetail>(`api/incidents/${encodeURIComponent(fingerprint)}`),
+    refetchInterval: usePolling(),
+  });
+}
+
+export function usePendingApprovals() {
+  return useQuery({
+    queryKey: queryKeys.approvals,
+    queryFn: () => apiRequest<PendingApproval[]>('api/approvals'),
+    refetchInterval: usePolling(),
+  });
+}
+
+export function useServices() {
+  return useQuery({
+    queryKey: queryKeys.services,
+    queryFn: () => apiRequest<ServiceHealth[]>('api/services'),
+    refetchInterval: SLOW_POLL_MS,
+  });
+}
+
+export function usePlannerModel() {
+  return useQuery({
+    queryKey: queryKeys.model,
+    queryFn: () => apiRequest<PlannerModel>('api/model'),
+    refetchInterval: SLOW_POLL_MS,
+  });
+}
+
+export function useBreakers() {
+  return useQuery({
+    queryKey: queryKeys.breakers,
+    queryFn: () => apiRequest<Breaker[]>('api/breakers'),
+    refetchInterval: SLOW_POLL_MS,
+  });
+}
+
+export interface DashboardConfig {
+  /** Jaeger's UI, for links to a plan's trace; null: no links. */
+  jaegerUrl: string | null;
+}
+
+/** `config.json` beside the dashboard's files, if the deployment put one there. */
+async function fetchConfig(): Promise<DashboardConfig> {
+  const response = await fetch('config.json', { headers: { Accept: 'application/json' } });
+  if (!response.ok) return { jaegerUrl: null };
+  const body = (await response.json()) as Partial<DashboardConfig>;
+  return { jaegerUrl: typeof body.jaegerUrl === 'string' ? body.jaegerUrl : null };
+}
+
+export function useDashboardConfig() {
+  return useQuery({ queryKey: queryKeys.config, queryFn: fetchConfig, staleTime: Infinity });
+}

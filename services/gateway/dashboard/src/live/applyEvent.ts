@@ -1,0 +1,53 @@
+import type { QueryClient, QueryKey } from '@tanstack/react-query';
+import { CHART_POINTS, queryKeys, type PerformancePoint } from '../api/queries';
+import type { EventType, HostMetrics, MetricBatch } from '../api/types';
+
+/** The views each kind of event changes (query key prefixes). */
+const STALE_VIEWS: Record<Exclude<EventType, 'metric.batch'>, QueryKey[]> = {
+  'issue.opened': [['incidents'], ['incident']],
+  'issue.updated': [['incidents'], ['incident']],
+  'issue.resolved': [['incidents'], ['incident']],
+  'plan.created': [['incidents'], ['incident'], queryKeys.approvals],
+  'plan.approval': [['incidents'], ['incident'], queryKeys.approvals],
+  'action.result': [['incidents'], ['incident'], queryKeys.approvals, queryKeys.model, queryKeys.breakers],
+  'action.requested': [],
+  'breaker.reset': [queryKeys.breakers],
+};
+
+export function staleViews(type: EventType): QueryKey[] {
+  return type === 'metric.batch' ? [] : STALE_VIEWS[type];
+}
+
+/** Put a host's new readings straight into the cached metric views. */
+export function applyMetricBatch(client: QueryClient, batch: MetricBatch): void {
+  const current: HostMetrics = {
+    host: batch.host,
+    collected_at: batch.collected_at,
+    series: batch.samples.map((sample) => ({
+      name: sample.name,
+      labels: sample.labels ?? {},
+      unit: sample.unit ?? null,
+      value: sample.value,
+    })),
+    dropped_series: 0,
+  };
+  client.setQueryData<HostMetrics[]>(queryKeys.metrics, (hosts) => {
+    if (hosts === undefined) return undefined;
+    const known = hosts.find((h) => h.host === batch.host);
+    if (known !== undefined && known.collected_at >= batch.collected_at) return hosts;
+    const others = hosts.filter((h) => h.host !== batch.host);
+    return [...others, current].sort((a, b) => a.host.localeCompare(b.host));
+  });
+  const valueOf = (name: string) => batch.samples.find((s) => s.name === name)?.value ?? null;
+  const point: PerformancePoint = {
+    at: batch.collected_at,
+    cpu: valueOf('cpu_percent'),
+    memory: valueOf('memory_percent'),
+  };
+  client.setQueryData<PerformancePoint[]>(queryKeys.performance(batch.host), (points) => {
+    if (points === undefined) return undefined;
+    const last = points.at(-1);
+    if (last !== undefined && last.at >= point.at) return points;
+    return [...points, point].slice(-CHART_POINTS);
+  });
+}

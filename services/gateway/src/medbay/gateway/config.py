@@ -1,0 +1,207 @@
+"""The gateway's configuration: who may use it, how much history it keeps.
+
+A YAML file named by ``MEDBAY_GATEWAY_CONFIG`` (or ``--config``); every field has a
+default. Without any token the gateway refuses to start, unless
+``allow_anonymous_viewer`` lets everyone read (never change) without a token: a
+gateway nobody may use is a mistake, and one that everybody may use must be meant.
+
+.. code-block:: yaml
+
+    tokens:                       # bearer tokens; each request names who made it
+      - {name: alice, token_env: ALICE_TOKEN, role: operator}
+      - {name: wallboard, token: "k6Dq0...at-least-16-chars", role: viewer}
+    allow_anonymous_viewer: false # true: requests without a token may read
+    history_hours: 72             # what the views hold (and rebuild from JetStream)
+    max_incidents: 10000          # the least recently active go first (~7 KB each)
+    metrics: {history_seconds: 900, history_points: 60, max_hosts: 200}
+    websocket: {queue_size: 256, send_timeout_seconds: 10}
+    health:                       # where the other services answer /healthz
+      host: 127.0.0.1
+      ports: {detector: 9472}     # default: medbay.common.settings.DEFAULT_HTTP_PORTS
+      urls: {executor: "http://executor:9475/healthz"}
+    replay: {max_messages: 100000}
+    static_dir: /srv/medbay/dashboard   # default: the package's static/ folder, if any
+
+More tokens may come from ``MEDBAY_GATEWAY_TOKENS``: ``name:role:token`` entries
+separated by commas (see ``tokens_from_env``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from medbay.common.settings import DEFAULT_HTTP_PORTS, ConfigError, load_yaml_config
+
+__all__ = ["ConfigError", "GatewayConfig", "TokenConfig", "load_config"]
+
+Role = Literal["viewer", "operator"]
+
+MIN_TOKEN_LENGTH = 16
+TOKENS_ENV = "MEDBAY_GATEWAY_TOKENS"
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9@._-]*$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TokenConfig(_Section):
+    name: str = Field(
+        min_length=1, max_length=200, pattern=_NAME, description="Who uses it, as recorded."
+    )
+    token: SecretStr | None = Field(default=None, description="The token itself.")
+    token_env: str | None = Field(
+        default=None, min_length=1, description="Or: the environment variable holding it."
+    )
+    role: Role
+
+    @model_validator(mode="after")
+    def _resolve(self) -> TokenConfig:
+        if (self.token is None) == (self.token_env is None):
+            raise ValueError("give exactly one of token and token_env")
+        if self.token_env is not None:
+            value = os.environ.get(self.token_env, "")
+            if not value:
+                raise ValueError(f"environment variable {self.token_env} is not set")
+            object.__setattr__(self, "token", SecretStr(value))
+        if len(self.secret) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"token shorter than {MIN_TOKEN_LENGTH} characters")
+        return self
+
+    @property
+    def secret(self) -> str:
+        assert self.token is not None
+        return self.token.get_secret_value()
+
+
+class MetricsConfig(_Section):
+    history_seconds: float = Field(
+        default=900.0, ge=0, le=86_400, description="Metric history read back at start-up."
+    )
+    history_points: int = Field(default=60, ge=1, le=10_000, description="Points kept per series.")
+    max_hosts: int = Field(default=200, ge=1, le=100_000)
+    max_series_per_host: int = Field(default=200, ge=1, le=100_000)
+
+
+class WebSocketConfig(_Section):
+    queue_size: int = Field(
+        default=256, ge=1, le=100_000, description="Events waiting per client before it is dropped."
+    )
+    send_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="A client taking longer for one event is dropped."
+    )
+
+
+class HealthConfig(_Section):
+    host: str = Field(default="127.0.0.1", min_length=1, description="Where the services run.")
+    ports: dict[str, int] = Field(
+        default_factory=dict, description="Per service, overriding DEFAULT_HTTP_PORTS."
+    )
+    urls: dict[str, str] = Field(
+        default_factory=dict, description="Per service, a full /healthz URL (beats host/ports)."
+    )
+    timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+    cache_seconds: float = Field(default=2.0, ge=0, le=300, description="Poll at most this often.")
+
+    @model_validator(mode="after")
+    def _known_services(self) -> HealthConfig:
+        unknown = sorted((set(self.ports) | set(self.urls)) - set(DEFAULT_HTTP_PORTS))
+        if unknown:
+            raise ValueError(f"unknown services {unknown}; known: {sorted(DEFAULT_HTTP_PORTS)}")
+        bad = sorted(name for name, port in self.ports.items() if not 0 < port < 65536)
+        if bad:
+            raise ValueError(f"ports out of range for {bad}")
+        return self
+
+
+class ReplayConfig(_Section):
+    max_messages: int = Field(default=100_000, ge=1, le=10_000_000)
+
+
+class GatewayConfig(_Section):
+    tokens: list[TokenConfig] = Field(default_factory=list)
+    allow_anonymous_viewer: bool = Field(
+        default=False, description="Requests without a token may read (never change anything)."
+    )
+    history_hours: float = Field(default=72.0, gt=0, le=24 * 365)
+    max_incidents: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="The least recently active go first."
+    )
+    max_timeline_events: int = Field(
+        default=200, ge=10, le=100_000, description="Per incident; the oldest go first."
+    )
+    max_results: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Recent step results kept for listing."
+    )
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    static_dir: Path | None = Field(
+        default=None, description="Dashboard files served at /; must exist when given."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> GatewayConfig:
+        problem = token_problem(self.tokens)
+        if problem is not None:
+            raise ValueError(problem)
+        if self.static_dir is not None and not self.static_dir.is_dir():
+            raise ValueError(f"static_dir {self.static_dir} is not a directory")
+        return self
+
+
+def token_problem(tokens: list[TokenConfig]) -> str | None:
+    names = [t.name for t in tokens]
+    if len(set(names)) != len(names):
+        return "two tokens share a name"
+    if len({t.secret for t in tokens}) != len(tokens):
+        return "two tokens are the same"
+    return None
+
+
+_ENTRY = re.compile(r"^([^:]+):([^:]+):(.+)$")
+
+
+def tokens_from_env(text: str) -> list[TokenConfig]:
+    """``name:role:token`` entries separated by commas (or whitespace)."""
+    tokens = []
+    for index, part in enumerate((p for p in re.split(r"[,\s]+", text) if p), start=1):
+        match = _ENTRY.match(part)
+        if match is None:  # never echo the entry: it holds a token
+            raise ConfigError(f"{TOKENS_ENV}: entry {index} is not name:role:token")
+        name, role, token = match.groups()
+        try:
+            tokens.append(TokenConfig.model_validate({"name": name, "role": role, "token": token}))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'token'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"{TOKENS_ENV}: entry {index}: {problems}") from None
+    return tokens
+
+
+def load_config(path: Path | None) -> GatewayConfig:
+    """The file's config (or the defaults) plus the tokens from ``MEDBAY_GATEWAY_TOKENS``.
+
+    Refuses a config that gives nobody access: no token and no anonymous viewer.
+    """
+    config = load_yaml_config(path, GatewayConfig, what="gateway")
+    extra = tokens_from_env(os.environ.get(TOKENS_ENV, ""))
+    if extra:
+        tokens = [*config.tokens, *extra]
+        problem = token_problem(tokens)
+        if problem is not None:
+            raise ConfigError(f"tokens (with {TOKENS_ENV}): {problem}")
+        config = config.model_copy(update={"tokens": tokens})
+    if not config.tokens and not config.allow_anonymous_viewer:
+        raise ConfigError(
+            f"tokens: none configured; add tokens (in the config or {TOKENS_ENV}),"
+            " or set allow_anonymous_viewer: true to let anyone read without one"
+        )
+    return config

@@ -1,0 +1,487 @@
+"""Incidents: each issue with its plans, approvals and results, as one timeline.
+
+An incident is keyed by the issue's fingerprint; plans and results name it
+(``issue_fingerprint``), approvals name their plan. Events of different streams
+arrive in any order (an approval may come before its plan, a result before its
+issue), so every part is optional and joined whenever it turns up: an approval
+whose plan is not known yet waits, bounded, until the plan arrives.
+
+Bounded by ``history_hours`` (an incident with no event since is dropped) and by
+``max_incidents`` (the least recently active go first); a timeline keeps its
+latest ``max_timeline_events`` entries.
+
+Memory: a timeline keeps each event as the JSON it was stored as, with the few
+fields that lists, filters and statuses need beside it, and parses it again only
+when asked for it. A parsed event takes about four times the memory of its JSON.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, NamedTuple
+
+from pydantic import Field, TypeAdapter
+
+from medbay.common.events import (
+    ActionResult,
+    Approval,
+    IssueEvent,
+    IssueKind,
+    IssueOpened,
+    IssueResolved,
+    IssueUpdated,
+    Plan,
+    Severity,
+)
+from medbay.gateway.schemas import (
+    IncidentDetail,
+    IncidentState,
+    IncidentSummary,
+    IssueState,
+    IssueSummary,
+    PendingApproval,
+    PlanProgress,
+    PlanStatus,
+    StepOutcome,
+    TimelineEntry,
+)
+
+TimelineEvent = IssueOpened | IssueUpdated | IssueResolved | Plan | Approval | ActionResult
+_PARSE: TypeAdapter[TimelineEvent] = TypeAdapter(
+    Annotated[TimelineEvent, Field(discriminator="type")]
+)
+
+
+@dataclass(frozen=True)
+class IncidentFilter:
+    host: str | None = None
+    kind: IssueKind | None = None
+    severity: Severity | None = None
+    state: IncidentState | None = None
+    since: datetime | None = None
+    """Only those with activity at or after this time."""
+
+
+class _Entry(NamedTuple):
+    """One timeline entry; ordered by time, then arrival."""
+
+    at: datetime
+    seq: int
+    stream: str
+    event_id: str
+    raw: bytes
+
+
+class _Result(NamedTuple):
+    at: datetime
+    host: str
+    outcome: str | None
+    raw: bytes
+
+
+class _Identity(NamedTuple):
+    """What an incident is about when no issue event of it is known."""
+
+    host: str
+    kind: IssueKind
+    severity: Severity | None
+
+
+@dataclass(slots=True)
+class _PlanTrack:
+    plan_id: str
+    plan: bytes | None = None
+    planned_at: datetime | None = None
+    needs_approval: bool = False
+    decision: Approval | None = None
+    results: dict[tuple[int, str], bytes] = field(default_factory=dict)
+    """(step index, started/finished) -> the result's JSON."""
+    finished: dict[int, tuple[StepOutcome | None, bool | None]] = field(default_factory=dict)
+    """Step index -> (outcome, verified) of each finished step."""
+
+    def status(self) -> PlanStatus:
+        if self.decision is not None and self.decision.decision == "reject":
+            return "rejected"
+        if any(i not in self.finished for i, s in self.results if s == "started"):
+            return "running"
+        if self.finished:
+            return "finished"
+        if self.needs_approval and self.decision is None:
+            return "pending_approval"
+        return "queued"
+
+    def progress(self) -> PlanProgress:
+        keys = sorted(self.results, key=lambda k: (k[0], k[1] != "started"))
+        last = self.finished[max(self.finished)] if self.finished else (None, None)
+        return PlanProgress(
+            plan=None if self.plan is None else Plan.model_validate_json(self.plan),
+            plan_id=self.plan_id,
+            status=self.status(),
+            decision=self.decision,
+            results=[ActionResult.model_validate_json(self.results[k]) for k in keys],
+            outcome=last[0],
+            verified=last[1],
+        )
+
+
+@dataclass(slots=True)
+class _Incident:
+    fingerprint: str
+    last_activity: datetime
+    issue: IssueEvent | None = None
+    """The latest issue event."""
+    identity: _Identity | None = None
+    """From its first plan or result, for while no issue event is known."""
+    opened_at: datetime | None = None
+    resolved_at: datetime | None = None
+    plans: dict[str, _PlanTrack] = field(default_factory=dict)
+    timeline: list[_Entry] = field(default_factory=list)
+    dropped: int = 0
+
+    @property
+    def state(self) -> IncidentState:
+        if self.issue is None:
+            return "unknown"
+        return "resolved" if isinstance(self.issue, IssueResolved) else "open"
+
+    def about(self) -> tuple[str, IssueKind, Severity | None, str | None]:
+        """Host, kind, severity and resource."""
+        if self.issue is not None:
+            i = self.issue
+            return i.host, i.kind, i.severity, i.resource
+        assert self.identity is not None  # an incident exists because something named it
+        return self.identity.host, self.identity.kind, self.identity.severity, None
+
+    def knows(self, event_id: str) -> bool:
+        return any(entry.event_id == event_id for entry in self.timeline)
+
+
+def summarize(event: TimelineEvent) -> str:
+    """One readable line for a timeline entry."""
+    if isinstance(event, IssueOpened):
+        threshold = "" if event.threshold is None else f" (threshold {event.threshold:g})"
+        return (
+            f"{event.severity.value} {event.kind} on {event.host} {event.resource}: "
+            f"{event.metric}={event.value:g}{threshold}, by {event.detector}"
+        )
+    if isinstance(event, IssueUpdated):
+        return (
+            f"severity {event.previous_severity.value} -> {event.severity.value}: "
+            f"{event.metric}={event.value:g}"
+        )
+    if isinstance(event, IssueResolved):
+        return f"resolved: {event.metric}={event.value:g}"
+    if isinstance(event, Plan):
+        steps = ", then ".join(f"{s.action} {s.target}" for s in event.steps)
+        approval = ", needs approval" if event.requires_approval else ""
+        return (
+            f"plan {event.plan_id}: {steps} (confidence {event.confidence:.2f},"
+            f" risk {event.risk.value}, {event.model_version}{approval})"
+        )
+    if isinstance(event, Approval):
+        verb = "approved" if event.decision == "approve" else "rejected"
+        reason = f": {event.reason}" if event.reason else ""
+        return f"{verb} by {event.decided_by} via {event.channel}{reason}"
+    what = f"step {event.step_index + 1} {event.action} {event.target}"
+    if event.status == "started":
+        return f"{what} started"
+    verified = {True: ", verified", False: ", not verified", None: ""}[event.verified]
+    return f"{what}: {event.outcome}{verified}"
+
+
+def issue_summary(issue: IssueEvent, incident: _Incident) -> IssueSummary:
+    resolved = isinstance(issue, IssueResolved)
+    state: IssueState = "resolved" if resolved else "open"
+    return IssueSummary(
+        fingerprint=issue.fingerprint,
+        host=issue.host,
+        kind=issue.kind,
+        resource=issue.resource,
+        metric=issue.metric,
+        labels=issue.labels,
+        severity=issue.severity,
+        state=state,
+        value=issue.value,
+        threshold=issue.threshold,
+        detector=issue.detector,
+        score=issue.score,
+        first_seen=incident.opened_at or issue.first_seen,
+        last_seen=issue.last_seen,
+        resolved_at=incident.resolved_at if resolved else None,
+        updated_at=issue.timestamp,
+    )
+
+
+class IncidentBook:
+    def __init__(self, *, max_incidents: int, max_timeline_events: int, max_results: int) -> None:
+        self.max_incidents = max_incidents
+        self.max_timeline_events = max_timeline_events
+        self._incidents: OrderedDict[str, _Incident] = OrderedDict()
+        """Least recently active first."""
+        self._plan_incident: dict[str, str] = {}
+        self._waiting_approvals: OrderedDict[str, tuple[Approval, bytes]] = OrderedDict()
+        """Approvals whose plan is not known yet, by plan id."""
+        self._pending: dict[str, str] = {}
+        """Plans waiting for a decision: plan id -> fingerprint."""
+        self._results: deque[_Result] = deque(maxlen=max_results)
+        """Finished step results, as they arrived."""
+        self._sequence = 0
+
+    def __len__(self) -> int:
+        return len(self._incidents)
+
+    # --- applying events -----------------------------------------------------------
+
+    def apply(self, event: TimelineEvent, stream: str, raw: bytes | None = None) -> None:
+        """Take in ``event``; ``raw`` is its JSON as stored (made from it if not given)."""
+        raw = event.model_dump_json().encode() if raw is None else raw
+        if isinstance(event, Approval):
+            self._apply_approval(event, stream, raw)
+            return
+        fingerprint = (
+            event.fingerprint if isinstance(event, IssueEvent) else event.issue_fingerprint
+        )
+        incident = self._touch(fingerprint, event.timestamp)
+        if incident.knows(event.event_id):
+            return
+        if isinstance(event, IssueEvent):
+            self._apply_issue(incident, event)
+        elif isinstance(event, Plan):
+            self._apply_plan(incident, event, raw)
+        else:
+            self._apply_result(incident, event, raw)
+        self._record(incident, event.timestamp, stream, event.event_id, raw)
+        self._evict()
+
+    def _apply_issue(self, incident: _Incident, issue: IssueEvent) -> None:
+        if isinstance(issue, IssueOpened) and (
+            incident.issue is None or isinstance(incident.issue, IssueResolved)
+        ):
+            incident.opened_at = issue.first_seen
+            incident.resolved_at = None
+        elif incident.opened_at is None:
+            incident.opened_at = issue.first_seen
+        if isinstance(issue, IssueResolved):
+            incident.resolved_at = issue.last_seen
+        incident.issue = issue
+
+    def _apply_plan(self, incident: _Incident, plan: Plan, raw: bytes) -> None:
+        track = self._track(incident, plan.plan_id)
+        track.plan, track.planned_at = raw, plan.timestamp
+        track.needs_approval = plan.requires_approval
+        incident.identity = _Identity(plan.host, plan.issue_kind, plan.severity)
+        self._plan_incident[plan.plan_id] = incident.fingerprint
+        waiting = self._waiting_approvals.pop(plan.plan_id, None)
+        if waiting is not None:
+            self._decide(incident, track, *waiting, "APPROVALS")
+        self._update_pending(incident.fingerprint, track)
+
+    def _apply_result(self, incident: _Incident, result: ActionResult, raw: bytes) -> None:
+        track = self._track(incident, result.plan_id)
+        track.results.setdefault((result.step_index, result.status), raw)
+        if result.status == "finished":
+            track.finished.setdefault(result.step_index, (result.outcome, result.verified))
+            self._results.append(_Result(result.timestamp, result.host, result.outcome, raw))
+        if incident.identity is None:
+            incident.identity = _Identity(result.host, result.issue_kind, None)
+        self._update_pending(incident.fingerprint, track)
+
+    def _apply_approval(self, approval: Approval, stream: str, raw: bytes) -> None:
+        fingerprint = self._plan_incident.get(approval.plan_id)
+        incident = None if fingerprint is None else self._incidents.get(fingerprint)
+        if incident is None:
+            self._waiting_approvals.setdefault(approval.plan_id, (approval, raw))  # first decides
+            while len(self._waiting_approvals) > self.max_incidents:
+                self._waiting_approvals.popitem(last=False)
+            return
+        self._touch(incident.fingerprint, approval.timestamp)
+        self._decide(incident, self._track(incident, approval.plan_id), approval, raw, stream)
+
+    def _decide(
+        self, incident: _Incident, track: _PlanTrack, approval: Approval, raw: bytes, stream: str
+    ) -> None:
+        if incident.knows(approval.event_id):
+            return
+        if track.decision is None:  # the first decision is the one the executor took
+            track.decision = approval
+        self._record(incident, approval.timestamp, stream, approval.event_id, raw)
+        self._update_pending(incident.fingerprint, track)
+
+    def _touch(self, fingerprint: str, at: datetime) -> _Incident:
+        incident = self._incidents.get(fingerprint)
+        if incident is None:
+            incident = self._incidents[fingerprint] = _Incident(fingerprint, at)
+        else:
+            incident.last_activity = max(incident.last_activity, at)
+            self._incidents.move_to_end(fingerprint)
+        return incident
+
+    def _track(self, incident: _Incident, plan_id: str) -> _PlanTrack:
+        track = incident.plans.get(plan_id)
+        if track is None:
+            track = incident.plans[plan_id] = _PlanTrack(plan_id)
+        return track
+
+    def _record(
+        self, incident: _Incident, at: datetime, stream: str, event_id: str, raw: bytes
+    ) -> None:
+        self._sequence += 1  # keeps arrival order among equal timestamps
+        bisect.insort(incident.timeline, _Entry(at, self._sequence, stream, event_id, raw))
+        excess = len(incident.timeline) - self.max_timeline_events
+        if excess > 0:
+            del incident.timeline[:excess]
+            incident.dropped += excess
+
+    def _update_pending(self, fingerprint: str, track: _PlanTrack) -> None:
+        if track.status() == "pending_approval":
+            self._pending[track.plan_id] = fingerprint
+        else:
+            self._pending.pop(track.plan_id, None)
+
+    def _evict(self) -> None:
+        while len(self._incidents) > self.max_incidents:
+            _, incident = self._incidents.popitem(last=False)
+            self._forget(incident)
+
+    def _forget(self, incident: _Incident) -> None:
+        for plan_id in incident.plans:
+            self._plan_incident.pop(plan_id, None)
+            self._pending.pop(plan_id, None)
+
+    def prune(self, older_than: datetime) -> None:
+        """Drop incidents, waiting approvals and results with nothing since ``older_than``."""
+        for fingerprint in [f for f, i in self._incidents.items() if i.last_activity < older_than]:
+            self._forget(self._incidents.pop(fingerprint))
+        for plan_id in [
+            p for p, (a, _) in self._waiting_approvals.items() if a.timestamp < older_than
+        ]:
+            del self._waiting_approvals[plan_id]
+        while self._results and self._results[0].at < older_than:
+            self._results.popleft()
+
+    # --- reading -------------------------------------------------------------------------
+
+    def _plan_track(self, plan_id: str) -> _PlanTrack | None:
+        fingerprint = self._plan_incident.get(plan_id)
+        incident = None if fingerprint is None else self._incidents.get(fingerprint)
+        return None if incident is None else incident.plans[plan_id]
+
+    def host_of_plan(self, plan_id: str) -> str | None:
+        fingerprint = self._plan_incident.get(plan_id)
+        incident = None if fingerprint is None else self._incidents.get(fingerprint)
+        return None if incident is None else incident.about()[0]
+
+    def plan(self, plan_id: str) -> PlanProgress | None:
+        track = self._plan_track(plan_id)
+        return None if track is None else track.progress()
+
+    def issues(self, where: IncidentFilter, limit: int) -> list[IssueSummary]:
+        """Issues, most recently active first."""
+        found = self._select(where, limit, lambda i: i.issue is not None)
+        return [issue_summary(i.issue, i) for i in found if i.issue is not None]
+
+    def incidents(self, where: IncidentFilter, limit: int) -> list[IncidentSummary]:
+        """Incidents, most recently active first."""
+        return [self._summary(i) for i in self._select(where, limit, None)]
+
+    def incident(self, fingerprint: str) -> IncidentDetail | None:
+        incident = self._incidents.get(fingerprint)
+        if incident is None:
+            return None
+        timeline = []
+        for entry in incident.timeline:
+            event = _PARSE.validate_json(entry.raw)
+            timeline.append(
+                TimelineEntry(
+                    at=entry.at, stream=entry.stream, summary=summarize(event), event=event
+                )
+            )
+        return IncidentDetail(
+            **dict(self._summary(incident)),
+            issue=None if incident.issue is None else issue_summary(incident.issue, incident),
+            plans=[t.progress() for t in incident.plans.values()],
+            timeline=timeline,
+            timeline_dropped=incident.dropped,
+        )
+
+    def pending_approvals(self, limit: int) -> list[PendingApproval]:
+        """Plans waiting for a decision, oldest first."""
+        waiting = []
+        for plan_id, fingerprint in self._pending.items():
+            incident = self._incidents[fingerprint]
+            track = incident.plans[plan_id]
+            assert track.plan is not None and track.planned_at is not None  # a pending plan
+            waiting.append((track.planned_at, plan_id, track.plan, incident))
+        return [
+            PendingApproval(
+                plan=Plan.model_validate_json(raw),
+                fingerprint=incident.fingerprint,
+                waiting_since=at,
+                issue=None if incident.issue is None else issue_summary(incident.issue, incident),
+            )
+            for at, _, raw, incident in heapq.nsmallest(limit, waiting, key=lambda w: w[0])
+        ]
+
+    def results(
+        self, *, host: str | None, outcome: str | None, since: datetime | None, limit: int
+    ) -> list[ActionResult]:
+        """Finished step results, newest first."""
+        found: list[ActionResult] = []
+        for result in reversed(self._results):
+            if (
+                (host is None or result.host == host)
+                and (outcome is None or result.outcome == outcome)
+                and (since is None or result.at >= since)
+            ):
+                found.append(ActionResult.model_validate_json(result.raw))
+                if len(found) >= limit:
+                    break
+        return found
+
+    def _select(
+        self, where: IncidentFilter, limit: int, extra: Callable[[_Incident], bool] | None
+    ) -> list[_Incident]:
+        matching: Iterable[_Incident] = (
+            i for i in self._incidents.values() if self._matches(i, where)
+        )
+        if extra is not None:
+            matching = filter(extra, matching)
+        return heapq.nlargest(limit, matching, key=lambda i: i.last_activity)
+
+    @staticmethod
+    def _matches(incident: _Incident, where: IncidentFilter) -> bool:
+        if where.since is not None and incident.last_activity < where.since:
+            return False
+        if where.state is not None and incident.state != where.state:
+            return False
+        if where.host is None and where.kind is None and where.severity is None:
+            return True
+        host, kind, severity, _ = incident.about()
+        return (
+            (where.host is None or host == where.host)
+            and (where.kind is None or kind == where.kind)
+            and (where.severity is None or severity == where.severity)
+        )
+
+    def _summary(self, incident: _Incident) -> IncidentSummary:
+        host, kind, severity, resource = incident.about()
+        latest = next(reversed(incident.plans.values()), None)
+        return IncidentSummary(
+            fingerprint=incident.fingerprint,
+            host=host,
+            kind=kind,
+            severity=severity,
+            state=incident.state,
+            resource=resource,
+            opened_at=incident.opened_at,
+            resolved_at=incident.resolved_at,
+            last_activity=incident.last_activity,
+            plan_count=len(incident.plans),
+            plan_status=None if latest is None else latest.status(),
+            pending_approval=any(p in self._pending for p in incident.plans),
+        )

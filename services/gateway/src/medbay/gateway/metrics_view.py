@@ -1,0 +1,111 @@
+"""Current metric values per host, with a short history per series.
+
+Bounded three ways: hosts (the least recently reporting go first), series per
+host (new ones beyond the limit are counted, not kept) and points per series.
+Points are packed in an ``array`` (16 bytes each) rather than tuples (~100).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+from medbay.common.events import MetricBatch
+from medbay.gateway.config import MetricsConfig
+from medbay.gateway.schemas import HostMetrics, SeriesValue
+
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+class _Series:
+    __slots__ = ("labels", "name", "points", "unit", "value")
+
+    def __init__(self, name: str, labels: dict[str, str], unit: str | None) -> None:
+        self.name = name
+        self.labels = labels
+        self.unit = unit
+        self.value = 0.0
+        self.points = array("d")
+        """Interleaved (epoch seconds, value)."""
+
+    def add(self, at: float, value: float, keep: int) -> None:
+        self.value = value
+        self.points.extend((at, value))
+        if len(self.points) >= 4 * keep:  # trim now and then, not on every point
+            del self.points[: len(self.points) - 2 * keep]
+
+    def history(self, keep: int) -> list[tuple[datetime, float]]:
+        p = self.points[-2 * keep :]
+        return [(datetime.fromtimestamp(p[i], UTC), p[i + 1]) for i in range(0, len(p), 2)]
+
+
+class _Host:
+    __slots__ = ("collected_at", "dropped", "series")
+
+    def __init__(self, collected_at: datetime) -> None:
+        self.collected_at = collected_at
+        self.series: dict[SeriesKey, _Series] = {}
+        self.dropped = 0
+
+
+class MetricsBoard:
+    def __init__(self, config: MetricsConfig) -> None:
+        self.config = config
+        self._hosts: OrderedDict[str, _Host] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def apply(self, batch: MetricBatch) -> None:
+        host = self._hosts.get(batch.host)
+        if host is None:
+            host = self._hosts[batch.host] = _Host(batch.collected_at)
+            while len(self._hosts) > self.config.max_hosts:
+                self._hosts.popitem(last=False)
+        elif batch.collected_at < host.collected_at:
+            return  # older than what is shown: a repeat
+        self._hosts.move_to_end(batch.host)
+        host.collected_at = batch.collected_at
+        at = batch.collected_at.timestamp()
+        keep = self.config.history_points
+        for sample in batch.samples:
+            labels = sample.get("labels") or {}
+            key = (sample["name"], tuple(sorted(labels.items())))
+            series = host.series.get(key)
+            if series is None:
+                if len(host.series) >= self.config.max_series_per_host:
+                    host.dropped += 1
+                    continue
+                series = host.series[key] = _Series(sample["name"], labels, sample.get("unit"))
+            series.add(at, sample["value"], keep)
+
+    def prune(self, older_than: datetime) -> None:
+        """Forget hosts that have not reported since ``older_than``."""
+        for name in [n for n, h in self._hosts.items() if h.collected_at < older_than]:
+            del self._hosts[name]
+
+    def hosts(self, name: str | None = None) -> list[HostMetrics]:
+        """Every host's current values (of metric ``name`` only, if given), by host name."""
+        return [self._view(h, self._hosts[h], name, False) for h in sorted(self._hosts)]
+
+    def host(self, host: str, name: str | None = None, history: bool = True) -> HostMetrics | None:
+        found = self._hosts.get(host)
+        return None if found is None else self._view(host, found, name, history)
+
+    def _view(self, name: str, host: _Host, metric: str | None, history: bool) -> HostMetrics:
+        keep = self.config.history_points
+        series = [
+            SeriesValue(
+                name=s.name,
+                labels=s.labels,
+                unit=s.unit,
+                value=s.value,
+                history=s.history(keep) if history else None,
+            )
+            for s in host.series.values()
+            if metric is None or s.name == metric
+        ]
+        return HostMetrics(
+            host=name, collected_at=host.collected_at, series=series, dropped_series=host.dropped
+        )

@@ -1,0 +1,102 @@
+"""The planner's current model and success rates, as the planner stores them.
+
+The names below are the planner's storage (``medbay.planner.store``): KV bucket
+``medbay_planner`` (key ``current_model``: the current version's name; key
+``success_rates``: ``SuccessRates.snapshot()`` as JSON) and object store
+``medbay_models`` (one object per version, its description a JSON summary).
+They are repeated here rather than imported: importing the planner would load
+scikit-learn into the gateway.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TypeVar
+
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, ObjectNotFoundError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from medbay.gateway.schemas import ActionRate, PlannerModel
+
+log = logging.getLogger(__name__)
+
+PLANNER_BUCKET = "medbay_planner"
+MODELS_BUCKET = "medbay_models"
+CURRENT_MODEL_KEY = "current_model"
+SUCCESS_RATES_KEY = "success_rates"
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+M = TypeVar("M", bound=_Lenient)
+
+
+class _Description(_Lenient):
+    validation_accuracy: float | None = None
+    trained_at: datetime | None = None
+    training_outcomes: int | None = None
+    holdout_outcomes: int | None = None
+    candidates: dict[str, list[str]] = {}
+
+
+class _Rates(_Lenient):
+    actions: dict[str, ActionRate] = {}
+    kinds: dict[str, dict[str, ActionRate]] = {}
+
+
+class PlannerModelReader:
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+
+    async def read(self) -> PlannerModel:
+        try:
+            kv = await self.js.key_value(PLANNER_BUCKET)
+        except BucketNotFoundError:  # the planner has not run yet
+            return _model(None, _Description(), _Rates())
+        version = await _get(kv, CURRENT_MODEL_KEY)
+        rates = _parse(_Rates, await _get(kv, SUCCESS_RATES_KEY), "success rates")
+        description = _Description()
+        if version:
+            try:
+                objects = await self.js.object_store(MODELS_BUCKET)
+                info = await objects.get_info(version)
+                description = _parse(_Description, info.description, f"model {version}")
+            except (BucketNotFoundError, ObjectNotFoundError):
+                log.warning("current model %s is not in the object store", version)
+        return _model(version or None, description, rates)
+
+
+async def _get(kv: KeyValue, key: str) -> str | None:
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return None
+    return (entry.value or b"").decode() or None
+
+
+def _parse(model: type[M], text: str | None, what: str) -> M:
+    if not text:
+        return model()
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as exc:
+        log.warning("unreadable %s from the planner: %s", what, exc.errors()[:1])
+        return model()
+
+
+def _model(version: str | None, description: _Description, rates: _Rates) -> PlannerModel:
+    return PlannerModel(
+        version=version,
+        validation_accuracy=description.validation_accuracy,
+        trained_at=description.trained_at,
+        training_outcomes=description.training_outcomes,
+        holdout_outcomes=description.holdout_outcomes,
+        candidates=description.candidates,
+        success_rates=rates.actions,
+        success_rates_by_kind=rates.kinds,
+    )

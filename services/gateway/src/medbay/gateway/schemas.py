@@ -1,0 +1,323 @@
+"""What the REST API takes and returns: the models behind the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from medbay.common.actions import ACTIONS
+from medbay.common.events import (
+    ActionName,
+    ActionRequested,
+    ActionResult,
+    Approval,
+    BreakerReset,
+    HostName,
+    IssueKind,
+    IssueOpened,
+    IssueResolved,
+    IssueUpdated,
+    Plan,
+    Severity,
+)
+from medbay.common.streams import STREAMS_BY_NAME
+from medbay.gateway.config import Role
+from medbay.gateway.replay import prefix_problem, subject_problem
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
+"""A timestamp; one without a zone is taken as UTC."""
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- errors ------------------------------------------------------------------------
+
+
+class Problem(_Out):
+    detail: str
+
+
+class FieldProblem(_Out):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationProblem(_Out):
+    detail: str = Field(description="The first problems, readable.")
+    errors: list[FieldProblem]
+
+
+# --- who ---------------------------------------------------------------------------
+
+
+class Me(_Out):
+    name: str
+    role: Role
+
+
+# --- metrics -----------------------------------------------------------------------
+
+
+class SeriesValue(_Out):
+    name: str
+    labels: dict[str, str]
+    unit: str | None
+    value: float
+    history: list[tuple[datetime, float]] | None = Field(
+        default=None, description="(collected_at, value), oldest first; when asked for."
+    )
+
+
+class HostMetrics(_Out):
+    host: str
+    collected_at: datetime
+    series: list[SeriesValue]
+    dropped_series: int = Field(description="New series ignored: over max_series_per_host.")
+
+
+# --- issues and incidents ------------------------------------------------------------
+
+IssueState = Literal["open", "resolved"]
+IncidentState = Literal["open", "resolved", "unknown"]
+PlanStatus = Literal["pending_approval", "rejected", "queued", "running", "finished"]
+StepOutcome = Literal["success", "failure", "refused", "dry_run"]
+
+
+class IssueSummary(_Out):
+    fingerprint: str
+    host: str
+    kind: IssueKind
+    resource: str
+    metric: str
+    labels: dict[str, str]
+    severity: Severity
+    state: IssueState
+    value: float
+    threshold: float | None
+    detector: str
+    score: float | None
+    first_seen: datetime
+    last_seen: datetime
+    resolved_at: datetime | None
+    updated_at: datetime = Field(description="When the latest issue event was created.")
+
+
+class PlanProgress(_Out):
+    plan: Plan | None = Field(description="None while only its approval or results are known.")
+    plan_id: str
+    status: PlanStatus
+    decision: Approval | None
+    results: list[ActionResult] = Field(description="Step results, by step, started first.")
+    outcome: StepOutcome | None = Field(description="The outcome of the last finished step.")
+    verified: bool | None = Field(description="Whether the last finished step's fix was seen.")
+
+
+class IncidentSummary(_Out):
+    fingerprint: str
+    host: str
+    kind: IssueKind
+    severity: Severity | None = Field(description="None while no issue or plan is known.")
+    state: IncidentState = Field(description="unknown: no issue event seen (e.g. out of history).")
+    resource: str | None = Field(description="None while no issue event is known.")
+    opened_at: datetime | None
+    resolved_at: datetime | None
+    last_activity: datetime
+    plan_count: int
+    plan_status: PlanStatus | None = Field(description="The status of the latest plan.")
+    pending_approval: bool
+
+
+TimelineEvent = Annotated[
+    IssueOpened | IssueUpdated | IssueResolved | Plan | Approval | ActionResult,
+    Field(discriminator="type"),
+]
+
+
+class TimelineEntry(_Out):
+    at: datetime
+    stream: str
+    summary: str
+    event: TimelineEvent
+
+
+class IncidentDetail(IncidentSummary):
+    issue: IssueSummary | None
+    plans: list[PlanProgress]
+    timeline: list[TimelineEntry] = Field(description="Oldest first.")
+    timeline_dropped: int = Field(description="Oldest entries dropped: over max_timeline_events.")
+
+
+class PendingApproval(_Out):
+    plan: Plan
+    fingerprint: str
+    waiting_since: datetime
+    issue: IssueSummary | None
+
+
+# --- mutations ------------------------------------------------------------------------
+
+
+class DecisionRequest(_In):
+    reason: str = Field(default="", max_length=2000)
+
+
+class DecisionResponse(_Out):
+    approval: Approval
+    note: str
+
+
+class QuickAction(_In):
+    host: HostName
+    action: ActionName
+    target: str = Field(min_length=1, max_length=300)
+    params: dict[str, Any] = Field(default_factory=dict)
+    reason: str = Field(default="", max_length=2000)
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        action = info.data.get("action")
+        if action is None:  # the action itself is wrong: reported on its own
+            return params
+        allowed = ACTIONS[action].params
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            accepted = ", ".join(sorted(allowed)) or "none"
+            raise ValueError(f"{action} takes no parameter {unknown} (accepted: {accepted})")
+        return params
+
+
+class ActionAccepted(_Out):
+    request: ActionRequested
+    note: str
+
+
+class Breaker(_Out):
+    target: str
+    opened_at: datetime
+    reason: str
+    actions: list[tuple[str, datetime]] = Field(description="(action, at) that opened it.")
+
+
+class BreakerResetResponse(_Out):
+    reset: BreakerReset
+
+
+StreamName = Literal[
+    "METRICS", "ISSUES", "PLANS", "APPROVALS", "RESULTS", "REQUESTS", "AUDIT", "DEADLETTER"
+]
+assert set(get_args(StreamName)) == set(STREAMS_BY_NAME), "every stream can be replayed"
+
+
+class ReplayRequest(_In):
+    stream: StreamName
+    since: UtcDateTime
+    until: UtcDateTime | None = Field(default=None, description="Default: now.")
+    subject: str | None = Field(
+        default=None,
+        max_length=300,
+        description="Only subjects matching this NATS pattern (inside the stream's subjects).",
+    )
+    prefix: str = Field(
+        min_length=1,
+        max_length=100,
+        description="Events are re-published on PREFIX.<subject>, outside every stream.",
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _sandbox(cls, prefix: str) -> str:
+        problem = prefix_problem(prefix)
+        if problem is not None:
+            raise ValueError(problem)
+        return prefix
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReplayRequest:
+        if self.subject is not None:
+            problem = subject_problem(self.subject, STREAMS_BY_NAME[self.stream])
+            if problem is not None:
+                raise ValueError(f"subject: {problem}")
+        if self.until is not None and self.until <= self.since:
+            raise ValueError("until must be after since")
+        return self
+
+
+class ReplayResponse(_Out):
+    stream: str
+    since: datetime
+    until: datetime
+    prefix: str
+    count: int
+    truncated: bool = Field(description="Stopped at replay.max_messages.")
+    requested_by: str
+
+
+# --- services and the planner ---------------------------------------------------------
+
+
+class HealthBody(_Out):
+    """``/healthz``: what every Medbay service answers there."""
+
+    service: str
+    status: Literal["ok", "unhealthy"]
+    uptime_seconds: float
+    problems: dict[str, str]
+
+
+class ServiceHealth(_Out):
+    service: str
+    url: str
+    status: Literal["ok", "unhealthy", "unreachable"]
+    http_status: int | None
+    latency_ms: float | None
+    detail: dict[str, Any] | None = Field(description="The service's /healthz body.")
+    error: str | None
+
+
+class ActionRate(_Out):
+    successes: int
+    failures: int
+    rate: float
+
+
+class PlannerModel(_Out):
+    version: str | None = Field(description="None while the planner plans by rules only.")
+    validation_accuracy: float | None
+    trained_at: datetime | None
+    training_outcomes: int | None
+    holdout_outcomes: int | None
+    candidates: dict[str, list[str]] = Field(description="Issue kind -> actions it may propose.")
+    success_rates: dict[str, ActionRate] = Field(description="Per action.")
+    success_rates_by_kind: dict[str, dict[str, ActionRate]] = Field(
+        description="Issue kind -> action -> rate."
+    )
+
+
+class ServiceInfo(_Out):
+    service: str
+    docs: str
+    openapi: str
+    websocket: str

@@ -1,0 +1,168 @@
+"""The planner's configuration: learning, approval policy and step targets.
+
+A YAML file named by ``MEDBAY_PLANNER_CONFIG`` (or ``--config``); every field
+has a default, so the file holds only what differs.
+
+.. code-block:: yaml
+
+    min_outcomes: 50          # outcomes needed before a model replaces the rule table
+    retrain_every: 50         # new outcomes between two trainings
+    min_confidence: 0.5       # plans below this need approval
+    require_approval:         # policy: plans matching any of these need approval
+      kinds: [disk]
+      actions: [scale_up]
+      hosts: ["db-*"]         # shell-style patterns
+    action_targets:           # step target per action (default: the issue's resource,
+                              # and alert_human -> oncall, the executor's notifier)
+      clear_cache: redis
+      alert_human: oncall
+    host_targets:             # per host pattern, first match wins; beats action_targets
+      "cache-*": {restart_service: redis}
+      "app-*": {restart_service: api, scale_up: api}
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from medbay.common.events import ActionName, IssueKind
+from medbay.common.settings import ConfigError, load_yaml_config
+
+__all__ = ["ConfigError", "PlannerConfig", "load_config"]
+
+
+def _default_action_targets() -> dict[ActionName, str]:
+    return {"alert_human": "oncall"}
+
+
+class ApprovalPolicy(BaseModel):
+    """Plans for these issue kinds, with any of these actions, or on these hosts need approval."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kinds: list[IssueKind] = Field(default_factory=list)
+    actions: list[ActionName] = Field(default_factory=list)
+    hosts: list[str] = Field(default_factory=list, description="Shell-style host patterns.")
+
+    def matches(self, kind: str, actions: list[str], host: str) -> list[str]:
+        """Why the policy holds a plan: one phrase per matching rule (empty: it does not)."""
+        why = []
+        if kind in self.kinds:
+            why.append(f"policy requires approval for {kind} issues")
+        for action in dict.fromkeys(a for a in actions if a in self.actions):
+            why.append(f"policy requires approval for {action}")
+        for pattern in self.hosts:
+            if fnmatch.fnmatchcase(host, pattern):
+                why.append(f"policy requires approval on hosts {pattern}")
+                break
+        return why
+
+
+class ForestSettings(BaseModel):
+    """The random forest inside the model pipeline (after a StandardScaler).
+
+    Leaves of at least 12 outcomes give smoother probabilities: on the planner
+    benchmark they ranked better than smaller leaves at every training size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trees: int = Field(default=100, ge=1, le=1000)
+    max_depth: int | None = Field(default=None, ge=1, le=100)
+    min_samples_leaf: int = Field(default=12, ge=1, le=1000)
+    max_features: Literal["sqrt"] | Annotated[float, Field(gt=0, le=1)] = Field(
+        default="sqrt", description="Features tried per split: sqrt of all, or a share."
+    )
+    seed: int = 0
+
+
+class PlannerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_outcomes: int = Field(
+        default=50, ge=2, le=1_000_000, description="Outcomes before a model is trained."
+    )
+    retrain_every: int = Field(
+        default=50, ge=1, le=1_000_000, description="New outcomes between two trainings."
+    )
+    min_confidence: float = Field(
+        default=0.5, ge=0, le=1, description="Plans less confident than this need approval."
+    )
+    require_approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    action_targets: dict[ActionName, str] = Field(
+        default_factory=_default_action_targets,
+        description="Step target per action instead of the resource. Alerts go to the "
+        "executor's notifier target named `oncall` unless this says otherwise.",
+    )
+    host_targets: dict[str, dict[ActionName, str]] = Field(
+        default_factory=dict,
+        description="Per host pattern (first match wins): step target per action.",
+    )
+    max_steps: int = Field(default=2, ge=1, le=10, description="Steps in a model-made plan.")
+    min_step_probability: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="A model-ranked action after the first becomes a step only this likely.",
+    )
+    min_action_outcomes: int = Field(
+        default=3,
+        ge=1,
+        le=10_000,
+        description="A model ranks an action for a kind only after this many outcomes of it.",
+    )
+    min_target_outcomes: int = Field(
+        default=2,
+        ge=0,
+        le=10_000,
+        description="...and only if it was tried this often on the issue's target.",
+    )
+    prior_strength: float = Field(
+        default=2.0, gt=0, le=1000, description="Pseudo-outcomes smoothing success rates."
+    )
+    holdout_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="Share of plans held out to validate models."
+    )
+    max_training_outcomes: int = Field(default=5000, ge=10, le=1_000_000)
+    forest: ForestSettings = Field(default_factory=ForestSettings)
+    recent_plans: int = Field(
+        default=20_000, ge=100, le=10_000_000, description="Plans kept to join results to."
+    )
+    replay_messages: int = Field(
+        default=20_000,
+        ge=0,
+        le=10_000_000,
+        description="Latest PLANS and RESULTS messages read back at start-up.",
+    )
+    max_event_age_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="Older issue events and action requests are not planned (a stale backlog).",
+    )
+    keep_models: int = Field(
+        default=10, ge=1, le=1000, description="Model versions kept in the object store."
+    )
+    batch_size: int = Field(default=64, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _can_train(self) -> PlannerConfig:
+        if self.max_training_outcomes < self.min_outcomes:
+            raise ValueError("max_training_outcomes must be at least min_outcomes")
+        return self
+
+    def target_for(self, action: ActionName, host: str, resource: str) -> str:
+        """The step target: the first matching host pattern's choice, else the action's,
+        else the issue's resource."""
+        for pattern, targets in self.host_targets.items():
+            if fnmatch.fnmatchcase(host, pattern):
+                if action in targets:
+                    return targets[action]
+                break
+        return self.action_targets.get(action, resource)
+
+
+def load_config(path: Path | None) -> PlannerConfig:
+    return load_yaml_config(path, PlannerConfig, what="planner")

@@ -1,0 +1,84 @@
+"""The numbers a plan is made from, as named features.
+
+For the issue: its value, threshold (0 and ``has_threshold`` = 0 for anomalies),
+severity ratio (value / threshold; 1 without a usable threshold), severity
+(``critical`` = 1 or 0), kind (one-hot) and the hour and weekday (UTC) of the
+observation that raised it (``last_seen``, so a re-derived issue gives the same
+numbers). For every action in the catalog: ``rate:<action>``, its smoothed
+historical success rate for this kind of issue and the target it would get
+here, and ``tries:<action>``, the outcomes that rate rests on.
+
+A plan stores all of these in ``Plan.features``. The model sees one row per
+candidate action: the issue features, the action one-hot, that action's rate
+and its tries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import get_args
+
+from medbay.common.actions import ACTIONS
+from medbay.common.events import ActionName, IssueEvent, IssueKind, Severity
+
+KINDS: tuple[IssueKind, ...] = get_args(IssueKind)
+ACTION_NAMES: tuple[ActionName, ...] = tuple(ACTIONS)
+
+ISSUE_FEATURES: tuple[str, ...] = (
+    "value",
+    "threshold",
+    "has_threshold",
+    "severity_ratio",
+    "critical",
+    "hour",
+    "weekday",
+    *(f"kind:{k}" for k in KINDS),
+)
+
+LIMIT = 1e12
+"""Feature values are clipped to +-LIMIT (non-finite ones become 0)."""
+
+
+def rate_feature(action: str) -> str:
+    return f"rate:{action}"
+
+
+def tries_feature(action: str) -> str:
+    return f"tries:{action}"
+
+
+def _finite(x: float) -> float:
+    return min(max(x, -LIMIT), LIMIT) if math.isfinite(x) else 0.0
+
+
+def issue_features(issue: IssueEvent) -> dict[str, float]:
+    value = _finite(issue.value)
+    threshold = _finite(issue.threshold) if issue.threshold is not None else 0.0
+    usable = issue.threshold is not None and threshold != 0.0
+    seen = issue.last_seen
+    features = {
+        "value": value,
+        "threshold": threshold,
+        "has_threshold": 1.0 if issue.threshold is not None else 0.0,
+        "severity_ratio": _finite(value / threshold) if usable else 1.0,
+        "critical": 1.0 if issue.severity == Severity.CRITICAL else 0.0,
+        "hour": float(seen.hour),
+        "weekday": float(seen.weekday()),
+    }
+    for kind in KINDS:
+        features[f"kind:{kind}"] = 1.0 if issue.kind == kind else 0.0
+    return features
+
+
+def plan_features(
+    issue: IssueEvent, evidence: Callable[[ActionName], tuple[float, int]]
+) -> dict[str, float]:
+    """The issue's features, and the rate and tries of every action
+    (``evidence(action)`` gives both)."""
+    features = issue_features(issue)
+    for action in ACTION_NAMES:
+        rate, tries = evidence(action)
+        features[rate_feature(action)] = rate
+        features[tries_feature(action)] = float(tries)
+    return features

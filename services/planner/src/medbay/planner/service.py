@@ -1,0 +1,358 @@
+"""The planner service: ISSUES, REQUESTS and RESULTS in, PLANS out, models in the
+object store.
+
+This module only consumes, publishes and schedules: ``planning`` makes plans,
+``learning`` joins outcomes to plans, ``model`` trains and validates, ``store``
+keeps models and reads history back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import Annotated, Any
+
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+from opentelemetry import trace
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import Field, TypeAdapter, ValidationError
+
+from medbay.common.bus import BatchConsumer, ConsumerSpec, Delivery, jetstream, publish_event
+from medbay.common.events import ActionRequested, ActionResult, Event, IssueChange, Plan
+from medbay.common.runtime import ServiceRuntime
+from medbay.common.streams import DEADLETTER, ISSUES, PLANS, REQUESTS, RESULTS, StreamSpec
+from medbay.planner.config import PlannerConfig
+from medbay.planner.learning import Learner, TrainingRow
+from medbay.planner.model import NotEnoughData, Training, train_and_validate
+from medbay.planner.planning import Planner, plan_id_for, wants_plan
+from medbay.planner.store import ModelStore, read_recent
+
+log = logging.getLogger("medbay.planner")
+
+ISSUE_CONSUMER = "planner"
+REQUEST_CONSUMER = "planner-requests"
+RESULT_CONSUMER = "planner-results"
+ISSUE: TypeAdapter[IssueChange] = TypeAdapter(Annotated[IssueChange, Field(discriminator="type")])
+
+
+def parse_issue(data: bytes) -> IssueChange:
+    """An issue event, refused (so dead-lettered) if its value or threshold is not finite."""
+    issue = ISSUE.validate_json(data)
+    for name in ("value", "threshold"):
+        number = getattr(issue, name)
+        if number is not None and not math.isfinite(number):
+            raise ValueError(f"{name}: not a finite number")
+    return issue
+
+
+def parse_result(data: bytes) -> ActionResult:
+    return ActionResult.model_validate_json(data)
+
+
+def parse_request(data: bytes) -> ActionRequested:
+    return ActionRequested.model_validate_json(data)
+
+
+class PlannerService:
+    """Plans issues, learns from results, retrains in the background."""
+
+    def __init__(self, rt: ServiceRuntime, config: PlannerConfig) -> None:
+        self.rt = rt
+        self.config = config
+        self.learner = Learner(config)
+        self.planner = Planner(config, self.learner.rates)
+        self.store: ModelStore | None = None
+        self.training: asyncio.Task[None] | None = None
+        reg = rt.registry
+        self.plans = Counter(
+            "medbay_planner_plans",
+            "Plans published",
+            ["model", "requires_approval"],
+            registry=reg,
+        )
+        self.skipped = Counter(
+            "medbay_planner_events_skipped",
+            "Issue events and requests not planned",
+            ["reason"],
+            registry=reg,
+        )
+        self.plan_seconds = Histogram(
+            "medbay_planner_plan_seconds",
+            "Time to make one plan",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+            registry=reg,
+        )
+        self.outcomes = Counter(
+            "medbay_planner_outcomes", "Step outcomes learnt from", ["outcome"], registry=reg
+        )
+        self.success_rate = Gauge(
+            "medbay_planner_action_success_rate",
+            "Share of tries that worked, per issue kind (or all) and action",
+            ["kind", "action"],
+            registry=reg,
+        )
+        self.trainings = Counter(
+            "medbay_planner_trainings", "Model trainings by result", ["result"], registry=reg
+        )
+        self.accuracy = Gauge(
+            "medbay_planner_model_validation_accuracy",
+            "Validation accuracy of the current model",
+            registry=reg,
+        )
+
+    # -- start-up ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        js = jetstream(self.rt.broker)
+        self.store = await ModelStore.open(js, keep=self.config.keep_models)
+        model = await self.store.load_current()
+        if model is not None:
+            self.planner.model = model
+            self.accuracy.set(model.validation_accuracy or 0.0)
+            log.info("loaded model %s", model.version)
+        else:
+            log.info("no model yet: planning by rules")
+        # Consumers first: what is published while history is read is not missed.
+        for spec in self.consumer_specs():
+            await ensure_consumer(js, spec)
+        await self.rebuild(js)
+        self.export_rates()
+        # Outcomes the current model has not seen count towards the next training.
+        seen = model.outcomes if model is not None else 0
+        self.learner.new_rows = max(0, len(self.learner.rows) - seen)
+        self.maybe_retrain()
+
+    def consumer_specs(self) -> tuple[ConsumerSpec, ConsumerSpec, ConsumerSpec]:
+        """Durable consumers that start, when first created, with what comes next."""
+
+        def spec(durable: str, stream: StreamSpec) -> ConsumerSpec:
+            return ConsumerSpec(
+                durable, stream.subjects[0], stream, self.config.batch_size, deliver_new=True
+            )
+
+        return (
+            spec(ISSUE_CONSUMER, ISSUES),
+            spec(REQUEST_CONSUMER, REQUESTS),
+            spec(RESULT_CONSUMER, RESULTS),
+        )
+
+    async def rebuild(self, js: JetStreamContext) -> None:
+        """Recent plans from PLANS, then their outcomes from RESULTS."""
+        limit = self.config.replay_messages
+        plans = results = 0
+        async for payloads in read_recent(js, PLANS, limit):
+            for data in payloads:
+                try:
+                    self.learner.remember(Plan.model_validate_json(data))
+                    plans += 1
+                except ValidationError:
+                    continue
+        async for payloads in read_recent(js, RESULTS, limit):
+            for data in payloads:
+                try:
+                    learnt = self.learner.record(ActionResult.model_validate_json(data))
+                except ValidationError:
+                    continue
+                results += learnt is not None
+        log.info(
+            "rebuilt %d plans and %d outcomes (%d training rows)",
+            plans,
+            results,
+            len(self.learner.rows),
+        )
+
+    # -- issues -> plans ----------------------------------------------------------
+
+    async def handle_issues(self, deliveries: list[Delivery[IssueChange]]) -> None:
+        now = datetime.now(UTC)
+        for delivery in deliveries:
+            issue = delivery.event
+            if not wants_plan(issue):
+                self.skipped.labels("not_opened_or_escalated").inc()
+                continue
+            if self.should_plan(issue, now):
+                await self.plan_and_publish(delivery, partial(self.planner.plan, issue))
+
+    async def handle_requests(self, deliveries: list[Delivery[ActionRequested]]) -> None:
+        now = datetime.now(UTC)
+        for delivery in deliveries:
+            request = delivery.event
+            if self.should_plan(request, now):
+                await self.plan_and_publish(delivery, partial(self.planner.plan_request, request))
+
+    def should_plan(self, event: Event, now: datetime) -> bool:
+        if (now - event.timestamp).total_seconds() > self.config.max_event_age_seconds:
+            self.skipped.labels("stale").inc()
+            log.info("not planning stale %s %s", getattr(event, "type", "event"), event.event_id)
+            return False
+        if self.learner.knows(plan_id_for(event.event_id)):
+            self.skipped.labels("already_planned").inc()
+            return False
+        return True
+
+    async def plan_and_publish(self, delivery: Delivery[Any], make: Callable[[], Plan]) -> None:
+        span = delivery.span("planner.plan")
+        try:
+            with trace.use_span(span), self.plan_seconds.time():
+                plan = make()
+            with trace.use_span(span):
+                await self.publish(plan)
+        finally:
+            span.end()
+
+    async def publish(self, plan: Plan) -> None:
+        fresh = await publish_event(
+            self.rt.broker, plan, stream=PLANS, timeout=self.rt.settings.publish_timeout
+        )
+        self.learner.remember(plan)
+        if not fresh:
+            return
+        self.plans.labels(plan.model_version, str(plan.requires_approval).lower()).inc()
+        log.info(
+            "plan for %s on %s: %s (confidence %.2f, %s%s)",
+            plan.issue_kind,
+            plan.host,
+            ", ".join(f"{s.action} {s.target}" for s in plan.steps),
+            plan.confidence,
+            plan.model_version,
+            ", needs approval" if plan.requires_approval else "",
+            extra={"plan_id": plan.plan_id, "event_id": plan.issue_event_id},
+        )
+
+    # -- results -> learning ------------------------------------------------------
+
+    async def handle_results(self, deliveries: list[Delivery[ActionResult]]) -> None:
+        learnt = 0
+        for delivery in deliveries:
+            outcome = self.learner.record(delivery.event)
+            if outcome is not None:
+                self.outcomes.labels("success" if outcome else "failure").inc()
+                learnt += 1
+        if learnt:
+            self.export_rates()
+            if self.store is not None:
+                await self.store.save_rates(self.learner.rates.snapshot())
+            self.maybe_retrain()
+
+    def export_rates(self) -> None:
+        rates = self.learner.rates
+        for action, tally in rates.by_action.items():
+            self.success_rate.labels("all", action).set(tally.successes / tally.tries)
+        for (kind, action), tally in rates.by_kind.items():
+            self.success_rate.labels(kind, action).set(tally.successes / tally.tries)
+
+    # -- training -----------------------------------------------------------------
+
+    def maybe_retrain(self) -> None:
+        """Start a training in a thread when enough new outcomes came in (one at a time)."""
+        if self.training is not None and not self.training.done():
+            return
+        if not self.learner.training_due():
+            return
+        rows = self.learner.take_training_set()
+        self.training = asyncio.create_task(self.retrain(rows), name="retrain")
+
+    async def retrain(self, rows: list[TrainingRow]) -> None:
+        current = self.planner.model
+        try:
+            result: Training = await asyncio.to_thread(
+                train_and_validate, rows, self.config, current
+            )
+        except NotEnoughData as exc:
+            self.trainings.labels("skipped").inc()
+            log.info("no new model: %s", exc)
+            return
+        except Exception:
+            self.trainings.labels("failed").inc()
+            log.exception("training failed")
+            return
+        new = result.bundle
+        if not result.accepted:
+            self.trainings.labels("rejected").inc()
+            log.info(
+                "model %s kept: new model validates at %s, current at %s on %d outcomes",
+                current.version if current else "-",
+                new.validation_accuracy,
+                result.current_accuracy,
+                new.holdout,
+            )
+            return
+        try:
+            assert self.store is not None
+            await self.store.save(new)
+        except Exception:
+            self.trainings.labels("failed").inc()
+            log.exception("could not store model %s; keeping the current one", new.version)
+            return
+        self.planner.model = new
+        self.accuracy.set(new.validation_accuracy or 0.0)
+        self.trainings.labels("accepted").inc()
+        log.info(
+            "model %s now current: validation accuracy %s on %d outcomes (previous %s), "
+            "trained on %d",
+            new.version,
+            new.validation_accuracy,
+            new.holdout,
+            result.current_accuracy,
+            new.outcomes - new.holdout,
+        )
+        self.maybe_retrain()
+
+    async def stop(self) -> None:
+        """Let a running training finish and store its model."""
+        if self.training is not None and not self.training.done():
+            await asyncio.wait([self.training], timeout=60)
+
+
+async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
+    """Create ``spec``'s durable consumer now, as ``BatchConsumer`` would, if it is missing."""
+    try:
+        await js.consumer_info(spec.stream.name, spec.durable)
+    except NotFoundError:
+        await js.add_consumer(
+            spec.stream.name,
+            config=ConsumerConfig(
+                name=spec.durable,
+                durable_name=spec.durable,
+                filter_subject=spec.subject,
+                max_deliver=spec.max_deliver,
+                ack_wait=spec.ack_wait,
+                max_ack_pending=spec.max_ack_pending,
+                deliver_policy=DeliverPolicy.NEW if spec.deliver_new else DeliverPolicy.ALL,
+            ),
+        )
+
+
+async def serve(config: PlannerConfig) -> None:
+    rt = ServiceRuntime("planner")
+    service = PlannerService(rt, config)
+    handlers: tuple[tuple[Callable[[bytes], Any], Callable[[list[Any]], Awaitable[None]]], ...]
+    handlers = (
+        (parse_issue, service.handle_issues),
+        (parse_request, service.handle_requests),
+        (parse_result, service.handle_results),
+    )
+    consumers = [
+        BatchConsumer(
+            rt.broker,
+            spec,
+            service="planner",
+            parse=parse,
+            handler=handle,
+            max_bytes=rt.settings.max_event_bytes,
+            registry=rt.registry,
+        )
+        for spec, (parse, handle) in zip(service.consumer_specs(), handlers, strict=True)
+    ]
+    await rt.run(
+        needs=[ISSUES, RESULTS, DEADLETTER],
+        on_start=service.start,
+        tasks=[c.run for c in consumers],
+        on_stop=service.stop,
+    )

@@ -1,0 +1,162 @@
+"""What the planner keeps in JetStream, and how it reads its history back.
+
+* Object store ``medbay_models``: one object per accepted model version, named
+  by the version (a pickled ``ModelBundle``); its description is a JSON summary
+  with the validation accuracy. The latest ``keep_models`` versions are kept.
+* KV bucket ``medbay_planner``: ``current_model`` holds the name of the current
+  version, ``success_rates`` the raw success rates as JSON (``SuccessRates.snapshot``).
+* ``read_recent`` reads the latest messages of a stream once, through an
+  ephemeral consumer that acknowledges nothing: at start-up the planner rebuilds
+  its recent plans and their outcomes from PLANS and RESULTS with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    ObjectMeta,
+    ObjectStoreConfig,
+    StorageType,
+)
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from medbay.common.streams import StreamSpec
+from medbay.planner.model import ModelBundle, dumps, loads
+
+log = logging.getLogger(__name__)
+
+BUCKET = "medbay_planner"
+MODELS = "medbay_models"
+CURRENT_MODEL = "current_model"
+SUCCESS_RATES = "success_rates"
+
+
+class ModelStore:
+    def __init__(self, kv: KeyValue, objects: ObjectStore, keep: int) -> None:
+        self.kv = kv
+        self.objects = objects
+        self.keep = keep
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, keep: int = 10) -> ModelStore:
+        """Bind to the buckets, creating them on first use."""
+        try:
+            kv = await js.key_value(BUCKET)
+        except BucketNotFoundError:
+            kv = await js.create_key_value(
+                config=KeyValueConfig(bucket=BUCKET, history=5, storage=StorageType.FILE)
+            )
+        try:
+            objects = await js.object_store(MODELS)
+        except BucketNotFoundError:
+            objects = await js.create_object_store(
+                MODELS,
+                config=ObjectStoreConfig(
+                    bucket=MODELS, description="Planner model versions", storage=StorageType.FILE
+                ),
+            )
+        return cls(kv, objects, keep)
+
+    async def current_version(self) -> str | None:
+        try:
+            entry = await self.kv.get(CURRENT_MODEL)
+        except KeyNotFoundError:
+            return None
+        return (entry.value or b"").decode() or None
+
+    async def load(self, version: str) -> ModelBundle:
+        """A stored model version, e.g. the one a plan names (``Plan.model_version``)."""
+        result = await self.objects.get(version)
+        return loads(result.data or b"")
+
+    async def load_current(self) -> ModelBundle | None:
+        """The current model, or None when there is none (or it cannot be read)."""
+        version = await self.current_version()
+        if version is None:
+            return None
+        try:
+            return await self.load(version)
+        except Exception as exc:  # a missing or unreadable model must not stop the planner
+            log.warning("current model %s is unusable (%r); planning by rules", version, exc)
+            return None
+
+    async def save(self, bundle: ModelBundle) -> None:
+        """Store ``bundle`` and make it the current model; drop the oldest versions."""
+        meta = ObjectMeta(name=bundle.version, description=json.dumps(bundle.description()))
+        await self.objects.put(bundle.version, dumps(bundle), meta=meta)
+        await self.kv.put(CURRENT_MODEL, bundle.version.encode())
+        await self._prune(bundle.version)
+
+    async def _prune(self, current: str) -> None:
+        try:
+            infos = await self.objects.list(ignore_deletes=True)
+        except NotFoundError:
+            return
+        infos.sort(key=lambda i: i.mtime or "", reverse=True)
+        for info in infos[self.keep :]:
+            if info.name != current:
+                await self.objects.delete(info.name)
+
+    async def save_rates(self, snapshot: dict[str, Any]) -> None:
+        await self.kv.put(SUCCESS_RATES, json.dumps(snapshot, sort_keys=True).encode())
+
+
+async def read_success_rates(js: JetStreamContext) -> dict[str, Any] | None:
+    """The success rates the planner last stored (see ``SuccessRates.snapshot``)."""
+    kv = await js.key_value(BUCKET)
+    try:
+        entry = await kv.get(SUCCESS_RATES)
+    except KeyNotFoundError:
+        return None
+    rates: dict[str, Any] = json.loads(entry.value or b"{}")
+    return rates
+
+
+async def read_recent(
+    js: JetStreamContext, spec: StreamSpec, limit: int, batch: int = 512
+) -> AsyncIterator[list[bytes]]:
+    """The payloads of the latest ``limit`` messages of ``spec``'s stream, in batches,
+    up to the last message stored when called."""
+    info = await js.stream_info(spec.name)
+    last = info.state.last_seq
+    start = max(info.state.first_seq, last - limit + 1, 1)
+    if limit <= 0 or info.state.messages == 0 or start > last:
+        return
+    sub = await js.pull_subscribe(
+        spec.subjects[0],
+        stream=spec.name,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=60.0,
+        ),
+    )
+    try:
+        done = False
+        while not done:
+            try:
+                msgs = await sub.fetch(batch, timeout=2)
+            except NatsTimeout:
+                break
+            payloads = []
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                done = done or seq >= last
+                if seq <= last:
+                    payloads.append(msg.data)
+            yield payloads
+    finally:
+        await sub.unsubscribe()

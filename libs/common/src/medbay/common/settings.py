@@ -6,6 +6,10 @@ own YAML config file, read and validated by ``load_yaml_config``.
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -96,3 +100,30 @@ def error_location(loc: tuple[int | str, ...], data: object) -> str:
         text += f".{part}" if text else part
         node = node.get(part) if isinstance(node, dict) else None
     return text
+
+
+C = TypeVar("C")
+
+
+def config_from_command_line(
+    service: str, argv: list[str] | None, load: Callable[[Path | None], C], *, otherwise: str
+) -> C:
+    """A service's ``--config FILE`` (default ``$MEDBAY_<SERVICE>_CONFIG``), loaded.
+
+    A bad config stops the process here with exit status 2 and the reason, before
+    anything connects. ``otherwise`` says what runs without a file.
+    """
+    env = f"MEDBAY_{service.upper()}_CONFIG"
+    parser = argparse.ArgumentParser(prog=f"medbay run {service}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(p) if (p := os.environ.get(env)) else None,
+        help=f"{service} config YAML (default: ${env}, else {otherwise})",
+    )
+    args = parser.parse_args(argv)
+    try:
+        return load(args.config)
+    except ConfigError as exc:
+        print(f"medbay {service}: bad config: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -7,19 +7,16 @@ Wiring only: the logic is in ``service``, the records in ``book``, the buttons i
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
-import sys
-from pathlib import Path
 
 from opentelemetry import propagate, trace
 
 from medbay.approver import status
 from medbay.approver.book import ApprovalBook
 from medbay.approver.callbacks import CallbackSigner
-from medbay.approver.config import ApproverConfig, ConfigError, load_config
+from medbay.approver.config import ApproverConfig, load_config
 from medbay.approver.service import ApproverService
 from medbay.approver.telegram import TelegramChat, make_bot, poll
 from medbay.common.bus import (
@@ -33,6 +30,7 @@ from medbay.common.bus import (
 )
 from medbay.common.events import Approval, Plan
 from medbay.common.runtime import ServiceRuntime
+from medbay.common.settings import config_from_command_line
 from medbay.common.streams import APPROVALS, PLANS
 
 log = logging.getLogger("medbay.approver")
@@ -170,19 +168,9 @@ async def serve(config: ApproverConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="medbay run approver")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=Path(p) if (p := os.environ.get("MEDBAY_APPROVER_CONFIG")) else None,
-        help="approver config YAML (default: $MEDBAY_APPROVER_CONFIG, else Telegram off)",
+    config = config_from_command_line(
+        "approver", argv, lambda path: load_config(path, os.environ), otherwise="Telegram off"
     )
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, os.environ)
-    except ConfigError as exc:
-        print(f"medbay approver: bad config: {exc}", file=sys.stderr)
-        sys.exit(2)
     asyncio.run(serve(config))
 
 

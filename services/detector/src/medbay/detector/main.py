@@ -6,13 +6,9 @@ Wiring only: the logic is in ``engine`` (what is wrong) and ``snapshots``
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import logging
-import os
-import sys
-from pathlib import Path
 
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
@@ -31,8 +27,9 @@ from medbay.common.bus import (
 )
 from medbay.common.events import IssueChange, MetricBatch
 from medbay.common.runtime import ServiceRuntime
+from medbay.common.settings import config_from_command_line
 from medbay.common.streams import ISSUES, METRICS
-from medbay.detector.config import ConfigError, DetectorConfig, load_config
+from medbay.detector.config import DetectorConfig, load_config
 from medbay.detector.engine import DetectionEngine, export_host, import_host
 from medbay.detector.snapshots import SnapshotStore
 
@@ -233,19 +230,7 @@ async def serve(config: DetectorConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="medbay run detector")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=Path(p) if (p := os.environ.get("MEDBAY_DETECTOR_CONFIG")) else None,
-        help="detector config YAML (default: $MEDBAY_DETECTOR_CONFIG, else built-in rules)",
-    )
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"medbay detector: bad config: {exc}", file=sys.stderr)
-        sys.exit(2)
+    config = config_from_command_line("detector", argv, load_config, otherwise="built-in rules")
     asyncio.run(serve(config))
 
 

@@ -11,16 +11,13 @@ would have done, and nothing is verified.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import os
 import socket
-import sys
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal
 
 from nats.aio.msg import Msg
@@ -40,7 +37,7 @@ from medbay.common.events import (
     derived_event_id,
 )
 from medbay.common.runtime import ServiceRuntime
-from medbay.common.settings import ConfigError
+from medbay.common.settings import config_from_command_line
 from medbay.common.streams import APPROVALS, PLANS, PREFIX, RESULTS
 from medbay.executor.config import ExecutorConfig, load_config
 from medbay.executor.plan_book import PlanBook
@@ -385,19 +382,9 @@ async def serve(config: ExecutorConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="medbay run executor")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=Path(p) if (p := os.environ.get("MEDBAY_EXECUTOR_CONFIG")) else None,
-        help="executor config YAML (default: $MEDBAY_EXECUTOR_CONFIG, else dry-run, no targets)",
+    config = config_from_command_line(
+        "executor", argv, load_config, otherwise="dry-run with no targets"
     )
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"medbay executor: bad config: {exc}", file=sys.stderr)
-        sys.exit(2)
     asyncio.run(serve(config))
 
 

@@ -13,18 +13,15 @@ into the views, then follow them live.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
 import logging
-import os
 import re
 import signal
 import socket
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import uvicorn
@@ -32,7 +29,7 @@ import uvicorn
 from medbay.common.bus import jetstream, publish_event, wait_for_streams
 from medbay.common.events import Event
 from medbay.common.runtime import ServiceRuntime
-from medbay.common.settings import BusSettings, ConfigError
+from medbay.common.settings import BusSettings, config_from_command_line
 from medbay.common.streams import StreamSpec
 from medbay.gateway.api import build_app
 from medbay.gateway.config import GatewayConfig, load_config
@@ -177,20 +174,10 @@ async def serve(config: GatewayConfig, settings: BusSettings) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="medbay run gateway")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=Path(p) if (p := os.environ.get("MEDBAY_GATEWAY_CONFIG")) else None,
-        help="gateway config YAML (default: $MEDBAY_GATEWAY_CONFIG); tokens may also come"
-        " from $MEDBAY_GATEWAY_TOKENS as name:role:token,...",
+    """Tokens may also come from ``$MEDBAY_GATEWAY_TOKENS`` as ``name:role:token,...``."""
+    config = config_from_command_line(
+        "gateway", argv, load_config, otherwise="no tokens: refused unless anonymous"
     )
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"medbay gateway: bad config: {exc}", file=sys.stderr)
-        sys.exit(2)
     sys.exit(asyncio.run(serve(config, BusSettings())))
 
 

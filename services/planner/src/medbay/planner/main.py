@@ -6,29 +6,14 @@ config is known to be good, so a bad config is reported at once.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
-import sys
-from pathlib import Path
 
-from medbay.planner.config import ConfigError, load_config
+from medbay.common.settings import config_from_command_line
+from medbay.planner.config import load_config
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="medbay run planner")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=Path(p) if (p := os.environ.get("MEDBAY_PLANNER_CONFIG")) else None,
-        help="planner config YAML (default: $MEDBAY_PLANNER_CONFIG, else built-in defaults)",
-    )
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"medbay planner: bad config: {exc}", file=sys.stderr)
-        sys.exit(2)
+    config = config_from_command_line("planner", argv, load_config, otherwise="defaults")
     from medbay.planner.service import serve
 
     asyncio.run(serve(config))

@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from faststream.nats import NatsBroker
@@ -223,6 +223,28 @@ class ConsumerSpec:
     max_ack_pending: int = 20_000
     deliver_new: bool = False
     """When the durable is first created, start with new messages instead of all."""
+    start_back_seconds: float | None = None
+    """When the durable is first created, start this far back (instead of all or new):
+    what came shortly before a service's first start still matters."""
+
+    def consumer_config(self) -> ConsumerConfig:
+        """The durable's configuration (its start applies only when it is created)."""
+        start: datetime | None = None
+        if self.start_back_seconds is not None:
+            policy = DeliverPolicy.BY_START_TIME
+            start = datetime.now(UTC) - timedelta(seconds=self.start_back_seconds)
+        else:
+            policy = DeliverPolicy.NEW if self.deliver_new else DeliverPolicy.ALL
+        return ConsumerConfig(
+            name=self.durable,
+            durable_name=self.durable,
+            filter_subject=self.subject,
+            max_deliver=self.max_deliver,
+            ack_wait=self.ack_wait,
+            max_ack_pending=self.max_ack_pending,
+            deliver_policy=policy,
+            opt_start_time=start,
+        )
 
 
 _OUTCOMES: dict[int, Counter] = {}
@@ -285,12 +307,7 @@ class BatchConsumer(Generic[E]):
             spec.subject,
             durable=spec.durable,
             stream=spec.stream.name,
-            config=ConsumerConfig(
-                max_deliver=spec.max_deliver,
-                ack_wait=spec.ack_wait,
-                max_ack_pending=spec.max_ack_pending,
-                deliver_policy=DeliverPolicy.NEW if spec.deliver_new else DeliverPolicy.ALL,
-            ),
+            config=spec.consumer_config(),
         )
         log.info("consuming %s as %s", spec.stream.name, spec.durable)
         try:

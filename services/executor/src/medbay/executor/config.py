@@ -47,6 +47,12 @@ class ExecutorConfig(BaseModel):
         default=60.0, gt=0, le=3600, description="How long a step's fix may take to show."
     )
     max_concurrent_plans: int = Field(default=4, ge=1, le=100)
+    max_plan_age_seconds: float = Field(
+        default=900,
+        gt=0,
+        description="An unapproved plan older than this when it arrives is not run "
+        "(e.g. after a long outage of the executor): the situation has moved on.",
+    )
 
     @property
     def dry_run(self) -> bool:

@@ -105,6 +105,16 @@ class Executor:
         assert self.book is not None
         for d in deliveries:
             plan = d.event
+            age = (datetime.now(UTC) - plan.timestamp).total_seconds()
+            if age > self.config.max_plan_age_seconds and not plan.requires_approval:
+                log.warning(
+                    "plan %s is %.0f s old (limit %.0f s): not run, the situation has moved on",
+                    plan.plan_id,
+                    age,
+                    self.config.max_plan_age_seconds,
+                    extra={"plan_id": plan.plan_id},
+                )
+                continue
             with d.span("executor.receive_plan") as span:
                 carrier: dict[str, str] = {}
                 propagate.inject(carrier, context=trace.set_span_in_context(span))
@@ -357,7 +367,13 @@ async def serve(config: ExecutorConfig) -> None:
     executor = Executor(rt, config)
     plans = BatchConsumer(
         rt.broker,
-        ConsumerSpec("executor", PLANS.subjects[0], PLANS, batch_size=64),
+        ConsumerSpec(
+            "executor",
+            PLANS.subjects[0],
+            PLANS,
+            batch_size=64,
+            start_back_seconds=config.max_plan_age_seconds,
+        ),
         parse=json_parser(Plan),
         handler=executor.handle_plans,
         service="executor",
@@ -366,7 +382,13 @@ async def serve(config: ExecutorConfig) -> None:
     )
     approvals = BatchConsumer(
         rt.broker,
-        ConsumerSpec("executor-approvals", APPROVALS.subjects[0], APPROVALS, batch_size=64),
+        ConsumerSpec(
+            "executor-approvals",
+            APPROVALS.subjects[0],
+            APPROVALS,
+            batch_size=64,
+            start_back_seconds=24 * 3600,
+        ),
         parse=json_parser(Approval),
         handler=executor.handle_approvals,
         service="executor",

@@ -17,7 +17,6 @@ from functools import partial
 from typing import Annotated, Any
 
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
@@ -129,17 +128,25 @@ class PlannerService:
         self.maybe_retrain()
 
     def consumer_specs(self) -> tuple[ConsumerSpec, ConsumerSpec, ConsumerSpec]:
-        """Durable consumers that start, when first created, with what comes next."""
+        """Durable consumers that start, when first created, with what is recent enough
+        to plan for (issues and requests) or with what comes next (results)."""
 
-        def spec(durable: str, stream: StreamSpec) -> ConsumerSpec:
+        def spec(durable: str, stream: StreamSpec, back: float | None) -> ConsumerSpec:
             return ConsumerSpec(
-                durable, stream.subjects[0], stream, self.config.batch_size, deliver_new=True
+                durable,
+                stream.subjects[0],
+                stream,
+                self.config.batch_size,
+                deliver_new=True,
+                start_back_seconds=back,
             )
 
+        age = self.config.max_event_age_seconds
+
         return (
-            spec(ISSUE_CONSUMER, ISSUES),
-            spec(REQUEST_CONSUMER, REQUESTS),
-            spec(RESULT_CONSUMER, RESULTS),
+            spec(ISSUE_CONSUMER, ISSUES, age),
+            spec(REQUEST_CONSUMER, REQUESTS, age),
+            spec(RESULT_CONSUMER, RESULTS, None),
         )
 
     async def rebuild(self, js: JetStreamContext) -> None:
@@ -315,18 +322,7 @@ async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
     try:
         await js.consumer_info(spec.stream.name, spec.durable)
     except NotFoundError:
-        await js.add_consumer(
-            spec.stream.name,
-            config=ConsumerConfig(
-                name=spec.durable,
-                durable_name=spec.durable,
-                filter_subject=spec.subject,
-                max_deliver=spec.max_deliver,
-                ack_wait=spec.ack_wait,
-                max_ack_pending=spec.max_ack_pending,
-                deliver_policy=DeliverPolicy.NEW if spec.deliver_new else DeliverPolicy.ALL,
-            ),
-        )
+        await js.add_consumer(spec.stream.name, config=spec.consumer_config())
 
 
 async def serve(config: PlannerConfig) -> None:

@@ -20,6 +20,14 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
+# --- dashboard: the web UI, from its package-lock.json exactly ----------------
+FROM node:20-slim AS dashboard
+WORKDIR /dashboard
+COPY services/gateway/dashboard/package.json services/gateway/dashboard/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY services/gateway/dashboard/ ./
+RUN npm run build -- --outDir /static --emptyOutDir
+
 # --- build: a virtual environment at /opt/medbay, from uv.lock exactly ---------
 FROM ${PYTHON_IMAGE} AS build
 
@@ -46,6 +54,8 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # --no-editable builds them as wheels into the venv: /src is not needed at run time.
 COPY libs ./libs
 COPY services ./services
+# the gateway serves the built dashboard from its package's static/ folder
+COPY --from=dashboard /static ./services/gateway/src/medbay/gateway/static
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable \
  && /opt/medbay/bin/medbay run --help >/dev/null

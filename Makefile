@@ -8,13 +8,16 @@ export UV_PYTHON_DOWNLOADS ?= never
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test sync lint typecheck pytest system-deps bench clean
+DASHBOARD := services/gateway/dashboard
+STATIC := services/gateway/src/medbay/gateway/static
+
+.PHONY: up test sync lint typecheck pytest system-deps dashboard dashboard-test bench clean
 
 # make up NATS_PORT=4223 when 4222 is taken
-up: sync
+up: sync dashboard
 	$(BIN)/medbay up $(if $(NATS_PORT),--port $(NATS_PORT))
 
-test: sync system-deps lint typecheck pytest
+test: sync system-deps dashboard lint typecheck dashboard-test pytest
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -26,6 +29,20 @@ sync: $(if $(findstring .tools/,$(UV)),.tools/bin/uv)
 # Real servers the tests start on free ports (redis-server, PostgreSQL binaries).
 system-deps:
 	@scripts/install-system-deps
+
+# The web dashboard (Node.js and npm from the machine; packages from the lockfile),
+# built into the gateway's static/ folder when missing or older than its sources.
+dashboard: $(STATIC)/index.html
+
+$(DASHBOARD)/node_modules/.package-lock.json: $(DASHBOARD)/package-lock.json
+	cd $(DASHBOARD) && npm ci --no-audit --no-fund
+
+$(STATIC)/index.html: $(DASHBOARD)/node_modules/.package-lock.json $(DASHBOARD)/index.html \
+		$(DASHBOARD)/vite.config.ts $(shell find $(DASHBOARD)/src $(DASHBOARD)/public -type f 2>/dev/null)
+	cd $(DASHBOARD) && npm run build
+
+dashboard-test: $(DASHBOARD)/node_modules/.package-lock.json
+	cd $(DASHBOARD) && npm test
 
 lint:
 	$(BIN)/ruff check .
@@ -43,4 +60,4 @@ bench: sync
 	$(BIN)/medbay bench nab
 
 clean:
-	rm -rf .medbay .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .medbay .pytest_cache .mypy_cache .ruff_cache $(STATIC) $(DASHBOARD)/node_modules

@@ -51,7 +51,11 @@ export function buildTheme(mode: ThemeMode): Theme {
         },
       },
       MuiPaper: { styleOverrides: { root: { backgroundImage: 'none' } } },
-      MuiButton: { defaultProps: { disableElevation: true } },
+      MuiButton: {
+        defaultProps: { disableElevation: true },
+        styleOverrides: { root: { textTransform: 'none', fontWeight: 600 } },
+      },
+      MuiToggleButton: { styleOverrides: { root: { textTransform: 'none' } } },
       MuiLinearProgress: {
         styleOverrides: { root: { height: 8, borderRadius: 4 }, bar: { borderRadius: 4 } },
       },

@@ -65,7 +65,7 @@ async function fetchPerformance(host: string): Promise<PerformancePoint[]> {
   };
   add(cpu, 'cpu');
   add(memory, 'memory');
-  return [...points.values()].sort((a, b) => a.at.localeCompare(b.at)).slice(-CHART_POINTS);
+  return [...points.values()].sort((a, b) => Date.parse(a.at) - Date.parse(b.at)).slice(-CHART_POINTS);
 }
 
 export function usePerformance(host: string | null) {

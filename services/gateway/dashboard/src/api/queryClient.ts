@@ -18,8 +18,7 @@ export function createQueryClient(): QueryClient {
     defaultOptions: {
       queries: {
         staleTime: 2000,
-        retry: (failures, error) =>
-          !(error instanceof ApiError && FINAL.has(error.status)) && failures < 2,
+        retry: (failures, error) => !(error instanceof ApiError && FINAL.has(error.status)) && failures < 2,
       },
     },
   });

@@ -7,14 +7,7 @@ export type Role = 'viewer' | 'operator';
 export type Severity = 'warning' | 'critical';
 export type Risk = 'low' | 'medium' | 'high';
 export type IssueKind =
-  | 'cpu'
-  | 'memory'
-  | 'disk'
-  | 'db_latency'
-  | 'network_errors'
-  | 'service_down'
-  | 'anomaly'
-  | 'other';
+  'cpu' | 'memory' | 'disk' | 'db_latency' | 'network_errors' | 'service_down' | 'anomaly' | 'other';
 export type ActionName =
   | 'restart_service'
   | 'clear_cache'

@@ -4,7 +4,10 @@ import WifiTetheringIcon from '@mui/icons-material/WifiTethering';
 import Chip from '@mui/material/Chip';
 import { useLive, type LiveStatus } from '../state/live';
 
-const LOOK: Record<LiveStatus, { label: string; color: 'success' | 'warning' | 'default'; icon: JSX.Element }> = {
+const LOOK: Record<
+  LiveStatus,
+  { label: string; color: 'success' | 'warning' | 'default'; icon: JSX.Element }
+> = {
   live: { label: 'Live', color: 'success', icon: <WifiTetheringIcon /> },
   polling: { label: 'Polling', color: 'warning', icon: <SyncProblemIcon /> },
   connecting: { label: 'Connecting', color: 'default', icon: <SyncIcon /> },

@@ -1,9 +1,9 @@
 import Box from '@mui/material/Box';
 import LinearProgress from '@mui/material/LinearProgress';
-import { lazy, Suspense } from 'react';
+import { lazy, Suspense, useEffect } from 'react';
 import { useLiveUpdates } from '../live/useLiveUpdates';
 import { DashboardPage } from '../pages/dashboard/DashboardPage';
-import { useCurrentPage, type PageId } from '../routes';
+import { PAGES, useCurrentPage, type PageId } from '../routes';
 import { AppHeader } from './AppHeader';
 import { NoticeBar } from './NoticeBar';
 import { PollingBanner } from './PollingBanner';
@@ -33,6 +33,9 @@ function Page({ id }: { id: PageId }) {
 export function Shell() {
   useLiveUpdates();
   const page = useCurrentPage();
+  useEffect(() => {
+    document.title = `${PAGES.find((p) => p.id === page)?.label} · Medbay`;
+  }, [page]);
   return (
     <>
       <SkipLink />

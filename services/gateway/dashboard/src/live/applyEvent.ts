@@ -18,6 +18,11 @@ export function staleViews(type: EventType): QueryKey[] {
   return type === 'metric.batch' ? [] : STALE_VIEWS[type];
 }
 
+/** Timestamps compared as times: their text may differ in the digits of a second. */
+function isLater(at: string, than: string): boolean {
+  return Date.parse(at) > Date.parse(than);
+}
+
 /** Put a host's new readings straight into the cached metric views. */
 export function applyMetricBatch(client: QueryClient, batch: MetricBatch): void {
   const current: HostMetrics = {
@@ -34,7 +39,7 @@ export function applyMetricBatch(client: QueryClient, batch: MetricBatch): void 
   client.setQueryData<HostMetrics[]>(queryKeys.metrics, (hosts) => {
     if (hosts === undefined) return undefined;
     const known = hosts.find((h) => h.host === batch.host);
-    if (known !== undefined && known.collected_at >= batch.collected_at) return hosts;
+    if (known !== undefined && !isLater(batch.collected_at, known.collected_at)) return hosts;
     const others = hosts.filter((h) => h.host !== batch.host);
     return [...others, current].sort((a, b) => a.host.localeCompare(b.host));
   });
@@ -47,7 +52,7 @@ export function applyMetricBatch(client: QueryClient, batch: MetricBatch): void 
   client.setQueryData<PerformancePoint[]>(queryKeys.performance(batch.host), (points) => {
     if (points === undefined) return undefined;
     const last = points.at(-1);
-    if (last !== undefined && last.at >= point.at) return points;
+    if (last !== undefined && !isLater(point.at, last.at)) return points;
     return [...points, point].slice(-CHART_POINTS);
   });
 }

@@ -17,17 +17,17 @@ interface LiveState {
   events: LiveEvent[];
   setStatus: (status: LiveStatus) => void;
   addEvent: (message: EventMessage) => void;
+  /** Forget everything (signing out). */
+  reset: () => void;
 }
 
 export const useLive = create<LiveState>()((set) => ({
   status: 'connecting',
   events: [],
+  reset: () => set({ status: 'connecting', events: [] }),
   setStatus: (status) => set({ status }),
   addEvent: (message) =>
     set((state) => ({
-      events: [{ ...message, key: `${message.stream}:${message.seq}` }, ...state.events].slice(
-        0,
-        MAX_EVENTS,
-      ),
+      events: [{ ...message, key: `${message.stream}:${message.seq}` }, ...state.events].slice(0, MAX_EVENTS),
     })),
 }));

@@ -20,7 +20,12 @@ function Waiting({ what }: { what: string }) {
 export function HostMetricCard({ metrics }: { metrics: HostMetrics }) {
   const { cpu, memory, disk, network } = summarizeHost(metrics.series);
   return (
-    <Card component="article" aria-label={`Host ${metrics.host}`} data-host={metrics.host} data-collected-at={metrics.collected_at}>
+    <Card
+      component="article"
+      aria-label={`Host ${metrics.host}`}
+      data-host={metrics.host}
+      data-collected-at={metrics.collected_at}
+    >
       <CardContent sx={{ display: 'grid', gap: 1.5 }}>
         <Box sx={{ display: 'flex', alignItems: 'baseline', justifyContent: 'space-between', gap: 1 }}>
           <Typography variant="h3" component="h3" noWrap>
@@ -31,7 +36,11 @@ export function HostMetricCard({ metrics }: { metrics: HostMetrics }) {
           </Typography>
         </Box>
         {cpu === null ? <Waiting what="CPU" /> : <UsageBar kind="cpu" label="CPU" percent={cpu} />}
-        {memory === null ? <Waiting what="Memory" /> : <UsageBar kind="memory" label="Memory" percent={memory} />}
+        {memory === null ? (
+          <Waiting what="Memory" />
+        ) : (
+          <UsageBar kind="memory" label="Memory" percent={memory} />
+        )}
         {disk === null ? (
           <Waiting what="Disk" />
         ) : (

@@ -1,0 +1,394 @@
+#!/usr/bin/env node
+/**
+ * End-to-end checks of the dashboard in headless Chromium, against a running
+ * Medbay (NATS, the services and a gateway serving the built dashboard).
+ *
+ * Environment:
+ *   MEDBAY_GATEWAY_URL      the gateway, e.g. http://127.0.0.1:8470/ (required)
+ *   MEDBAY_OPERATOR_TOKEN   an operator's token (required)
+ *   MEDBAY_VIEWER_TOKEN     a viewer's token (optional: viewers are checked too)
+ *   MEDBAY_E2E_ACTION       the action of the plan made to be approved; one that needs
+ *                           approval (default kill_process: high risk)
+ *   MEDBAY_E2E_TARGET       its target, and the quick action's (default demo-web)
+ *   MEDBAY_SCREENSHOTS_DIR  where to save a PNG of every page, dark and light (default: none)
+ *   MEDBAY_E2E_MAX_LOAD_MS  the longest acceptable load, to the first metric shown (default 2000)
+ *   MEDBAY_E2E_MAX_JS_KB    the largest acceptable initial JavaScript, gzipped (default 400)
+ *   CHROMIUM                the browser (default /usr/bin/chromium)
+ *
+ * Prints one JSON line per check ({"check", "ok", ...}: what was measured and
+ * clicked, the plan id approved and what the executor did with it), then
+ * "N passed, N failed". Exits 0 only if every check passed.
+ */
+
+import { readFileSync, mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { chromium } from 'playwright-core';
+
+const require = createRequire(import.meta.url);
+
+const env = process.env;
+const GATEWAY = new URL(required('MEDBAY_GATEWAY_URL')).toString();
+const OPERATOR_TOKEN = required('MEDBAY_OPERATOR_TOKEN');
+const VIEWER_TOKEN = env.MEDBAY_VIEWER_TOKEN || null;
+const ACTION = env.MEDBAY_E2E_ACTION || 'kill_process';
+const TARGET = env.MEDBAY_E2E_TARGET || 'demo-web';
+const SCREENSHOTS = env.MEDBAY_SCREENSHOTS_DIR || null;
+const MAX_LOAD_MS = Number(env.MEDBAY_E2E_MAX_LOAD_MS || 2000);
+const MAX_JS_KB = Number(env.MEDBAY_E2E_MAX_JS_KB || 400);
+const BROWSER_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const VIEWPORT = { width: 1280, height: 800 };
+const PAGES = ['dashboard', 'incidents', 'approvals', 'automation', 'events'];
+/** The first live figure on screen: every host card shows memory from its first reading. */
+const FIRST_METRIC = '[data-host] [data-testid="memory-value"]';
+
+function required(name) {
+  const value = env[name];
+  if (!value) {
+    console.error(`e2e: set ${name} (see the top of e2e/run.mjs)`);
+    process.exit(2);
+  }
+  return value;
+}
+
+// --- reporting -----------------------------------------------------------------------
+
+const outcomes = [];
+
+function report(check, ok, details = {}) {
+  outcomes.push(ok);
+  console.log(JSON.stringify({ check, ok, ...details }));
+}
+
+/** Runs one check; a throw fails it (with the message) and the run goes on. */
+async function check(name, body) {
+  try {
+    const details = await body();
+    report(name, true, details);
+    return details;
+  } catch (error) {
+    report(name, false, { error: String(error?.message ?? error).split('\n')[0] });
+    return null;
+  }
+}
+
+// --- the gateway's API ----------------------------------------------------------------
+
+async function api(path, { method = 'GET', body, token = OPERATOR_TOKEN } = {}) {
+  const response = await fetch(new URL(path, GATEWAY), {
+    method,
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`${method} ${path}: HTTP ${response.status} ${text}`);
+  return JSON.parse(text);
+}
+
+async function until(what, probe, timeoutMs, everyMs = 500) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}
+
+// --- the browser -----------------------------------------------------------------------
+
+/** A fresh browser context, signed in with `token` before the first page loads (or not). */
+async function openContext(browser, token) {
+  const context = await browser.newContext({ viewport: VIEWPORT });
+  if (token !== null) {
+    const me = await api('api/me', { token });
+    const session = JSON.stringify({ state: { token, me }, version: 0 });
+    await context.addInitScript((value) => sessionStorage.setItem('medbay.session', value), session);
+  }
+  return context;
+}
+
+function pageUrl(page) {
+  return new URL(`#/${page}`, GATEWAY).toString();
+}
+
+/** Until the page's data is on screen: a heading, and no loading bar left. */
+async function settled(page) {
+  await page.locator('h1').first().waitFor();
+  await page.waitForFunction(() => !document.querySelector('[aria-label^="Loading"]'), null, {
+    timeout: 15_000,
+  });
+}
+
+/** Opens a page with as much on it as there is: an incident's timeline, an event's JSON. */
+async function show(page, name) {
+  await page.goto(pageUrl(name));
+  await settled(page);
+  if (name === 'incidents') {
+    // one an issue opened, rather than a quick action (kind "other"): a fuller timeline
+    const incidents = page.locator('[data-fingerprint]');
+    const detected = page.locator('[data-fingerprint]:not([data-kind="other"])');
+    const first = ((await detected.count()) > 0 ? detected : incidents).first();
+    if ((await first.count()) > 0) {
+      await first.getByRole('button').first().click();
+      await page.getByRole('list', { name: 'Timeline' }).waitFor();
+      await settled(page);
+    }
+  }
+  if (name === 'events') {
+    await page.getByRole('combobox', { name: 'Type' }).click();
+    await page.getByRole('option', { name: 'All', exact: true }).click();
+    await page.locator('li[data-type]').nth(1).waitFor({ timeout: 30_000 }); // metric batches come every few seconds
+    await page.locator('li[data-type] summary').first().click();
+  }
+}
+
+const AXE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+
+/** axe-core's WCAG 2.1 A/AA violations on the page, serious and critical ones apart. */
+async function accessibility(page) {
+  await page.addScriptTag({ content: AXE });
+  const violations = await page.evaluate(async () => {
+    const results = await window.axe.run(document, {
+      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] },
+      resultTypes: ['violations'],
+    });
+    return results.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      help: v.help,
+      nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')),
+    }));
+  });
+  const grave = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  return { grave, minor: violations.filter((v) => !grave.includes(v)) };
+}
+
+async function screenshot(page, name) {
+  if (SCREENSHOTS === null) return null;
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  const path = join(SCREENSHOTS, `${name}.png`);
+  await page.screenshot({ path });
+  return path;
+}
+
+// --- the checks ------------------------------------------------------------------------
+
+/** A signed-in user's cold load: to the first live metric, and the JavaScript it took. */
+async function measureLoad(browser) {
+  await until('a host to report metrics', async () => (await api('api/metrics')).length > 0, 60_000);
+  const context = await openContext(browser, OPERATOR_TOKEN);
+  const page = await context.newPage();
+  const scripts = [];
+  page.on('response', (response) => {
+    if (response.request().resourceType() === 'script')
+      scripts.push(response.body().catch(() => Buffer.alloc(0)));
+  });
+  await page.goto(pageUrl('dashboard'));
+  const shownAtMs = await page.waitForFunction(
+    (selector) => document.querySelector(selector) && performance.now(),
+    FIRST_METRIC,
+    { polling: 'raf', timeout: 30_000 },
+  );
+  const loadMs = Math.round(await shownAtMs.jsonValue());
+  const bodies = await Promise.all(scripts);
+  const gzipKb = bodies.reduce((sum, body) => sum + gzipSync(body).length, 0) / 1024;
+  await context.close();
+  if (loadMs > MAX_LOAD_MS) throw new Error(`first metric after ${loadMs} ms (limit ${MAX_LOAD_MS} ms)`);
+  if (gzipKb > MAX_JS_KB)
+    throw new Error(`initial JavaScript ${gzipKb.toFixed(1)} KB gzipped (limit ${MAX_JS_KB} KB)`);
+  return { first_metric_ms: loadMs, initial_js_gzip_kb: Number(gzipKb.toFixed(1)), scripts: bodies.length };
+}
+
+/** A host card's figures change without a reload, from the live connection. */
+async function liveUpdate(page) {
+  await page.goto(pageUrl('dashboard'));
+  await page.locator('[data-status="live"]').waitFor({ timeout: 15_000 });
+  const card = page.locator('[data-host]').first();
+  await card.waitFor();
+  const host = await card.getAttribute('data-host');
+  const before = await card.getAttribute('data-collected-at');
+  await page.waitForFunction(
+    ([selector, previous]) =>
+      document.querySelector(selector)?.getAttribute('data-collected-at') !== previous,
+    [`[data-host="${host}"]`, before],
+    { timeout: 60_000 },
+  );
+  return { host, from: before, to: await card.getAttribute('data-collected-at') };
+}
+
+/** A plan waiting for approval: asked for by hand with an action that needs one. */
+async function pendingPlan() {
+  const hosts = await api('api/metrics');
+  if (hosts.length === 0) throw new Error('no host reports metrics');
+  const host = hosts[0].host;
+  const accepted = await api('api/actions', {
+    method: 'POST',
+    body: { host, action: ACTION, target: TARGET, params: {}, reason: 'end-to-end test: to be approved' },
+  });
+  const requestId = accepted.request.event_id;
+  const pending = await until(
+    'the planner to hold the plan for approval',
+    async () => (await api('api/approvals')).find((p) => p.plan.issue_event_id === requestId),
+    30_000,
+  );
+  return { plan_id: pending.plan.plan_id, host, action: ACTION, target: TARGET };
+}
+
+async function approve(page, planId) {
+  await page.goto(pageUrl('approvals'));
+  const card = page.locator(`article[data-plan-id="${planId}"]`);
+  await card.waitFor({ timeout: 15_000 });
+  await card.getByRole('textbox', { name: /Reason/ }).fill('approved by the end-to-end test');
+  const button = card.getByRole('button', { name: /^Approve plan/ });
+  const clicked = await button.getAttribute('aria-label');
+  await button.click();
+  await page.getByRole('alert').filter({ hasText: 'approved' }).waitFor({ timeout: 15_000 });
+  await card.waitFor({ state: 'detached', timeout: 15_000 });
+  return { plan_id: planId, clicked };
+}
+
+/** The executor ran the approved plan: a finished step result for it. */
+async function executorActed(planId) {
+  const plan = await until(
+    `the executor's result for plan ${planId}`,
+    async () => {
+      const progress = await api(`api/plans/${planId}`);
+      return progress.results.some((r) => r.status === 'finished') ? progress : null;
+    },
+    60_000,
+  );
+  const last = plan.results.filter((r) => r.status === 'finished').at(-1);
+  return {
+    plan_id: planId,
+    status: plan.status,
+    decided_by: plan.decision?.decided_by,
+    channel: plan.decision?.channel,
+    step: `${last.action} ${last.target}`,
+    outcome: last.outcome,
+    dry_run: last.dry_run,
+  };
+}
+
+async function quickAction(page) {
+  await page.goto(pageUrl('dashboard'));
+  await page.getByRole('button', { name: 'Restart' }).click();
+  const dialog = page.getByRole('dialog');
+  await dialog.getByRole('combobox', { name: /Target/ }).fill(TARGET);
+  await dialog.getByRole('button', { name: 'Request restart' }).click();
+  await page.getByRole('alert').filter({ hasText: 'requested' }).waitFor({ timeout: 15_000 });
+  return { clicked: 'Restart', target: TARGET };
+}
+
+/** With the WebSocket refused, the dashboard says so and keeps its figures fresh by polling. */
+async function pollingFallback(browser) {
+  const context = await openContext(browser, OPERATOR_TOKEN);
+  const page = await context.newPage();
+  await page.routeWebSocket(/\/ws(\?|$)/, (socket) => socket.close({ code: 1011, reason: 'test: refused' }));
+  let polls = 0;
+  page.on('request', (request) => {
+    if (new URL(request.url()).pathname.endsWith('/api/metrics')) polls += 1;
+  });
+  await page.goto(pageUrl('dashboard'));
+  await page.getByText('Live updates are interrupted').waitFor({ timeout: 15_000 });
+  await page.locator('[data-status="polling"]').waitFor();
+  await page.locator(FIRST_METRIC).first().waitFor();
+  const before = polls;
+  await page.waitForTimeout(6000);
+  await context.close();
+  if (polls <= before) throw new Error('no metrics polled while the WebSocket was down');
+  return { polls_in_6_s: polls - before };
+}
+
+/** Viewers see everything but no button that changes anything. */
+async function viewerReadsOnly(browser) {
+  const context = await openContext(browser, VIEWER_TOKEN);
+  const page = await context.newPage();
+  const seen = {};
+  for (const [name, forbidden] of [
+    ['dashboard', /^(Restart|Scale up|Clean up disk)$/],
+    ['approvals', /^(Approve|Reject) plan/],
+    ['automation', /^Reset the breaker/],
+    ['events', /^Replay$/],
+  ]) {
+    await show(page, name);
+    const count = await page.getByRole('button', { name: forbidden }).count();
+    if (count > 0) throw new Error(`a viewer sees ${count} buttons on ${name} matching ${forbidden}`);
+    seen[name] = 'no mutation buttons';
+  }
+  await context.close();
+  return seen;
+}
+
+/** Every page, dark and light: axe-core finds nothing serious; a screenshot of each. */
+async function everyPage(browser, theme) {
+  const context = await openContext(browser, OPERATOR_TOKEN);
+  await context.addInitScript((mode) => {
+    localStorage.setItem('medbay.theme', JSON.stringify({ state: { mode }, version: 0 }));
+  }, theme);
+  const page = await context.newPage();
+  const results = {};
+  const grave = [];
+  for (const name of PAGES) {
+    await show(page, name);
+    const { grave: found, minor } = await accessibility(page);
+    grave.push(...found.map((v) => ({ page: name, ...v })));
+    results[name] = { serious_or_critical: found.length, minor: minor.map((v) => v.id) };
+    if (name === 'events') await page.locator('li[data-type] summary').first().click(); // the list, not the JSON
+    await screenshot(page, `${name}-${theme}`);
+  }
+  await context.close();
+  const signedOut = await openContext(browser, null);
+  const login = await signedOut.newPage();
+  await login.addInitScript((mode) => {
+    localStorage.setItem('medbay.theme', JSON.stringify({ state: { mode }, version: 0 }));
+  }, theme);
+  await login.goto(GATEWAY);
+  await login.getByRole('button', { name: 'Sign in' }).waitFor();
+  const { grave: found } = await accessibility(login);
+  grave.push(...found.map((v) => ({ page: 'login', ...v })));
+  results.login = { serious_or_critical: found.length };
+  await screenshot(login, `login-${theme}`);
+  await signedOut.close();
+  if (grave.length > 0) throw new Error(`accessibility violations: ${JSON.stringify(grave)}`);
+  return { pages: results, screenshots: SCREENSHOTS };
+}
+
+// --- main ------------------------------------------------------------------------------
+
+const browser = await chromium.launch({
+  executablePath: env.CHROMIUM || '/usr/bin/chromium',
+  args: BROWSER_ARGS,
+});
+try {
+  await check('load', () => measureLoad(browser));
+  const context = await openContext(browser, OPERATOR_TOKEN);
+  const page = await context.newPage();
+  await check('live-update', () => liveUpdate(page));
+  const pending = await check('pending-plan', pendingPlan);
+  for (const theme of ['dark', 'light']) await check(`pages-${theme}`, () => everyPage(browser, theme));
+  if (pending !== null) {
+    const approved = await check('approve', () => approve(page, pending.plan_id));
+    if (approved !== null) await check('executor-acted', () => executorActed(pending.plan_id));
+  }
+  await check('quick-action', () => quickAction(page));
+  await context.close();
+  await check('polling-fallback', () => pollingFallback(browser));
+  if (VIEWER_TOKEN !== null) await check('viewer-read-only', () => viewerReadsOnly(browser));
+} finally {
+  await browser.close();
+}
+
+const failed = outcomes.filter((ok) => !ok).length;
+console.log(`${outcomes.length - failed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);

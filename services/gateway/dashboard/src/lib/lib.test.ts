@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import { formatAgo, formatClock, formatDuration, formatRate } from './format';
+import { summarizeHost } from './hostSummary';
+import { planTraceUrl } from './jaeger';
+import { levelOf } from './thresholds';
+import { hostMetrics } from '../test/fixtures';
+
+describe('levelOf', () => {
+  it("follows the detector's thresholds", () => {
+    expect(levelOf('cpu', 79.9)).toBe('ok');
+    expect(levelOf('cpu', 80)).toBe('warning');
+    expect(levelOf('cpu', 95)).toBe('critical');
+    expect(levelOf('memory', 84)).toBe('ok');
+    expect(levelOf('memory', 85)).toBe('warning');
+    expect(levelOf('disk', 89)).toBe('ok');
+    expect(levelOf('disk', 90)).toBe('warning');
+    expect(levelOf('disk', 97)).toBe('critical');
+  });
+});
+
+describe('formatting', () => {
+  it('writes durations, countdowns and rates briefly', () => {
+    expect(formatDuration(12)).toBe('12 s');
+    expect(formatDuration(250)).toBe('4 min 10 s');
+    expect(formatDuration(7500)).toBe('2 h 5 min');
+    expect(formatDuration(3 * 86_400 + 4 * 3600)).toBe('3 d 4 h');
+    expect(formatClock(754)).toBe('12:34');
+    expect(formatClock(3661)).toBe('1:01:01');
+    expect(formatRate(512)).toBe('512 B/s');
+    expect(formatRate(1_500_000)).toBe('1.5 MB/s');
+    expect(formatAgo('2026-01-01T00:00:00Z', Date.parse('2026-01-01T00:05:30Z'))).toBe('5 min ago');
+  });
+});
+
+describe('summarizeHost', () => {
+  it('takes the fullest disk and leaves loopback traffic out', () => {
+    const metrics = hostMetrics('web-1', { cpu: 12, memory: 40 });
+    metrics.series.push(
+      { name: 'disk_percent', labels: { mount: '/' }, unit: '%', value: 30 },
+      { name: 'disk_percent', labels: { mount: '/data' }, unit: '%', value: 91 },
+      { name: 'net_errors', labels: { interface: 'eth0' }, unit: null, value: 3 },
+    );
+    expect(summarizeHost(metrics.series)).toEqual({
+      cpu: 12,
+      memory: 40,
+      disk: { percent: 91, mount: '/data' },
+      network: { received: 1500, sent: 500, errors: 3 },
+    });
+  });
+
+  it('knows nothing of what was not collected', () => {
+    expect(summarizeHost([])).toEqual({ cpu: null, memory: null, disk: null, network: null });
+  });
+});
+
+describe('planTraceUrl', () => {
+  it("searches the executor's spans by plan id", () => {
+    const url = new URL(planTraceUrl('http://jaeger:16686', 'abc'));
+    expect(url.origin + url.pathname).toBe('http://jaeger:16686/search');
+    expect(url.searchParams.get('service')).toBe('executor');
+    expect(JSON.parse(url.searchParams.get('tags') ?? '')).toEqual({ 'medbay.plan_id': 'abc' });
+  });
+});

@@ -1,0 +1,63 @@
+import Box from '@mui/material/Box';
+import Typography from '@mui/material/Typography';
+import type { TimelineEntry } from '../../api/types';
+import { formatTime } from '../../lib/format';
+import { ApprovalDetails, IssueDetails, PlanDetails, ResultDetails } from './TimelineDetails';
+
+const LABELS = {
+  'issue.opened': 'Issue opened',
+  'issue.updated': 'Issue changed',
+  'issue.resolved': 'Issue resolved',
+  'plan.created': 'Plan',
+  'plan.approval': 'Decision',
+  'action.result': 'Step result',
+} as const;
+
+function Details({ entry, traceUrl }: { entry: TimelineEntry; traceUrl: string | null }) {
+  const event = entry.event;
+  switch (event.type) {
+    case 'issue.opened':
+    case 'issue.updated':
+    case 'issue.resolved':
+      return <IssueDetails issue={event} />;
+    case 'plan.created':
+      return <PlanDetails plan={event} traceUrl={traceUrl} />;
+    case 'plan.approval':
+      return <ApprovalDetails approval={event} />;
+    case 'action.result':
+      return <ResultDetails result={event} />;
+  }
+}
+
+interface TimelineItemProps {
+  entry: TimelineEntry;
+  /** For a plan: where Jaeger shows its trace, if anywhere. */
+  traceUrl: string | null;
+}
+
+export function TimelineItem({ entry, traceUrl }: TimelineItemProps) {
+  return (
+    <Box
+      component="li"
+      data-type={entry.event.type}
+      sx={{ position: 'relative', pl: 3, pb: 2, borderLeft: 2, borderColor: 'divider', ml: 1 }}
+    >
+      <Box
+        aria-hidden
+        sx={{
+          position: 'absolute',
+          left: -7,
+          top: 4,
+          width: 12,
+          height: 12,
+          borderRadius: '50%',
+          bgcolor: 'primary.main',
+        }}
+      />
+      <Typography variant="body2" color="text.secondary" sx={{ mb: 0.5 }}>
+        <time dateTime={entry.at}>{formatTime(entry.at)}</time> · {LABELS[entry.event.type]}
+      </Typography>
+      <Details entry={entry} traceUrl={traceUrl} />
+    </Box>
+  );
+}

@@ -1,0 +1,139 @@
+import type {
+  ActionResult,
+  Approval,
+  HostMetrics,
+  IncidentDetail,
+  PendingApproval,
+  Plan,
+} from '../api/types';
+
+export const NOW = '2026-01-10T12:00:00Z';
+
+export function hostMetrics(
+  host: string,
+  values: { cpu?: number; memory?: number; disk?: number },
+  at = NOW,
+): HostMetrics {
+  const series = [];
+  if (values.cpu !== undefined)
+    series.push({ name: 'cpu_percent', labels: {}, unit: '%', value: values.cpu });
+  if (values.memory !== undefined)
+    series.push({ name: 'memory_percent', labels: {}, unit: '%', value: values.memory });
+  if (values.disk !== undefined) {
+    series.push({ name: 'disk_percent', labels: { mount: '/' }, unit: '%', value: values.disk });
+  }
+  series.push(
+    { name: 'net_recv_bytes_per_second', labels: { interface: 'eth0' }, unit: 'bytes/s', value: 1500 },
+    { name: 'net_sent_bytes_per_second', labels: { interface: 'eth0' }, unit: 'bytes/s', value: 500 },
+    { name: 'net_recv_bytes_per_second', labels: { interface: 'lo' }, unit: 'bytes/s', value: 99_999 },
+  );
+  return { host, collected_at: at, series, dropped_series: 0 };
+}
+
+export function plan(overrides: Partial<Plan> = {}): Plan {
+  return {
+    event_id: 'p1',
+    schema_version: 1,
+    timestamp: NOW,
+    type: 'plan.created',
+    plan_id: 'a7de28abc05d5a0c88393a2d6e962da1',
+    issue_fingerprint: 'f1',
+    issue_event_id: 'i1',
+    host: 'web-1',
+    issue_kind: 'service_down',
+    metric: 'service_up',
+    labels: {},
+    value: 0,
+    threshold: 0.5,
+    severity: 'critical',
+    steps: [
+      { action: 'restart_service', target: 'demo-web', params: {}, risk: 'low', estimated_seconds: 30 },
+    ],
+    confidence: 0.42,
+    risk: 'low',
+    estimated_seconds: 30,
+    requires_approval: true,
+    reason: 'rules-v1: service down: restart it; needs approval: confidence 0.42 under 0.50',
+    model_version: 'rules-v1',
+    features: {},
+    ...overrides,
+  };
+}
+
+export function pendingApproval(overrides: Partial<Plan> = {}): PendingApproval {
+  return { plan: plan(overrides), fingerprint: 'f1', waiting_since: NOW, issue: null };
+}
+
+export function approval(planId: string): Approval {
+  return {
+    event_id: 'a1',
+    schema_version: 1,
+    timestamp: NOW,
+    type: 'plan.approval',
+    plan_id: planId,
+    decision: 'approve',
+    decided_by: 'alice',
+    channel: 'gateway',
+    reason: 'looks right',
+  };
+}
+
+export function result(planId: string, overrides: Partial<ActionResult> = {}): ActionResult {
+  return {
+    event_id: 'r1',
+    schema_version: 1,
+    timestamp: NOW,
+    type: 'action.result',
+    plan_id: planId,
+    issue_fingerprint: 'f1',
+    issue_kind: 'service_down',
+    step_index: 0,
+    action: 'restart_service',
+    target: 'demo-web',
+    host: 'web-1',
+    status: 'finished',
+    outcome: 'success',
+    output: 'restarted',
+    verified: true,
+    dry_run: false,
+    started_at: NOW,
+    finished_at: NOW,
+    ...overrides,
+  };
+}
+
+export function incidentDetail(): IncidentDetail {
+  const p = plan();
+  return {
+    fingerprint: 'f1',
+    host: 'web-1',
+    kind: 'service_down',
+    severity: 'critical',
+    state: 'resolved',
+    resource: 'demo-web',
+    opened_at: NOW,
+    resolved_at: NOW,
+    last_activity: NOW,
+    plan_count: 1,
+    plan_status: 'finished',
+    pending_approval: false,
+    issue: null,
+    plans: [
+      {
+        plan: p,
+        plan_id: p.plan_id,
+        status: 'finished',
+        decision: approval(p.plan_id),
+        results: [result(p.plan_id)],
+        outcome: 'success',
+        verified: true,
+      },
+    ],
+    timeline: [
+      { at: NOW, stream: 'PLANS', summary: 'plan', event: p },
+      { at: NOW, stream: 'APPROVALS', summary: 'approved', event: approval(p.plan_id) },
+      { at: NOW, stream: 'RESULTS', summary: 'result', event: result(p.plan_id) },
+    ],
+    timeline_dropped: 0,
+  };
+}

@@ -42,7 +42,7 @@ $(STATIC)/index.html: $(DASHBOARD)/node_modules/.package-lock.json $(DASHBOARD)/
 	cd $(DASHBOARD) && npm run build
 
 dashboard-test: $(DASHBOARD)/node_modules/.package-lock.json
-	cd $(DASHBOARD) && npm test
+	cd $(DASHBOARD) && npm run check && npm test
 
 lint:
 	$(BIN)/ruff check .

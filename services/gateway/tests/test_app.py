@@ -26,7 +26,8 @@ def client(static_dir=None) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
 
 
-async def test_root_points_at_the_docs_without_a_dashboard():
+async def test_root_points_at_the_docs_without_a_dashboard(monkeypatch, tmp_path):
+    monkeypatch.setattr("medbay.gateway.api.PACKAGE_STATIC", tmp_path / "no-dashboard")
     async with client() as http:
         assert (await http.get("/")).json()["docs"] == "/docs"
         assert (await http.get("/openapi.json")).json()["info"]["title"] == "Medbay gateway"

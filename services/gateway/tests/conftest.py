@@ -126,16 +126,17 @@ class Bus:
         self.nc = nc
         self.js = nc.jetstream()
 
-    async def publish(self, *events: Event) -> None:
+    async def publish(self, *events: Event, trace_id: str | None = None) -> None:
+        """Publish ``events``, as part of the trace ``trace_id`` if given."""
         for event in events:
             subject = subject_for(event)
             spec = stream_for_subject(subject)
             assert spec is not None
+            headers = event_headers(event)
+            if trace_id is not None:
+                headers["traceparent"] = f"00-{trace_id}-{'1' * 16}-01"
             await self.js.publish(
-                subject,
-                event.model_dump_json().encode(),
-                headers=event_headers(event),
-                stream=spec.name,
+                subject, event.model_dump_json().encode(), headers=headers, stream=spec.name
             )
 
     async def collect(self, subject: str) -> list[dict[str, Any]]:

@@ -29,7 +29,8 @@ CHAIN = [
 async def test_issue_plan_approval_and_results_make_one_timeline(gateway, bus, events):
     issue = events.issue()
     plan = events.plan(issue)
-    await bus.publish(issue, plan)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    await bus.publish(issue, plan, trace_id=trace_id)
     pending = await gateway.until("/api/approvals", lambda body: len(body) == 1)
     assert pending[0]["plan"]["plan_id"] == plan.plan_id
     assert pending[0]["issue"]["fingerprint"] == issue.fingerprint
@@ -43,6 +44,8 @@ async def test_issue_plan_approval_and_results_make_one_timeline(gateway, bus, e
     path = f"/api/incidents/{issue.fingerprint}"
     detail = await gateway.until(path, lambda body: len(body["timeline"]) == len(CHAIN))
     assert types_of(detail) == CHAIN
+    assert [e["trace_id"] for e in detail["timeline"][:2]] == [trace_id, trace_id]  # for Jaeger
+    assert detail["timeline"][2]["trace_id"] is None  # published without one
     assert detail["state"] == "resolved" and detail["host"] == "web-1"
     (progress,) = detail["plans"]
     assert progress["status"] == "finished" and progress["outcome"] == "success"

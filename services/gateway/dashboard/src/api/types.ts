@@ -251,6 +251,8 @@ export interface TimelineEntry {
   stream: string;
   summary: string;
   event: TimelineEvent;
+  /** The W3C trace the event was published in. */
+  trace_id?: string | null;
 }
 
 export interface IncidentDetail extends IncidentSummary {

@@ -1,12 +1,8 @@
 /**
- * Where Jaeger shows a plan's trace. The executor's `executor.run_plan` span
- * carries the attribute `medbay.plan_id`, and its trace runs from the metric
- * through the issue and the plan to the fix: a search by that tag finds it.
+ * Where Jaeger shows a trace. A plan's trace runs from the metric sample that
+ * revealed the problem through the issue and the plan to the executor's steps.
  */
-export function planTraceUrl(jaegerUrl: string, planId: string): string {
+export function traceUrl(jaegerUrl: string, traceId: string): string {
   const base = jaegerUrl.endsWith('/') ? jaegerUrl : `${jaegerUrl}/`;
-  const url = new URL('search', base);
-  url.searchParams.set('service', 'executor');
-  url.searchParams.set('tags', JSON.stringify({ 'medbay.plan_id': planId }));
-  return url.toString();
+  return new URL(`trace/${encodeURIComponent(traceId)}`, base).toString();
 }

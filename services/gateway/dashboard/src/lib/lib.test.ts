@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { formatAgo, formatClock, formatDuration, formatRate } from './format';
 import { summarizeHost } from './hostSummary';
-import { planTraceUrl } from './jaeger';
+import { traceUrl } from './jaeger';
 import { levelOf } from './thresholds';
 import { hostMetrics } from '../test/fixtures';
 
@@ -53,11 +53,9 @@ describe('summarizeHost', () => {
   });
 });
 
-describe('planTraceUrl', () => {
-  it("searches the executor's spans by plan id", () => {
-    const url = new URL(planTraceUrl('http://jaeger:16686', 'abc'));
-    expect(url.origin + url.pathname).toBe('http://jaeger:16686/search');
-    expect(url.searchParams.get('service')).toBe('executor');
-    expect(JSON.parse(url.searchParams.get('tags') ?? '')).toEqual({ 'medbay.plan_id': 'abc' });
+describe('traceUrl', () => {
+  it("opens the trace in Jaeger's UI", () => {
+    expect(traceUrl('http://jaeger:16686', 'abc123')).toBe('http://jaeger:16686/trace/abc123');
+    expect(traceUrl('http://jaeger:16686/ui/', 'abc')).toBe('http://jaeger:16686/ui/trace/abc');
   });
 });

@@ -8,6 +8,7 @@ import type {
 } from '../api/types';
 
 export const NOW = '2026-01-10T12:00:00Z';
+export const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
 
 export function hostMetrics(
   host: string,
@@ -130,7 +131,7 @@ export function incidentDetail(): IncidentDetail {
       },
     ],
     timeline: [
-      { at: NOW, stream: 'PLANS', summary: 'plan', event: p },
+      { at: NOW, stream: 'PLANS', summary: 'plan', event: p, trace_id: TRACE_ID },
       { at: NOW, stream: 'APPROVALS', summary: 'approved', event: approval(p.plan_id) },
       { at: NOW, stream: 'RESULTS', summary: 'result', event: result(p.plan_id) },
     ],

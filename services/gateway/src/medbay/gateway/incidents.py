@@ -75,6 +75,7 @@ class _Entry(NamedTuple):
     stream: str
     event_id: str
     raw: bytes
+    trace_id: str | None
 
 
 class _Result(NamedTuple):
@@ -224,7 +225,9 @@ class IncidentBook:
         self._incidents: OrderedDict[str, _Incident] = OrderedDict()
         """Least recently active first."""
         self._plan_incident: dict[str, str] = {}
-        self._waiting_approvals: OrderedDict[str, tuple[Approval, bytes]] = OrderedDict()
+        self._waiting_approvals: OrderedDict[str, tuple[Approval, bytes, str | None]] = (
+            OrderedDict()
+        )
         """Approvals whose plan is not known yet, by plan id."""
         self._pending: dict[str, str] = {}
         """Plans waiting for a decision: plan id -> fingerprint."""
@@ -237,11 +240,18 @@ class IncidentBook:
 
     # --- applying events -----------------------------------------------------------
 
-    def apply(self, event: TimelineEvent, stream: str, raw: bytes | None = None) -> None:
-        """Take in ``event``; ``raw`` is its JSON as stored (made from it if not given)."""
+    def apply(
+        self,
+        event: TimelineEvent,
+        stream: str,
+        raw: bytes | None = None,
+        trace_id: str | None = None,
+    ) -> None:
+        """Take in ``event``; ``raw`` is its JSON as stored (made from it if not given),
+        ``trace_id`` the trace it was published in."""
         raw = event.model_dump_json().encode() if raw is None else raw
         if isinstance(event, Approval):
-            self._apply_approval(event, stream, raw)
+            self._apply_approval(event, stream, raw, trace_id)
             return
         fingerprint = (
             event.fingerprint if isinstance(event, IssueEvent) else event.issue_fingerprint
@@ -255,7 +265,7 @@ class IncidentBook:
             self._apply_plan(incident, event, raw)
         else:
             self._apply_result(incident, event, raw)
-        self._record(incident, event.timestamp, stream, event.event_id, raw)
+        self._record(incident, event.timestamp, stream, event.event_id, raw, trace_id)
         self._evict()
 
     def _apply_issue(self, incident: _Incident, issue: IssueEvent) -> None:
@@ -291,25 +301,35 @@ class IncidentBook:
             incident.identity = _Identity(result.host, result.issue_kind, None)
         self._update_pending(incident.fingerprint, track)
 
-    def _apply_approval(self, approval: Approval, stream: str, raw: bytes) -> None:
+    def _apply_approval(
+        self, approval: Approval, stream: str, raw: bytes, trace_id: str | None
+    ) -> None:
         fingerprint = self._plan_incident.get(approval.plan_id)
         incident = None if fingerprint is None else self._incidents.get(fingerprint)
         if incident is None:
-            self._waiting_approvals.setdefault(approval.plan_id, (approval, raw))  # first decides
+            # the first decides
+            self._waiting_approvals.setdefault(approval.plan_id, (approval, raw, trace_id))
             while len(self._waiting_approvals) > self.max_incidents:
                 self._waiting_approvals.popitem(last=False)
             return
         self._touch(incident.fingerprint, approval.timestamp)
-        self._decide(incident, self._track(incident, approval.plan_id), approval, raw, stream)
+        track = self._track(incident, approval.plan_id)
+        self._decide(incident, track, approval, raw, trace_id, stream)
 
     def _decide(
-        self, incident: _Incident, track: _PlanTrack, approval: Approval, raw: bytes, stream: str
+        self,
+        incident: _Incident,
+        track: _PlanTrack,
+        approval: Approval,
+        raw: bytes,
+        trace_id: str | None,
+        stream: str,
     ) -> None:
         if incident.knows(approval.event_id):
             return
         if track.decision is None:  # the first decision is the one the executor took
             track.decision = approval
-        self._record(incident, approval.timestamp, stream, approval.event_id, raw)
+        self._record(incident, approval.timestamp, stream, approval.event_id, raw, trace_id)
         self._update_pending(incident.fingerprint, track)
 
     def _touch(self, fingerprint: str, at: datetime) -> _Incident:
@@ -328,10 +348,17 @@ class IncidentBook:
         return track
 
     def _record(
-        self, incident: _Incident, at: datetime, stream: str, event_id: str, raw: bytes
+        self,
+        incident: _Incident,
+        at: datetime,
+        stream: str,
+        event_id: str,
+        raw: bytes,
+        trace_id: str | None,
     ) -> None:
         self._sequence += 1  # keeps arrival order among equal timestamps
-        bisect.insort(incident.timeline, _Entry(at, self._sequence, stream, event_id, raw))
+        entry = _Entry(at, self._sequence, stream, event_id, raw, trace_id)
+        bisect.insort(incident.timeline, entry)
         excess = len(incident.timeline) - self.max_timeline_events
         if excess > 0:
             del incident.timeline[:excess]
@@ -358,7 +385,7 @@ class IncidentBook:
         for fingerprint in [f for f, i in self._incidents.items() if i.last_activity < older_than]:
             self._forget(self._incidents.pop(fingerprint))
         for plan_id in [
-            p for p, (a, _) in self._waiting_approvals.items() if a.timestamp < older_than
+            p for p, (a, _, _) in self._waiting_approvals.items() if a.timestamp < older_than
         ]:
             del self._waiting_approvals[plan_id]
         while self._results and self._results[0].at < older_than:
@@ -398,7 +425,11 @@ class IncidentBook:
             event = _PARSE.validate_json(entry.raw)
             timeline.append(
                 TimelineEntry(
-                    at=entry.at, stream=entry.stream, summary=summarize(event), event=event
+                    at=entry.at,
+                    stream=entry.stream,
+                    summary=summarize(event),
+                    event=event,
+                    trace_id=entry.trace_id,
                 )
             )
         return IncidentDetail(

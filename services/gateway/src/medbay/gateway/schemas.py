@@ -160,6 +160,9 @@ class TimelineEntry(_Out):
     stream: str
     summary: str
     event: TimelineEvent
+    trace_id: str | None = Field(
+        default=None, description="The W3C trace the event was published in (for a tracing UI)."
+    )
 
 
 class IncidentDetail(IncidentSummary):

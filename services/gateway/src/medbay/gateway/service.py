@@ -187,7 +187,8 @@ class GatewayService:
         if isinstance(event, MetricBatch):
             self.metrics.apply(event)
         elif not isinstance(event, ActionRequested | BreakerReset):
-            self.incidents.apply(event, stream.name, msg.data)  # type: ignore[arg-type]
+            trace_id = trace_id_of(msg.headers)
+            self.incidents.apply(event, stream.name, msg.data, trace_id)  # type: ignore[arg-type]
         if live and self.hub.subscribers:
             event_type = str(getattr(event, "type", ""))
             seq = msg.metadata.sequence.stream
@@ -208,3 +209,9 @@ class GatewayService:
             subscriber.principal.name,
             reason,
         )
+
+
+def trace_id_of(headers: dict[str, str] | None) -> str | None:
+    """The trace id in a W3C ``traceparent`` header (``00-<trace>-<span>-<flags>``)."""
+    parts = (headers or {}).get("traceparent", "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None

@@ -1,17 +1,15 @@
 import Box from '@mui/material/Box';
 import Typography from '@mui/material/Typography';
 import { useDashboardConfig, useIncident } from '../../api/queries';
-import type { IncidentDetail, TimelineEntry } from '../../api/types';
+import type { TimelineEntry } from '../../api/types';
 import { QueryStatus } from '../../components/QueryStatus';
-import { planTraceUrl } from '../../lib/jaeger';
+import { traceUrl } from '../../lib/jaeger';
 import { TimelineItem } from './TimelineItem';
 
-/** Where Jaeger shows the trace of a plan entry's plan; only a plan the executor ran has one. */
-function traceUrlOf(entry: TimelineEntry, incident: IncidentDetail, jaegerUrl: string | null): string | null {
-  if (jaegerUrl === null || entry.event.type !== 'plan.created') return null;
-  const planId = entry.event.plan_id;
-  const ran = incident.plans.some((p) => p.plan_id === planId && p.results.length > 0);
-  return ran ? planTraceUrl(jaegerUrl, planId) : null;
+/** Where Jaeger shows the trace of a plan entry: the whole way from metric to fix. */
+function traceUrlOf(entry: TimelineEntry, jaegerUrl: string | null): string | null {
+  if (jaegerUrl === null || entry.event.type !== 'plan.created' || !entry.trace_id) return null;
+  return traceUrl(jaegerUrl, entry.trace_id);
 }
 
 /** The incident's events, oldest first: issue, plan, approval, each step's result. */
@@ -33,11 +31,7 @@ export function IncidentTimeline({ fingerprint }: { fingerprint: string }) {
       {detail && (
         <Box component="ol" aria-label="Timeline" sx={{ listStyle: 'none', m: 0, p: 0 }}>
           {detail.timeline.map((entry) => (
-            <TimelineItem
-              key={entry.event.event_id}
-              entry={entry}
-              traceUrl={traceUrlOf(entry, detail, jaegerUrl)}
-            />
+            <TimelineItem key={entry.event.event_id} entry={entry} traceUrl={traceUrlOf(entry, jaegerUrl)} />
           ))}
         </Box>
       )}

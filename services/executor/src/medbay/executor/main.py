@@ -18,7 +18,7 @@ import os
 import socket
 import uuid
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from nats.aio.msg import Msg
 from opentelemetry import propagate, trace
@@ -290,23 +290,27 @@ class Executor:
         text = "interrupted: the executor stopped during this step; it is not run twice"
         await self._finish(plan, index, step, now, "failure", text, None)
 
+    def _result(
+        self, plan: Plan, index: int, step: PlanStep, started: datetime, **fields: Any
+    ) -> ActionResult:
+        """The step's ActionResult; its id is derived, so a repeat is deduplicated."""
+        return ActionResult(
+            event_id=derived_event_id(plan.plan_id, index, fields["status"]),
+            plan_id=plan.plan_id,
+            issue_fingerprint=plan.issue_fingerprint,
+            issue_kind=plan.issue_kind,
+            step_index=index,
+            action=step.action,
+            target=step.target,
+            host=plan.host,
+            dry_run=self.config.dry_run,
+            started_at=started,
+            **fields,
+        )
+
     async def _report(self, plan: Plan, index: int, step: PlanStep, started: datetime) -> None:
         """The step has started."""
-        await self._publish(
-            ActionResult(
-                event_id=derived_event_id(plan.plan_id, index, "started"),
-                plan_id=plan.plan_id,
-                issue_fingerprint=plan.issue_fingerprint,
-                issue_kind=plan.issue_kind,
-                step_index=index,
-                action=step.action,
-                target=step.target,
-                host=plan.host,
-                status="started",
-                dry_run=self.config.dry_run,
-                started_at=started,
-            )
-        )
+        await self._publish(self._result(plan, index, step, started, status="started"))
 
     async def _finish(
         self,
@@ -318,21 +322,15 @@ class Executor:
         output: str,
         verified: bool | None,
     ) -> ActionResult:
-        result = ActionResult(
-            event_id=derived_event_id(plan.plan_id, index, "finished"),
-            plan_id=plan.plan_id,
-            issue_fingerprint=plan.issue_fingerprint,
-            issue_kind=plan.issue_kind,
-            step_index=index,
-            action=step.action,
-            target=step.target,
-            host=plan.host,
+        result = self._result(
+            plan,
+            index,
+            step,
+            started,
             status="finished",
             outcome=outcome,
             output=output[-20_000:],
             verified=verified,
-            dry_run=self.config.dry_run,
-            started_at=started,
             finished_at=datetime.now(UTC),
         )
         self.results.labels(step.action, outcome).inc()

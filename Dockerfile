@@ -4,19 +4,27 @@
 #   docker run medbay run collector --config /etc/medbay/collector.yaml
 #   docker run medbay run detector          (the default)
 #   docker run medbay run planner
+#   docker run medbay run approver --config /etc/medbay/approver.yaml
+#                                           (Telegram off without MEDBAY_TELEGRAM_TOKEN)
 #   docker run medbay run executor --config /etc/medbay/executor.yaml
 #                                           (dry-run unless the file says mode: live)
+#   docker run medbay run gateway --config /etc/medbay/gateway.yaml
+#                                           (API, /ws and dashboard; needs a token)
 # Build from the repository root: docker build -t medbay .
 #
 # Configuration is by environment (see libs/common/src/medbay/common/settings.py):
 # MEDBAY_NATS_URL, MEDBAY_HTTP_HOST, MEDBAY_HTTP_PORT, MEDBAY_LOG_LEVEL,
 # MEDBAY_LOG_FORMAT, MEDBAY_MAX_EVENT_BYTES, MEDBAY_PUBLISH_TIMEOUT, plus
 # MEDBAY_COLLECTOR_CONFIG / MEDBAY_DETECTOR_CONFIG / MEDBAY_PLANNER_CONFIG /
-# MEDBAY_EXECUTOR_CONFIG (the same as --config) and the standard OTEL_* variables.
+# MEDBAY_APPROVER_CONFIG / MEDBAY_EXECUTOR_CONFIG / MEDBAY_GATEWAY_CONFIG (the
+# same as --config) and the standard OTEL_* variables. Secrets, from the environment
+# rather than a file: MEDBAY_TELEGRAM_TOKEN and MEDBAY_APPROVER_SECRET (approver),
+# MEDBAY_GATEWAY_TOKENS (gateway, "name:role:token,...").
 #
 # No HEALTHCHECK here: each service serves /healthz on its own port (collector
-# 9471, detector 9472, planner 9473, executor 9475, ...), so compose/compose.yaml
-# and k8s/ probe it per service.
+# 9471, detector 9472, planner 9473, approver 9474, executor 9475, gateway 8470,
+# which also serves the API and dashboard), so compose/compose.yaml and k8s/
+# probe it per service.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 

@@ -68,6 +68,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gw.add_argument("--rate", type=float, default=20.0, help="live events per second")
     gw.add_argument("--requests", type=int, default=200, help="GET requests per endpoint")
     gw.set_defaults(func=lambda a: load("gateway").main(a))
+    foot = kinds.add_parser(
+        "footprint", help="detector memory per series, collector CPU at its interval"
+    )
+    foot.add_argument("--series", default="10000,100000", help="series counts to measure at")
+    foot.add_argument("--collector-seconds", type=float, default=60.0)
+    foot.set_defaults(func=lambda a: load("footprint").main(a))
     remedy = kinds.add_parser(
         "remediation", help="time from a threshold-crossing sample to the executor acting"
     )

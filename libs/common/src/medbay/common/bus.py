@@ -295,25 +295,35 @@ class BatchConsumer(Generic[E]):
         self.parse = parse
         self.handler = handler
         self.max_bytes = max_bytes
+        self._sub: JetStreamContext.PullSubscription | None = None
         outcomes = consumer_outcomes(registry)
         self._handled = outcomes.labels(spec.durable, "handled")
         self._retried = outcomes.labels(spec.durable, "retried")
         self._rejected = outcomes.labels(spec.durable, "dead_lettered")
 
+    async def open(self) -> None:
+        """Create (or bind to) the durable consumer now. A service that calls this
+        before it reports ready misses nothing published after that."""
+        if self._sub is None:
+            spec = self.spec
+            self._sub = await jetstream(self.broker).pull_subscribe(
+                spec.subject,
+                durable=spec.durable,
+                stream=spec.stream.name,
+                config=spec.consumer_config(),
+            )
+            log.info("consuming %s as %s", spec.stream.name, spec.durable)
+
     async def run(self) -> None:
         """Fetch and handle until cancelled."""
-        spec = self.spec
-        sub = await jetstream(self.broker).pull_subscribe(
-            spec.subject,
-            durable=spec.durable,
-            stream=spec.stream.name,
-            config=spec.consumer_config(),
-        )
-        log.info("consuming %s as %s", spec.stream.name, spec.durable)
+        await self.open()
+        sub = self._sub
+        assert sub is not None
         try:
             while True:
                 await self._fetch_and_handle(sub)
         finally:
+            self._sub = None
             # an open subscription would hold up the connection's drain on stop
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

@@ -164,7 +164,12 @@ async def serve(config: ApproverConfig) -> None:
     tasks = [plans.run, consume_approvals, approver.watch, approver.sweep]
     if approver.bot is not None:
         tasks.append(approver.poll_telegram)
-    await rt.run(needs=[PLANS], on_start=approver.start, tasks=tasks, on_stop=approver.stop)
+
+    async def start() -> None:
+        await approver.start()
+        await plans.open()  # before ready: no plan published from then on is missed
+
+    await rt.run(needs=[PLANS], on_start=start, tasks=tasks, on_stop=approver.stop)
 
 
 def main(argv: list[str] | None = None) -> None:

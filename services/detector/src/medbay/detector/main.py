@@ -221,9 +221,14 @@ async def serve(config: DetectorConfig) -> None:
         max_bytes=rt.settings.max_event_bytes,
         registry=rt.registry,
     )
+
+    async def start() -> None:
+        await detector.start()
+        await consumer.open()  # before ready: nothing published from then on is missed
+
     await rt.run(
         needs=[METRICS],
-        on_start=detector.start,
+        on_start=start,
         tasks=[consumer.run, detector.snapshot_loop],
         on_stop=detector.flush,
     )

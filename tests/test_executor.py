@@ -171,7 +171,8 @@ async def test_two_racing_executors_run_a_step_once(bus, services, tmp_path):
         for plan in plans:
             await bus.wait_finished(plan.plan_id)
         await asyncio.sleep(1.5)
-        assert starts(tmp_path, "web") == len(plans)
+        outcomes = [(r.plan_id[:6], r.step_index, r.outcome, r.output) for r in bus.results]
+        assert starts(tmp_path, "web") == len(plans), outcomes
     finally:
         kill_started(tmp_path)
 

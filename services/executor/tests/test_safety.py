@@ -361,3 +361,11 @@ async def test_concurrent_admits_on_one_target_respect_its_cooldown(open_rails: 
     )
     assert sum(v is None for v in verdicts) == 1
     assert {v.rule for v in verdicts if v is not None} == {"cooldown"}
+
+
+async def test_a_zero_cooldown_never_refuses_even_with_clock_skew(open_rails: Opener) -> None:
+    rails = await open_rails(config(cooldown_seconds=0))
+    assert await rails.admit("restart_service", "web", "web-1", MONDAY_NOON) is None
+    # another replica whose clock is a little behind
+    earlier = MONDAY_NOON - timedelta(milliseconds=5)
+    assert await rails.admit("restart_service", "web", "web-1", earlier) is None

@@ -329,7 +329,7 @@ class SafetyPolicy:
             )
         cooldown = self.config.cooldown_for(action)
         last = None if state is None else state.last_run.get(action)
-        if last is not None and (ago := (now - last).total_seconds()) < cooldown:
+        if cooldown > 0 and last is not None and (ago := (now - last).total_seconds()) < cooldown:
             return Refusal(
                 "cooldown",
                 f"cooldown: {action} on {target!r} ran {max(ago, 0):.0f} s ago"

@@ -18,10 +18,10 @@ from typing import Literal
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from medbay.common import kv as kv_records
 from medbay.common.events import Approval, Plan, derived_event_id
 from medbay.executor.safety import key_token
 
@@ -150,13 +150,7 @@ class ApprovalBook:
         return cls(kv)
 
     async def get(self, plan_id: str) -> tuple[ApprovalRecord | None, int]:
-        try:
-            entry = await self.kv.get(plan_key(plan_id))
-        except (KeyNotFoundError, KeyDeletedError):  # never written, or expired
-            return None, 0
-        if entry.value is None:
-            return None, 0
-        return ApprovalRecord.model_validate_json(entry.value), entry.revision or 0
+        return await kv_records.read(self.kv, plan_key(plan_id), ApprovalRecord)
 
     async def change(self, plan_id: str, transition: Transition) -> Change:
         """Apply ``transition`` until no other writer gets in between.
@@ -164,21 +158,9 @@ class ApprovalBook:
         ``transition`` gets the current record (None if there is none) and returns the
         new one, or None to leave it as it is.
         """
-        key = plan_key(plan_id)
-        while True:
-            old, revision = await self.get(plan_id)
-            new = transition(old)
-            if new is None:
-                return Change(old, None, revision)
-            data = new.model_dump_json().encode()
-            try:
-                if revision == 0:
-                    revision = await self.kv.create(key, data)
-                else:
-                    revision = await self.kv.update(key, data, last=revision)
-            except KeyWrongLastSequenceError:
-                continue
-            return Change(old, new, revision)
+        return Change(
+            *await kv_records.change(self.kv, plan_key(plan_id), ApprovalRecord, transition)
+        )
 
     async def watch(self) -> AsyncIterator[tuple[str, int, ApprovalRecord | None]]:
         """(key, revision, record) for every record, then for every change; None when deleted."""

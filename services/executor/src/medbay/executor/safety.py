@@ -41,10 +41,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from medbay.common import kv as kv_records
 from medbay.common.events import ActionName
 
 BUCKET = "medbay_executor"
@@ -522,32 +523,11 @@ class SafetyRails:
     # --- compare-and-swap ------------------------------------------------------------
 
     async def _read(self, key: str, model: type[M]) -> tuple[M | None, int]:
-        try:
-            entry = await self.kv.get(key)
-        except (KeyNotFoundError, KeyDeletedError):
-            return None, 0
-        if entry.value is None:
-            return None, 0
-        return model.model_validate_json(entry.value), entry.revision or 0
+        return await kv_records.read(self.kv, key, model)
 
     async def _change(
         self, key: str, model: type[M], change: Callable[[M | None], M | None]
     ) -> tuple[M | None, M | None]:
-        """Apply ``change`` to the key's value until no other writer gets in between.
-
-        ``change`` returning None means "leave it": nothing is written. Returns (old, new).
-        """
-        while True:
-            old, revision = await self._read(key, model)
-            new = change(old)
-            if new is None:
-                return old, None
-            data = new.model_dump_json().encode()
-            try:
-                if revision == 0:
-                    await self.kv.create(key, data)
-                else:
-                    await self.kv.update(key, data, last=revision)
-            except KeyWrongLastSequenceError:
-                continue
-            return old, new
+        """Apply ``change`` to the key's value (see ``medbay.common.kv.change``)."""
+        old, new, _ = await kv_records.change(self.kv, key, model, change)
+        return old, new

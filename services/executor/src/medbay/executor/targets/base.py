@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import threading
+from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,9 +115,9 @@ class Target(BaseModel):
             what = "inspecting for" if dry_run else "running"
             return StepOutcome(False, f"failed {what} {action}: {type(exc).__name__}: {exc}")
 
+    @abstractmethod
     async def run(self, action: ActionName, params: dict[str, Any], dry_run: bool) -> StepOutcome:
         """The step itself, with checked params; each kind implements it."""
-        raise NotImplementedError
 
 
 async def in_thread(work: Callable[[threading.Event], T]) -> T:

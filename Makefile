@@ -47,6 +47,7 @@ dashboard-test: $(DASHBOARD)/node_modules/.package-lock.json
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
 
 typecheck:
 	$(BIN)/mypy libs/common/src libs/cli/src services/collector/src services/detector/src \

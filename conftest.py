@@ -20,28 +20,65 @@ BIN = Path(sys.executable).parent
 
 
 class NatsServer:
-    def __init__(self, root: Path) -> None:
+    """A real nats-server. Secured, it runs the authorization config `medbay auth init`
+    generates, with a user per Medbay identity, exactly as `medbay up` does."""
+
+    def __init__(self, root: Path, *, secured: bool = False) -> None:
         self.root = root
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.secured = secured
+        self.credentials = root / "nats-auth"
+        self.passwords: dict[str, str] = {}
 
     def start(self) -> None:
+        if self.secured:
+            from medbay.cli.auth import init
+
+            self.passwords = init(self.credentials)
+            config = self.credentials / "server.conf"
+            config.write_text(
+                f"listen: 127.0.0.1:{self.port}\n"
+                f'jetstream {{ store_dir: "{self.root / "js"}" }}\n'
+                "include auth.conf\n"
+            )
+            argv = [str(BIN / "nats-server"), "-c", str(config)]
+        else:
+            argv = [str(BIN / "nats-server"), "-js", "-a", "127.0.0.1", "-p", str(self.port)]
+            argv += ["-sd", str(self.root / "js")]
         self.proc = subprocess.Popen(
-            [
-                str(BIN / "nats-server"),
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-sd",
-                str(self.root / "js"),
-            ],
+            argv,
             stdout=subprocess.DEVNULL,
             stderr=open(self.root / "nats.log", "ab"),  # noqa: SIM115
         )
         wait_port(self.port)
+
+    def env(self, identity: str) -> dict[str, str]:
+        """A service's environment for connecting as ``identity`` (empty if not secured)."""
+        if not self.secured:
+            return {}
+        return {
+            "MEDBAY_NATS_USER": identity,
+            "MEDBAY_NATS_PASSWORD_FILE": str(self.credentials / f"{identity}.password"),
+        }
+
+    def client(self, identity: str) -> dict[str, Any]:
+        """``nats.connect`` arguments for connecting as ``identity``."""
+        if not self.secured:
+            return {}
+        from medbay.common.access import inbox_prefix
+
+        return {
+            "user": identity,
+            "password": self.passwords[identity],
+            "inbox_prefix": inbox_prefix(identity),
+        }
+
+    def violations(self) -> list[str]:
+        """The permission violations the server logged."""
+        log = (self.root / "nats.log").read_text(errors="replace")
+        return [line for line in log.splitlines() if "Violation" in line]
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -54,6 +91,17 @@ class NatsServer:
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """A real nats-server with JetStream, on a free port, storing in a temp dir."""
     server = NatsServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def secured_nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """The same, running Medbay's generated authorization config: a user per identity.
+
+    A test module runs its services secured by overriding ``nats_server`` with it."""
+    server = NatsServer(tmp_path, secured=True)
     server.start()
     yield server
     server.stop()
@@ -209,6 +257,7 @@ def services(nats_server: NatsServer, tmp_path: Path) -> Iterator[Any]:
     started: list[ServiceProcess] = []
 
     def start(name: str, *args: str, wait_healthy: bool = True, **env: str) -> ServiceProcess:
+        env = {**nats_server.env(name), **env}
         proc = ServiceProcess(name, nats_server.url, tmp_path, *args, **env)
         started.append(proc.start(wait_healthy))
         return proc

@@ -47,7 +47,7 @@ HOST = "bench-host"
 def executor_config(root: Path, n: int) -> Path:
     names = [f"svc-{i}" for i in range(n)] + ["svc-warm"]
     lines = ["mode: dry-run", "targets:"]
-    lines += [f"  {name}: {{kind: process, command: ['true'], match: {name}}}" for name in names]
+    lines += [f"  {name}: {{kind: process, command: ['true', {name}]}}" for name in names]
     lines += ["safety:", "  allow:", f"    restart_service: [{', '.join(names)}]"]
     path = root / "executor.yaml"
     path.write_text("\n".join(lines) + "\n")

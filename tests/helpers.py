@@ -21,3 +21,52 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on port {port}")
+
+
+STREAM_OF_TYPE = {
+    "metric": "METRICS",
+    "issue": "ISSUES",
+    "plan.created": "PLANS",
+    "plan.approval": "APPROVALS",
+    "action.result": "RESULTS",
+    "action.requested": "REQUESTS",
+    "breaker": "AUDIT",
+}
+
+
+class StreamWatch:
+    """Events stored from now on, read as a Medbay reader reads them: through an
+    ephemeral JetStream consumer per stream (on a secured server nobody may
+    subscribe to a stream's subjects)."""
+
+    def __init__(self, js) -> None:
+        self.js = js
+        self.subs: dict[str, object] = {}
+
+    async def open(self, *streams: str) -> StreamWatch:
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        for stream in streams:
+            self.subs[stream] = await self.js.pull_subscribe(
+                "medbay.>",
+                stream=stream,
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW, ack_policy=AckPolicy.NONE),
+            )
+        return self
+
+    async def next_event(self, event_type: str, deadline: float, **match: object):
+        """The next ``event_type`` event whose fields equal ``match``, and its message."""
+        import json
+
+        stream = next(s for p, s in STREAM_OF_TYPE.items() if event_type.startswith(p))
+        sub = self.subs[stream]
+        while time.monotonic() < deadline:
+            try:
+                msgs = await sub.fetch(1, timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+            except TimeoutError:
+                continue
+            for msg in msgs:
+                event = json.loads(msg.data)
+                if event["type"] == event_type and all(event.get(k) == v for k, v in match.items()):
+                    return event, msg
+        raise AssertionError(f"no {event_type} {match} before the deadline")

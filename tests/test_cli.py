@@ -77,7 +77,11 @@ def test_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    url = {"MEDBAY_NATS_URL": f"nats://127.0.0.1:{port}"}
+    url = {  # the CLI's own identity, made by `medbay up`
+        "MEDBAY_NATS_URL": f"nats://127.0.0.1:{port}",
+        "MEDBAY_NATS_USER": "cli",
+        "MEDBAY_NATS_PASSWORD_FILE": str(tmp_path / "state" / "nats" / "cli.password"),
+    }
     try:
         deadline = time.monotonic() + 60
         status = ""

@@ -4,7 +4,7 @@ dashboard. The browser script (services/gateway/dashboard/e2e/run.mjs) checks
 load time and bundle size, a live metric update, an approval clicked through
 the UI, the polling fallback, a viewer's read-only view and an axe-core scan of
 every page in both themes; here we also check that the executor acted on the
-plan approved in the browser."""
+plan approved in the browser. NATS runs secured, a user per service."""
 
 from __future__ import annotations
 
@@ -39,6 +39,11 @@ def check_prerequisites() -> None:
     ]
     if missing:
         pytest.fail(f"missing {', '.join(missing)}: `make test` sets them up")
+
+
+@pytest.fixture
+def nats_server(secured_nats):
+    return secured_nats
 
 
 @pytest.mark.timeout(420)
@@ -94,7 +99,7 @@ async def test_dashboard_in_a_real_browser(nats_server, services, tmp_path: Path
     plan_id = approved["plan_id"]
 
     # the executor acted on the plan approved in the browser
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url, **nats_server.client("cli"))
     try:
         sub = await nc.jetstream().pull_subscribe("medbay.results.>", stream="RESULTS")
         results: list[ActionResult] = []
@@ -109,5 +114,6 @@ async def test_dashboard_in_a_real_browser(nats_server, services, tmp_path: Path
         finished = next(r for r in results if r.plan_id == plan_id and r.status == "finished")
         assert finished.action == "kill_process" and finished.target == "demo-web"
         assert finished.dry_run and finished.outcome == "dry_run", finished.output
+        assert nats_server.violations() == []
     finally:
         await nc.close()

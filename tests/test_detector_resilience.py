@@ -13,7 +13,14 @@ from pathlib import Path
 import nats
 from prometheus_client import CollectorRegistry
 
-from medbay.common.bus import DL_REASON, declare_streams, make_broker, publish_event
+from medbay.common.bus import (
+    DL_KEEP_BYTES,
+    DL_REASON,
+    DL_TRUNCATED,
+    declare_streams,
+    make_broker,
+    publish_event,
+)
 from medbay.common.events import MetricBatch, MetricSample, derived_event_id
 from medbay.common.streams import METRICS
 from medbay.detector.config import DetectorConfig
@@ -86,7 +93,12 @@ async def test_bad_input_is_dead_lettered_and_the_detector_goes_on(nats_server, 
     assert "exceeds 20000 bytes" in reasons[2]
     assert "samples.0.value" in reasons[3]
     assert "host: Field required" in reasons[4]
-    assert [m.data for m in letters] == list(bad.values())  # originals, unchanged
+    for letter, original in zip(letters, bad.values(), strict=True):
+        if DL_TRUNCATED in letter.headers:  # a large one keeps its first 64 KiB
+            assert int(letter.headers[DL_TRUNCATED]) == len(original)
+            assert letter.data == original[:DL_KEEP_BYTES]
+        else:
+            assert letter.data == original  # unchanged
     await nc.close()
     await broker.stop()
 

@@ -1,5 +1,9 @@
 """Collector and detector as real processes on a real nats-server: a watched
-service goes down, an issue opens and resolves, and one trace spans both services."""
+service goes down, an issue opens and resolves, and one trace spans both services.
+
+The server runs Medbay's generated authorization config: each service connects
+as its own user, and the test watches as the CLI's identity does, through
+JetStream consumers (nobody may subscribe to a stream's subjects)."""
 
 from __future__ import annotations
 
@@ -12,11 +16,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import nats
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from medbay.common.events import IssueOpened, IssueResolved, MetricBatch
 from tests.helpers import free_port, wait_port
 
 INTERVAL = 0.5
+
+
+@pytest.fixture
+def nats_server(secured_nats):
+    return secured_nats
+
+
+async def watch(js, stream: str, subject: str):
+    """Everything stored on ``subject`` from now on, through an ephemeral consumer."""
+    return await js.pull_subscribe(
+        subject,
+        stream=stream,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW, ack_policy=AckPolicy.NONE),
+    )
 
 
 def start_web(port: int) -> subprocess.Popen[bytes]:
@@ -32,12 +52,13 @@ def start_web(port: int) -> subprocess.Popen[bytes]:
 async def next_issue(sub, kind: type, deadline: float):
     while time.monotonic() < deadline:
         try:
-            msg = await sub.next_msg(timeout=max(0.1, deadline - time.monotonic()))
-        except nats.errors.TimeoutError:
-            break
-        event = json.loads(msg.data)
-        if event["type"] == kind.model_fields["type"].default and event["resource"] == "web":
-            return kind.model_validate(event), msg
+            msgs = await sub.fetch(1, timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+        except TimeoutError:
+            continue
+        for msg in msgs:
+            event = json.loads(msg.data)
+            if event["type"] == kind.model_fields["type"].default and event["resource"] == "web":
+                return kind.model_validate(event), msg
     raise AssertionError(f"no {kind.__name__} for web before the deadline")
 
 
@@ -51,11 +72,11 @@ async def test_service_down_opens_and_resolves_with_one_trace(
         f"interval_seconds: {INTERVAL}\ntop_processes: 0\nhost: e2e-host\n"
         f"services:\n  - {{name: web, check: tcp, host: 127.0.0.1, port: {web_port}}}\n"
     )
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url, **nats_server.client("cli"))
     try:
         collector = services("collector", "--config", str(config))
         detector = services("detector")
-        sub = await nc.subscribe("medbay.issues.>")
+        sub = await watch(nc.jetstream(), "ISSUES", "medbay.issues.>")
         await asyncio.sleep(4 * INTERVAL)  # a few healthy scrapes
 
         web.terminate()
@@ -92,6 +113,7 @@ async def test_service_down_opens_and_resolves_with_one_trace(
 
         assert collector.stop() == 0
         assert detector.stop() == 0
+        assert nats_server.violations() == []
     finally:
         web.terminate()
         await nc.close()

@@ -28,7 +28,7 @@ from medbay.common.events import (
     Severity,
     new_event_id,
 )
-from medbay.common.streams import PLANS, plan_subject
+from medbay.common.streams import PLANS, plan_subject, subject_for
 
 
 def counting_target(tmp_path: Path, name: str) -> str:
@@ -109,7 +109,7 @@ class Bus:
     async def approve(self, plan_id: str, decision: str = "approve") -> None:
         approval = Approval(plan_id=plan_id, decision=decision, decided_by="tester", channel="cli")
         await self.js.publish(
-            f"medbay.approvals.{plan_id}",
+            subject_for(approval),
             approval.model_dump_json().encode(),
             headers=event_headers(approval),
         )

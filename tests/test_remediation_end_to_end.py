@@ -1,6 +1,9 @@
 """The whole loop on real processes: a watched service goes down, the detector
 opens an issue, the planner plans a restart, the executor (live) restarts the
-real process and verifies the fix, all in one trace from the collector's span."""
+real process and verifies the fix, all in one trace from the collector's span.
+
+Secured: every service connects as its own NATS user with the generated
+permissions, and the server logs no permission violation on the way."""
 
 from __future__ import annotations
 
@@ -15,9 +18,10 @@ from pathlib import Path
 
 import nats
 import psutil
+import pytest
 
 from medbay.common.events import ActionResult, MetricBatch, Plan
-from tests.helpers import free_port, wait_port
+from tests.helpers import StreamWatch, free_port, wait_port
 
 INTERVAL = 0.5
 
@@ -26,16 +30,9 @@ def trace_of(msg) -> str:
     return msg.headers["traceparent"].split("-")[1]
 
 
-async def next_event(sub, event_type: str, deadline: float, **match: object):
-    while time.monotonic() < deadline:
-        try:
-            msg = await sub.next_msg(timeout=max(0.1, deadline - time.monotonic()))
-        except nats.errors.TimeoutError:
-            break
-        event = json.loads(msg.data)
-        if event["type"] == event_type and all(event.get(k) == v for k, v in match.items()):
-            return event, msg
-    raise AssertionError(f"no {event_type} {match} before the deadline")
+@pytest.fixture
+def nats_server(secured_nats):
+    return secured_nats
 
 
 async def test_service_down_is_restarted_and_verified_in_one_trace(
@@ -63,30 +60,30 @@ async def test_service_down_is_restarted_and_verified_in_one_trace(
         "safety:\n"
         "  allow: {restart_service: [web]}\n"
     )
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url, **nats_server.client("cli"))
     new_pid = None
     try:
-        sub = await nc.subscribe("medbay.>")
         collector = services("collector", "--config", str(collector_yaml))
         detector = services("detector")
         planner = services("planner", wait_healthy=False)
         executor = services("executor", "--config", str(executor_yaml), wait_healthy=False)
         planner.wait_healthy(30)
         executor.wait_healthy(30)
+        sub = await StreamWatch(nc.jetstream()).open("ISSUES", "PLANS", "RESULTS")
         await asyncio.sleep(4 * INTERVAL)  # healthy scrapes first
 
         web.send_signal(signal.SIGKILL)
         web.wait(5)
         deadline = time.monotonic() + 60
-        opened, _ = await next_event(sub, "issue.opened", deadline, kind="service_down")
-        plan_event, plan_msg = await next_event(
-            sub, "plan.created", deadline, issue_fingerprint=opened["fingerprint"]
+        opened, _ = await sub.next_event("issue.opened", deadline, kind="service_down")
+        plan_event, plan_msg = await sub.next_event(
+            "plan.created", deadline, issue_fingerprint=opened["fingerprint"]
         )
         plan = Plan.model_validate(plan_event)
         assert (plan.steps[0].action, plan.steps[0].target) == ("restart_service", "web")
         assert not plan.requires_approval
-        started, _ = await next_event(sub, "action.result", deadline, status="started")
-        finished, result_msg = await next_event(sub, "action.result", deadline, status="finished")
+        started, _ = await sub.next_event("action.result", deadline, status="started")
+        finished, result_msg = await sub.next_event("action.result", deadline, status="finished")
         result = ActionResult.model_validate(finished)
         assert result.plan_id == plan.plan_id and started["plan_id"] == plan.plan_id
         assert result.outcome == "success", result.output
@@ -112,6 +109,7 @@ async def test_service_down_is_restarted_and_verified_in_one_trace(
 
         for proc in (collector, detector, planner, executor):
             assert proc.stop() == 0, proc.logs()[-2000:]
+        assert nats_server.violations() == []
     finally:
         await nc.close()
         if web.is_running():

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from medbay.approver.callbacks import CallbackSigner
 from medbay.common.bus import declare_streams, event_headers, make_broker
 from medbay.common.events import Approval, Plan, PlanStep, Risk, Severity, new_event_id
-from medbay.common.streams import APPROVALS, PLANS, plan_subject
+from medbay.common.streams import APPROVALS, PLANS, plan_subject, subject_for
 from tests.helpers import free_port
 
 TOKEN = "123456:TEST-token"
@@ -161,7 +161,7 @@ class Bus:
         """As ``medbay reject`` does."""
         approval = Approval(plan_id=plan_id, decision="reject", decided_by="ops@box", channel="cli")
         await self.js.publish(
-            f"medbay.approvals.{plan_id}",
+            subject_for(approval),
             approval.model_dump_json().encode(),
             headers=event_headers(approval),
         )

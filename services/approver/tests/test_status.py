@@ -116,7 +116,7 @@ async def test_status_reads_what_the_detector_and_executor_keep(nats_server: Any
         requires_approval=False,
         model_version="test",
     )
-    await (await PlanBook.open(js)).on_plan(plan, {})  # running: it needs no approval
+    await (await PlanBook.open(js)).on_plan(plan, {}, [])  # running: it needs no approval
     await SafetyRails.open(js, SafetyConfig())
 
     snapshot = await status.snapshot(js, waiting=1)

@@ -27,9 +27,11 @@ from medbay.executor.targets import (
 TARGETS = TypeAdapter(dict[str, TargetSpec])
 
 CONFIG = """
-web: {kind: process, command: [python, -m, http.server, "8080"], match: http.server,
-      pidfile: /run/web.pid, log_file: /var/log/web.log, stop_timeout: 5}
-nginx: {kind: systemd, unit: nginx.service}
+web: {kind: process, command: [python, -m, http.server, "8080"], pidfile: /run/web.pid,
+      argv: [python3, -m, http.server], match_argv_prefix: true, user: root,
+      env: {PYTHONUNBUFFERED: "1"}, log_file: /var/log/web.log, stop_timeout: 5}
+worker: {kind: process, command: [/opt/worker/run, --queue, jobs], user: 0}
+nginx: {kind: systemd, unit: nginx.service, env: {SYSTEMD_COLORS: "0"}}
 api: {kind: docker, container: api, base_url: "unix:///var/run/docker.sock"}
 shop: {kind: kubernetes, namespace: shop, deployment: web, min_replicas: 2, max_replicas: 6}
 cache: {kind: redis, url: "redis://127.0.0.1:6379/0", pattern: "cache:*"}
@@ -37,10 +39,11 @@ db: {kind: postgres, dsn: "postgresql://medbay@127.0.0.1/app", max_query_seconds
      analyze_tables: [orders, public.customers]}
 tmp: {kind: files, directories: [/var/tmp/app], globs: ["*.tmp"], older_than_days: 3}
 logs: {kind: files, directories: [/var/log/app], globs: ["*.log"], keep: 3, compress: true}
-hogs: {kind: process_name, names: [stress, "yes"]}
-host: {kind: command, commands: {reboot: [systemctl, reboot], scale_up: [/opt/scale.sh, up]}}
+hogs: {kind: process_name, names: [stress, "yes"], user: "0"}
+host: {kind: command, commands: {reboot: [systemctl, reboot], scale_up: [/opt/scale.sh, up]},
+       env: {PATH: /opt/bin, ZONE: eu}}
 oncall: {kind: notifier, via: webhook, url: "https://chat.example.com/hooks/T0"}
-pager: {kind: notifier, via: command, command: [/usr/local/bin/page]}
+pager: {kind: notifier, via: command, command: [/usr/local/bin/page], env: {TEAM: ops}}
 log: {kind: notifier}
 """
 
@@ -58,6 +61,7 @@ def test_every_kind_validates_from_yaml() -> None:
     assert kinds["shop"] == "KubernetesTarget"
     assert kinds["log"] == "NotifierTarget"
     assert len(set(kinds.values())) == 10
+    assert (targets["web"].user, targets["worker"].user, targets["hogs"].user) == (0, 0, 0)
     assert isinstance(targets["db"], Target)
     assert targets["cache"].supports == frozenset({"clear_cache"})
 
@@ -82,8 +86,24 @@ def test_unknown_field_is_named() -> None:
 @pytest.mark.parametrize(
     ("data", "field", "words"),
     [
-        ({"kind": "process", "command": ["x"]}, None, "pidfile and/or match"),
-        ({"kind": "process", "command": [], "match": "abc"}, "command", "at least 1"),
+        ({"kind": "process", "command": ["x"], "match": "x"}, None, "match (a part of the"),
+        ({"kind": "process", "command": []}, "command", "at least 1"),
+        ({"kind": "process", "command": ["x"], "argv": []}, "argv", "at least 1"),
+        (
+            {"kind": "process", "command": ["python"], "match_argv_prefix": True},
+            None,
+            "at least 2 elements: ['python'] would match every process running python",
+        ),
+        (
+            {"kind": "process", "command": ["x", "y"], "pidfile": "/p", "match_argv_prefix": True},
+            None,
+            "match_argv_prefix needs argv when pidfile is set",
+        ),
+        ({"kind": "process", "command": ["x"], "user": "no-such-user-x"}, "user", "no user named"),
+        ({"kind": "process", "command": ["x"], "user": True}, "user", "valid integer"),
+        ({"kind": "process_name", "names": ["x"], "user": -1}, "user", "greater than or equal"),
+        ({"kind": "command", "commands": {"reboot": ["x"]}, "env": {"A B": "1"}}, "env", "pattern"),
+        ({"kind": "notifier", "env": {"A": "1"}}, None, "env is only for via: command"),
         ({"kind": "redis", "url": "http://h"}, "url", "pattern"),
         ({"kind": "files", "directories": ["tmp"], "globs": ["*"]}, "directories", "absolute"),
         ({"kind": "files", "directories": ["/"], "globs": ["*"]}, "directories", "root"),
@@ -192,7 +212,7 @@ async def test_refusals_come_before_any_work(tmp_path: Any) -> None:
     with pytest.raises(ActionRefused):
         await target.perform("cleanup_disk", {"replicas": 1}, dry_run=False)
     assert (tmp_path / "old.log").exists()
-    process = ProcessTarget(kind="process", command=["true"], match="never-matches-anything")
+    process = ProcessTarget(kind="process", command=["true", "never-matches-anything"])
     assert process.check("restart_service", {}) == {}
 
 

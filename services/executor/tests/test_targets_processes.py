@@ -1,8 +1,13 @@
-"""Process targets against real child processes: restart a command, kill by name."""
+"""Process targets against real child processes: restart a command, kill by name.
+
+Processes are identified exactly (pidfile, whole argv, user), never by a part of
+their command line; commands start in a minimal environment; outputs hide secrets.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -20,8 +25,13 @@ import psutil
 import pytest
 
 from medbay.executor.targets import ActionRefused, ProcessNameTarget, ProcessTarget
+from medbay.executor.targets.base import SAFE_PATH
 
 PY = sys.executable
+SLEEP = "import time; time.sleep(600)"
+NOBODY = 65534
+OTHER_UID = NOBODY if os.getuid() != NOBODY else 0
+"""A uid the test's processes do not run as."""
 
 
 def free_port() -> int:
@@ -72,8 +82,9 @@ class Reaper:
         for child in self.children:
             child.kill()
             child.wait(10)
-            if child.stdout is not None:
-                child.stdout.close()
+            for stream in (child.stdin, child.stdout):
+                if stream is not None:
+                    stream.close()
 
 
 @pytest.fixture
@@ -81,6 +92,12 @@ def reap() -> Iterator[Reaper]:
     reaper = Reaper()
     yield reaper
     reaper.close()
+
+
+@pytest.fixture
+def seconds() -> str:
+    """A ``sleep`` duration no other process on the host is sleeping."""
+    return f"1000.{uuid.uuid4().int % 10**9:09d}"
 
 
 @pytest.fixture
@@ -100,17 +117,14 @@ async def test_restart_kills_the_running_server_and_starts_a_new_one(
     old = reap.start(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert get(f"http://127.0.0.1:{port}/") == 200
     log = tmp_path / "web.log"
-    pidfile = tmp_path / "web.pid"
-    target = ProcessTarget(
-        kind="process", command=command, match=str(site), pidfile=pidfile, log_file=log
-    )
+    target = ProcessTarget(kind="process", command=command, log_file=log)
 
     outcome = await target.perform("restart_service", {}, dry_run=False)
 
     assert outcome.ok, outcome.output
-    assert f"PID {old.pid}" in outcome.output
+    assert f"stopped with SIGTERM:\n  PID {old.pid} ({PY} -m http.server" in outcome.output
     assert old.wait(10) is not None  # the old server is gone
-    new_pid = int(pidfile.read_text())
+    [new_pid] = pids_in(outcome.output.split("started")[-1])
     reap.pids.append(new_pid)
     assert new_pid != old.pid
     assert f"as PID {new_pid}; alive after 1 s" in outcome.output
@@ -128,7 +142,7 @@ async def test_restart_kills_what_ignores_sigterm(site: Path, reap: Reaper) -> N
     old = reap.start(command, stdout=subprocess.PIPE)
     assert old.stdout is not None and old.stdout.readline() == b"ready\n"
     target = ProcessTarget(
-        kind="process", command=command, match=str(site), stop_timeout=0.5, start_check_seconds=0.2
+        kind="process", command=command, stop_timeout=0.5, start_check_seconds=0.2
     )
 
     outcome = await target.perform("restart_service", {}, dry_run=False)
@@ -182,10 +196,11 @@ async def test_a_reused_pid_in_the_pidfile_is_not_signalled(tmp_path: Path, reap
 
 
 async def test_dry_run_restart_touches_nothing(site: Path, tmp_path: Path, reap: Reaper) -> None:
-    command = [PY, "-c", "import time; time.sleep(600)", str(site)]
+    command = [PY, "-c", SLEEP, str(site)]
     running = reap.start(command)
     pidfile = tmp_path / "x.pid"
-    target = ProcessTarget(kind="process", command=command, match=str(site), pidfile=pidfile)
+    pidfile.write_text(f"{running.pid}\n")
+    target = ProcessTarget(kind="process", command=command, pidfile=pidfile)
 
     outcome = await target.perform("restart_service", {}, dry_run=True)
 
@@ -195,15 +210,13 @@ async def test_dry_run_restart_touches_nothing(site: Path, tmp_path: Path, reap:
     assert f"would start {PY} -c " in outcome.output
     assert f"PID to {pidfile}, and check it is alive after 1 s" in outcome.output
     assert running.poll() is None
-    assert not pidfile.exists()
+    assert pidfile.read_text() == f"{running.pid}\n"
 
 
 async def test_a_command_that_dies_at_once_fails_with_its_log(tmp_path: Path) -> None:
     log = tmp_path / "crash.log"
     crash = "import sys; print('port already in use', flush=True); sys.exit(3)"
-    target = ProcessTarget(
-        kind="process", command=[PY, "-c", crash], match="never-running-xyz", log_file=log
-    )
+    target = ProcessTarget(kind="process", command=[PY, "-c", crash], log_file=log)
 
     outcome = await target.perform("restart_service", {}, dry_run=False)
 
@@ -213,14 +226,140 @@ async def test_a_command_that_dies_at_once_fails_with_its_log(tmp_path: Path) ->
 
 
 async def test_a_missing_program_stops_nothing(site: Path, reap: Reaper) -> None:
-    running = reap.start([PY, "-c", "import time; time.sleep(600)", str(site)])
-    target = ProcessTarget(kind="process", command=["no-such-program-x"], match=str(site))
+    running = reap.start([PY, "-c", SLEEP, str(site)])
+    target = ProcessTarget(
+        kind="process", command=["no-such-program-x"], argv=[PY, "-c", SLEEP, str(site)]
+    )
 
     for dry_run in (True, False):
         outcome = await target.perform("restart_service", {}, dry_run=dry_run)
         assert not outcome.ok
         assert "no-such-program-x is not found on PATH; nothing was stopped" in outcome.output
     assert running.poll() is None
+
+
+async def test_only_the_exact_argv_is_matched(seconds: str, reap: Reaper) -> None:
+    exact = reap.start(["sleep", seconds])
+    longer = reap.start(["sleep", seconds + "1"])  # "sleep 1000.x" is a substring of its line
+    wrapper = reap.start([PY, "-c", SLEEP, "sleep", seconds])  # so it is of this one's
+    shell = reap.start(["sh", "-c", f"read line  # sleep {seconds}"], stdin=subprocess.PIPE)
+    target = ProcessTarget(kind="process", command=["sleep", seconds], start_check_seconds=0.2)
+
+    dry = await target.perform("restart_service", {}, dry_run=True)
+    assert pids_in(dry.output) == {exact.pid}
+    assert f"would send SIGTERM to:\n  PID {exact.pid} (sleep {seconds})\n" in dry.output
+
+    outcome = await target.perform("restart_service", {}, dry_run=False)
+    assert outcome.ok, outcome.output
+    [new_pid] = pids_in(outcome.output.split("started")[-1])
+    reap.pids.append(new_pid)
+    assert exact.wait(10) == -15
+    assert all(p.poll() is None for p in (longer, wrapper, shell))
+    assert psutil.Process(new_pid).cmdline() == ["sleep", seconds]
+
+
+async def test_match_argv_prefix_compares_only_the_first_elements(site: Path, reap: Reaper) -> None:
+    first = reap.start([PY, "-c", SLEEP, str(site), "--port", "1"])
+    second = reap.start([PY, "-c", SLEEP, str(site), "--port", "2"])
+    other = reap.start([PY, "-c", SLEEP + " ", str(site), "--port", "1"])
+    prefix = [PY, "-c", SLEEP, str(site)]
+
+    exact = ProcessTarget(kind="process", command=prefix)
+    assert (await exact.perform("restart_service", {}, dry_run=True)).output.startswith(
+        "nothing running"
+    )
+    loose = ProcessTarget(kind="process", command=prefix, match_argv_prefix=True)
+    dry = await loose.perform("restart_service", {}, dry_run=True)
+    assert pids_in(dry.output) == {first.pid, second.pid}
+    assert other.poll() is None
+
+
+async def test_a_pidfile_process_must_have_the_configured_argv(
+    seconds: str, tmp_path: Path, reap: Reaper
+) -> None:
+    running = reap.start(["sleep", seconds])
+    pidfile = tmp_path / "app.pid"
+    pidfile.write_text(f"{running.pid}\n")
+    command = ["sleep", "601"]
+
+    def target(**fields: Any) -> ProcessTarget:
+        return ProcessTarget(kind="process", command=command, pidfile=pidfile, **fields)
+
+    for found, fields in [
+        ({running.pid}, {}),  # the PID alone: it may have exec'd or retitled itself
+        ({running.pid}, {"argv": ["sleep", seconds]}),
+        (set(), {"argv": ["sleep", seconds + "1"]}),
+        (set(), {"argv": ["sleep", seconds, "x"], "match_argv_prefix": True}),
+    ]:
+        dry = await target(**fields).perform("restart_service", {}, dry_run=True)
+        assert pids_in(dry.output) == found, fields
+    assert running.poll() is None
+
+
+def test_user_narrows_the_match(seconds: str, reap: Reaper) -> None:
+    me = os.getuid()
+    mine = reap.start(["sleep", seconds])
+    theirs = reap.start(["sleep", seconds], user=NOBODY) if me == 0 else None  # root only
+
+    def found(user: int | str) -> set[int]:
+        target = ProcessTarget(kind="process", command=["sleep", seconds], user=user)
+        return {p.pid for p in target.running()}
+
+    assert found(me) == found(psutil.Process().username()) == {mine.pid}
+    assert found(OTHER_UID) == (set() if theirs is None else {theirs.pid})
+
+
+async def test_the_command_gets_a_minimal_environment(
+    tmp_path: Path, reap: Reaper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDBAY_NATS_PASSWORD", "hunter2")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "AKIAfake")
+    seen = tmp_path / "env.json"
+    dump = "import json, os, sys, time; json.dump(dict(os.environ), open(sys.argv[1], 'w'))"
+    target = ProcessTarget(
+        kind="process",
+        command=[PY, "-c", dump + "; time.sleep(600)", str(seen)],
+        env={"APP_MODE": "demo"},
+        start_check_seconds=0.2,
+    )
+
+    outcome = await target.perform("restart_service", {}, dry_run=False)
+
+    assert outcome.ok, outcome.output
+    reap.pids.extend(pids_in(outcome.output))
+    deadline = time.monotonic() + 10
+    while not seen.exists() or not seen.read_text().endswith("}"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    env = json.loads(seen.read_text())
+    assert set(env) == {"PATH", "LANG", "LC_ALL", "HOME", "APP_MODE"}
+    assert env["PATH"] == SAFE_PATH
+    assert env["LANG"] == env["LC_ALL"] == "C.UTF-8"
+    assert env["APP_MODE"] == "demo"
+
+
+async def test_outputs_hide_secrets_in_command_lines(site: Path, reap: Reaper) -> None:
+    command = [
+        PY, "-c", SLEEP, str(site), "--password=s3cret", "--token", "t0k3n",
+        "postgresql://app:pw9@db/app",
+    ]  # fmt: skip
+    running = reap.start(command)
+    target = ProcessTarget(kind="process", command=command, stop_timeout=5)
+
+    dry = await target.perform("restart_service", {}, dry_run=True)
+    live = await target.perform("restart_service", {}, dry_run=False)
+
+    reap.pids.extend(pids_in(live.output) - {running.pid})
+    assert live.ok, live.output
+    assert running.wait(10) == -15
+    shown = "--password=*** --token *** postgresql://app:***@db/app"
+    assert f"would send SIGTERM to:\n  PID {running.pid} ({PY} -c " in dry.output
+    assert f"{shown})\nthen SIGKILL" in dry.output
+    assert f"would start {PY} -c " in dry.output
+    assert f"stopped with SIGTERM:\n  PID {running.pid} (" in live.output
+    assert live.output.count(shown) == 2  # the process stopped, the one started
+    for secret in ("s3cret", "t0k3n", "pw9"):
+        assert secret not in dry.output + live.output
 
 
 @pytest.fixture
@@ -291,3 +430,16 @@ async def test_kill_process_never_targets_the_executor_or_init() -> None:
     assert os.getpid() not in found
     assert 1 not in found
     assert not found & {parent.pid for parent in me.parents()}
+
+
+async def test_kill_process_narrowed_to_a_user(
+    named: tuple[str, list[subprocess.Popen[bytes]]],
+) -> None:
+    name, procs = named
+    theirs = ProcessNameTarget(kind="process_name", names=[name], user=OTHER_UID)
+    outcome = await theirs.perform("kill_process", {}, dry_run=False)
+    assert outcome.ok and "nothing to signal" in outcome.output
+    assert all(p.poll() is None for p in procs)
+    mine = ProcessNameTarget(kind="process_name", names=[name], user=os.getuid())
+    dry = await mine.perform("kill_process", {}, dry_run=True)
+    assert pids_in(dry.output) == {p.pid for p in procs}

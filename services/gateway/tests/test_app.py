@@ -1,7 +1,10 @@
 """The app without NATS: the dashboard's files or a pointer to the docs at ``/``,
-and ``/api`` refusing politely until the history is read."""
+the docs served without a CDN, and ``/api`` refusing politely until the history is
+read."""
 
 from __future__ import annotations
+
+import re
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -23,7 +26,9 @@ def client(static_dir=None) -> httpx.AsyncClient:
     service = GatewayService(config, registry=registry, max_event_bytes=1024)
     starting = (False, {"service": "gateway", "status": "unhealthy", "problems": {}})
     app = build_app(service, registry=registry, own_health=lambda: starting, static_dir=static_dir)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost:8470"
+    )
 
 
 async def test_root_points_at_the_docs_without_a_dashboard(monkeypatch, tmp_path):
@@ -45,3 +50,15 @@ async def test_root_serves_the_dashboard_when_there_is_one(tmp_path):
         assert (await http.get("/")).text == "<h1>Medbay</h1>"
         assert (await http.get("/docs")).status_code == 200
         assert (await http.get("/api/me")).status_code == 401
+
+
+async def test_the_docs_need_nothing_from_the_internet():
+    async with client() as http:
+        html = (await http.get("/docs")).text
+        assert "://" not in html  # no CDN: every URL is the gateway's
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert len(assets) == 3, html  # script, style sheet, icon
+        for asset in [*assets, *re.findall(r"url: '([^']+)'", html)]:
+            answer = await http.get(asset)
+            assert answer.status_code == 200 and answer.content, asset
+        assert (await http.get("/redoc")).status_code == 404  # it would fetch its logo

@@ -37,7 +37,7 @@ async def test_every_change_needs_an_operator(gateway, bus, events):
         (f"/api/approvals/{to_approve.plan_id}/approve", None, 202),
         (f"/api/approvals/{to_reject.plan_id}/reject", {"reason": "no"}, 202),
         ("/api/actions", {"host": "web-1", "action": "clear_cache", "target": "redis"}, 202),
-        ("/api/breakers/web/reset", None, 200),
+        ("/api/breakers/web/reset", None, 202),
         ("/api/replay", {"stream": "ISSUES", "since": since, "prefix": "sandbox"}, 200),
     ]
     requests = await bus.collect("medbay.requests.>")

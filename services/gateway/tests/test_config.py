@@ -49,6 +49,12 @@ def test_tokens_from_the_file_its_env_vars_and_the_environment(tmp_path, monkeyp
         ("allow_anonymous_viewer: true", "a:viewer", "entry 1"),
         ("allow_anonymous_viewer: true", f"a:boss:{TOKEN}", "entry 1: role"),
         (f"tokens: [{{name: a, token: {TOKEN}, role: viewer}}]", f"b:viewer:{TOKEN}", "same"),
+        ("allow_anonymous_viewer: true\nallowed_hosts: [localhost:8470]", "", "without a port"),
+        ("allow_anonymous_viewer: true\nallowed_hosts: [a.*.com]", "", "allowed_hosts[0]"),
+        ("allow_anonymous_viewer: true\nallowed_hosts: []", "", "allowed_hosts"),
+        ("allow_anonymous_viewer: true\nallowed_origins: [ops.example.com]", "", "scheme://"),
+        ("allow_anonymous_viewer: true\nallowed_origins: [http://a/b]", "", "allowed_origins"),
+        ("allow_anonymous_viewer: true\nmax_body_bytes: 10", "", "max_body_bytes"),
     ],
 )
 def test_a_bad_config_names_what_is_wrong(tmp_path, monkeypatch, text, env, named):
@@ -68,3 +74,18 @@ def test_the_process_exits_2_on_a_bad_config(tmp_path):
     )
     assert done.returncode == 2
     assert "bad config" in done.stderr and "max_incidents" in done.stderr
+
+
+def test_hosts_and_origins_are_written_as_requests_carry_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDBAY_GATEWAY_TOKENS", f"x:viewer:{TOKEN}")
+    assert load_config(None).allowed_hosts == ["localhost", "127.0.0.1", "[::1]"]
+    config = load_config(
+        write(
+            tmp_path,
+            "allowed_hosts: [Medbay.Example.COM, '::1', '*.ops.example.com', '*']\n"
+            "allowed_origins: ['HTTPS://Ops.Example.com/', 'http://[::1]:8470']\n",
+        )
+    )
+    assert config.allowed_hosts == ["medbay.example.com", "[::1]", "*.ops.example.com", "*"]
+    assert config.allowed_origins == ["https://ops.example.com", "http://[::1]:8470"]
+    assert config.max_body_bytes == 65536

@@ -55,7 +55,7 @@ async def test_a_plan_the_executor_already_decided_is_a_conflict(gateway, bus, e
     await bus.publish(issue, plan)
     await gateway.until("/api/approvals", lambda body: len(body) == 1)
     book = await PlanBook.open(bus.js)  # the executor's record: rejected on Telegram
-    await book.on_plan(plan, {})
+    await book.on_plan(plan, {}, ["the planner asks for approval"])
     rejection = Approval(
         plan_id=plan.plan_id, decision="reject", decided_by="tg:ann", channel="telegram"
     )
@@ -89,7 +89,7 @@ async def test_quick_action_publishes_an_action_request(gateway, bus):
     assert unknown.status_code == 422 and unknown.json()["detail"].startswith("action:")
 
 
-async def test_breaker_reset_closes_it_and_records_who(gateway, bus):
+async def test_breaker_reset_asks_the_executor_and_records_who(gateway, bus):
     resets = await bus.collect("medbay.audit.>")
     rails = await SafetyRails.open(bus.js, SafetyConfig())
     now = datetime.now(UTC)
@@ -106,10 +106,13 @@ async def test_breaker_reset_closes_it_and_records_who(gateway, bus):
     listed = (await gateway.get("/api/breakers")).json()
     assert [(b["target"], b["reason"]) for b in listed] == [("web.1", "3 actions in 15 min")]
     response = await gateway.post("/api/breakers/web.1/reset")
-    assert response.status_code == 200, response.text
+    assert response.status_code == 202, response.text
     (reset,) = await arrived(resets)
     assert reset["target"] == "web.1" and reset["reset_by"] == "olivia"
     assert reset["channel"] == "gateway"
+    # the gateway wrote nothing: the executor, the rails' only writer, closes it
+    assert len((await gateway.get("/api/breakers")).json()) == 1
+    assert await rails.reset_breaker("web.1", by=f"{reset['reset_by']} (gateway)")
     assert (await gateway.get("/api/breakers")).json() == []
     assert (await gateway.post("/api/breakers/web.1/reset")).status_code == 409
 

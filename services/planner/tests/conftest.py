@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+import pickle
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -103,3 +105,19 @@ def issue() -> Callable[..., IssueOpened | IssueUpdated]:
 @pytest.fixture
 def result() -> Callable[..., ActionResult]:
     return build_result
+
+
+class _Touch:
+    """Unpickling it creates ``path``: what a planted pickle could run instead."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Callable[..., None], tuple[pathlib.Path]]:
+        return pathlib.Path.touch, (self.path,)
+
+
+@pytest.fixture
+def pickle_bomb() -> Callable[[pathlib.Path], bytes]:
+    """A pickle whose loading would create the file it is given."""
+    return lambda path: pickle.dumps(_Touch(path))

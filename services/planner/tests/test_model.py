@@ -10,13 +10,12 @@ from medbay.planner.config import ForestSettings, PlannerConfig
 from medbay.planner.learning import Learner, TrainingRow
 from medbay.planner.model import (
     NotEnoughData,
-    dumps,
     fit,
-    loads,
     reproduce_ranking,
     split,
     train_and_validate,
 )
+from medbay.planner.modelfile import dumps, loads
 from medbay.planner.planning import Planner
 
 CONFIG = PlannerConfig.model_validate(

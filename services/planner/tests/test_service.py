@@ -125,8 +125,35 @@ async def test_issues_become_plans_and_bad_ones_are_dead_lettered(
         assert "Invalid JSON" in reasons[0]
         assert "schema_version" in reasons[1]
         assert "kind" in reasons[2]
-        assert "value: not a finite number" in reasons[3]
+        assert "value: Input should be a finite number" in reasons[3]
         assert planner.proc.poll() is None
+    finally:
+        await nc.close()
+        await broker.stop()
+
+
+async def test_a_planted_pickle_is_refused_unrun_and_the_rules_plan(
+    nats_server, services, issue, pickle_bomb, tmp_path: Path
+):
+    marker = tmp_path / "pickle-ran"
+    config = tmp_path / "planner.yaml"
+    config.write_text("host_targets: {'app-*': {restart_service: api}}\n")
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    store = await ModelStore.open(js)
+    await store.objects.put("rf-planted", pickle_bomb(marker))
+    await store.kv.put(CURRENT_MODEL, b"rf-planted")
+    broker = await upstream(nats_server.url)
+    planner = start_planner(services, config)
+    try:
+        good = issue("memory", host="app-1")
+        await publish(broker, good)
+        [plan] = [Plan.model_validate_json(m.data) for m in await read(js, "PLANS", 1)]
+        assert plan.issue_event_id == good.event_id and plan.model_version == "rules-v1"
+        assert not marker.exists()
+        refusals = [line for line in planner.logs().splitlines() if "rf-planted" in line]
+        assert len(refusals) == 1 and "current model rf-planted refused: " in refusals[0]
+        assert "no model yet: planning by rules" in planner.logs()
     finally:
         await nc.close()
         await broker.stop()

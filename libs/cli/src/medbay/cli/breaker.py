@@ -2,7 +2,9 @@
 
 A breaker opens when one target needed too many fixes in a short time (see the
 executor's flap protection); until a person resets it, the executor refuses
-steps on that target and alerts a human instead.
+steps on that target and alerts a human instead. Resetting publishes a
+``BreakerReset`` on AUDIT, which the executor applies (only it writes its rails);
+the command waits a few seconds to see it done.
 """
 
 from __future__ import annotations
@@ -12,11 +14,16 @@ import asyncio
 import getpass
 import socket
 
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+
 from medbay.cli.nats_url import connect
 from medbay.common.bus import event_headers
 from medbay.common.events import BreakerReset
+from medbay.common.records import EXECUTOR_RAILS, BreakerState, open_breakers
 from medbay.common.streams import AUDIT, subject_for
-from medbay.executor.safety import SafetyConfig, SafetyRails
+
+APPLY_WAIT_SECONDS = 10.0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,16 +38,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reset.set_defaults(func=lambda a: asyncio.run(reset_breaker(a)))
 
 
+async def breakers(nc: Client) -> dict[str, BreakerState]:
+    try:
+        kv = await nc.jetstream().key_value(EXECUTOR_RAILS.name)
+    except NotFoundError:
+        return {}  # no executor has run yet
+    return await open_breakers(kv)
+
+
 async def list_breakers() -> int:
     nc = await connect()
     try:
-        rails = await SafetyRails.open(nc.jetstream(), SafetyConfig())
-        breakers = await rails.breakers()
+        found = await breakers(nc)
     finally:
         await nc.close()
-    if not breakers:
+    if not found:
         print("no open breakers")
-    for target, state in sorted(breakers.items()):
+    for target, state in sorted(found.items()):
         print(f"{target}: open since {state.opened_at.isoformat()}: {state.reason}")
     return 0
 
@@ -49,21 +63,28 @@ async def reset_breaker(args: argparse.Namespace) -> int:
     by = args.by or f"{getpass.getuser()}@{socket.gethostname()}"
     nc = await connect()
     try:
-        rails = await SafetyRails.open(nc.jetstream(), SafetyConfig())
-        was_open = await rails.reset_breaker(args.target, by=by)
-        if was_open:  # on the record, like every change a person makes
-            event = BreakerReset(target=args.target, reset_by=by, channel="cli")
-            await nc.jetstream().publish(
-                subject_for(event),
-                event.model_dump_json().encode(),
-                headers=event_headers(event),
-                stream=AUDIT.name,
-                timeout=5,
-            )
+        if args.target not in await breakers(nc):
+            print(f"no open breaker for {args.target}")
+            return 1
+        event = BreakerReset(target=args.target, reset_by=by, channel="cli")
+        await nc.jetstream().publish(
+            subject_for(event),
+            event.model_dump_json().encode(),
+            headers=event_headers(event),
+            stream=AUDIT.name,
+            timeout=5,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + APPLY_WAIT_SECONDS
+        while args.target in await breakers(nc):
+            if loop.time() > deadline:
+                print(
+                    f"asked the executor to reset the breaker for {args.target} (by {by}); "
+                    f"it has not done so within {APPLY_WAIT_SECONDS:g} s: is it running?"
+                )
+                return 1
+            await asyncio.sleep(0.2)
     finally:
         await nc.close()
-    if not was_open:
-        print(f"no open breaker for {args.target}")
-        return 1
     print(f"breaker for {args.target} reset by {by}")
     return 0

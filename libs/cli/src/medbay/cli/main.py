@@ -10,6 +10,7 @@ import sys
 
 COMMAND_MODULES = (
     "up",
+    "auth",
     "run",
     "status",
     "events",

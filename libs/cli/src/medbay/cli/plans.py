@@ -14,12 +14,13 @@ import socket
 
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
 
 from medbay.cli.nats_url import connect
 from medbay.common.bus import event_headers
 from medbay.common.events import Approval
+from medbay.common.records import PLAN_BOOK, read_plan, read_plans
 from medbay.common.streams import APPROVALS, approval_subject
-from medbay.executor.plan_book import BUCKET, PlanBook
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,9 +35,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         d.set_defaults(func=lambda a, decision=decision: asyncio.run(decide(a, decision)))
 
 
-async def open_book(nc: Client) -> PlanBook:
+async def open_book(nc: Client) -> KeyValue:
+    """The executor's plan book, read-only."""
     try:
-        return PlanBook(await nc.jetstream().key_value(BUCKET))
+        return await nc.jetstream().key_value(PLAN_BOOK.name)
     except NotFoundError:
         raise SystemExit("medbay: no executor has run yet (no plan records)") from None
 
@@ -44,7 +46,7 @@ async def open_book(nc: Client) -> PlanBook:
 async def list_plans(args: argparse.Namespace) -> int:
     nc = await connect()
     try:
-        records = await (await open_book(nc)).records()
+        records = await read_plans(await open_book(nc))
     finally:
         await nc.close()
     shown = 0
@@ -70,7 +72,7 @@ async def list_plans(args: argparse.Namespace) -> int:
 async def decide(args: argparse.Namespace, decision: str) -> int:
     nc = await connect()
     try:
-        record, _ = await (await open_book(nc)).get(args.plan_id)
+        record, _ = await read_plan(await open_book(nc), args.plan_id)
         if record is not None and record.state != "pending":
             who = f" by {record.decided_by}" if record.decided_by else ""
             print(f"plan {args.plan_id} is already {record.state}{who}; nothing changed")

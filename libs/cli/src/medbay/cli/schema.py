@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from medbay.common.access import PUBLISHERS
 from medbay.common.events import ALL_EVENTS, SCHEMA_VERSION
 from medbay.common.streams import CHANNELS
 
@@ -65,16 +66,20 @@ def asyncapi_document() -> dict[str, Any]:
             "parameters": params,
             "messages": {model.__name__: {"$ref": f"#/components/messages/{model.__name__}"}},
         }
+        publishers = ", ".join(PUBLISHERS[stream.name])
         operations[f"publish{model.__name__}"] = {
             "action": "send",
             "channel": {"$ref": f"#/channels/{channel_id}"},
-            "summary": f"The {stream.owner} publishes {model.__name__}.",
+            "summary": f"Published by: {publishers} (each on its own subjects).",
         }
-    channels["medbay_deadletter_stream"] = {
-        "address": "medbay.deadletter.{stream}",
-        "description": "Rejected messages, stored unchanged with Medbay-DL-* headers giving "
-        "the reason, source stream, subject and sequence.",
-        "parameters": {"stream": {"description": "the stream the message came from"}},
+    channels["medbay_deadletter_service_stream"] = {
+        "address": "medbay.deadletter.{service}.{stream}",
+        "description": "Rejected messages with Medbay-DL-* headers giving the reason, source "
+        "stream, subject and sequence; payloads over 64 KiB are cut (Medbay-DL-Truncated).",
+        "parameters": {
+            "service": {"description": "the service that rejected it"},
+            "stream": {"description": "the stream the message came from"},
+        },
     }
     text = json.dumps(
         {

@@ -5,10 +5,13 @@ Conventions every service follows through this module:
 * Publishing always goes to a stream and waits for the PubAck; the event's
   ``event_id`` is sent as ``Nats-Msg-Id`` so a repeat is deduplicated.
 * Consumers are durable pull consumers fetching explicit batches. A message that
-  is too large or fails validation goes to DEADLETTER at once, with the reason; a
-  message whose handling raises is nak'ed with a delay and retried, and after
-  ``max_deliver`` attempts it goes to DEADLETTER too. Either way the consumer
-  goes on, and nothing is lost.
+  is too large, fails validation or came on a subject its body does not match
+  goes to DEADLETTER at once, with the reason; a message whose handling raises is
+  nak'ed with a delay and retried, and after ``max_deliver`` attempts it goes to
+  DEADLETTER too. Either way the consumer goes on. A dead letter keeps at most
+  ``DL_KEEP_BYTES`` of the payload (the original stays in its stream, named by
+  stream and sequence, until that stream's retention drops it); if even that
+  cannot be stored, the message is terminated rather than redelivered forever.
 * Handling a message is a span whose parent is the publisher's span, carried in
   the ``traceparent`` header.
 """
@@ -26,10 +29,12 @@ from typing import Any, Generic, TypeVar
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
+from faststream.nats.security import NatsSecurity, NatsUserPassword
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -38,7 +43,13 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from medbay.common.events import Event
-from medbay.common.streams import DEADLETTER, StreamSpec, deadletter_subject, subject_for
+from medbay.common.streams import (
+    DEADLETTER,
+    StreamSpec,
+    deadletter_subject,
+    subject_for,
+    subject_mismatch,
+)
 
 log = logging.getLogger(__name__)
 _TRACER = trace.get_tracer("medbay.bus")  # follows the provider installed later
@@ -53,7 +64,15 @@ DL_SEQUENCE = "Medbay-DL-Sequence"
 DL_CONSUMER = "Medbay-DL-Consumer"
 DL_SERVICE = "Medbay-DL-Service"
 DL_AT = "Medbay-DL-At"
+DL_TRUNCATED = "Medbay-DL-Truncated"
+"""Set when the payload was cut: the original's size in bytes."""
 EVENT_TYPE = "Medbay-Event-Type"
+
+DL_KEEP_BYTES = 64 * 1024
+"""The most of a rejected payload a dead letter keeps: enough to see what it was."""
+_DL_MAX_HEADER = 1024
+"""An original header longer than this (name and value) is not copied."""
+_DL_MAX_HEADERS = 32
 
 
 def make_broker(
@@ -62,8 +81,22 @@ def make_broker(
     *,
     registry: CollectorRegistry,
     tracer_provider: TracerProvider | None = None,
+    options: dict[str, Any] | None = None,
 ) -> NatsBroker:
-    """The broker every service uses: tracing and Prometheus middlewares on."""
+    """The broker every service uses: tracing and Prometheus middlewares on.
+
+    ``options`` are further ``nats.connect`` arguments: credentials, TLS, inbox
+    prefix (``BusSettings.connect_options``)."""
+    options = dict(options or {})
+    user, password, tls = (
+        options.pop("user", None),
+        options.pop("password", None),
+        options.pop("tls", None),
+    )
+    if user is not None:
+        options["security"] = NatsUserPassword(user, password or "", ssl_context=tls)
+    elif tls is not None:
+        options["security"] = NatsSecurity(ssl_context=tls)
     return NatsBroker(
         nats_url.split(","),
         name=f"medbay-{service}",
@@ -75,6 +108,7 @@ def make_broker(
         reconnect_time_wait=1,
         logger=logging.getLogger(f"medbay.{service}.broker"),
         log_level=logging.DEBUG,
+        **options,
     )
 
 
@@ -121,6 +155,13 @@ async def wait_for_streams(
                 await asyncio.sleep(0.5)
 
 
+def current_task_cancelling() -> bool:
+    """Whether this task is being cancelled: a loop that catches ``Exception`` to go on
+    must stop instead, since the error may have replaced the ``CancelledError``."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def event_headers(event: Event) -> dict[str, str]:
     return {"Nats-Msg-Id": event.event_id, EVENT_TYPE: getattr(event, "type", "")}
 
@@ -147,16 +188,26 @@ async def dead_letter(
     service: str,
     timeout: float = 5.0,
 ) -> None:
-    """Store ``msg`` unchanged in DEADLETTER, with where it came from and why."""
+    """Store ``msg`` in DEADLETTER, with where it came from and why.
+
+    The payload is kept whole up to ``DL_KEEP_BYTES`` (and always within the
+    server's max payload, headers included); past that it is cut and
+    ``DL_TRUNCATED`` gives the original size.
+    """
     meta = msg.metadata
     source_stream = meta.stream
-    headers = {k: v for k, v in (msg.headers or {}).items() if not k.lower().startswith("nats-")}
+    headers: dict[str, str] = {}
+    for key, value in (msg.headers or {}).items():
+        if key.lower().startswith("nats-") or len(key) + len(value) > _DL_MAX_HEADER:
+            continue
+        if len(headers) < _DL_MAX_HEADERS:
+            headers[key] = value
     headers.update(
         {
-            # One dead letter per stored message, however often it is rejected.
-            "Nats-Msg-Id": f"dl-{source_stream}-{meta.sequence.stream}",
+            # One dead letter per stored message and consumer, however often it is rejected.
+            "Nats-Msg-Id": f"dl-{source_stream}-{meta.consumer}-{meta.sequence.stream}",
             DL_REASON: " ".join(reason.split())[:2000],
-            DL_SUBJECT: msg.subject,
+            DL_SUBJECT: msg.subject[:1000],
             DL_STREAM: source_stream,
             DL_SEQUENCE: str(meta.sequence.stream),
             DL_CONSUMER: meta.consumer or "",
@@ -164,9 +215,16 @@ async def dead_letter(
             DL_AT: datetime.now(UTC).isoformat(),
         }
     )
+    header_bytes = sum(len(k) + len(v) + 4 for k, v in headers.items()) + 64
+    max_payload = broker.config.connection_state.connection.max_payload
+    keep = max(0, min(DL_KEEP_BYTES, max_payload - header_bytes - 1024))
+    payload = msg.data
+    if len(payload) > keep:
+        headers[DL_TRUNCATED] = str(len(payload))
+        payload = payload[:keep]
     await broker.publish(
-        msg.data,
-        deadletter_subject(source_stream),
+        payload,
+        deadletter_subject(service, source_stream),
         headers=headers,
         stream=DEADLETTER.name,
         timeout=timeout,
@@ -176,7 +234,7 @@ async def dead_letter(
         source_stream,
         meta.sequence.stream,
         reason,
-        extra={"subject": msg.subject},
+        extra={"subject": msg.subject[:200]},
     )
 
 
@@ -341,6 +399,8 @@ class BatchConsumer(Generic[E]):
         try:
             await self.handle(msgs)
         except Exception:
+            if current_task_cancelling():
+                raise
             # e.g. NATS went away mid-batch: leave what is unsettled for redelivery
             log.exception("batch from %s not settled; it will be redelivered", spec.stream.name)
             await asyncio.sleep(1.0)
@@ -357,6 +417,9 @@ class BatchConsumer(Generic[E]):
                 event = self.parse(raw.data)
             except ValueError as exc:  # pydantic.ValidationError is one
                 await self.reject(raw, validation_reason(exc))
+                continue
+            if isinstance(event, Event) and (problem := subject_mismatch(event, raw.subject)):
+                await self.reject(raw, problem)
                 continue
             ctx = propagate.extract(raw.headers or {})
             good.append(Delivery(event, raw, raw.metadata.sequence.stream, ctx))
@@ -380,9 +443,22 @@ class BatchConsumer(Generic[E]):
         self._handled.inc(len(good))
 
     async def reject(self, raw: Msg, reason: str) -> None:
-        await dead_letter(self.broker, raw, reason, service=self.service)
-        await raw.ack()
+        """Dead-letter and acknowledge; if the dead letter cannot be stored, terminate
+        the message so it is not redelivered for ever."""
         self._rejected.inc()
+        try:
+            await dead_letter(self.broker, raw, reason, service=self.service)
+        except Exception as exc:
+            log.error(
+                "could not dead-letter %s seq %s (%r); terminating it: %s",
+                raw.metadata.stream,
+                raw.metadata.sequence.stream,
+                exc,
+                reason,
+            )
+            await raw.term()
+            return
+        await raw.ack()
 
     async def settle_failed(self, delivery: Delivery[E], exc: Exception) -> None:
         raw = delivery.msg
@@ -402,3 +478,63 @@ def json_parser(model: type[Any]) -> Callable[[bytes], Any]:
         return model.model_validate_json(data)
 
     return parse
+
+
+async def follow(
+    broker: NatsBroker,
+    stream: StreamSpec,
+    subject: str,
+    handle: Callable[[Msg], Awaitable[None]],
+    *,
+    batch: int = 256,
+) -> None:
+    """Hand every message stored on ``subject`` from now on to ``handle``, until cancelled.
+
+    An ephemeral pull consumer that acknowledges nothing, so it takes nothing
+    from anyone; if it disappears (a NATS restart) a new one resumes after the
+    last message seen. This, not a core subscription, is how a service watches a
+    stream it does not consume: nobody listens on a stream's own subjects (see
+    ``medbay.common.access``).
+    """
+    await wait_for_streams(broker, [stream])  # its owner declares it, maybe later
+    js = jetstream(broker)
+    next_seq: int | None = None
+    while True:
+        try:
+            if next_seq is None:
+                next_seq = (await js.stream_info(stream.name)).state.last_seq + 1
+            sub = await js.pull_subscribe(
+                subject,
+                stream=stream.name,
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=next_seq,
+                    ack_policy=AckPolicy.NONE,
+                    inactive_threshold=60.0,
+                ),
+            )
+        except (NatsError, TimeoutError) as exc:
+            log.warning("cannot follow %s (%r); retrying", subject, exc)
+            await asyncio.sleep(1.0)
+            continue
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(batch, timeout=5.0)
+                except TimeoutError:
+                    await sub.consumer_info()  # still there? (not after a NATS restart)
+                    continue
+                for msg in msgs:
+                    next_seq = msg.metadata.sequence.stream + 1
+                    try:
+                        await handle(msg)
+                    except Exception:
+                        log.exception("handling %s #%d failed", subject, next_seq - 1)
+        except (NatsError, TimeoutError) as exc:
+            if current_task_cancelling():
+                raise
+            log.warning("following %s stopped (%r); resuming", subject, exc)
+            await asyncio.sleep(1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

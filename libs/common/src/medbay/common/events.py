@@ -7,6 +7,10 @@ rejects it to the dead-letter stream rather than guessing.
 
 Changing a model in a way that breaks old consumers means bumping its
 ``schema_version``; adding an optional field does not.
+
+Every float in every event is finite (NaN and Infinity are refused), and no time
+in an event may lie more than ``max_clock_skew()`` seconds in the future: such
+an event would sort after everything real and never age out.
 """
 
 from __future__ import annotations
@@ -15,14 +19,18 @@ import hashlib
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, NotRequired
+from typing import Annotated, Literal, NotRequired
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
     field_validator,
+    model_validator,
     with_config,
 )
 from typing_extensions import TypedDict
@@ -40,6 +48,22 @@ Labels = Annotated[dict[str, str], Field(max_length=32)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 _EVENT_NAMESPACE = uuid.UUID("6f1c2a52-3f0e-4c59-9b8e-6c0d1f3a9e11")
+
+DEFAULT_MAX_CLOCK_SKEW = 300.0
+_max_clock_skew = DEFAULT_MAX_CLOCK_SKEW
+
+
+def max_clock_skew() -> float:
+    """Seconds an event's times may lie ahead of this machine's clock."""
+    return _max_clock_skew
+
+
+def set_max_clock_skew(seconds: float) -> None:
+    """Set by each service from its settings (``MEDBAY_MAX_CLOCK_SKEW_SECONDS``)."""
+    global _max_clock_skew
+    if not seconds > 0:
+        raise ValueError("the clock skew must be positive")
+    _max_clock_skew = seconds
 
 
 def utc_now() -> datetime:
@@ -62,7 +86,7 @@ def derived_event_id(*parts: object) -> str:
 class Event(BaseModel):
     """Fields every event carries."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     event_id: str = Field(
         default_factory=new_event_id,
@@ -81,6 +105,17 @@ class Event(BaseModel):
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
         return value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _not_in_the_future(self) -> Event:
+        latest = utc_now().timestamp() + _max_clock_skew
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, datetime) and value.timestamp() > latest:
+                raise ValueError(
+                    f"{name} {value.isoformat()} is more than {_max_clock_skew:g} s in the future"
+                )
+        return self
 
 
 # --- metrics -------------------------------------------------------------------
@@ -189,12 +224,17 @@ ActionName = Literal[
 ]
 
 
+ParamValue = StrictStr | StrictBool | StrictInt | float
+"""A step parameter: a plain value (the catalog says which names an action takes)."""
+Params = Annotated[dict[Annotated[str, Field(max_length=64)], ParamValue], Field(max_length=16)]
+
+
 class PlanStep(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     action: ActionName
     target: str = Field(min_length=1, max_length=300)
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: Params = Field(default_factory=dict)
     risk: Risk
     estimated_seconds: float = Field(ge=0)
 
@@ -274,7 +314,7 @@ class ActionRequested(Event):
     host: HostName
     action: ActionName
     target: str = Field(min_length=1, max_length=300)
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: Params = Field(default_factory=dict)
     requested_by: str = Field(min_length=1, max_length=200)
     channel: Literal["gateway", "cli", "telegram"]
     reason: str = Field(default="", max_length=2000)

@@ -3,6 +3,12 @@
 Logs and tracing, the broker, the HTTP endpoints ``/metrics`` (Prometheus) and
 ``/healthz`` (JSON; 200 when healthy, 503 otherwise), owning and waiting for
 streams, and a clean stop on SIGINT/SIGTERM.
+
+Exits: 2 when the settings or NATS credentials are unusable (restarting will not
+help: the message says what to fix); 1 when the NATS connection is closed for
+good (nats-py gives up on some server errors), so that a supervisor restarts
+the service rather than leave it running and unhealthy. On SIGTERM every
+service stops within ``STOP_GRACE_SECONDS``, connected to NATS or not.
 """
 
 from __future__ import annotations
@@ -12,15 +18,21 @@ import contextlib
 import json
 import logging
 import signal
+import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
+from faststream.nats import NatsBroker
+from nats.errors import Error as NatsError
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from medbay.common.bus import current_task_cancelling as current_task_cancelling
 from medbay.common.bus import declare_streams, make_broker, wait_for_streams
-from medbay.common.settings import BusSettings
+from medbay.common.events import set_max_clock_skew
+from medbay.common.health_http import Answer, serve_one
+from medbay.common.settings import BusSettings, ConfigError
 from medbay.common.streams import StreamSpec, owned_by
 from medbay.common.telemetry import setup_logging, setup_tracing
 
@@ -30,25 +42,94 @@ Hook = Callable[[], Coroutine[Any, Any, None]]
 HealthCheck = Callable[[], str | None]
 """Returns None when fine, or a short description of what is wrong."""
 
+STOP_GRACE_SECONDS = 10.0
+"""SIGTERM to exit, at most: within compose's default 10 s and Kubernetes' 30 s."""
+_STOP_STEP_SECONDS = 3.0
+
+
+def _fatal(service: str, text: str, code: int) -> SystemExit:
+    log.error(text)
+    print(f"medbay {service}: {text}", file=sys.stderr, flush=True)
+    return SystemExit(code)
+
+
+def connection_problem(service: str, settings: BusSettings, exc: BaseException) -> SystemExit:
+    """The exit for a failed first connection, with what to do about it."""
+    url = settings.safe_nats_url()
+    text = str(exc) or type(exc).__name__
+    if "authorization" in text.lower() or "authentication" in text.lower():
+        who = f"as user {settings.nats_user!r}" if settings.nats_user else "without credentials"
+        return _fatal(
+            service,
+            f"NATS at {url} refused the connection {who} ({text}). Set MEDBAY_NATS_USER="
+            f"{service} and MEDBAY_NATS_PASSWORD_FILE (or MEDBAY_NATS_PASSWORD) to this "
+            "service's credentials: `medbay auth init` makes them, `medbay up` uses them.",
+            2,
+        )
+    return _fatal(service, f"cannot connect to NATS at {url}: {text}", 1)
+
+
+def make_service_broker(
+    name: str, settings: BusSettings, registry: CollectorRegistry, tracer_provider: Any
+) -> NatsBroker:
+    """The service's broker; exits 2 naming the problem if the credentials are unusable."""
+    try:
+        options = settings.connect_options()
+    except ConfigError as exc:
+        raise _fatal(name, str(exc), 2) from None
+    return make_broker(
+        name,
+        settings.nats_url,
+        registry=registry,
+        tracer_provider=tracer_provider,
+        options=options,
+    )
+
+
+class _NotConnected(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def watch_connection(service: str, broker: NatsBroker) -> None:
+    """Return once the NATS connection is closed for good (not while it reconnects)."""
+    while True:
+        await asyncio.sleep(0.5)
+        try:
+            closed = broker.config.connection_state.connection.is_closed
+        except Exception:
+            continue
+        if closed:
+            log.error("%s: the NATS connection is closed and will not reconnect", service)
+            return
+
+
+async def bounded(step: Awaitable[object], what: str) -> None:
+    """Run a stopping step for at most a few seconds; its failure is logged, not raised."""
+    try:
+        await asyncio.wait_for(step, _STOP_STEP_SECONDS)
+    except TimeoutError:
+        log.warning("%s took over %g s; going on", what, _STOP_STEP_SECONDS)
+    except Exception:
+        log.exception("error while %s", what)
+
 
 class ServiceRuntime:
     def __init__(self, name: str, settings: BusSettings | None = None) -> None:
         self.name = name
         self.settings = settings or BusSettings()
         setup_logging(name, self.settings.log_level, self.settings.log_format)
+        set_max_clock_skew(self.settings.max_clock_skew_seconds)
         self.tracer_provider = setup_tracing(name)
         self.registry = CollectorRegistry()
-        self.broker = make_broker(
-            name,
-            self.settings.nats_url,
-            registry=self.registry,
-            tracer_provider=self.tracer_provider,
-        )
+        self.broker = make_service_broker(name, self.settings, self.registry, self.tracer_provider)
         self.checks: dict[str, HealthCheck] = {"nats": self._nats_check}
         self.started_at = time.time()
         self.ready = False
         self.http_port: int | None = None
         self._stop = asyncio.Event()
+        self._started = False
 
     def _nats_check(self) -> str | None:
         conn = self.broker.config.connection_state
@@ -71,37 +152,30 @@ class ServiceRuntime:
         return not problems, body
 
     async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request_line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = request_line.decode("latin-1").split()
-            path = parts[1].split("?")[0] if len(parts) > 1 else ""
-            if path == "/metrics":
-                status, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
-            elif path in ("/healthz", "/health"):
-                ok, info = self.health()
-                status, ctype, body = (
-                    (200 if ok else 503),
-                    "application/json",
-                    json.dumps(info).encode(),
-                )
-            else:
-                status, ctype, body = 404, "text/plain", b"not found: try /metrics or /healthz\n"
-            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
-            writer.write(
-                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+        await serve_one(reader, writer, self._http_answer)
+
+    def _http_answer(self, path: str) -> Answer:
+        if path == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+        if path in ("/healthz", "/health"):
+            ok, info = self.health()
+            return (200 if ok else 503), "application/json", json.dumps(info).encode()
+        return 404, "text/plain", b"not found: try /metrics or /healthz\n"
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def _start(self, needs: Sequence[StreamSpec], on_start: Hook | None) -> None:
+        try:
+            await self.broker.connect()
+        except (NatsError, OSError, TimeoutError) as exc:
+            raise _NotConnected(exc) from None
+        await declare_streams(self.broker, owned_by(self.name))
+        await wait_for_streams(self.broker, needs)
+        if on_start is not None:
+            await on_start()
+        await self.broker.start()
+        self._started = True
 
     async def run(
         self,
@@ -131,34 +205,42 @@ class ServiceRuntime:
             self.http_port,
         )
         running: list[asyncio.Task[None]] = []
+        lost = False
+        stop_wait = asyncio.create_task(self._stop.wait())
+        starting = asyncio.create_task(self._start(needs, on_start))
         try:
-            await self.broker.connect()
-            await declare_streams(self.broker, owned_by(self.name))
-            await wait_for_streams(self.broker, needs)
-            if on_start is not None:
-                await on_start()
-            await self.broker.start()
+            # a stop must not wait for start-up: NATS may be away for long
+            await asyncio.wait([stop_wait, starting], return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                return
+            try:
+                starting.result()
+            except _NotConnected as failed:
+                raise connection_problem(self.name, self.settings, failed.error) from None
             running = [asyncio.create_task(t(), name=t.__name__) for t in tasks]
             self.ready = True
             log.info("%s ready", self.name)
-            stop_wait = asyncio.create_task(self._stop.wait())
+            connection = asyncio.create_task(watch_connection(self.name, self.broker))
+            running.append(connection)
             done, _ = await asyncio.wait([stop_wait, *running], return_when=asyncio.FIRST_COMPLETED)
+            lost = connection in done
             for task in done:
-                if task is not stop_wait and task.exception() is not None:
+                if task not in (stop_wait, connection) and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
-            stop_wait.cancel()
         finally:
             self.ready = False
             log.info("%s stopping", self.name)
-            for task in running:
+            for task in [stop_wait, starting, *running]:
                 task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
-            if on_stop is not None:
-                try:
-                    await on_stop()
-                except Exception:
-                    log.exception("error while stopping")
-            await self.broker.stop()
+            await bounded(asyncio.gather(starting, return_exceptions=True), "abandoning start-up")
+            await bounded(
+                asyncio.gather(*running, return_exceptions=True), "stopping the service's tasks"
+            )
+            if on_stop is not None and self._started:
+                await bounded(on_stop(), "running the service's stop hook")
+            await bounded(self.broker.stop(), "closing the NATS connection")
             server.close()
             self.tracer_provider.shutdown()
             log.info("%s stopped", self.name)
+        if lost:
+            raise SystemExit(1)

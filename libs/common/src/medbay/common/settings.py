@@ -2,20 +2,30 @@
 
 Service-specific configuration (checks, thresholds, ...) lives in each service's
 own YAML config file, read and validated by ``load_yaml_config``.
+
+NATS credentials: ``MEDBAY_NATS_USER`` names the service's identity (see
+``medbay.common.access``) and ``MEDBAY_NATS_PASSWORD`` or
+``MEDBAY_NATS_PASSWORD_FILE`` its password (``medbay auth init`` makes them). For
+TLS, use ``tls://`` URLs and ``MEDBAY_NATS_CA_FILE`` (plus ``MEDBAY_NATS_CERT_FILE``
+and ``MEDBAY_NATS_KEY_FILE`` where the server asks for client certificates).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from medbay.common.access import inbox_prefix
 
 DEFAULT_HTTP_PORTS = {
     "collector": 9471,
@@ -33,7 +43,23 @@ class BusSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDBAY_", extra="ignore")
 
     nats_url: str = Field(
-        default="nats://127.0.0.1:4222", description="NATS server URL (comma-separated for many)."
+        default="nats://127.0.0.1:4222",
+        description="NATS server URL (comma-separated for many; tls:// for TLS).",
+    )
+    nats_user: str | None = Field(
+        default=None, min_length=1, description="This service's NATS identity (user)."
+    )
+    nats_password: SecretStr | None = Field(default=None, description="Its password.")
+    nats_password_file: Path | None = Field(
+        default=None, description="Or: a file holding its password (e.g. a mounted secret)."
+    )
+    nats_ca_file: Path | None = Field(
+        default=None, description="CA certificate(s) that signed the NATS server's certificate."
+    )
+    nats_cert_file: Path | None = Field(default=None, description="Client certificate (mTLS).")
+    nats_key_file: Path | None = Field(default=None, description="Client key (mTLS).")
+    max_clock_skew_seconds: float = Field(
+        default=300.0, gt=0, description="Events dated further in the future are rejected."
     )
     http_host: str = Field(default="127.0.0.1", description="Bind address for /metrics, /healthz.")
     http_port: int | None = Field(
@@ -46,10 +72,81 @@ class BusSettings(BaseSettings):
     log_level: str = Field(default="INFO")
     log_format: str = Field(default="json", pattern="^(json|text)$")
 
+    @model_validator(mode="after")
+    def _credentials(self) -> BusSettings:
+        if self.nats_password is not None and self.nats_password_file is not None:
+            raise ValueError("set MEDBAY_NATS_PASSWORD or MEDBAY_NATS_PASSWORD_FILE, not both")
+        if (self.nats_cert_file is None) != (self.nats_key_file is None):
+            raise ValueError("MEDBAY_NATS_CERT_FILE and MEDBAY_NATS_KEY_FILE go together")
+        return self
+
     def port_for(self, service: str) -> int:
         if self.http_port is not None:
             return self.http_port
         return DEFAULT_HTTP_PORTS.get(service, 0)
+
+    @property
+    def servers(self) -> list[str]:
+        return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
+    def password(self) -> str | None:
+        if self.nats_password is not None:
+            return self.nats_password.get_secret_value()
+        if self.nats_password_file is not None:
+            try:
+                return self.nats_password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"MEDBAY_NATS_PASSWORD_FILE {self.nats_password_file}: {exc.strerror}"
+                ) from None
+        return None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """A context verifying the server against the CA file (and presenting a client
+        certificate if one is set); None leaves TLS to the URL's scheme and the
+        system's CAs."""
+        if self.nats_ca_file is None and self.nats_cert_file is None:
+            return None
+        try:
+            context = ssl.create_default_context(
+                cafile=str(self.nats_ca_file) if self.nats_ca_file else None
+            )
+            if self.nats_cert_file is not None and self.nats_key_file is not None:
+                context.load_cert_chain(str(self.nats_cert_file), str(self.nats_key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"NATS TLS files: {exc}") from None
+        return context
+
+    def connect_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect`` (and faststream's broker) beyond the URLs."""
+        options: dict[str, Any] = {}
+        password = self.password()
+        if self.nats_user is not None:
+            options["user"] = self.nats_user
+            options["inbox_prefix"] = inbox_prefix(self.nats_user)
+            if password is not None:
+                options["password"] = password
+        elif password is not None:
+            raise ConfigError("a NATS password is set but MEDBAY_NATS_USER is not")
+        tls = self.tls_context()
+        if tls is not None:
+            options["tls"] = tls
+        return options
+
+    def safe_nats_url(self) -> str:
+        return ",".join(redact_url(u) for u in self.servers)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the password in its user info, for logs and screens."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 class ConfigError(ValueError):

@@ -10,11 +10,18 @@ can silently re-declare a stream with other settings.
 | METRICS | medbay.metrics.<host> | collector | 24 h, 2 GiB: rebuilds detector state, debugging |
 | ISSUES | medbay.issues.<opened,updated,resolved>.<host> | detector | 90 d: incidents |
 | PLANS | medbay.plans.<host> | planner | 90 d: decisions and their inputs |
-| APPROVALS | medbay.approvals.<plan_id> | executor | 90 d: audit trail |
+| APPROVALS | medbay.approvals.<channel>.<plan_id> | executor | 90 d: audit trail |
 | RESULTS | medbay.results.<host> | executor | 90 d: outcomes, training data |
-| REQUESTS | medbay.requests.<host> | planner | 90 d: actions people asked for by hand |
-| AUDIT | medbay.audit.<kind> | executor | 365 d: other changes people made (breaker resets) |
-| DEADLETTER | medbay.deadletter.<stream> | detector | 30 d, 1 GiB: rejects, reasons |
+| REQUESTS | medbay.requests.<channel>.<host> | planner | 90 d: actions people asked for by hand |
+| AUDIT | medbay.audit.breaker.<channel>.<target> | executor | 365 d: other changes people made |
+| DEADLETTER | medbay.deadletter.<service>.<stream> | detector | 30 d, 1 GiB: rejects, reasons |
+
+Who may publish on which of these subjects, and read them, is in
+``medbay.common.access``. Where several services publish on one stream, the
+subject names the channel or service (``approvals.<channel>``,
+``deadletter.<service>``) so the NATS server's permissions can tell them apart,
+and every consumer checks that a message's subject is the one its body implies
+(``subject_mismatch``): a Telegram approval can only come from the approver.
 
 All are limits-based (consumers never delete what others may need), file-backed
 (they survive a server restart) and deduplicate on ``Nats-Msg-Id``.
@@ -209,7 +216,7 @@ def plan_subject(plan: Plan) -> str:
 
 
 def approval_subject(approval: Approval) -> str:
-    return f"{PREFIX}.approvals.{token(approval.plan_id)}"
+    return f"{PREFIX}.approvals.{approval.channel}.{token(approval.plan_id)}"
 
 
 def result_subject(result: ActionResult) -> str:
@@ -217,15 +224,15 @@ def result_subject(result: ActionResult) -> str:
 
 
 def request_subject(request: ActionRequested) -> str:
-    return f"{PREFIX}.requests.{token(request.host)}"
+    return f"{PREFIX}.requests.{request.channel}.{token(request.host)}"
 
 
 def audit_subject(event: BreakerReset) -> str:
-    return f"{PREFIX}.audit.breaker.{token(event.target)}"
+    return f"{PREFIX}.audit.breaker.{event.channel}.{token(event.target)}"
 
 
-def deadletter_subject(source_stream: str) -> str:
-    return f"{PREFIX}.deadletter.{token(source_stream)}"
+def deadletter_subject(service: str, source_stream: str) -> str:
+    return f"{PREFIX}.deadletter.{token(service)}.{token(source_stream)}"
 
 
 def subject_for(event: Event) -> str:
@@ -247,6 +254,36 @@ def subject_for(event: Event) -> str:
     raise TypeError(f"no subject for {type(event).__name__}")
 
 
+def subject_mismatch(event: Event, subject: str) -> str | None:
+    """Why ``event`` may not have come on ``subject`` (None: it may).
+
+    The subject is what the server's permissions vouch for (who may publish
+    there); the body must agree with it: its host, its channel, its plan.
+    """
+    expected = subject_for(event)
+    if subject == expected:
+        return None
+    return f"subject {subject} does not match the event (expected {expected})"
+
+
+SANDBOX = "sandbox"
+"""Replays re-publish under ``sandbox.<...>``: outside every stream, and the only
+subjects besides their own that the gateway and the CLI may publish on for it."""
+
+
+def sandbox_prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot be a replay prefix (None: it can)."""
+    tokens = prefix.split(".")
+    if not all(_SANDBOX_TOKEN.fullmatch(t) for t in tokens):
+        return "use dot-separated tokens of letters, digits, '_' and '-'"
+    if tokens[0] != SANDBOX:
+        return f"the prefix must be {SANDBOX!r} or start with '{SANDBOX}.'"
+    return None
+
+
+_SANDBOX_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+
+
 # Which events travel on which stream, with their subject pattern: used for the
 # AsyncAPI document and for decoding events when tailing or replaying.
 CHANNELS: tuple[tuple[str, StreamSpec, type[Event]], ...] = (
@@ -255,8 +292,8 @@ CHANNELS: tuple[tuple[str, StreamSpec, type[Event]], ...] = (
     (f"{PREFIX}.issues.updated.{{host}}", ISSUES, IssueUpdated),
     (f"{PREFIX}.issues.resolved.{{host}}", ISSUES, IssueResolved),
     (f"{PREFIX}.plans.{{host}}", PLANS, Plan),
-    (f"{PREFIX}.approvals.{{plan_id}}", APPROVALS, Approval),
+    (f"{PREFIX}.approvals.{{channel}}.{{plan_id}}", APPROVALS, Approval),
     (f"{PREFIX}.results.{{host}}", RESULTS, ActionResult),
-    (f"{PREFIX}.requests.{{host}}", REQUESTS, ActionRequested),
-    (f"{PREFIX}.audit.breaker.{{target}}", AUDIT, BreakerReset),
+    (f"{PREFIX}.requests.{{channel}}.{{host}}", REQUESTS, ActionRequested),
+    (f"{PREFIX}.audit.breaker.{{channel}}.{{target}}", AUDIT, BreakerReset),
 )

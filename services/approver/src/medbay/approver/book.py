@@ -11,6 +11,8 @@ the chats), so a crash in between is made good later.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,13 +21,16 @@ from typing import Literal
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from medbay.common import kv as kv_records
+from medbay.common.access import APPROVER_BOOK
 from medbay.common.events import Approval, Plan, derived_event_id
-from medbay.executor.safety import key_token
+from medbay.common.records import key_token
 
-BUCKET = "medbay_approver"
+log = logging.getLogger(__name__)
+
+BUCKET = APPROVER_BOOK.name
 KEY_PREFIX = "plans."
 RETENTION = timedelta(days=30)
 """How long a record outlives its last change (the bucket's max age)."""
@@ -170,7 +175,16 @@ class ApprovalBook:
                 if entry is None:  # the end of the current values
                     continue
                 gone = entry.operation in (KV_DEL, KV_PURGE) or not entry.value
-                record = None if gone else ApprovalRecord.model_validate_json(entry.value)
+                if gone:
+                    yield entry.key, entry.revision or 0, None
+                    continue
+                try:
+                    record = ApprovalRecord.model_validate_json(entry.value or b"")
+                except ValidationError as exc:
+                    log.warning("unreadable approval record %s, skipped: %s", entry.key, exc)
+                    continue
                 yield entry.key, entry.revision or 0, record
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            # on a lost connection stopping fails too; that must not hide a cancellation
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]

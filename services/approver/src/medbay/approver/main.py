@@ -19,6 +19,7 @@ from medbay.approver.callbacks import CallbackSigner
 from medbay.approver.config import ApproverConfig, load_config
 from medbay.approver.service import ApproverService
 from medbay.approver.telegram import TelegramChat, make_bot, poll
+from medbay.common.access import APPROVER_APPROVALS, APPROVER_PLANS
 from medbay.common.bus import (
     BatchConsumer,
     ConsumerSpec,
@@ -29,7 +30,7 @@ from medbay.common.bus import (
     wait_for_streams,
 )
 from medbay.common.events import Approval, Plan
-from medbay.common.runtime import ServiceRuntime
+from medbay.common.runtime import ServiceRuntime, current_task_cancelling
 from medbay.common.settings import config_from_command_line
 from medbay.common.streams import APPROVALS, PLANS
 
@@ -114,6 +115,8 @@ class Approver:
                 async for key, revision, record in self.service.book.watch():
                     self.service.observe(key, revision, record)
             except Exception:
+                if current_task_cancelling():
+                    raise
                 log.exception("watching the approval records failed; starting over")
             await asyncio.sleep(1.0)
 
@@ -138,7 +141,9 @@ async def serve(config: ApproverConfig) -> None:
 
     plans = BatchConsumer(
         rt.broker,
-        ConsumerSpec("approver", PLANS.subjects[0], PLANS, batch_size=64, deliver_new=True),
+        ConsumerSpec(
+            APPROVER_PLANS.name, PLANS.subjects[0], PLANS, batch_size=64, deliver_new=True
+        ),
         parse=json_parser(Plan),
         handler=approver.handle_plans,
         service="approver",
@@ -148,7 +153,11 @@ async def serve(config: ApproverConfig) -> None:
     approvals = BatchConsumer(
         rt.broker,
         ConsumerSpec(
-            "approver-approvals", APPROVALS.subjects[0], APPROVALS, batch_size=64, deliver_new=True
+            APPROVER_APPROVALS.name,
+            APPROVALS.subjects[0],
+            APPROVALS,
+            batch_size=64,
+            deliver_new=True,
         ),
         parse=json_parser(Approval),
         handler=approver.handle_approvals,

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from medbay.approver.book import ApprovalRecord, Decision
 from medbay.common.events import ActionResult, IssueOpened, IssueUpdated, Plan, Severity
-from medbay.executor.safety import BreakerState
+from medbay.common.records import BreakerState
 
 MAX_CHARS = 4096
 """Telegram's limit on a message's text."""

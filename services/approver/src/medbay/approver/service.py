@@ -32,6 +32,7 @@ from medbay.approver.book import (
 )
 from medbay.approver.callbacks import CallbackExpired, CallbackSigner, InvalidCallback
 from medbay.common.events import Approval, Plan, utc_now
+from medbay.common.runtime import current_task_cancelling
 
 log = logging.getLogger("medbay.approver")
 
@@ -274,6 +275,8 @@ class ApproverService:
             try:
                 await self.publish(decision.approval(plan_id), record.traceparent)
             except Exception:
+                if current_task_cancelling():
+                    raise
                 log.exception("publishing the decision on plan %s failed; will retry", plan_id)
                 return
             record = await self._update(plan_id, lambda old: {"published": True}) or record
@@ -388,6 +391,8 @@ class ApproverService:
                     if claimed is None or claimed + ANNOUNCE_LEASE <= now:
                         await self._claim_announcement(plan_id)
             except Exception:
+                if current_task_cancelling():
+                    raise
                 log.exception("sweeping plan %s failed; will retry", plan_id)
 
     # --- commands ---------------------------------------------------------------------------

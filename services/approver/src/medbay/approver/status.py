@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated
 
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -23,8 +22,14 @@ from medbay.common.events import (
     Plan,
     Severity,
 )
+from medbay.common.records import (
+    EXECUTOR_RAILS,
+    PLAN_BOOK,
+    BreakerState,
+    open_breakers,
+    read_plans,
+)
 from medbay.common.streams import ISSUES, RESULTS, StreamSpec
-from medbay.executor import plan_book, safety
 
 ISSUE_EVENTS = 5000
 """How many of the latest issue events are read to find the open issues."""
@@ -79,7 +84,7 @@ async def recent(js: JetStreamContext, stream: StreamSpec, count: int) -> list[b
         while True:
             try:
                 msgs = await sub.fetch(256, timeout=2)
-            except NatsTimeout:
+            except TimeoutError:  # nats-py raises its own or the built-in one
                 break
             payloads += [m.data for m in msgs if m.metadata.sequence.stream <= last]
             if msgs[-1].metadata.sequence.stream >= last:
@@ -111,20 +116,20 @@ def _results(payloads: list[bytes]) -> list[ActionResult]:
 
 async def running_plans(js: JetStreamContext) -> list[Plan] | None:
     try:
-        book = plan_book.PlanBook(await js.key_value(plan_book.BUCKET))
+        kv = await js.key_value(PLAN_BOOK.name)
     except NotFoundError:
         return None
-    records = await book.records()
+    records = await read_plans(kv)
     plans = [r.parsed_plan() for r in records.values() if r.state == "running"]
     return sorted((p for p in plans if p is not None), key=lambda p: p.timestamp)
 
 
-async def open_breakers(js: JetStreamContext) -> dict[str, safety.BreakerState] | None:
+async def breakers(js: JetStreamContext) -> dict[str, BreakerState] | None:
     try:
-        kv = await js.key_value(safety.BUCKET)
+        kv = await js.key_value(EXECUTOR_RAILS.name)
     except NotFoundError:
         return None
-    return await safety.SafetyRails(kv, safety.SafetyConfig()).breakers()
+    return await open_breakers(kv)
 
 
 async def snapshot(js: JetStreamContext, waiting: int) -> StatusSnapshot:
@@ -134,6 +139,6 @@ async def snapshot(js: JetStreamContext, waiting: int) -> StatusSnapshot:
         open_issues=None if issue_payloads is None else open_issues(_issues(issue_payloads)),
         running_plans=await running_plans(js),
         last_results=None if result_payloads is None else last_actions(_results(result_payloads)),
-        breakers=await open_breakers(js),
+        breakers=await breakers(js),
         waiting=waiting,
     )

@@ -10,13 +10,13 @@ import asyncio
 import gc
 import logging
 
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
+from medbay.common.access import DETECTOR_METRICS
 from medbay.common.bus import (
     BatchConsumer,
     ConsumerSpec,
@@ -26,7 +26,7 @@ from medbay.common.bus import (
     publish_event,
 )
 from medbay.common.events import IssueChange, MetricBatch
-from medbay.common.runtime import ServiceRuntime
+from medbay.common.runtime import ServiceRuntime, current_task_cancelling
 from medbay.common.settings import config_from_command_line
 from medbay.common.streams import ISSUES, METRICS
 from medbay.detector.config import DetectorConfig, load_config
@@ -35,7 +35,7 @@ from medbay.detector.snapshots import SnapshotStore
 
 log = logging.getLogger("medbay.detector")
 
-CONSUMER = "detector"
+CONSUMER = DETECTOR_METRICS.name
 
 
 class Detector:
@@ -111,7 +111,7 @@ class Detector:
             while not done:
                 try:
                     msgs = await sub.fetch(512, timeout=2)
-                except NatsTimeout:
+                except TimeoutError:  # nats-py raises its own or the built-in one
                     break
                 items: list[tuple[MetricBatch, int]] = []
                 for msg in msgs:
@@ -201,6 +201,8 @@ class Detector:
             try:
                 await self.flush()
             except Exception:
+                if current_task_cancelling():
+                    raise
                 log.exception("snapshot failed; will retry")
 
     def _update_gauge(self) -> None:

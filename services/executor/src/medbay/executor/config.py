@@ -8,27 +8,65 @@ what every plan would do and touches nothing.
 
     mode: live                # default dry-run: report what would be done, do nothing
     targets:                  # name -> backend; plan steps name their target
-      web: {kind: process, command: [python, -m, http.server, "8080"], match: http.server}
+      web:                    # the process whose argv is exactly this, run as www-data
+        kind: process
+        command: [/usr/bin/python3, -m, http.server, "8080"]
+        user: www-data
+        env: {PYTHONUNBUFFERED: "1"}
       redis: {kind: redis, url: "redis://127.0.0.1:6379/0"}
       oncall: {kind: notifier, via: log}
     escalate_to: oncall       # alert_human target when a breaker is open or a plan fails
     verify_window_seconds: 60
+    approval:                 # the executor's own judgement, whatever a plan says
+      min_confidence: 0.5     # less confident plans wait for a person
+      require_approval: {kinds: [disk], actions: [scale_up], hosts: ["db-*"]}
+      channels: [telegram, gateway, cli]   # whose approvals count
     safety:
       allow: {restart_service: [web], clear_cache: [redis], alert_human: [oncall]}
+
+Commands the executor runs (process, command, systemd and notifier command
+targets) get none of its own environment, which holds its credentials: only
+PATH (``/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin``), LANG
+and LC_ALL (``C.UTF-8``), HOME, and the target's ``env`` (which may set PATH
+too). Secrets in command lines (``--password=...``, ``token=...``,
+``scheme://user:pass@host``, bearer tokens) are hidden in step output.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from medbay.common.approval import ApprovalPolicy
 from medbay.common.settings import ConfigError, load_yaml_config
 from medbay.executor.safety import SafetyConfig
 from medbay.executor.targets import TargetSpec
 
 __all__ = ["ConfigError", "ExecutorConfig", "load_config"]
+
+
+ApprovalChannel = Literal["telegram", "gateway", "cli"]
+
+
+class ApprovalConfig(BaseModel):
+    """When the executor waits for a person, and whose decisions it takes.
+
+    A plan waits when it asks to, when a step is high-risk by the action catalog,
+    when its confidence is under ``min_confidence`` or when ``require_approval``
+    matches (``medbay.common.approval``). Approvals count only from ``channels``
+    (each published by its own NATS identity); the expiry timer may only reject.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_confidence: float = Field(default=0.5, ge=0, le=1)
+    require_approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    channels: list[ApprovalChannel] = Field(
+        default_factory=lambda: list(get_args(ApprovalChannel)),
+        description="Where approvals may come from.",
+    )
 
 
 class ExecutorConfig(BaseModel):
@@ -39,6 +77,7 @@ class ExecutorConfig(BaseModel):
     )
     targets: dict[str, TargetSpec] = Field(default_factory=dict)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
     escalate_to: str | None = Field(
         default=None,
         description="Target (a notifier) for alert_human when a breaker is open or a plan fails.",

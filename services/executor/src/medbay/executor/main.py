@@ -1,8 +1,13 @@
-"""The executor service: PLANS and APPROVALS in, actions and RESULTS out.
+"""The executor service: PLANS, APPROVALS and AUDIT in, actions and RESULTS out.
 
 Wiring and the step loop. What a step does is in ``targets``; whether it may run
 is in ``safety``; whether it worked is in ``verify``; where each plan stands is
 in ``plan_book``.
+
+Whether a plan waits for a person is the executor's own decision
+(``config.approval``, ``medbay.common.approval``), never the plan's word alone.
+Breaker resets people ask for (``BreakerReset`` on AUDIT, from the gateway or
+the CLI) are applied here: only the executor writes its rails.
 
 A plan's steps escalate: step 1 runs; if its fix is verified the plan is done,
 otherwise step 2 runs, and so on. In dry-run every step is reported with what it
@@ -25,11 +30,21 @@ from opentelemetry import propagate, trace
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from medbay.common.bus import BatchConsumer, ConsumerSpec, Delivery, jetstream, json_parser
+from medbay.common.access import EXECUTOR_APPROVALS, EXECUTOR_AUDIT, EXECUTOR_PLANS
+from medbay.common.approval import plan_approval_reasons
+from medbay.common.bus import (
+    BatchConsumer,
+    ConsumerSpec,
+    Delivery,
+    follow,
+    jetstream,
+    json_parser,
+)
 from medbay.common.bus import publish_event as publish
 from medbay.common.events import (
     ActionResult,
     Approval,
+    BreakerReset,
     IssueResolved,
     MetricBatch,
     Plan,
@@ -38,7 +53,7 @@ from medbay.common.events import (
 )
 from medbay.common.runtime import ServiceRuntime
 from medbay.common.settings import config_from_command_line
-from medbay.common.streams import APPROVALS, PLANS, PREFIX, RESULTS
+from medbay.common.streams import APPROVALS, AUDIT, ISSUES, METRICS, PLANS, PREFIX, RESULTS
 from medbay.executor.config import ExecutorConfig, load_config
 from medbay.executor.plan_book import PlanBook
 from medbay.executor.safety import Refusal, SafetyRails
@@ -73,10 +88,6 @@ class Executor:
         js = jetstream(self.rt.broker)
         self.book = await PlanBook.open(js)
         self.rails = await SafetyRails.open(js, self.config.safety)
-        nc = self.rt.broker.config.connection_state.connection
-        # Core subscriptions see what JetStream stores, as it is stored.
-        await nc.subscribe(f"{PREFIX}.metrics.>", cb=self._on_metrics)
-        await nc.subscribe(f"{PREFIX}.issues.resolved.>", cb=self._on_resolved)
         log.info(
             "executor %s in %s mode with targets %s",
             self.executor_id,
@@ -84,10 +95,18 @@ class Executor:
             sorted(self.config.targets) or "(none)",
         )
         for plan_id, record in (await self.book.records()).items():
-            plan = record.parsed_plan()
+            plan = record.parsed_plan()  # an unreadable one is logged and skipped
             if record.state == "running" and plan is not None:
                 log.info("resuming plan %s", plan_id)
                 self.launch(plan, record.traceparent)
+
+    async def watch_metrics(self) -> None:
+        """New samples, for verifying fixes."""
+        await follow(self.rt.broker, METRICS, f"{PREFIX}.metrics.>", self._on_metrics)
+
+    async def watch_resolved(self) -> None:
+        """Issues resolving, for verifying fixes."""
+        await follow(self.rt.broker, ISSUES, f"{PREFIX}.issues.resolved.>", self._on_resolved)
 
     async def _on_metrics(self, msg: Msg) -> None:
         if not self.verifier.waiting_on_host(msg.subject.rsplit(".", 1)[-1]):
@@ -103,10 +122,14 @@ class Executor:
 
     async def handle_plans(self, deliveries: list[Delivery[Plan]]) -> None:
         assert self.book is not None
+        approval = self.config.approval
         for d in deliveries:
             plan = d.event
+            reasons = plan_approval_reasons(
+                plan, min_confidence=approval.min_confidence, policy=approval.require_approval
+            )
             age = (datetime.now(UTC) - plan.timestamp).total_seconds()
-            if age > self.config.max_plan_age_seconds and not plan.requires_approval:
+            if age > self.config.max_plan_age_seconds and not reasons:
                 log.warning(
                     "plan %s is %.0f s old (limit %.0f s): not run, the situation has moved on",
                     plan.plan_id,
@@ -118,7 +141,14 @@ class Executor:
             with d.span("executor.receive_plan") as span:
                 carrier: dict[str, str] = {}
                 propagate.inject(carrier, context=trace.set_span_in_context(span))
-                step = await self.book.on_plan(plan, carrier)
+                step = await self.book.on_plan(plan, carrier, reasons)
+                if reasons and not plan.requires_approval:
+                    log.warning(
+                        "plan %s says it needs no approval; held for one: %s",
+                        plan.plan_id,
+                        "; ".join(reasons),
+                        extra={"plan_id": plan.plan_id},
+                    )
                 log.info(
                     "plan %s for %s on %s: %s",
                     plan.plan_id,
@@ -134,6 +164,18 @@ class Executor:
         assert self.book is not None
         for d in deliveries:
             approval = d.event
+            refused = self.refused_approval(approval)
+            if refused is not None:
+                log.warning(
+                    "%s of plan %s by %s (%s) does not count: %s",
+                    approval.decision,
+                    approval.plan_id,
+                    approval.decided_by,
+                    approval.channel,
+                    refused,
+                    extra={"plan_id": approval.plan_id},
+                )
+                continue
             with d.span("executor.receive_approval"):
                 step = await self.book.on_approval(approval)
                 log.info(
@@ -150,6 +192,29 @@ class Executor:
                     self.launch(plan, step.record.traceparent)
                 elif step.action == "rejected" and approval.channel == "expiry" and plan:
                     await self._escalate(plan, "nobody decided in time; the plan expired")
+
+    def refused_approval(self, approval: Approval) -> str | None:
+        """Why an approval does not count (None: it does)."""
+        if approval.channel == "expiry":
+            return None if approval.decision == "reject" else "the expiry timer may only reject"
+        if approval.channel not in self.config.approval.channels:
+            allowed = ", ".join(self.config.approval.channels) or "none"
+            return (
+                f"approvals from {approval.channel} are not accepted (approval.channels: {allowed})"
+            )
+        return None
+
+    async def handle_audit(self, deliveries: list[Delivery[BreakerReset]]) -> None:
+        """Breaker resets people asked for."""
+        assert self.rails is not None
+        for d in deliveries:
+            reset = d.event
+            with d.span("executor.reset_breaker"):
+                by = f"{reset.reset_by} ({reset.channel})"
+                if await self.rails.reset_breaker(reset.target, by=by):
+                    log.info("breaker for %r reset by %s", reset.target, by)
+                else:
+                    log.info("breaker reset for %r by %s: it was not open", reset.target, by)
 
     def launch(self, plan: Plan, traceparent: dict[str, str]) -> None:
         if plan.plan_id in self.running:
@@ -366,7 +431,7 @@ async def serve(config: ExecutorConfig) -> None:
     plans = BatchConsumer(
         rt.broker,
         ConsumerSpec(
-            "executor",
+            EXECUTOR_PLANS.name,
             PLANS.subjects[0],
             PLANS,
             batch_size=64,
@@ -381,7 +446,7 @@ async def serve(config: ExecutorConfig) -> None:
     approvals = BatchConsumer(
         rt.broker,
         ConsumerSpec(
-            "executor-approvals",
+            EXECUTOR_APPROVALS.name,
             APPROVALS.subjects[0],
             APPROVALS,
             batch_size=64,
@@ -393,10 +458,25 @@ async def serve(config: ExecutorConfig) -> None:
         max_bytes=rt.settings.max_event_bytes,
         registry=rt.registry,
     )
+    audit = BatchConsumer(
+        rt.broker,
+        ConsumerSpec(EXECUTOR_AUDIT.name, AUDIT.subjects[0], AUDIT, batch_size=64),
+        parse=json_parser(BreakerReset),
+        handler=executor.handle_audit,
+        service="executor",
+        max_bytes=rt.settings.max_event_bytes,
+        registry=rt.registry,
+    )
     await rt.run(
         needs=[PLANS],
         on_start=executor.start,
-        tasks=[plans.run, approvals.run],
+        tasks=[
+            plans.run,
+            approvals.run,
+            audit.run,
+            executor.watch_metrics,
+            executor.watch_resolved,
+        ],
         on_stop=executor.stop,
     )
 

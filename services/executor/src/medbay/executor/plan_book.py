@@ -10,36 +10,19 @@ approval may overtake its plan), and completed by the other.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from medbay.common.events import Approval, Plan
-from medbay.common.streams import token
+from medbay.common.records import PLAN_BOOK, PlanRecord, PlanState, plan_key, read_plan, read_plans
 
-BUCKET = "medbay_plans"
-
-PlanState = Literal["pending", "approved", "rejected", "running", "done"]
-
-
-@dataclass
-class PlanRecord:
-    state: PlanState
-    plan: str | None = None
-    """The plan's JSON; None while only its approval is known."""
-    traceparent: dict[str, str] = field(default_factory=dict)
-    decided_by: str = ""
-    channel: str = ""
-    decided_at: str = ""
-    note: str = ""
-
-    def parsed_plan(self) -> Plan | None:
-        return None if self.plan is None else Plan.model_validate_json(self.plan)
+BUCKET = PLAN_BOOK.name
 
 
 @dataclass(frozen=True)
@@ -63,59 +46,61 @@ class PlanBook:
                 history=5,
                 ttl=90 * 24 * 3600,
                 storage=StorageType.FILE,
-                description="Executor: where each plan stands",
+                description=PLAN_BOOK.description,
             )
         )
         return cls(kv)
 
-    @staticmethod
-    def key(plan_id: str) -> str:
-        return f"plans.{token(plan_id)}"
-
     async def get(self, plan_id: str) -> tuple[PlanRecord | None, int]:
-        try:
-            entry = await self.kv.get(self.key(plan_id))
-        except (KeyNotFoundError, KeyDeletedError):
-            return None, 0
-        if entry.value is None:
-            return None, 0
-        return PlanRecord(**json.loads(entry.value)), entry.revision or 0
+        """The record and its revision. An unreadable record reads as (None, its revision):
+        it is replaced by the next write rather than blocking the plan for ever."""
+        return await read_plan(self.kv, plan_id)
 
     async def _write(self, plan_id: str, record: PlanRecord, revision: int) -> bool:
         """Create (revision 0) or compare-and-swap; False if someone else got there first."""
-        data = json.dumps(asdict(record)).encode()
+        data = record.model_dump_json().encode()
         try:
             if revision == 0:
-                await self.kv.create(self.key(plan_id), data)
+                await self.kv.create(plan_key(plan_id), data)
             else:
-                await self.kv.update(self.key(plan_id), data, last=revision)
+                await self.kv.update(plan_key(plan_id), data, last=revision)
         except KeyWrongLastSequenceError:
             return False
         return True
 
-    async def on_plan(self, plan: Plan, traceparent: dict[str, str]) -> Transition:
+    async def on_plan(
+        self, plan: Plan, traceparent: dict[str, str], approval_reasons: Sequence[str]
+    ) -> Transition:
+        """Record a plan; it runs at once only if ``approval_reasons`` is empty (the
+        executor's own judgement, not the plan's say) or an approval came first."""
+        reasons = list(approval_reasons)
         while True:
             record, revision = await self.get(plan.plan_id)
             if record is not None and record.plan is not None:
                 return Transition("nothing", record, f"plan already {record.state}")
             if record is None:
-                state: PlanState = "pending" if plan.requires_approval else "running"
-                new = PlanRecord(state, plan.model_dump_json(), traceparent)
+                state: PlanState = "pending" if reasons else "running"
+                new = PlanRecord(
+                    state=state,
+                    plan=plan.model_dump_json(),
+                    traceparent=traceparent,
+                    approval_reasons=reasons,
+                )
             else:  # its approval came first
                 state = "running" if record.state == "approved" else "rejected"
-                new = PlanRecord(
-                    state,
-                    plan.model_dump_json(),
-                    traceparent,
-                    record.decided_by,
-                    record.channel,
-                    record.decided_at,
+                new = record.model_copy(
+                    update={
+                        "state": state,
+                        "plan": plan.model_dump_json(),
+                        "traceparent": traceparent,
+                        "approval_reasons": reasons,
+                    }
                 )
             if await self._write(plan.plan_id, new, revision):
                 if state == "running":
                     return Transition("run", new, "approved" if record else "no approval needed")
                 if state == "pending":
-                    return Transition("wait", new, "waiting for approval")
+                    return Transition("wait", new, "waiting for approval: " + "; ".join(reasons))
                 return Transition("nothing", new, f"rejected by {new.decided_by}")
 
     async def on_approval(self, approval: Approval) -> Transition:
@@ -129,16 +114,18 @@ class PlanBook:
                     f"already {record.state}"
                     + (f" by {record.decided_by}" if record.decided_by else ""),
                 )
+            decided = {
+                "decided_by": approval.decided_by,
+                "channel": approval.channel,
+                "decided_at": approval.timestamp.isoformat(),
+                "note": approval.reason,
+            }
             if record is None:  # the plan has not arrived yet
-                new = PlanRecord("approved" if approve else "rejected")
+                new = PlanRecord(state="approved" if approve else "rejected", **decided)
             else:
-                new = PlanRecord(
-                    "running" if approve else "rejected", record.plan, record.traceparent
+                new = record.model_copy(
+                    update={"state": "running" if approve else "rejected", **decided}
                 )
-            new.decided_by = approval.decided_by
-            new.channel = approval.channel
-            new.decided_at = approval.timestamp.isoformat()
-            new.note = approval.reason
             if await self._write(approval.plan_id, new, revision):
                 if record is None:
                     return Transition("nothing", new, f"{new.state} before its plan arrived")
@@ -151,21 +138,10 @@ class PlanBook:
             record, revision = await self.get(plan_id)
             if record is None:
                 return
-            record.state = "done"
-            record.note = note
-            if await self._write(plan_id, record, revision):
+            done = record.model_copy(update={"state": "done", "note": note})
+            if await self._write(plan_id, done, revision):
                 return
 
     async def records(self) -> dict[str, PlanRecord]:
-        """Every plan record, by plan id (for resuming, and for `medbay plans`)."""
-        try:
-            keys = await self.kv.keys()
-        except Exception:  # nats-py raises NoKeysError for an empty bucket
-            return {}
-        out: dict[str, PlanRecord] = {}
-        for key in keys:
-            plan_id = key.removeprefix("plans.")
-            record, _ = await self.get(plan_id)
-            if record is not None:
-                out[plan_id] = record
-        return out
+        """Every readable plan record, by plan id (unreadable ones are logged and skipped)."""
+        return await read_plans(self.kv)

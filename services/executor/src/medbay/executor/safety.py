@@ -47,9 +47,18 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from medbay.common import kv as kv_records
 from medbay.common.events import ActionName
+from medbay.common.records import (
+    EXECUTOR_RAILS,
+    BreakerState,
+    RecordedAction,
+    TargetState,
+    key_token,
+    open_breakers,
+    target_key,
+)
 
-BUCKET = "medbay_executor"
-"""The KV bucket holding every rail's state (shared by all executor replicas and the CLI)."""
+BUCKET = EXECUTOR_RAILS.name
+"""The KV bucket holding every rail's state (shared by all executor replicas)."""
 
 UNRESTRICTED: frozenset[ActionName] = frozenset({"alert_human"})
 """Actions that change nothing: only the allowlist applies to them."""
@@ -194,28 +203,6 @@ class _Stored(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-class RecordedAction(_Stored):
-    action: ActionName
-    at: AwareDatetime
-
-
-class BreakerState(_Stored):
-    opened_at: AwareDatetime
-    reason: str
-    actions: list[RecordedAction]
-    """The actions that opened it."""
-
-
-class TargetState(_Stored):
-    target: str
-    last_run: dict[ActionName, AwareDatetime] = Field(default_factory=dict)
-    recent: list[RecordedAction] = Field(default_factory=list)
-    """Flap-counted actions inside the flap window, oldest first."""
-    breaker: BreakerState | None = None
-    reset_by: str = ""
-    reset_at: AwareDatetime | None = None
-
-
 class RateWindow(_Stored):
     taken: list[AwareDatetime] = Field(default_factory=list)
     """When the most recent actions ran (all executors), oldest first."""
@@ -349,28 +336,12 @@ class SafetyPolicy:
 
 # --- KV -------------------------------------------------------------------------------
 
-_UNSAFE_KEY_CHAR = re.compile(r"[^A-Za-z0-9_-]")
-
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 
-def key_token(name: str) -> str:
-    """``name`` as one KV key token: other characters become ``=XX`` (UTF-8, hex).
-
-    Reversible, so two names never share a key (``web.1`` -> ``web=2E1``).
-    """
-    if not name:
-        raise ValueError("an empty name has no key")
-    return _UNSAFE_KEY_CHAR.sub(lambda m: "".join(f"={b:02X}" for b in m[0].encode()), name)
-
-
 def step_key(plan_id: str, step_index: int) -> str:
     return f"steps.{key_token(plan_id)}.{step_index}"
-
-
-def target_key(target: str) -> str:
-    return f"targets.{key_token(target)}"
 
 
 RATE_KEY = "rate"
@@ -392,7 +363,7 @@ class SafetyRails:
                 bucket=BUCKET,
                 history=5,
                 storage=StorageType.FILE,
-                description="Executor: step claims, cooldowns, flap breakers, rate limit",
+                description=EXECUTOR_RAILS.description,
             )
         )
         return cls(kv, config)
@@ -489,19 +460,7 @@ class SafetyRails:
 
     async def breakers(self) -> dict[str, BreakerState]:
         """The open breakers, by target."""
-        found: dict[str, BreakerState] = {}
-        watcher = await self.kv.watch("targets.>", ignore_deletes=True)
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                if entry.value:
-                    state = TargetState.model_validate_json(entry.value)
-                    if state.breaker is not None:
-                        found[state.target] = state.breaker
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        return found
+        return await open_breakers(self.kv)
 
     async def reset_breaker(self, target: str, by: str) -> bool:
         """Close the target's breaker and forget its flap history; False if it was not open."""

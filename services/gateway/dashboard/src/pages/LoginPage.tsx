@@ -5,11 +5,12 @@ import Card from '@mui/material/Card';
 import CardContent from '@mui/material/CardContent';
 import TextField from '@mui/material/TextField';
 import Typography from '@mui/material/Typography';
-import { useState, type FormEvent } from 'react';
+import { useCallback, useEffect, useState, type FormEvent } from 'react';
 import { ApiError, apiRequest } from '../api/client';
 import type { Me } from '../api/types';
 import { Logo } from '../components/Logo';
 import { useSession } from '../state/session';
+import { takeOfferedToken } from '../state/signInLink';
 
 function problem(error: unknown): string {
   if (error instanceof ApiError && error.status === 401) return 'The gateway does not know this token.';
@@ -20,7 +21,10 @@ function problem(error: unknown): string {
   return 'The gateway cannot be reached.';
 }
 
-/** Sign in with an API token from the gateway's config; it is kept for this tab only. */
+/**
+ * Sign in with an API token from the gateway's config; it is kept for this tab only.
+ * The token of a sign-in link (`#token=`) is tried at once, as if typed and submitted.
+ */
 export function LoginPage() {
   const notice = useSession((state) => state.notice);
   const signIn = useSession((state) => state.signIn);
@@ -28,18 +32,29 @@ export function LoginPage() {
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
 
-  const submit = async (event: FormEvent) => {
+  const signInWith = useCallback(
+    async (candidate: string) => {
+      setBusy(true);
+      setError(null);
+      try {
+        signIn(candidate, await apiRequest<Me>('api/me', { token: candidate }));
+      } catch (failure) {
+        setError(problem(failure));
+        setBusy(false);
+      }
+    },
+    [signIn],
+  );
+
+  useEffect(() => {
+    const offered = takeOfferedToken();
+    if (offered !== null) void signInWith(offered);
+  }, [signInWith]);
+
+  const submit = (event: FormEvent) => {
     event.preventDefault();
     const candidate = token.trim();
-    if (!candidate) return;
-    setBusy(true);
-    setError(null);
-    try {
-      signIn(candidate, await apiRequest<Me>('api/me', { token: candidate }));
-    } catch (failure) {
-      setError(problem(failure));
-      setBusy(false);
-    }
+    if (candidate) void signInWith(candidate);
   };
 
   return (

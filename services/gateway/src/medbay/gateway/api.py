@@ -2,7 +2,10 @@
 
 Every ``/api`` route needs a bearer token (``viewer`` to read, ``operator`` to
 change anything) and answers 503 until the history is read. ``/healthz``,
-``/metrics``, the OpenAPI document and the dashboard need none.
+``/metrics``, the OpenAPI document, its page ``/docs`` (Swagger UI, its scripts
+served from the ``fastapi-offline`` package rather than a CDN; no ReDoc, which
+fetches its logo from one) and the dashboard need none. The checks made before
+any route (``Host``, ``Origin``, token, body size) are in ``medbay.gateway.guards``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from nats.errors import Error as NatsError
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -28,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from medbay.common.events import ActionResult, IssueKind, Severity
 from medbay.gateway.auth import Forbidden, Principal, Unauthorized
 from medbay.gateway.config import Role
+from medbay.gateway.guards import BodyLimit, OriginCheck, TokenGate, TrustedHosts
 from medbay.gateway.health import OwnHealth
 from medbay.gateway.incidents import IncidentFilter
 from medbay.gateway.operations import Conflict, NotFound, Operations, Unavailable
@@ -72,6 +77,7 @@ def _problem(status: int, description: str) -> dict[int | str, dict[str, Any]]:
 AUTH_ERRORS = {
     **_problem(401, "No token, or an unknown one"),
     **_problem(403, "The token's role may not do this"),
+    **_problem(413, "A request body over max_body_bytes"),
     422: {"model": ValidationProblem, "description": "Invalid input"},
     **_problem(503, "Starting (reading history) or NATS unavailable"),
 }
@@ -314,6 +320,7 @@ async def quick_action(ops: Ops, who: Operator, body: QuickAction) -> ActionAcce
 
 @api.post(
     "/breakers/{target:path}/reset",
+    status_code=202,
     tags=["breakers"],
     responses={
         **_problem(404, "A target the URL cannot carry (e.g. with a line break)"),
@@ -323,7 +330,7 @@ async def quick_action(ops: Ops, who: Operator, body: QuickAction) -> ActionAcce
 async def reset_breaker(
     ops: Ops, who: Operator, target: Annotated[str, PathParam(min_length=1, max_length=300)]
 ) -> BreakerResetResponse:
-    """Close a target's breaker (recorded as a BreakerReset on AUDIT)."""
+    """Ask the executor to close a target's breaker: a BreakerReset on AUDIT, which it applies."""
     return await ops.reset_breaker(target, who)
 
 
@@ -416,10 +423,12 @@ def build_app(
     own_health: OwnHealth,
     static_dir: Path | None = None,
 ) -> FastAPI:
-    app = FastAPI(
+    app = FastAPIOffline(
+        redoc_url=None,
         title="Medbay gateway",
         version="1",
         description="Incidents, approvals, metrics and live events of a Medbay installation.",
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from swagger.io
     )
     app.state.service = service
     app.state.registry = registry
@@ -446,5 +455,11 @@ def build_app(
         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
         registry=registry,
     )
+    config = service.config
+    # the last added runs first: the timer sees the refusals too
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(TokenGate, tokens=service.tokens)
+    app.add_middleware(OriginCheck, allowed_origins=config.allowed_origins)
+    app.add_middleware(TrustedHosts, allowed_hosts=config.allowed_hosts)
     app.add_middleware(RequestTimer, histogram=histogram)
     return app

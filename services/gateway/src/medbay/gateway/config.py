@@ -11,6 +11,9 @@ gateway nobody may use is a mistake, and one that everybody may use must be mean
       - {name: alice, token_env: ALICE_TOKEN, role: operator}
       - {name: wallboard, token: "k6Dq0...at-least-16-chars", role: viewer}
     allow_anonymous_viewer: false # true: requests without a token may read
+    allowed_hosts: [localhost, 127.0.0.1, "[::1]"]   # Host names served, any port
+    allowed_origins: []           # pages of other origins that may open /ws
+    max_body_bytes: 65536         # larger request bodies: 413, refused unread
     history_hours: 72             # what the views hold (and rebuild from JetStream)
     max_incidents: 10000          # the least recently active go first (~7 KB each)
     metrics: {history_seconds: 900, history_points: 60, max_hosts: 200}
@@ -24,16 +27,41 @@ gateway nobody may use is a mistake, and one that everybody may use must be mean
 
 More tokens may come from ``MEDBAY_GATEWAY_TOKENS``: ``name:role:token`` entries
 separated by commas (see ``tokens_from_env``).
+
+``allowed_hosts`` guards against DNS rebinding: a request whose ``Host`` names
+another host is answered 400, except ``/healthz`` and ``/metrics`` (probes use the
+pod's IP). Entries are host names or IP addresses without a port (IPv6 in brackets
+or bare), ``*.example.com`` for every subdomain of example.com, or ``*`` for any
+host, which turns the check off and is unsafe for a gateway a browser can reach.
+Behind a proxy, list the names the gateway is reached by.
+
+``allowed_origins`` (``scheme://host[:port]`` each) are the web pages, besides the
+gateway's own (an ``Origin`` whose host and port are the request's ``Host``), that
+may open ``/ws``; a browser's handshake from any other page is refused with 403.
+Clients that send no ``Origin`` (scripts, not browsers) are let through to the
+token check.
+
+``max_body_bytes`` (1 KiB to 64 MiB) bounds every request body: a larger one is
+answered 413 before it is read, or, streamed, as soon as it passes the limit.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from medbay.common.settings import DEFAULT_HTTP_PORTS, ConfigError, load_yaml_config
 
@@ -123,10 +151,61 @@ class ReplayConfig(_Section):
     max_messages: int = Field(default=100_000, ge=1, le=10_000_000)
 
 
+def _host_pattern(text: str) -> str:
+    """A host name, IP address, ``*.domain`` or ``*``; bare IPv6 addresses get brackets."""
+    pattern = text.strip().lower()
+    if pattern == "*":
+        return pattern
+    name = pattern[2:] if pattern.startswith("*.") else pattern
+    if not name or "*" in name or any(c in name for c in "/@ \t"):
+        raise ValueError(f"{text!r}: expected a host name, an IP address, *.domain or *")
+    if name.count(":") > 1 and not name.startswith("["):
+        name = f"[{name}]"
+    if name.startswith("["):
+        try:
+            ipaddress.IPv6Address(name.removeprefix("[").removesuffix("]"))
+        except ValueError:
+            raise ValueError(f"{text!r}: not an IPv6 address") from None
+    elif ":" in name:
+        raise ValueError(f"{text!r}: give the host without a port (any port is allowed)")
+    return pattern[:2] + name if pattern.startswith("*.") else name
+
+
+_ORIGIN = re.compile(r"^https?://([a-z0-9_.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?$")
+
+
+def _origin(text: str) -> str:
+    """``scheme://host[:port]`` as browsers send it: lower case, no path."""
+    origin = text.strip().lower().rstrip("/")
+    if not _ORIGIN.match(origin):
+        raise ValueError(f"{text!r}: expected scheme://host[:port], e.g. https://ops.example.com")
+    return origin
+
+
+HostPattern = Annotated[str, AfterValidator(_host_pattern)]
+Origin = Annotated[str, AfterValidator(_origin)]
+DEFAULT_ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+
+
 class GatewayConfig(_Section):
     tokens: list[TokenConfig] = Field(default_factory=list)
     allow_anonymous_viewer: bool = Field(
         default=False, description="Requests without a token may read (never change anything)."
+    )
+    allowed_hosts: list[HostPattern] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOWED_HOSTS),
+        min_length=1,
+        description="Host header values served (any port); others get 400. '*': any (unsafe).",
+    )
+    allowed_origins: list[Origin] = Field(
+        default_factory=list,
+        description="Pages besides the gateway's own that may open /ws (scheme://host[:port]).",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Larger request bodies are refused with 413 before they are read.",
     )
     history_hours: float = Field(default=72.0, gt=0, le=24 * 365)
     max_incidents: int = Field(

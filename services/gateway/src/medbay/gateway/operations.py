@@ -2,8 +2,9 @@
 
 Approvals, quick actions and breaker resets are events (``Approval.decided_by``,
 ``ActionRequested.requested_by``, ``BreakerReset.reset_by``); the services that
-own them act on them. A replay changes nothing recorded: it is logged with who
-asked and answered with the count.
+own them act on them. The gateway reads the executor's records (plans, breakers)
+but never writes them: the NATS server would refuse it. A replay changes nothing
+recorded: it is logged with who asked and answered with the count.
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NoStreamResponseError
+from nats.js.kv import KeyValue
 
 from medbay.common.events import ActionRequested, Approval, BreakerReset, Event
+from medbay.common.records import (
+    EXECUTOR_RAILS,
+    PLAN_BOOK,
+    BreakerState,
+    PlanRecord,
+    open_breakers,
+    read_plan,
+)
 from medbay.common.streams import APPROVALS, AUDIT, REQUESTS, STREAMS_BY_NAME, StreamSpec
-from medbay.executor.plan_book import BUCKET as PLANS_BUCKET
-from medbay.executor.plan_book import PlanBook, PlanRecord
-from medbay.executor.safety import SafetyConfig, SafetyRails
 from medbay.gateway.auth import Principal
 from medbay.gateway.incidents import IncidentBook
 from medbay.gateway.replay import replay_range
@@ -71,8 +78,7 @@ class Operations:
         self.replay_max_messages = replay_max_messages
         self.on_change = on_change
         """Told the kind of every change made: approve, reject, action, breaker_reset, replay."""
-        self._book: PlanBook | None = None
-        self._rails: SafetyRails | None = None
+        self._buckets: dict[str, KeyValue] = {}
 
     async def publish(self, event: Event, stream: StreamSpec) -> None:
         try:
@@ -86,14 +92,21 @@ class Operations:
 
     # --- approvals ------------------------------------------------------------------
 
-    async def _plan_record(self, plan_id: str) -> PlanRecord | None:
-        """The executor's record of the plan; None if it has none (or never ran)."""
-        if self._book is None:
+    async def _bucket(self, name: str) -> KeyValue | None:
+        """One of the executor's buckets, read-only; None until the executor made it."""
+        if name not in self._buckets:
             try:
-                self._book = PlanBook(await self.js.key_value(PLANS_BUCKET))
+                self._buckets[name] = await self.js.key_value(name)
             except BucketNotFoundError:
                 return None
-        record, _ = await self._book.get(plan_id)
+        return self._buckets[name]
+
+    async def _plan_record(self, plan_id: str) -> PlanRecord | None:
+        """The executor's record of the plan; None if it has none (or never ran)."""
+        kv = await self._bucket(PLAN_BOOK.name)
+        if kv is None:
+            return None
+        record, _ = await read_plan(kv, plan_id)
         return record
 
     async def decide(
@@ -158,13 +171,11 @@ class Operations:
 
     # --- breakers ----------------------------------------------------------------------
 
-    async def _safety_rails(self) -> SafetyRails:
-        if self._rails is None:
-            self._rails = await SafetyRails.open(self.js, SafetyConfig())
-        return self._rails
+    async def _open_breakers(self) -> dict[str, BreakerState]:
+        kv = await self._bucket(EXECUTOR_RAILS.name)
+        return {} if kv is None else await open_breakers(kv)
 
     async def breakers(self) -> list[Breaker]:
-        rails = await self._safety_rails()
         return [
             Breaker(
                 target=target,
@@ -172,17 +183,17 @@ class Operations:
                 reason=state.reason,
                 actions=[(a.action, a.at) for a in state.actions],
             )
-            for target, state in sorted((await rails.breakers()).items())
+            for target, state in sorted((await self._open_breakers()).items())
         ]
 
     async def reset_breaker(self, target: str, who: Principal) -> BreakerResetResponse:
-        rails = await self._safety_rails()
-        if not await rails.reset_breaker(target, by=who.name):
+        """Ask the executor to close the breaker: a BreakerReset on AUDIT, which it applies."""
+        if target not in await self._open_breakers():
             raise Conflict(f"no open breaker for {target!r}")
         event = BreakerReset(target=target, reset_by=who.name, channel="gateway")
         await self.publish(event, AUDIT)
         self.on_change("breaker_reset")
-        log.info("breaker for %r reset by %s", target, who.name)
+        log.info("breaker reset for %r asked by %s", target, who.name)
         return BreakerResetResponse(reset=event)
 
     # --- replay ------------------------------------------------------------------------

@@ -1,11 +1,9 @@
 """The planner's current model and success rates, as the planner stores them.
 
-The names below are the planner's storage (``medbay.planner.store``): KV bucket
-``medbay_planner`` (key ``current_model``: the current version's name; key
-``success_rates``: ``SuccessRates.snapshot()`` as JSON) and object store
-``medbay_models`` (one object per version, its description a JSON summary).
-They are repeated here rather than imported: importing the planner would load
-scikit-learn into the gateway.
+The planner's storage is named in ``medbay.common.records``: KV bucket
+``PLANNER_STATE`` (the current version's name; the success rates as JSON) and
+object store ``MODELS`` (one object per version, its description a JSON
+summary). Only the descriptions are read here, never a model itself.
 """
 
 from __future__ import annotations
@@ -19,14 +17,14 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, ObjectNotFound
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from medbay.common.access import MODELS
+from medbay.common.records import CURRENT_MODEL_KEY, PLANNER_STATE, SUCCESS_RATES_KEY
 from medbay.gateway.schemas import ActionRate, PlannerModel
 
 log = logging.getLogger(__name__)
 
-PLANNER_BUCKET = "medbay_planner"
-MODELS_BUCKET = "medbay_models"
-CURRENT_MODEL_KEY = "current_model"
-SUCCESS_RATES_KEY = "success_rates"
+PLANNER_BUCKET = PLANNER_STATE.name
+MODELS_BUCKET = MODELS.name
 
 
 class _Lenient(BaseModel):

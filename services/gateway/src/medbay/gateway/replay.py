@@ -17,20 +17,15 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from medbay.common.streams import PREFIX, StreamSpec
+from medbay.common.streams import StreamSpec, sandbox_prefix_problem
 
 _TOKEN = r"[A-Za-z0-9_-]+"
-_PREFIX = re.compile(rf"^{_TOKEN}(\.{_TOKEN})*$")
 _PATTERN_TOKEN = re.compile(rf"^({_TOKEN}|\*|>)$")
 
 
 def prefix_problem(prefix: str) -> str | None:
     """Why ``prefix`` cannot be a sandbox prefix (None: it can)."""
-    if not _PREFIX.match(prefix):
-        return "use dot-separated tokens of letters, digits, '_' and '-'"
-    if prefix.split(".")[0] == PREFIX:
-        return f"the sandbox prefix may not start with {PREFIX!r}"
-    return None
+    return sandbox_prefix_problem(prefix)
 
 
 def subject_problem(pattern: str, spec: StreamSpec) -> str | None:

@@ -33,6 +33,7 @@ from medbay.common.streams import (
     REQUESTS,
     RESULTS,
     StreamSpec,
+    subject_mismatch,
 )
 from medbay.gateway.auth import TokenBook
 from medbay.gateway.config import GatewayConfig
@@ -181,6 +182,9 @@ class GatewayService:
         try:
             event: Event = PARSERS[stream.name].validate_json(msg.data)
         except ValidationError:
+            self.unreadable.labels(stream.name).inc()
+            return
+        if subject_mismatch(event, msg.subject) is not None:  # its consumer dead-letters it
             self.unreadable.labels(stream.name).inc()
             return
         self.events.labels(stream.name, "live" if live else "history").inc()

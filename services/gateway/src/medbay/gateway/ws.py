@@ -11,7 +11,8 @@ with ``{"kind": "subscribed", ...}``); anything else is answered with
 
 Close codes: 4401 no or unknown token, 4403 role not allowed, 4400 bad filter,
 4408 too slow (the client's queue filled up, or one send took too long),
-1013 the gateway is still reading its history.
+1013 the gateway is still reading its history. A browser's handshake from another
+site's page never gets here: ``medbay.gateway.guards.OriginCheck`` answers it 403.
 """
 
 from __future__ import annotations

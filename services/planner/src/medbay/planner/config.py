@@ -29,7 +29,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from medbay.common.events import ActionName, IssueKind
+from medbay.common.approval import ApprovalPolicy
+from medbay.common.events import ActionName
 from medbay.common.settings import ConfigError, load_yaml_config
 
 __all__ = ["ConfigError", "PlannerConfig", "load_config"]
@@ -37,29 +38,6 @@ __all__ = ["ConfigError", "PlannerConfig", "load_config"]
 
 def _default_action_targets() -> dict[ActionName, str]:
     return {"alert_human": "oncall"}
-
-
-class ApprovalPolicy(BaseModel):
-    """Plans for these issue kinds, with any of these actions, or on these hosts need approval."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kinds: list[IssueKind] = Field(default_factory=list)
-    actions: list[ActionName] = Field(default_factory=list)
-    hosts: list[str] = Field(default_factory=list, description="Shell-style host patterns.")
-
-    def matches(self, kind: str, actions: list[str], host: str) -> list[str]:
-        """Why the policy holds a plan: one phrase per matching rule (empty: it does not)."""
-        why = []
-        if kind in self.kinds:
-            why.append(f"policy requires approval for {kind} issues")
-        for action in dict.fromkeys(a for a in actions if a in self.actions):
-            why.append(f"policy requires approval for {action}")
-        for pattern in self.hosts:
-            if fnmatch.fnmatchcase(host, pattern):
-                why.append(f"policy requires approval on hosts {pattern}")
-                break
-        return why
 
 
 class ForestSettings(BaseModel):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import pickle
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -285,15 +284,3 @@ def reproduce_ranking(plan: Plan, bundle: ModelBundle) -> list[RankedAction]:
     if plan.model_version != bundle.version:
         raise ValueError(f"plan was made by {plan.model_version}, not {bundle.version}")
     return bundle.rank(plan.issue_kind, plan.features)
-
-
-def dumps(bundle: ModelBundle) -> bytes:
-    return pickle.dumps(bundle, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def loads(data: bytes) -> ModelBundle:
-    """Unpickle a bundle this planner stored itself (never load foreign objects)."""
-    bundle = pickle.loads(data)
-    if not isinstance(bundle, ModelBundle):
-        raise ValueError(f"not a model bundle: {type(bundle).__name__}")
-    return bundle

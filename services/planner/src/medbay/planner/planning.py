@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import TypeGuard
 
 from medbay.common.actions import ACTIONS, highest_risk
+from medbay.common.approval import approval_reasons as common_approval_reasons
 from medbay.common.events import (
     ActionName,
     ActionRequested,
@@ -39,7 +40,6 @@ from medbay.common.events import (
     IssueUpdated,
     Plan,
     PlanStep,
-    Risk,
     Severity,
     derived_event_id,
 )
@@ -68,15 +68,15 @@ def wants_plan(issue: IssueChange) -> TypeGuard[IssueOpened | IssueUpdated]:
 def approval_reasons(
     config: PlannerConfig, kind: str, host: str, steps: list[PlanStep], confidence: float
 ) -> list[str]:
-    """Why a plan needs approval (empty: it does not)."""
-    why = []
-    risky = [s.action for s in steps if s.risk == Risk.HIGH]
-    if risky:
-        why.append(f"high-risk {', '.join(dict.fromkeys(risky))}")
-    changes_something = any(s.action != "alert_human" for s in steps)
-    if changes_something and confidence < config.min_confidence:
-        why.append(f"confidence {confidence:.2f} under {config.min_confidence:.2f}")
-    return why + config.require_approval.matches(kind, [s.action for s in steps], host)
+    """Why a plan needs approval (empty: it does not); the executor applies the same rules."""
+    return common_approval_reasons(
+        kind,
+        host,
+        steps,
+        confidence,
+        min_confidence=config.min_confidence,
+        policy=config.require_approval,
+    )
 
 
 class Planner:

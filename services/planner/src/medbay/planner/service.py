@@ -22,6 +22,7 @@ from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import Field, TypeAdapter, ValidationError
 
+from medbay.common.access import PLANNER_ISSUES, PLANNER_REQUESTS, PLANNER_RESULTS
 from medbay.common.bus import BatchConsumer, ConsumerSpec, Delivery, jetstream, publish_event
 from medbay.common.events import ActionRequested, ActionResult, Event, IssueChange, Plan
 from medbay.common.runtime import ServiceRuntime
@@ -34,9 +35,9 @@ from medbay.planner.store import ModelStore, read_recent
 
 log = logging.getLogger("medbay.planner")
 
-ISSUE_CONSUMER = "planner"
-REQUEST_CONSUMER = "planner-requests"
-RESULT_CONSUMER = "planner-results"
+ISSUE_CONSUMER = PLANNER_ISSUES.name
+REQUEST_CONSUMER = PLANNER_REQUESTS.name
+RESULT_CONSUMER = PLANNER_RESULTS.name
 ISSUE: TypeAdapter[IssueChange] = TypeAdapter(Annotated[IssueChange, Field(discriminator="type")])
 
 

@@ -1,8 +1,9 @@
 """What the planner keeps in JetStream, and how it reads its history back.
 
 * Object store ``medbay_models``: one object per accepted model version, named
-  by the version (a pickled ``ModelBundle``); its description is a JSON summary
-  with the validation accuracy. The latest ``keep_models`` versions are kept.
+  by the version (a ``ModelBundle`` in the format of ``modelfile``, which loads
+  nothing that can run code); its description is a JSON summary with the
+  validation accuracy. The latest ``keep_models`` versions are kept.
 * KV bucket ``medbay_planner``: ``current_model`` holds the name of the current
   version, ``success_rates`` the raw success rates as JSON (``SuccessRates.snapshot``).
 * ``read_recent`` reads the latest messages of a stream once, through an
@@ -17,7 +18,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -33,7 +33,8 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from medbay.common.streams import StreamSpec
-from medbay.planner.model import ModelBundle, dumps, loads
+from medbay.planner.model import ModelBundle
+from medbay.planner.modelfile import RefusedModel, dumps, loads
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,17 @@ class ModelStore:
         return (entry.value or b"").decode() or None
 
     async def load(self, version: str) -> ModelBundle:
-        """A stored model version, e.g. the one a plan names (``Plan.model_version``)."""
+        """A stored model version, e.g. the one a plan names (``Plan.model_version``).
+
+        Raises ``RefusedModel`` if the object is not a model this planner will load."""
         result = await self.objects.get(version)
-        return loads(result.data or b"")
+        try:
+            bundle = loads(result.data or b"")
+            if bundle.version != version:
+                raise RefusedModel(f"it holds model {bundle.version}")
+        except RefusedModel as exc:
+            raise RefusedModel(f"model {version} refused: {exc}") from exc
+        return bundle
 
     async def load_current(self) -> ModelBundle | None:
         """The current model, or None when there is none (or it cannot be read)."""
@@ -88,9 +97,11 @@ class ModelStore:
             return None
         try:
             return await self.load(version)
-        except Exception as exc:  # a missing or unreadable model must not stop the planner
+        except RefusedModel as exc:
+            log.warning("current %s; planning by rules", exc)
+        except Exception as exc:  # a missing model or a broken bucket must not stop the planner
             log.warning("current model %s is unusable (%r); planning by rules", version, exc)
-            return None
+        return None
 
     async def save(self, bundle: ModelBundle) -> None:
         """Store ``bundle`` and make it the current model; drop the oldest versions."""
@@ -149,7 +160,7 @@ async def read_recent(
         while not done:
             try:
                 msgs = await sub.fetch(batch, timeout=2)
-            except NatsTimeout:
+            except TimeoutError:  # nats-py raises its own or the built-in one
                 break
             payloads = []
             for msg in msgs:

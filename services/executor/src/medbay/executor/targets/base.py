@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import threading
@@ -12,13 +13,14 @@ from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from medbay.common.actions import ACTIONS
 from medbay.common.events import ActionName
+from medbay.executor.targets.redact import redact_argv
 
 T = TypeVar("T")
 
@@ -27,6 +29,18 @@ OUTPUT_LIMIT = 4000
 
 LIST_LIMIT = 20
 """Items (files, keys, queries, processes) named one by one in an output."""
+
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""The PATH of every command the executor runs, unless its target's ``env`` sets one."""
+
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+CommandEnv = Annotated[
+    dict[EnvName, str],
+    Field(
+        description="Variables for the command, on top of PATH, LANG, LC_ALL and HOME "
+        "(which it may override); nothing of the executor's own environment is passed on."
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -131,8 +145,10 @@ async def in_thread(work: Callable[[threading.Event], T]) -> T:
 
 
 def shown(argv: Sequence[str]) -> str:
-    """An argv as a person would type it."""
-    return " ".join(repr(a) if not a or any(c.isspace() for c in a) else a for a in argv)
+    """An argv as a person would type it, with secrets in it hidden (see ``redact``)."""
+    return " ".join(
+        repr(a) if not a or any(c.isspace() for c in a) else a for a in redact_argv(argv)
+    )
 
 
 def safe_url(url: str) -> str:
@@ -160,14 +176,29 @@ def tail(text: str, limit: int = OUTPUT_LIMIT) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
+def command_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The whole environment of a command the executor runs: a minimal one, plus ``env``.
+
+    Nothing is inherited from the executor, whose environment holds its own
+    credentials (NATS, tokens): the command gets PATH (``SAFE_PATH``), a UTF-8 C
+    locale and the HOME of the user the executor runs as, then the target's ``env``.
+    """
+    try:
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        home = "/"
+    return {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": home, **(env or {})}
+
+
 def missing_program(
-    argv: Sequence[str], cwd: Path | None = None, path: str | None = None
+    argv: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None
 ) -> str | None:
-    """Why ``argv[0]`` cannot be run, or None if it can (``path``: the PATH it runs with)."""
+    """Why ``argv[0]`` cannot be run with ``command_env(env)``, or None if it can."""
     program = argv[0]
     if os.sep in program:
         file = Path(program) if cwd is None else cwd / program
         return None if os.access(file, os.X_OK) else f"{program} is not an executable file"
+    path = command_env(env)["PATH"]
     return None if shutil.which(program, path=path) else f"{program} is not found on PATH"
 
 
@@ -189,7 +220,7 @@ async def run_command(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> CommandResult:
-    """Run argv (no shell) with stdout and stderr captured together.
+    """Run argv (no shell) with stdout and stderr captured, in ``command_env(env)``.
 
     The command runs in its own process group; if the caller cancels (the step
     timed out), the whole group is killed before the cancellation goes on.
@@ -200,7 +231,7 @@ async def run_command(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         cwd=cwd,
-        env=None if env is None else {**os.environ, **env},
+        env=command_env(env),
         start_new_session=True,
     )
     try:

@@ -11,6 +11,7 @@ from pydantic import Field
 from medbay.common.events import ActionName
 from medbay.executor.targets.base import (
     ActionRefused,
+    CommandEnv,
     StepOutcome,
     Target,
     missing_program,
@@ -24,25 +25,30 @@ UnitName = Annotated[str, Field(max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9
 
 
 class SystemdTarget(Target):
-    """A systemd unit: restart_service runs ``systemctl restart UNIT``."""
+    """A systemd unit: restart_service runs ``systemctl restart UNIT``.
+
+    systemctl runs with a minimal environment (see ``command_env``) plus ``env``.
+    """
 
     kind: Literal["systemd"]
     unit: UnitName = Field(description="Unit name, e.g. nginx.service.")
+    env: CommandEnv = Field(default_factory=dict)
 
     supports: ClassVar[frozenset[ActionName]] = frozenset({"restart_service"})
 
     async def run(self, action: ActionName, params: dict[str, Any], dry_run: bool) -> StepOutcome:
         restart = ["systemctl", "restart", self.unit]
-        if missing_program(restart):
+        if missing_program(restart, env=self.env):
             return StepOutcome(False, f"systemctl is not found on PATH: cannot restart {self.unit}")
+        is_active = ["systemctl", "is-active", self.unit]
         if dry_run:
-            state = await run_command(["systemctl", "is-active", self.unit])
+            state = await run_command(is_active, env=self.env)
             now = state.output.strip() or f"exit status {state.returncode}"
             return StepOutcome(True, f"would run: {shown(restart)} (is-active now: {now})")
-        result = await run_command(restart)
+        result = await run_command(restart, env=self.env)
         text = result.describe(restart)
         if result.returncode == 0:
-            state = await run_command(["systemctl", "is-active", self.unit])
+            state = await run_command(is_active, env=self.env)
             text += f"\n{self.unit} is {state.output.strip() or 'in an unknown state'}"
         return StepOutcome(result.returncode == 0, text)
 
@@ -57,7 +63,8 @@ def params_env(action: ActionName, params: Mapping[str, Any]) -> dict[str, str]:
 class CommandTarget(Target):
     """Runs the argv configured for an action (no shell); a non-zero exit is a failure.
 
-    The command gets the action in ``MEDBAY_ACTION`` and each param in
+    The command runs with a minimal environment (see ``command_env``) plus
+    ``env``, the action in ``MEDBAY_ACTION`` and each param in
     ``MEDBAY_PARAM_<NAME>`` (e.g. ``MEDBAY_PARAM_REPLICAS``), never in its argv.
     """
 
@@ -66,9 +73,7 @@ class CommandTarget(Target):
         min_length=1, description="action -> argv, e.g. {reboot: [systemctl, reboot]}."
     )
     cwd: Path | None = None
-    env: dict[str, str] = Field(
-        default_factory=dict, description="Added to the executor's environment."
-    )
+    env: CommandEnv = Field(default_factory=dict)
 
     supports: ClassVar[frozenset[ActionName]] = frozenset(get_args(ActionName))
     """Any action can be given a command; a step whose action has none is refused."""
@@ -85,7 +90,7 @@ class CommandTarget(Target):
     async def run(self, action: ActionName, params: dict[str, Any], dry_run: bool) -> StepOutcome:
         argv = self.commands[action]
         env = {**self.env, **params_env(action, params)}
-        problem = missing_program(argv, self.cwd, env.get("PATH"))
+        problem = missing_program(argv, self.cwd, env)
         if problem is not None:
             return StepOutcome(False, f"cannot run {shown(argv)}: {problem}")
         if dry_run:

@@ -11,6 +11,7 @@ from pydantic import AnyHttpUrl, Field, model_validator
 
 from medbay.common.events import ActionName
 from medbay.executor.targets.base import (
+    CommandEnv,
     StepOutcome,
     Target,
     missing_program,
@@ -28,7 +29,8 @@ class NotifierTarget(Target):
     """alert_human: the message (param ``message``) goes to the log, a webhook or a command.
 
     ``webhook`` POSTs ``{"text": message, "source": "medbay"}`` (the shape chat
-    webhooks take) to ``url``; ``command`` runs ``command`` with the message on stdin.
+    webhooks take) to ``url``; ``command`` runs ``command`` with the message on
+    stdin, in a minimal environment (see ``command_env``) plus ``env``.
     """
 
     kind: Literal["notifier"]
@@ -40,6 +42,7 @@ class NotifierTarget(Target):
     command: list[Annotated[str, Field(min_length=1)]] | None = Field(
         default=None, min_length=1, description="argv to run with the message on stdin."
     )
+    env: CommandEnv = Field(default_factory=dict)
     timeout_seconds: float = Field(
         default=10.0, gt=0, le=300, description="For the webhook request or the command."
     )
@@ -57,6 +60,8 @@ class NotifierTarget(Target):
             raise ValueError(f"url is only for via: webhook (via is {self.via})")
         if self.command is not None and self.via != "command":
             raise ValueError(f"command is only for via: command (via is {self.via})")
+        if self.env and self.via != "command":
+            raise ValueError(f"env is only for via: command (via is {self.via})")
         return self
 
     async def run(self, action: ActionName, params: dict[str, Any], dry_run: bool) -> StepOutcome:
@@ -84,14 +89,14 @@ class NotifierTarget(Target):
         return StepOutcome(ok, f"{verb} {safe_url(url)} (HTTP {response.status_code}): {message}")
 
     async def _command(self, argv: list[str], message: str, dry_run: bool) -> StepOutcome:
-        problem = missing_program(argv)
+        problem = missing_program(argv, env=self.env)
         if problem is not None:
             return StepOutcome(False, f"cannot run {shown(argv)}: {problem}")
         if dry_run:
             return StepOutcome(True, f"would run {shown(argv)} with the alert on stdin: {message}")
         try:
             async with asyncio.timeout(self.timeout_seconds):
-                result = await run_command(argv, stdin=message.encode())
+                result = await run_command(argv, stdin=message.encode(), env=self.env)
         except TimeoutError:
             took = f"{shown(argv)} did not finish within {self.timeout_seconds:g} s"
             return StepOutcome(False, f"{took}\nalert: {message}")

@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import psutil
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from medbay.common.events import ActionName
 from medbay.executor.targets.base import (
     ActionRefused,
+    CommandEnv,
     StepOutcome,
     Target,
     in_thread,
@@ -30,6 +32,22 @@ from medbay.executor.targets.base import (
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 ProcessName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^/\x00]+$")]
+
+
+def _uid(value: Any) -> Any:
+    """A user name (or a uid in digits) as its uid; anything else goes on to the int check."""
+    if not isinstance(value, str):
+        return value
+    if value.isdigit():
+        return int(value)
+    try:
+        return pwd.getpwnam(value).pw_uid
+    except KeyError:
+        raise ValueError(f"no user named {value!r} on this host") from None
+
+
+Uid = Annotated[int, BeforeValidator(_uid), Field(strict=True, ge=0)]
+USER = "Only processes whose real and effective uid are this user's (a name or a uid)."
 
 KILL_WAIT_SECONDS = 5.0
 """How long a process may take to go after SIGKILL before the step gives up on it."""
@@ -78,12 +96,42 @@ def parent_pid(proc: psutil.Process) -> int | None:
 
 
 def describe(proc: psutil.Process) -> str:
+    """``PID 123 (argv)``, secrets in the argv hidden."""
     try:
         argv = proc.cmdline()
         text = shown(argv) if argv else proc.name()
     except psutil.Error:
         text = "?"
     return f"PID {proc.pid} ({text})"
+
+
+def owned_by(proc: psutil.Process, uid: int | None) -> bool:
+    """Whether the process runs as ``uid`` (real and effective); any process if uid is None."""
+    if uid is None:
+        return True
+    uids = proc.uids()
+    return uids.real == uid and uids.effective == uid
+
+
+def argv_matches(cmdline: Sequence[str], argv: Sequence[str], prefix: bool) -> bool:
+    """Element by element: the whole command line, or (``prefix``) its first len(argv)."""
+    return list(cmdline[: len(argv)] if prefix else cmdline) == list(argv)
+
+
+def live_processes(keep: Callable[[psutil.Process], bool]) -> list[psutil.Process]:
+    """The live processes, bar protected ones, for which ``keep(proc)`` is true, by PID."""
+    protected = protected_pids()
+    found = []
+    for pid in psutil.pids():
+        if pid in protected:
+            continue
+        try:
+            proc = psutil.Process(pid)
+            if keep(proc) and alive(proc):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
 
 
 async def wait_gone(procs: Iterable[psutil.Process], seconds: float) -> list[psutil.Process]:
@@ -112,22 +160,36 @@ def send(procs: Iterable[psutil.Process], sig: signal.Signals) -> list[psutil.Pr
 class ProcessTarget(Target):
     """A local command the executor supervises: restart_service stops and starts it.
 
-    The running instance is found through ``pidfile`` (the PID the executor wrote
-    when it last started the command, trusted only if that process is older than
-    the file, so a reused PID is never signalled) and/or ``match``, a substring
-    of the command line. The command starts detached, in its own session.
+    The running instance is identified exactly, never by a part of its command line:
+
+    - with ``pidfile``: the process whose PID is in it (the executor writes it
+      when it starts the command), trusted only if that process is older than the
+      file, so a reused PID is never signalled; if ``argv`` is set, its command
+      line must match that too (without, a command that execs another program or
+      retitles itself is still found);
+    - without: every process whose command line is ``argv`` (default: ``command``),
+      compared element by element; with ``match_argv_prefix`` only its first
+      ``len(argv)`` elements are (the rest may be anything). A script started
+      through its ``#!`` line runs as ``interpreter script ...``: set ``argv`` to
+      what ``/proc/PID/cmdline`` (``ps -o args``) shows.
+
+    ``user`` narrows both to processes running as that user. The command starts
+    detached, in its own session, in a minimal environment (see ``command_env``)
+    plus ``env``.
     """
 
     kind: Literal["process"]
     command: list[NonEmpty] = Field(min_length=1, description="argv to start (no shell).")
     cwd: Path | None = None
-    env: dict[str, str] = Field(
-        default_factory=dict, description="Added to the executor's environment."
-    )
+    env: CommandEnv = Field(default_factory=dict)
     pidfile: Path | None = Field(default=None, description="Where the started PID is written.")
-    match: str | None = Field(
-        default=None, min_length=3, description="Command-line substring of the running process."
+    argv: list[NonEmpty] | None = Field(
+        default=None, min_length=1, description="The running process's argv, if not command."
     )
+    match_argv_prefix: bool = Field(
+        default=False, description="Compare only the first len(argv) elements of command lines."
+    )
+    user: Uid | None = Field(default=None, description=USER)
     log_file: Path | None = Field(default=None, description="stdout and stderr, appended.")
     stop_timeout: float = Field(default=10.0, gt=0, le=600, description="SIGKILL after this.")
     start_check_seconds: float = Field(
@@ -136,46 +198,56 @@ class ProcessTarget(Target):
 
     supports: ClassVar[frozenset[ActionName]] = frozenset({"restart_service"})
 
+    @property
+    def compared_argv(self) -> list[str] | None:
+        """What a running process's command line is compared with; None: not compared."""
+        if self.argv is not None or self.pidfile is not None:
+            return self.argv
+        return self.command
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_substring(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "match" in data:
+            raise ValueError(
+                "match (a part of the command line) could match unrelated processes and is "
+                "not supported: identify the process by pidfile, or by argv (default: command)"
+            )
+        return data
+
     @model_validator(mode="after")
-    def _findable(self) -> ProcessTarget:
-        if self.pidfile is None and self.match is None:
-            raise ValueError("set pidfile and/or match, so the running process can be found")
+    def _exact(self) -> ProcessTarget:
+        argv = self.compared_argv
+        if self.match_argv_prefix and argv is None:
+            raise ValueError("match_argv_prefix needs argv when pidfile is set")
+        if self.match_argv_prefix and argv is not None and len(argv) < 2:
+            raise ValueError(
+                "match_argv_prefix needs an argv of at least 2 elements: "
+                f"{argv} would match every process running {argv[0]}"
+            )
         return self
 
-    def _from_pidfile(self) -> psutil.Process | None:
-        if self.pidfile is None:
-            return None
-        try:
-            written = self.pidfile.stat().st_mtime
-            proc = psutil.Process(int(self.pidfile.read_text().strip()))
-            started = proc.create_time()
-        except (OSError, ValueError, psutil.Error):
-            return None
-        return proc if alive(proc) and started <= written + 1.0 else None
+    def _is_ours(self, proc: psutil.Process) -> bool:
+        argv = self.compared_argv
+        if argv is not None and not argv_matches(proc.cmdline(), argv, self.match_argv_prefix):
+            return False
+        return owned_by(proc, self.user)
 
-    def _matching(self) -> list[psutil.Process]:
-        if self.match is None:
+    def _from_pidfile(self, pidfile: Path) -> list[psutil.Process]:
+        try:
+            written = pidfile.stat().st_mtime
+            proc = psutil.Process(int(pidfile.read_text().strip()))
+            fresh = proc.create_time() <= written + 1.0
+            ours = fresh and proc.pid not in protected_pids() and self._is_ours(proc)
+        except (OSError, ValueError, psutil.Error):
             return []
-        protected = protected_pids()
-        found = []
-        for pid in psutil.pids():
-            if pid in protected:
-                continue
-            try:
-                proc = psutil.Process(pid)
-                if self.match in " ".join(proc.cmdline()) and alive(proc):
-                    found.append(proc)
-            except psutil.Error:
-                continue
-        return found
+        return [proc] if ours and alive(proc) else []
 
     def running(self) -> list[psutil.Process]:
         """The live processes of this target."""
-        found = {p.pid: p for p in self._matching()}
-        proc = self._from_pidfile()
-        if proc is not None and proc.pid not in protected_pids():
-            found[proc.pid] = proc
-        return [found[pid] for pid in sorted(found)]
+        if self.pidfile is not None:
+            return self._from_pidfile(self.pidfile)
+        return live_processes(self._is_ours)
 
     def _start_plan(self) -> str:
         where = f" in {self.cwd}" if self.cwd else ""
@@ -187,7 +259,7 @@ class ProcessTarget(Target):
         if self.cwd is not None and not self.cwd.is_dir():
             problem: str | None = f"cwd {self.cwd} is not a directory"
         else:
-            problem = missing_program(self.command, self.cwd, self.env.get("PATH"))
+            problem = missing_program(self.command, self.cwd, self.env)
         if problem is not None:
             return StepOutcome(False, f"cannot start the command: {problem}; nothing was stopped")
         running = await in_thread(lambda _: self.running())
@@ -256,10 +328,16 @@ class ProcessTarget(Target):
 
 
 class ProcessNameTarget(Target):
-    """Processes killable by name: only names in ``names``; never PID 1 or the executor."""
+    """Processes killable by name: only names in ``names``; never PID 1 or the executor.
+
+    A name is compared whole with the process's name (``ps -o comm``, or its
+    argv[0]'s file name when that is longer); ``user`` narrows it to processes
+    running as that user.
+    """
 
     kind: Literal["process_name"]
     names: list[ProcessName] = Field(min_length=1, description="The allowlist of process names.")
+    user: Uid | None = Field(default=None, description=USER)
     wait_seconds: float = Field(
         default=5.0, gt=0, le=120, description="How long signalled processes may take to exit."
     )
@@ -267,18 +345,7 @@ class ProcessNameTarget(Target):
     supports: ClassVar[frozenset[ActionName]] = frozenset({"kill_process"})
 
     def find(self, names: set[str]) -> list[psutil.Process]:
-        protected = protected_pids()
-        found = []
-        for pid in psutil.pids():
-            if pid in protected:
-                continue
-            try:
-                proc = psutil.Process(pid)
-                if proc.name() in names and alive(proc):
-                    found.append(proc)
-            except psutil.Error:
-                continue
-        return found
+        return live_processes(lambda proc: proc.name() in names and owned_by(proc, self.user))
 
     async def run(self, action: ActionName, params: dict[str, Any], dry_run: bool) -> StepOutcome:
         name = params.get("name")

@@ -23,7 +23,7 @@ export function Breakers({ breakers }: { breakers: Breaker[] }) {
   }
   const close = (target: string) =>
     reset.mutate(target, {
-      onSuccess: () => show(`Breaker for ${target} reset.`),
+      onSuccess: () => show(`Reset of the breaker for ${target} sent to the executor.`),
       onError: (error) => show(`Could not reset the breaker for ${target}: ${error.message}`, 'error'),
     });
   return (

@@ -1,0 +1,190 @@
+"""KV records that one service writes and others read: their models and read-only access.
+
+The executor writes where each plan stands (``PLAN_BOOK``) and its safety rails
+(``EXECUTOR_RAILS``); the approver, the gateway and the CLI read them through
+this module, never by importing the executor, and never write them (the NATS
+server refuses it: see ``medbay.common.access``). The planner's records
+(``PLANNER_STATE``) are named here for the same reason.
+
+A record that cannot be parsed is logged and skipped: one bad record must not
+stop a service from starting or a page from showing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Literal
+
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from medbay.common.access import EXECUTOR_RAILS, PLAN_BOOK, PLANNER_STATE
+from medbay.common.events import ActionName, Plan
+
+__all__ = [
+    "EXECUTOR_RAILS",
+    "PLANNER_STATE",
+    "PLAN_BOOK",
+    "BreakerState",
+    "PlanRecord",
+    "TargetState",
+    "key_token",
+    "open_breakers",
+    "plan_key",
+    "read_plan",
+    "read_plans",
+    "target_key",
+]
+
+log = logging.getLogger(__name__)
+
+_UNSAFE_KEY_CHAR = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def key_token(name: str) -> str:
+    """``name`` as one KV key token: other characters become ``=XX`` (UTF-8, hex).
+
+    Reversible, so two names never share a key (``web.1`` -> ``web=2E1``).
+    """
+    if not name:
+        raise ValueError("an empty name has no key")
+    return _UNSAFE_KEY_CHAR.sub(lambda m: "".join(f"={b:02X}" for b in m[0].encode()), name)
+
+
+# --- the executor's plan book ------------------------------------------------------------
+
+PlanState = Literal["pending", "approved", "rejected", "running", "done"]
+
+
+class PlanRecord(BaseModel):
+    """Where one plan stands, at key ``plan_key(plan_id)`` of ``PLAN_BOOK``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: PlanState
+    plan: str | None = None
+    """The plan's JSON; None while only its approval is known."""
+    traceparent: dict[str, str] = Field(default_factory=dict)
+    decided_by: str = ""
+    channel: str = ""
+    decided_at: str = ""
+    note: str = ""
+    approval_reasons: list[str] = Field(default_factory=list)
+    """Why the executor holds the plan for approval (empty: it does not)."""
+
+    def parsed_plan(self) -> Plan | None:
+        """The plan, or None if unknown yet or unreadable (logged)."""
+        if self.plan is None:
+            return None
+        try:
+            return Plan.model_validate_json(self.plan)
+        except ValidationError as exc:
+            log.warning("unreadable plan in the plan book, skipped: %s", exc.errors()[:1])
+            return None
+
+
+def plan_key(plan_id: str) -> str:
+    return f"plans.{key_token(plan_id)}"
+
+
+def _parse_plan_record(data: bytes, key: str) -> PlanRecord | None:
+    try:
+        return PlanRecord.model_validate_json(data)
+    except ValidationError as exc:
+        log.warning("unreadable plan record %s, skipped: %s", key, exc.errors()[:1])
+        return None
+
+
+async def read_plan(kv: KeyValue, plan_id: str) -> tuple[PlanRecord | None, int]:
+    """The plan's record and its revision; (None, 0) if none, or if unreadable."""
+    try:
+        entry = await kv.get(plan_key(plan_id))
+    except (KeyNotFoundError, KeyDeletedError):
+        return None, 0
+    if entry.value is None:
+        return None, 0
+    return _parse_plan_record(entry.value, entry.key), entry.revision or 0
+
+
+async def read_plans(kv: KeyValue) -> dict[str, PlanRecord]:
+    """Every readable plan record, by plan key."""
+    found: dict[str, PlanRecord] = {}
+    watcher = await kv.watch("plans.>", ignore_deletes=True)
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            if entry.value and (record := _parse_plan_record(entry.value, entry.key)):
+                found[entry.key.removeprefix("plans.")] = record
+    except NoKeysError:
+        pass
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return found
+
+
+# --- the executor's rails: breakers ----------------------------------------------------------
+
+
+class _Stored(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class RecordedAction(_Stored):
+    action: ActionName
+    at: AwareDatetime
+
+
+class BreakerState(_Stored):
+    opened_at: AwareDatetime
+    reason: str
+    actions: list[RecordedAction]
+    """The actions that opened it."""
+
+
+class TargetState(_Stored):
+    """One target's rail state, at key ``target_key(target)`` of ``EXECUTOR_RAILS``."""
+
+    target: str
+    last_run: dict[ActionName, AwareDatetime] = Field(default_factory=dict)
+    recent: list[RecordedAction] = Field(default_factory=list)
+    """Flap-counted actions inside the flap window, oldest first."""
+    breaker: BreakerState | None = None
+    reset_by: str = ""
+    reset_at: AwareDatetime | None = None
+
+
+def target_key(target: str) -> str:
+    return f"targets.{key_token(target)}"
+
+
+async def open_breakers(kv: KeyValue) -> dict[str, BreakerState]:
+    """The open breakers, by target (unreadable records are logged and skipped)."""
+    found: dict[str, BreakerState] = {}
+    watcher = await kv.watch("targets.>", ignore_deletes=True)
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            if not entry.value:
+                continue
+            try:
+                state = TargetState.model_validate_json(entry.value)
+            except ValidationError as exc:
+                log.warning("unreadable rail record %s, skipped: %s", entry.key, exc.errors()[:1])
+                continue
+            if state.breaker is not None:
+                found[state.target] = state.breaker
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return found
+
+
+# --- the planner's state ---------------------------------------------------------------------
+
+CURRENT_MODEL_KEY = "current_model"
+"""In ``PLANNER_STATE``: the name of the current model version (an object in ``MODELS``)."""
+SUCCESS_RATES_KEY = "success_rates"
+"""In ``PLANNER_STATE``: the success rates as JSON (the planner's ``SuccessRates.snapshot``)."""

@@ -1,0 +1,467 @@
+"""Only Medbay speaks on its bus, each identity only what it owns, and no input breaks
+a service: against a real nats-server running the authorization config that
+`medbay auth init` generates, with real service processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+import urllib.request
+from typing import Any
+
+import nats
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from medbay.common.access import IDENTITIES, MODELS
+from medbay.common.bus import DL_REASON, DL_SERVICE, DL_TRUNCATED, event_headers
+from medbay.common.events import Approval, Plan, PlanStep
+from medbay.common.records import EXECUTOR_RAILS, PLAN_BOOK, plan_key
+from medbay.common.streams import ALL_STREAMS, subject_for
+from medbay.executor.plan_book import PlanBook
+from medbay.executor.safety import SafetyConfig, SafetyRails
+from medbay.planner.store import ModelStore
+
+from .helpers import StreamWatch
+
+
+@pytest.fixture
+def nats_server(secured_nats):
+    return secured_nats
+
+
+async def connect(server, identity: str | None, **options: Any) -> nats.NATS:
+    async def quiet(_: Exception) -> None:
+        pass
+
+    credentials = server.client(identity) if identity else {}
+    return await nats.connect(
+        server.url,
+        allow_reconnect=False,
+        max_reconnect_attempts=0,
+        connect_timeout=2,
+        error_cb=quiet,
+        **credentials,
+        **options,
+    )
+
+
+async def declare_everything(server) -> None:
+    """Every stream and bucket, each declared by its owner (as the services do)."""
+    for spec in ALL_STREAMS:
+        nc = await connect(server, spec.owner)
+        await nc.jetstream().add_stream(config=spec.declaration())
+        await nc.close()
+    nc = await connect(server, "executor")
+    await PlanBook.open(nc.jetstream())
+    await SafetyRails.open(nc.jetstream(), SafetyConfig())
+    await nc.close()
+    nc = await connect(server, "planner")
+    await ModelStore.open(nc.jetstream())
+    await nc.close()
+
+
+def plan(**changes: Any) -> Plan:
+    fields: dict[str, Any] = {
+        "plan_id": f"p-{time.monotonic_ns()}",
+        "issue_fingerprint": "f" * 16,
+        "issue_event_id": "i" * 32,
+        "host": "web-1",
+        "issue_kind": "service_down",
+        "metric": "service_up",
+        "value": 0.0,
+        "threshold": 1.0,
+        "severity": "critical",
+        "steps": [
+            PlanStep(action="kill_process", target="demo-web", risk="low", estimated_seconds=5)
+        ],
+        "confidence": 0.95,
+        "risk": "low",
+        "estimated_seconds": 5,
+        "requires_approval": False,
+        "model_version": "rules-v1",
+    }
+    return Plan(**{**fields, **changes})
+
+
+async def publish(nc: nats.NATS, subject: str, data: bytes, stream: str, **headers: str) -> bool:
+    """Publish to JetStream; False when the server refused it (no PubAck comes)."""
+    try:
+        await nc.jetstream().publish(
+            subject, data, stream=stream, headers=headers or None, timeout=1
+        )
+    except (TimeoutError, nats.errors.Error):
+        return False
+    return True
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+# --- who may connect and publish ---------------------------------------------------------------
+
+
+async def test_an_unauthenticated_client_is_refused(nats_server):
+    with pytest.raises(Exception, match=r"(?i)authorization"):
+        await connect(nats_server, None)
+    for identity in IDENTITIES:  # and every identity gets in with its own password
+        await (await connect(nats_server, identity)).close()
+
+
+async def test_each_identity_may_publish_only_what_it_owns(nats_server):
+    await declare_everything(nats_server)
+    forged = plan()
+    nc = {identity: await connect(nats_server, identity) for identity in IDENTITIES}
+    try:
+        telegram = Approval(
+            plan_id="p1", decision="approve", decided_by="the-boss", channel="telegram"
+        )
+        as_gateway = telegram.model_copy(update={"channel": "gateway"})
+        as_cli = telegram.model_copy(update={"channel": "cli"})
+        data = forged.model_dump_json().encode()
+        # what each owns works...
+        assert await publish(nc["planner"], subject_for(forged), data, "PLANS")
+        assert await publish(
+            nc["approver"], subject_for(telegram), telegram.model_dump_json().encode(), "APPROVALS"
+        )
+        assert await publish(
+            nc["gateway"],
+            subject_for(as_gateway),
+            as_gateway.model_dump_json().encode(),
+            "APPROVALS",
+        )
+        assert await publish(
+            nc["cli"], subject_for(as_cli), as_cli.model_dump_json().encode(), "APPROVALS"
+        )
+        # ...and nothing else
+        for identity in ("collector", "detector", "approver", "executor", "gateway", "cli"):
+            assert not await publish(nc[identity], subject_for(forged), data, "PLANS"), identity
+        for identity in ("planner", "gateway", "cli", "executor"):
+            assert not await publish(
+                nc[identity], "medbay.approvals.telegram.p1", b"{}", "APPROVALS"
+            ), identity
+        assert not await publish(nc["cli"], "medbay.approvals.gateway.p1", b"{}", "APPROVALS")
+        assert not await publish(nc["gateway"], "medbay.approvals.cli.p1", b"{}", "APPROVALS")
+        assert not await publish(nc["approver"], "medbay.results.web-1", b"{}", "RESULTS")
+        assert not await publish(nc["planner"], "medbay.metrics.web-1", b"{}", "METRICS")
+        assert not await publish(nc["gateway"], "medbay.deadletter.detector.X", b"{}", "DEADLETTER")
+
+        # only the executor writes its KV: the gateway cannot reset a breaker there
+        for identity in ("gateway", "approver", "cli", "planner"):
+            kv = await nc[identity].jetstream().key_value(EXECUTOR_RAILS.name)
+            with pytest.raises((TimeoutError, nats.errors.Error)):
+                await asyncio.wait_for(kv.put("targets.web", b"{}"), 2)
+            kv = await nc[identity].jetstream().key_value(PLAN_BOOK.name)
+            with pytest.raises((TimeoutError, nats.errors.Error)):
+                await asyncio.wait_for(kv.put(plan_key("p1"), b'{"state": "running"}'), 2)
+        kv = await nc["executor"].jetstream().key_value(EXECUTOR_RAILS.name)
+        await kv.put("targets.web", b"{}")
+
+        # only the planner writes models
+        for identity in ("gateway", "executor", "cli", "approver"):
+            with pytest.raises((TimeoutError, nats.errors.Error)):
+                objects = await nc[identity].jetstream().object_store(MODELS.name)
+                await asyncio.wait_for(objects.put("rf-evil", b"\x80\x04evil"), 2)
+        objects = await nc["planner"].jetstream().object_store(MODELS.name)
+        await objects.put("rf-good", b"model")
+    finally:
+        for client in nc.values():
+            await client.close()
+    assert nats_server.violations(), "the refusals are the server's own"
+
+
+async def test_readers_cannot_take_over_consumers_or_redirect_messages(nats_server):
+    """A reader may make consumers of its own, but not use another's durable, and a
+    push consumer cannot re-deliver stored messages onto a stream (nobody listens there)."""
+    await declare_everything(nats_server)
+    executor = await connect(nats_server, "executor")
+    gateway = await connect(nats_server, "gateway")
+    try:
+        await executor.jetstream().pull_subscribe(
+            "medbay.plans.>", durable="executor", stream="PLANS"
+        )
+        gjs = gateway.jetstream()
+        # its own ephemeral consumers work
+        mine = await gjs.pull_subscribe("medbay.plans.>", stream="PLANS")
+        await mine.unsubscribe()
+        # the executor's durable is out of reach: bind, fetch, delete, redefine
+        with pytest.raises((TimeoutError, nats.errors.Error)):
+            sub = await gjs.pull_subscribe_bind("executor", stream="PLANS")
+            await sub.fetch(1, timeout=1)
+        with pytest.raises((TimeoutError, nats.errors.Error)):
+            await asyncio.wait_for(gjs.delete_consumer("PLANS", "executor"), 2)
+        with pytest.raises((TimeoutError, nats.errors.Error)):
+            await gjs.add_consumer(
+                "PLANS",
+                config=ConsumerConfig(name="executor", filter_subject="medbay.plans.none"),
+                timeout=1,
+            )
+        # a push consumer on a stream the gateway writes (REQUESTS), delivering onto PLANS
+        forged = plan(host="web-9")
+        await gjs.add_consumer(
+            "REQUESTS",
+            config=ConsumerConfig(
+                name="redirect",
+                deliver_subject=subject_for(forged),
+                deliver_policy=DeliverPolicy.ALL,
+                ack_policy=AckPolicy.NONE,
+                filter_subject="medbay.requests.gateway.web-9",
+            ),
+        )
+        assert await publish(
+            gateway, "medbay.requests.gateway.web-9", forged.model_dump_json().encode(), "REQUESTS"
+        )
+        await asyncio.sleep(1.0)
+        info = await executor.jetstream().stream_info("PLANS")
+        assert info.state.messages == 0
+    finally:
+        await executor.close()
+        await gateway.close()
+
+
+# --- the executor's own approval policy -----------------------------------------------------------
+
+
+EXECUTOR_YAML = (
+    "targets:\n"
+    "  demo-web: {kind: process_name, names: [medbay-security-none]}\n"
+    "safety:\n"
+    "  allow: {kill_process: [demo-web]}\n"
+)
+
+
+async def test_a_forged_plan_waits_for_a_real_approval(nats_server, services, tmp_path):
+    (tmp_path / "executor.yaml").write_text(EXECUTOR_YAML)
+    await declare_everything(nats_server)
+    executor = services("executor", "--config", str(tmp_path / "executor.yaml"))
+    planner = await connect(nats_server, "planner")
+    gateway = await connect(nats_server, "gateway")
+    cli = await connect(nats_server, "cli")
+    try:
+        watch = await StreamWatch(cli.jetstream()).open("RESULTS", "DEADLETTER")
+        # a high-risk step that calls itself low-risk, in a plan that says no approval is needed
+        forged = plan()
+        assert await publish(
+            planner,
+            subject_for(forged),
+            forged.model_dump_json().encode(),
+            "PLANS",
+            **event_headers(forged),
+        )
+        with pytest.raises(AssertionError):
+            await watch.next_event("action.result", time.monotonic() + 3, plan_id=forged.plan_id)
+        book = await cli.jetstream().key_value(PLAN_BOOK.name)
+        record = json.loads((await book.get(plan_key(forged.plan_id))).value)
+        assert record["state"] == "pending"
+        assert any("high-risk kill_process" in r for r in record["approval_reasons"])
+
+        # an approval claiming to come from Telegram, on the gateway's own subject: rejected
+        claim = Approval(
+            plan_id=forged.plan_id, decision="approve", decided_by="the-boss", channel="telegram"
+        )
+        subject = f"medbay.approvals.gateway.{forged.plan_id}"
+        assert await publish(gateway, subject, claim.model_dump_json().encode(), "APPROVALS")
+        with pytest.raises(AssertionError):
+            await watch.next_event("action.result", time.monotonic() + 2, plan_id=forged.plan_id)
+        assert json.loads((await book.get(plan_key(forged.plan_id))).value)["state"] == "pending"
+
+        # a real approval through the gateway's channel runs it
+        real = Approval(
+            plan_id=forged.plan_id, decision="approve", decided_by="alice", channel="gateway"
+        )
+        assert await publish(
+            gateway, subject_for(real), real.model_dump_json().encode(), "APPROVALS"
+        )
+        result, _ = await watch.next_event(
+            "action.result", time.monotonic() + 15, plan_id=forged.plan_id, status="finished"
+        )
+        assert result["outcome"] == "dry_run" and result["action"] == "kill_process"
+        record = json.loads((await book.get(plan_key(forged.plan_id))).value)
+        assert record["decided_by"] == "alice" and record["channel"] == "gateway"
+    finally:
+        for client in (planner, gateway, cli):
+            await client.close()
+    assert executor.stop() == 0
+
+
+# --- no message can break a consumer ---------------------------------------------------
+
+
+CONSUMED = (
+    # (publisher, subject, stream, consumers that dead-letter it)
+    ("collector", "medbay.metrics.web-1", "METRICS", ("detector",)),
+    ("detector", "medbay.issues.opened.web-1", "ISSUES", ("planner",)),
+    ("planner", "medbay.plans.web-1", "PLANS", ("executor", "approver")),
+    ("gateway", "medbay.approvals.gateway.p1", "APPROVALS", ("executor", "approver")),
+    ("executor", "medbay.results.web-1", "RESULTS", ("planner",)),
+    ("gateway", "medbay.requests.gateway.web-1", "REQUESTS", ("planner",)),
+    ("gateway", "medbay.audit.breaker.gateway.web", "AUDIT", ("executor",)),
+)
+
+
+@pytest.mark.timeout(240)
+async def test_a_1mib_message_on_every_consumed_stream_is_dead_lettered(
+    nats_server, services, tmp_path
+):
+    (tmp_path / "collector.yaml").write_text("interval_seconds: 5\ntop_processes: 0\n")
+    running = {
+        "collector": services("collector", "--config", str(tmp_path / "collector.yaml")),
+        "detector": services("detector"),
+        "planner": services("planner", wait_healthy=False),
+        "executor": services("executor", wait_healthy=False),
+    }
+    running["planner"].wait_healthy()
+    running["executor"].wait_healthy()
+    running["approver"] = services("approver")
+    cli = await connect(nats_server, "cli")
+    letters = await StreamWatch(cli.jetstream()).open("DEADLETTER")
+    big = b"x" * (1024 * 1024 - 4096)  # as large as the server takes, headers included
+    try:
+        for identity, subject, stream, _ in CONSUMED:
+            nc = await connect(nats_server, identity)
+            assert await publish(nc, subject, big, stream), subject
+            await nc.close()
+        expected = {(stream, c) for _, _, stream, consumers in CONSUMED for c in consumers}
+        seen: set[tuple[str, str]] = set()
+        deadline = time.monotonic() + 60
+        while seen != expected and time.monotonic() < deadline:
+            try:
+                msgs = await letters.subs["DEADLETTER"].fetch(10, timeout=1)
+            except TimeoutError:
+                continue
+            for msg in msgs:
+                assert int(msg.headers[DL_TRUNCATED]) == len(big)
+                assert len(msg.data) < len(big) and "exceeds" in msg.headers[DL_REASON]
+                seen.add((msg.subject.split(".")[-1], msg.headers[DL_SERVICE]))
+        assert seen == expected
+        await asyncio.sleep(2)  # still connected and healthy afterwards
+        for name, proc in running.items():
+            assert healthy(proc.port), f"{name}: {proc.logs()[-2000:]}"
+        # the consumers moved on: nothing is redelivered
+        for _, _, stream, _ in CONSUMED:
+            for info in await cli.jetstream().consumers_info(stream):
+                if info.config.durable_name:
+                    assert info.num_ack_pending == 0 and info.num_pending == 0, info
+    finally:
+        await cli.close()
+
+
+async def test_nan_future_and_misaddressed_events_are_dead_lettered(nats_server, services):
+    await declare_everything(nats_server)
+    executor = services("executor")
+    planner = await connect(nats_server, "planner")
+    cli = await connect(nats_server, "cli")
+    letters = await StreamWatch(cli.jetstream()).open("DEADLETTER", "RESULTS")
+    try:
+        good = json.loads(plan().model_dump_json())
+        cases = {
+            "nan": {**good, "plan_id": "nan", "value": float("nan")},
+            "inf": {**good, "plan_id": "inf", "confidence": float("inf")},
+            "future": {**good, "plan_id": "future", "timestamp": "9999-01-01T00:00:00Z"},
+            "elsewhere": {**good, "plan_id": "elsewhere", "host": "web-2"},
+        }
+        for name, body in cases.items():
+            data = json.dumps(body).encode()  # json writes NaN and Infinity as such
+            assert await publish(planner, "medbay.plans.web-1", data, "PLANS"), name
+        reasons = {}
+        deadline = time.monotonic() + 20
+        while len(reasons) < len(cases) and time.monotonic() < deadline:
+            try:
+                msgs = await letters.subs["DEADLETTER"].fetch(10, timeout=1)
+            except TimeoutError:
+                continue
+            for msg in msgs:
+                reasons[json.loads(msg.data)["plan_id"]] = msg.headers[DL_REASON]
+        assert "finite number" in reasons["nan"] and "confidence" in reasons["inf"]
+        assert "in the future" in reasons["future"]
+        assert "does not match" in reasons["elsewhere"]
+        assert healthy(executor.port)
+    finally:
+        await planner.close()
+        await cli.close()
+    assert executor.stop() == 0
+
+
+async def test_unreadable_records_do_not_stop_the_executor(nats_server, services):
+    await declare_everything(nats_server)
+    nc = await connect(nats_server, "executor")  # as if its own records were corrupted
+    js = nc.jetstream()
+    await (await js.key_value(PLAN_BOOK.name)).put(plan_key("bad"), b"{not json")
+    record = {
+        "state": "running",
+        "plan": json.dumps({**json.loads(plan().model_dump_json()), "value": None}),
+    }
+    await (await js.key_value(PLAN_BOOK.name)).put(plan_key("null"), json.dumps(record).encode())
+    await (await js.key_value(EXECUTOR_RAILS.name)).put("targets.web", b"[]")
+    await nc.close()
+    executor = services("executor")
+    assert healthy(executor.port)
+    assert "unreadable" in executor.logs()
+    assert executor.stop() == 0
+
+
+# --- stopping ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(240)
+async def test_every_service_stops_on_sigterm_after_losing_nats(nats_server, services, tmp_path):
+    (tmp_path / "collector.yaml").write_text("interval_seconds: 1\ntop_processes: 0\n")
+    (tmp_path / "gateway.yaml").write_text(
+        "tokens: [{name: ops, token: 'a-token-of-16-chars-or-more', role: operator}]\n"
+    )
+    running = [
+        services("collector", "--config", str(tmp_path / "collector.yaml")),
+        services("detector"),
+        services("planner", wait_healthy=False),
+        services("executor", wait_healthy=False),
+    ]
+    for proc in running[2:]:
+        proc.wait_healthy()
+    running += [
+        services("approver"),
+        services("gateway", "--config", str(tmp_path / "gateway.yaml")),
+    ]
+    assert nats_server.proc is not None
+    nats_server.proc.send_signal(signal.SIGKILL)
+    nats_server.proc.wait(10)
+    await asyncio.sleep(2)  # every one has noticed: reconnecting, unhealthy
+    for proc in running:
+        assert not healthy(proc.port), proc.name
+    stopped = {}
+    for proc in running:
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    for proc in running:
+        assert proc.proc is not None
+        code = await asyncio.to_thread(proc.proc.wait, 30)
+        stopped[proc.name] = (code, round(time.monotonic() - started, 1))
+    print("stopped (exit code, seconds after SIGTERM):", stopped)
+    for name, (_, seconds) in stopped.items():
+        assert seconds <= 10, f"{name} took {seconds} s: {stopped}"
+
+
+async def test_a_connection_closed_for_good_ends_the_service(nats_server, services):
+    """A rotated password and a server reload close the connection for good (nats-py
+    stops reconnecting): the service exits 1 for its supervisor to restart it, and
+    comes back with the new password."""
+    from medbay.cli.auth import init
+
+    await declare_everything(nats_server)
+    detector = services("detector")
+    init(nats_server.credentials, {"detector"})
+    assert nats_server.proc is not None
+    nats_server.proc.send_signal(signal.SIGHUP)  # reload the authorization config
+    assert detector.proc is not None
+    assert await asyncio.to_thread(detector.proc.wait, 30) == 1
+    assert "closed" in detector.logs()
+    again = services("detector")
+    assert healthy(again.port)
+    assert again.stop() == 0

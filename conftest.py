@@ -31,6 +31,8 @@ class NatsServer:
         self.secured = secured
         self.credentials = root / "nats-auth"
         self.passwords: dict[str, str] = {}
+        self.tls: dict[str, str] | None = None
+        """Secured only: the server's cert_file and key_file; clients then use tls://."""
 
     def start(self) -> None:
         if self.secured:
@@ -38,10 +40,14 @@ class NatsServer:
 
             self.passwords = init(self.credentials)
             config = self.credentials / "server.conf"
+            tls = ""
+            if self.tls is not None:
+                tls = "tls {\n" + "".join(f'  {k}: "{v}"\n' for k, v in self.tls.items()) + "}\n"
+                self.url = f"tls://127.0.0.1:{self.port}"
             config.write_text(
                 f"listen: 127.0.0.1:{self.port}\n"
                 f'jetstream {{ store_dir: "{self.root / "js"}" }}\n'
-                "include auth.conf\n"
+                f"{tls}include auth.conf\n"
             )
             argv = [str(BIN / "nats-server"), "-c", str(config)]
         else:

@@ -193,3 +193,18 @@ def test_run_starts_a_service_with_its_own_options(tmp_path: Path):
     assert "interval_seconds" in out.stderr
     unknown = medbay("run", "nothing")
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
+
+
+def test_no_command_prints_a_nats_password_from_the_url():
+    url = f"nats://someone:s3cret-pw@127.0.0.1:{free_port()}"
+    for args in (("status",), ("plans",), ("breaker", "list")):
+        out = medbay(*args, env={"MEDBAY_NATS_URL": url, "MEDBAY_NATS_USER": ""})
+        text = out.stdout + out.stderr
+        assert out.returncode != 0 and "someone:***@127.0.0.1" in text, text
+        assert "s3cret-pw" not in text
+
+
+def test_the_readme_shows_the_ownership_table_as_generated():
+    from medbay.cli.auth import table
+
+    assert table() in (REPO / "README.md").read_text(), "README: paste `medbay auth table`"

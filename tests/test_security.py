@@ -171,6 +171,12 @@ async def test_each_identity_may_publish_only_what_it_owns(nats_server):
                 await asyncio.wait_for(objects.put("rf-evil", b"\x80\x04evil"), 2)
         objects = await nc["planner"].jetstream().object_store(MODELS.name)
         await objects.put("rf-good", b"model")
+        assert (await objects.get("rf-good")).data == b"model"
+        assert [i.name for i in await objects.list()] == ["rf-good"]
+        await objects.delete("rf-good")
+        reader = await nc["gateway"].jetstream().object_store(MODELS.name)
+        with pytest.raises(nats.js.errors.ObjectNotFoundError):
+            await reader.get_info("rf-good")
     finally:
         for client in nc.values():
             await client.close()
@@ -465,3 +471,129 @@ async def test_a_connection_closed_for_good_ends_the_service(nats_server, servic
     again = services("detector")
     assert healthy(again.port)
     assert again.stop() == 0
+
+
+# --- credentials, TLS ---------------------------------------------------------------------------
+
+
+async def test_a_service_without_credentials_gets_a_clear_error(nats_server, tmp_path):
+    from conftest import ServiceProcess
+
+    await declare_everything(nats_server)
+    for name, env in (
+        ("none", {}),
+        ("wrong", {"MEDBAY_NATS_USER": "detector", "MEDBAY_NATS_PASSWORD": "wrong-password-x"}),
+    ):
+        detector = ServiceProcess("detector", nats_server.url, tmp_path / name, **env)
+        (tmp_path / name).mkdir()
+        detector.start(wait_healthy=False)
+        assert detector.proc is not None
+        assert await asyncio.to_thread(detector.proc.wait, 30) == 2
+        logs = detector.logs()
+        assert "refused the connection" in logs and "MEDBAY_NATS_USER" in logs, logs[-1500:]
+        assert "wrong-password-x" not in logs
+
+
+def make_certificates(root) -> dict[str, str]:
+    """A CA and a server certificate for 127.0.0.1, with the openssl command."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is not installed (make test installs it)")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=root, check=True, capture_output=True)
+
+    openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=Medbay test CA",
+    )  # fmt: skip
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
+        "-out", "server.csr", "-subj", "/CN=127.0.0.1",
+    )  # fmt: skip
+    (root / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "san.ext",
+    )  # fmt: skip
+    return {name: str(root / name) for name in ("ca.pem", "server.pem", "server.key")}
+
+
+async def test_services_connect_over_tls_with_the_ca_file(tmp_path):
+    import ssl
+
+    from conftest import NatsServer, ServiceProcess
+
+    certs = make_certificates(tmp_path)
+    server = NatsServer(tmp_path, secured=True)
+    server.tls = {"cert_file": certs["server.pem"], "key_file": certs["server.key"]}
+    server.start()
+    try:
+        assert server.url.startswith("tls://")
+        context = ssl.create_default_context(cafile=certs["ca.pem"])
+        for spec in ALL_STREAMS:
+            nc = await nats.connect(server.url, tls=context, **server.client(spec.owner))
+            await nc.jetstream().add_stream(config=spec.declaration())
+            await nc.close()
+        env = {**server.env("detector"), "MEDBAY_NATS_CA_FILE": certs["ca.pem"]}
+        detector = ServiceProcess("detector", server.url, tmp_path, **env).start()
+        assert healthy(detector.port)
+        assert detector.stop() == 0
+        # without the CA the server's certificate is not trusted: it does not connect
+        (tmp_path / "untrusted").mkdir()
+        untrusted = ServiceProcess(
+            "detector", server.url, tmp_path / "untrusted", **server.env("detector")
+        ).start(wait_healthy=False)
+        assert untrusted.proc is not None
+        assert await asyncio.to_thread(untrusted.proc.wait, 30) != 0
+        assert "certificate" in untrusted.logs().lower()
+    finally:
+        server.stop()
+
+
+async def test_a_dead_letter_that_cannot_be_stored_terminates_the_message(nats_server):
+    """No DEADLETTER stream (its owner, the detector, never ran): the bad message is
+    terminated, not redelivered for ever."""
+    from prometheus_client import CollectorRegistry
+
+    from medbay.common.bus import BatchConsumer, ConsumerSpec, json_parser, make_broker
+    from medbay.common.events import MetricBatch
+    from medbay.common.streams import METRICS
+
+    collector = await connect(nats_server, "collector")
+    await collector.jetstream().add_stream(config=METRICS.declaration())
+    assert await publish(collector, "medbay.metrics.web-1", b"not json", "METRICS")
+    await collector.close()
+    broker = make_broker(
+        "detector",
+        nats_server.url,
+        registry=CollectorRegistry(),
+        options=nats_server.client("detector"),
+    )
+    await broker.connect()
+    handled: list[object] = []
+
+    async def handle(deliveries: list[Any]) -> None:
+        handled.extend(deliveries)
+
+    consumer = BatchConsumer(
+        broker,
+        ConsumerSpec("detector", METRICS.subjects[0], METRICS, ack_wait=1.0),
+        service="detector",
+        parse=json_parser(MetricBatch),
+        handler=handle,
+        max_bytes=1024,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.sleep(4)  # several ack waits: it would have come back by now
+        js = broker.config.connection_state.stream
+        info = await js.consumer_info("METRICS", "detector")
+        assert info.num_ack_pending == 0 and info.num_redelivered == 0, info
+        assert info.delivered.stream_seq == 1 and not handled
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await broker.stop()

@@ -9,7 +9,7 @@
   ownership table. The server config ``include``s it.
 
 Rotating: ``medbay auth init --dir DIR --rotate executor`` (or ``--rotate-all``),
-then reload the server (``nats-server --signal reload`` or a restart) and restart
+then reload the server (SIGHUP, or a restart) and restart
 the services whose passwords changed. ``medbay auth table`` prints who may
 publish on what, as in the README.
 """

@@ -80,3 +80,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     remedy.add_argument("--incidents", type=int, default=200, help="incidents to time")
     remedy.add_argument("--rate", type=float, default=5.0, help="incidents per second")
     remedy.set_defaults(func=lambda a: load("remediation").main(a))
+    sec = kinds.add_parser(
+        "security", help="attacks on a running `medbay up`: each must be refused"
+    )
+    sec.add_argument(
+        "--data-dir", type=Path, default=Path(".medbay"), help="where its credentials are"
+    )
+    sec.add_argument("--nats-url", default="nats://127.0.0.1:4222")
+    sec.add_argument("--gateway-url", default="http://127.0.0.1:8470")
+    sec.add_argument("--results-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    sec.set_defaults(func=lambda a: load("security").main(a))

@@ -15,7 +15,7 @@ import nats
 from nats.aio.client import Client
 
 from medbay.common.access import CLI
-from medbay.common.settings import BusSettings, ConfigError
+from medbay.common.settings import BusSettings, ConfigError, load_bus_settings
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 LOCAL_CREDENTIALS = Path(".medbay/nats") / f"{CLI}.password"
@@ -23,7 +23,10 @@ LOCAL_CREDENTIALS = Path(".medbay/nats") / f"{CLI}.password"
 
 
 def settings() -> BusSettings:
-    found = BusSettings()
+    try:
+        found = load_bus_settings()
+    except ConfigError as exc:
+        raise SystemExit(f"medbay: {exc}") from None
     if found.nats_user is None and found.password() is None and LOCAL_CREDENTIALS.exists():
         found = found.model_copy(
             update={"nats_user": CLI, "nats_password_file": LOCAL_CREDENTIALS.resolve()}

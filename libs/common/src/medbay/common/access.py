@@ -258,6 +258,7 @@ def permissions(identity: str) -> Permissions:
         raise ValueError(f"unknown identity {identity!r}; known: {', '.join(IDENTITIES)}")
     allow: list[str] = [
         f"{API}.INFO",
+        f"{API}.STREAM.NAMES",  # nats-py's object store looks its stream up by subject
         f"{API}.STREAM.INFO.*",
         f"{API}.CONSUMER.INFO.*.*",
     ]
@@ -279,7 +280,7 @@ def permissions(identity: str) -> Permissions:
     if identity in SANDBOX_PUBLISHERS:
         allow.append(f"{SANDBOX}.>")
     if identity == CLI:  # `medbay status` lists streams and consumers
-        allow += [f"{API}.STREAM.NAMES", f"{API}.STREAM.LIST", f"{API}.CONSUMER.LIST.*"]
+        allow += [f"{API}.STREAM.LIST", f"{API}.CONSUMER.LIST.*"]
     return Permissions(
         tuple(dict.fromkeys(allow)),
         tuple(dict.fromkeys(deny)),

@@ -18,11 +18,13 @@ import contextlib
 import json
 import logging
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
+import nats
 from faststream.nats import NatsBroker
 from nats.errors import Error as NatsError
 from prometheus_client import CollectorRegistry, generate_latest
@@ -32,7 +34,7 @@ from medbay.common.bus import current_task_cancelling as current_task_cancelling
 from medbay.common.bus import declare_streams, make_broker, wait_for_streams
 from medbay.common.events import set_max_clock_skew
 from medbay.common.health_http import Answer, serve_one
-from medbay.common.settings import BusSettings, ConfigError
+from medbay.common.settings import BusSettings, ConfigError, load_bus_settings
 from medbay.common.streams import StreamSpec, owned_by
 from medbay.common.telemetry import setup_logging, setup_tracing
 
@@ -57,6 +59,14 @@ def connection_problem(service: str, settings: BusSettings, exc: BaseException) 
     """The exit for a failed first connection, with what to do about it."""
     url = settings.safe_nats_url()
     text = str(exc) or type(exc).__name__
+    if isinstance(exc, ssl.SSLError) or "certificate" in text.lower():
+        return _fatal(
+            service,
+            f"TLS with NATS at {url} failed ({text}). Set MEDBAY_NATS_CA_FILE to the CA "
+            "that signed the server's certificate (and MEDBAY_NATS_CERT_FILE and "
+            "MEDBAY_NATS_KEY_FILE if the server asks for a client certificate).",
+            2,
+        )
     if "authorization" in text.lower() or "authentication" in text.lower():
         who = f"as user {settings.nats_user!r}" if settings.nats_user else "without credentials"
         return _fatal(
@@ -67,6 +77,39 @@ def connection_problem(service: str, settings: BusSettings, exc: BaseException) 
             2,
         )
     return _fatal(service, f"cannot connect to NATS at {url}: {text}", 1)
+
+
+def _unusable_settings(exc: BaseException) -> bool:
+    """Errors that retrying will not cure: credentials or TLS."""
+    text = str(exc).lower()
+    return isinstance(exc, ssl.SSLError) or any(
+        word in text for word in ("authorization", "authentication", "certificate")
+    )
+
+
+async def probe_connection(settings: BusSettings) -> None:
+    """Try one connection first: credentials or TLS that cannot work end start-up with a
+    clear error (the broker itself would retry them for ever); NATS merely not up yet
+    is left to the broker's retries."""
+
+    async def quiet(_: Exception) -> None:
+        pass
+
+    try:
+        nc = await nats.connect(
+            settings.servers,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            connect_timeout=3,
+            error_cb=quiet,
+            **settings.connect_options(),
+        )
+    except Exception as exc:
+        if _unusable_settings(exc):
+            raise NotConnected(exc) from None
+        log.warning("NATS at %s is not reachable yet (%r); retrying", settings.safe_nats_url(), exc)
+        return
+    await nc.close()
 
 
 def make_service_broker(
@@ -86,7 +129,9 @@ def make_service_broker(
     )
 
 
-class _NotConnected(Exception):
+class NotConnected(Exception):
+    """Start-up could not connect to NATS; ``error`` says why."""
+
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
@@ -118,7 +163,12 @@ async def bounded(step: Awaitable[object], what: str) -> None:
 class ServiceRuntime:
     def __init__(self, name: str, settings: BusSettings | None = None) -> None:
         self.name = name
-        self.settings = settings or BusSettings()
+        if settings is None:
+            try:
+                settings = load_bus_settings()
+            except ConfigError as exc:
+                raise _fatal(name, str(exc), 2) from None
+        self.settings = settings
         setup_logging(name, self.settings.log_level, self.settings.log_format)
         set_max_clock_skew(self.settings.max_clock_skew_seconds)
         self.tracer_provider = setup_tracing(name)
@@ -166,10 +216,11 @@ class ServiceRuntime:
         self._stop.set()
 
     async def _start(self, needs: Sequence[StreamSpec], on_start: Hook | None) -> None:
+        await probe_connection(self.settings)
         try:
             await self.broker.connect()
         except (NatsError, OSError, TimeoutError) as exc:
-            raise _NotConnected(exc) from None
+            raise NotConnected(exc) from None
         await declare_streams(self.broker, owned_by(self.name))
         await wait_for_streams(self.broker, needs)
         if on_start is not None:
@@ -215,7 +266,7 @@ class ServiceRuntime:
                 return
             try:
                 starting.result()
-            except _NotConnected as failed:
+            except NotConnected as failed:
                 raise connection_problem(self.name, self.settings, failed.error) from None
             running = [asyncio.create_task(t(), name=t.__name__) for t in tasks]
             self.ready = True

@@ -22,7 +22,14 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from medbay.common.access import inbox_prefix
@@ -71,6 +78,19 @@ class BusSettings(BaseSettings):
     publish_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for a PubAck.")
     log_level: str = Field(default="INFO")
     log_format: str = Field(default="json", pattern="^(json|text)$")
+
+    @field_validator(
+        "nats_user",
+        "nats_password",
+        "nats_password_file",
+        "nats_ca_file",
+        "nats_cert_file",
+        "nats_key_file",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _credentials(self) -> BusSettings:
@@ -135,6 +155,19 @@ class BusSettings(BaseSettings):
 
     def safe_nats_url(self) -> str:
         return ",".join(redact_url(u) for u in self.servers)
+
+
+def load_bus_settings() -> BusSettings:
+    """``BusSettings`` from the environment; ``ConfigError`` naming the variable if wrong."""
+    try:
+        return BusSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            (f"MEDBAY_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        raise ConfigError(f"bad settings: {problems}") from None
 
 
 def redact_url(url: str) -> str:

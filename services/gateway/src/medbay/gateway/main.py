@@ -25,11 +25,24 @@ from collections.abc import Iterator
 
 import httpx
 import uvicorn
+from nats.errors import Error as NatsError
 
 from medbay.common.bus import jetstream, publish_event, wait_for_streams
 from medbay.common.events import Event
-from medbay.common.runtime import ServiceRuntime
-from medbay.common.settings import BusSettings, config_from_command_line
+from medbay.common.runtime import (
+    NotConnected,
+    ServiceRuntime,
+    bounded,
+    connection_problem,
+    probe_connection,
+    watch_connection,
+)
+from medbay.common.settings import (
+    BusSettings,
+    ConfigError,
+    config_from_command_line,
+    load_bus_settings,
+)
 from medbay.common.streams import StreamSpec
 from medbay.gateway.api import build_app
 from medbay.gateway.config import GatewayConfig, load_config
@@ -111,7 +124,7 @@ async def serve(config: GatewayConfig, settings: BusSettings) -> int:
             ws_max_size=64 * 1024,
             ws_ping_interval=20,
             ws_ping_timeout=20,
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=3,
         )
     )
     port = sock.getsockname()[1]
@@ -129,8 +142,18 @@ async def serve(config: GatewayConfig, settings: BusSettings) -> int:
             rt.broker, event, stream=stream, timeout=settings.publish_timeout
         )
 
+    not_connected: list[BaseException] = []
+
     async def start_up() -> None:
-        await rt.broker.connect()
+        try:
+            await probe_connection(settings)
+            await rt.broker.connect()
+        except NotConnected as exc:
+            not_connected.append(exc.error)
+            return
+        except (NatsError, OSError, TimeoutError) as exc:
+            not_connected.append(exc)
+            return
         await wait_for_streams(rt.broker, READS)  # may take long: a stop must not wait for it
         service.attach(
             rt.broker.config.connection_state.connection,
@@ -141,6 +164,7 @@ async def serve(config: GatewayConfig, settings: BusSettings) -> int:
             own_health=rt.health,
         )
 
+    lost = False
     stopping = asyncio.create_task(stop.wait(), name="stop")
     starting = asyncio.create_task(start_up(), name="start-up")
     helpers = [stopping, starting]
@@ -150,10 +174,15 @@ async def serve(config: GatewayConfig, settings: BusSettings) -> int:
         await asyncio.wait([stopping, starting, web], return_when=asyncio.FIRST_COMPLETED)
         if starting.done():
             starting.result()  # a failure to start ends here
+            if not_connected:
+                raise connection_problem("gateway", settings, not_connected[0])
             running += [asyncio.create_task(t(), name=t.__name__) for t in service.tasks()]
+            connection = asyncio.create_task(watch_connection("gateway", rt.broker))
+            running.append(connection)
             helpers.append(asyncio.create_task(settle(service), name="settle"))
             rt.ready = True  # the "history" check holds /healthz at 503 until caught up
             done, _ = await asyncio.wait([stopping, *running], return_when=asyncio.FIRST_COMPLETED)
+            lost = connection in done
             for task in done:
                 if task is not stopping and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
@@ -162,15 +191,15 @@ async def serve(config: GatewayConfig, settings: BusSettings) -> int:
         log.info("gateway stopping")
         server.should_exit = True
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(web), 10)
+            await asyncio.wait_for(asyncio.shield(web), 4)
         for task in [*helpers, *running]:
             task.cancel()
-        await asyncio.gather(*helpers, *running, return_exceptions=True)
+        await bounded(asyncio.gather(*helpers, *running, return_exceptions=True), "stopping")
         await http.aclose()
-        await rt.broker.stop()
+        await bounded(rt.broker.stop(), "closing the NATS connection")
         rt.tracer_provider.shutdown()
         log.info("gateway stopped")
-    return 0
+    return 1 if lost else 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -178,7 +207,12 @@ def main(argv: list[str] | None = None) -> None:
     config = config_from_command_line(
         "gateway", argv, load_config, otherwise="no tokens: refused unless anonymous"
     )
-    sys.exit(asyncio.run(serve(config, BusSettings())))
+    try:
+        settings = load_bus_settings()
+    except ConfigError as exc:
+        print(f"medbay gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    sys.exit(asyncio.run(serve(config, settings)))
 
 
 if __name__ == "__main__":

@@ -208,3 +208,16 @@ def test_the_readme_shows_the_ownership_table_as_generated():
     from medbay.cli.auth import table
 
     assert table() in (REPO / "README.md").read_text(), "README: paste `medbay auth table`"
+
+
+def test_up_writes_tokens_and_gateway_config_private_and_no_anonymous_reader(tmp_path: Path):
+    from medbay.cli.up import default_gateway_config
+
+    config, viewer, operator_file = default_gateway_config(tmp_path, anonymous_viewer=False)
+    for path in (config, operator_file, tmp_path / "gateway-viewer-token"):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    text = config.read_text()
+    assert "allow_anonymous_viewer: false" in text and viewer in text
+    again, viewer_again, _ = default_gateway_config(tmp_path, anonymous_viewer=True)
+    assert viewer_again == viewer  # made once
+    assert "allow_anonymous_viewer: true" in again.read_text()

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import nats
 import pytest
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from medbay.common.events import IssueOpened, IssueResolved, MetricBatch
-from tests.helpers import free_port, wait_port
+from tests.helpers import StreamWatch, free_port, wait_port
 
 INTERVAL = 0.5
 
@@ -28,15 +27,6 @@ INTERVAL = 0.5
 @pytest.fixture
 def nats_server(secured_nats):
     return secured_nats
-
-
-async def watch(js, stream: str, subject: str):
-    """Everything stored on ``subject`` from now on, through an ephemeral consumer."""
-    return await js.pull_subscribe(
-        subject,
-        stream=stream,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW, ack_policy=AckPolicy.NONE),
-    )
 
 
 def start_web(port: int) -> subprocess.Popen[bytes]:
@@ -47,19 +37,6 @@ def start_web(port: int) -> subprocess.Popen[bytes]:
     )
     wait_port(port)
     return proc
-
-
-async def next_issue(sub, kind: type, deadline: float):
-    while time.monotonic() < deadline:
-        try:
-            msgs = await sub.fetch(1, timeout=max(0.1, min(1.0, deadline - time.monotonic())))
-        except TimeoutError:
-            continue
-        for msg in msgs:
-            event = json.loads(msg.data)
-            if event["type"] == kind.model_fields["type"].default and event["resource"] == "web":
-                return kind.model_validate(event), msg
-    raise AssertionError(f"no {kind.__name__} for web before the deadline")
 
 
 async def test_service_down_opens_and_resolves_with_one_trace(
@@ -76,13 +53,15 @@ async def test_service_down_opens_and_resolves_with_one_trace(
     try:
         collector = services("collector", "--config", str(config))
         detector = services("detector")
-        sub = await watch(nc.jetstream(), "ISSUES", "medbay.issues.>")
+        issues = await StreamWatch(nc.jetstream()).open("ISSUES")
         await asyncio.sleep(4 * INTERVAL)  # a few healthy scrapes
 
         web.terminate()
         web.wait(5)
         went_down = datetime.now(UTC)
-        opened, opened_msg = await next_issue(sub, IssueOpened, time.monotonic() + 20)
+        deadline = time.monotonic() + 20
+        event, opened_msg = await issues.next_event("issue.opened", deadline, resource="web")
+        opened = IssueOpened.model_validate(event)
         assert opened.kind == "service_down" and opened.host == "e2e-host"
         assert opened.severity == "critical" and opened.value == 0.0
         # seen down by the first or second scrape after the service went away
@@ -90,7 +69,8 @@ async def test_service_down_opens_and_resolves_with_one_trace(
 
         web = start_web(web_port)
         came_back = datetime.now(UTC)
-        resolved, _ = await next_issue(sub, IssueResolved, time.monotonic() + 20)
+        event, _ = await issues.next_event("issue.resolved", time.monotonic() + 20, resource="web")
+        resolved = IssueResolved.model_validate(event)
         assert resolved.fingerprint == opened.fingerprint
         assert (resolved.last_seen - came_back).total_seconds() <= 2 * INTERVAL + 0.2
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Literal
+from typing import Literal, TypeVar
 
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 _UNSAFE_KEY_CHAR = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -89,12 +90,29 @@ def plan_key(plan_id: str) -> str:
     return f"plans.{key_token(plan_id)}"
 
 
-def _parse_plan_record(data: bytes, key: str) -> PlanRecord | None:
+def _parse(model: type[M], data: bytes, key: str) -> M | None:
     try:
-        return PlanRecord.model_validate_json(data)
+        return model.model_validate_json(data)
     except ValidationError as exc:
-        log.warning("unreadable plan record %s, skipped: %s", key, exc.errors()[:1])
+        log.warning("unreadable record %s, skipped: %s", key, exc.errors()[:1])
         return None
+
+
+async def _read_all(kv: KeyValue, prefix: str, model: type[M]) -> dict[str, M]:
+    """Every readable record under ``prefix`` (keys without it)."""
+    found: dict[str, M] = {}
+    watcher = await kv.watch(f"{prefix}>", ignore_deletes=True)
+    try:
+        async for entry in watcher:
+            if entry is None:  # the end of the current values
+                break
+            if entry.value and (record := _parse(model, entry.value, entry.key)):
+                found[entry.key.removeprefix(prefix)] = record
+    except NoKeysError:
+        pass
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return found
 
 
 async def read_plan(kv: KeyValue, plan_id: str) -> tuple[PlanRecord | None, int]:
@@ -105,24 +123,12 @@ async def read_plan(kv: KeyValue, plan_id: str) -> tuple[PlanRecord | None, int]
         return None, 0
     if entry.value is None:
         return None, 0
-    return _parse_plan_record(entry.value, entry.key), entry.revision or 0
+    return _parse(PlanRecord, entry.value, entry.key), entry.revision or 0
 
 
 async def read_plans(kv: KeyValue) -> dict[str, PlanRecord]:
     """Every readable plan record, by plan key."""
-    found: dict[str, PlanRecord] = {}
-    watcher = await kv.watch("plans.>", ignore_deletes=True)
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.value and (record := _parse_plan_record(entry.value, entry.key)):
-                found[entry.key.removeprefix("plans.")] = record
-    except NoKeysError:
-        pass
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return found
+    return await _read_all(kv, "plans.", PlanRecord)
 
 
 # --- the executor's rails: breakers ----------------------------------------------------------
@@ -162,24 +168,8 @@ def target_key(target: str) -> str:
 
 async def open_breakers(kv: KeyValue) -> dict[str, BreakerState]:
     """The open breakers, by target (unreadable records are logged and skipped)."""
-    found: dict[str, BreakerState] = {}
-    watcher = await kv.watch("targets.>", ignore_deletes=True)
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if not entry.value:
-                continue
-            try:
-                state = TargetState.model_validate_json(entry.value)
-            except ValidationError as exc:
-                log.warning("unreadable rail record %s, skipped: %s", entry.key, exc.errors()[:1])
-                continue
-            if state.breaker is not None:
-                found[state.target] = state.breaker
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return found
+    states = await _read_all(kv, "targets.", TargetState)
+    return {s.target: s.breaker for s in states.values() if s.breaker is not None}
 
 
 # --- the planner's state ---------------------------------------------------------------------

@@ -24,12 +24,13 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from medbay.common.access import DETECTOR_STATE
 from medbay.common.streams import token
 from medbay.detector.engine import FloatArray, HostSnapshot
 
 log = logging.getLogger(__name__)
 
-BUCKET = "medbay_detector_state"
+BUCKET = DETECTOR_STATE.name
 WATERMARK = "watermark"
 FORMAT = 2
 

@@ -32,16 +32,19 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from medbay.common.access import MODELS as MODELS_BUCKET
+from medbay.common.access import PLANNER_STATE
+from medbay.common.records import CURRENT_MODEL_KEY, SUCCESS_RATES_KEY
 from medbay.common.streams import StreamSpec
 from medbay.planner.model import ModelBundle
 from medbay.planner.modelfile import RefusedModel, dumps, loads
 
 log = logging.getLogger(__name__)
 
-BUCKET = "medbay_planner"
-MODELS = "medbay_models"
-CURRENT_MODEL = "current_model"
-SUCCESS_RATES = "success_rates"
+BUCKET = PLANNER_STATE.name
+MODELS = MODELS_BUCKET.name
+CURRENT_MODEL = CURRENT_MODEL_KEY
+SUCCESS_RATES = SUCCESS_RATES_KEY
 
 
 class ModelStore:

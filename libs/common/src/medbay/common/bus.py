@@ -32,9 +32,8 @@ from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.security import NatsSecurity, NatsUserPassword
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError
-from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -478,63 +477,3 @@ def json_parser(model: type[Any]) -> Callable[[bytes], Any]:
         return model.model_validate_json(data)
 
     return parse
-
-
-async def follow(
-    broker: NatsBroker,
-    stream: StreamSpec,
-    subject: str,
-    handle: Callable[[Msg], Awaitable[None]],
-    *,
-    batch: int = 256,
-) -> None:
-    """Hand every message stored on ``subject`` from now on to ``handle``, until cancelled.
-
-    An ephemeral pull consumer that acknowledges nothing, so it takes nothing
-    from anyone; if it disappears (a NATS restart) a new one resumes after the
-    last message seen. This, not a core subscription, is how a service watches a
-    stream it does not consume: nobody listens on a stream's own subjects (see
-    ``medbay.common.access``).
-    """
-    await wait_for_streams(broker, [stream])  # its owner declares it, maybe later
-    js = jetstream(broker)
-    next_seq: int | None = None
-    while True:
-        try:
-            if next_seq is None:
-                next_seq = (await js.stream_info(stream.name)).state.last_seq + 1
-            sub = await js.pull_subscribe(
-                subject,
-                stream=stream.name,
-                config=ConsumerConfig(
-                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                    opt_start_seq=next_seq,
-                    ack_policy=AckPolicy.NONE,
-                    inactive_threshold=60.0,
-                ),
-            )
-        except (NatsError, TimeoutError) as exc:
-            log.warning("cannot follow %s (%r); retrying", subject, exc)
-            await asyncio.sleep(1.0)
-            continue
-        try:
-            while True:
-                try:
-                    msgs = await sub.fetch(batch, timeout=5.0)
-                except TimeoutError:
-                    await sub.consumer_info()  # still there? (not after a NATS restart)
-                    continue
-                for msg in msgs:
-                    next_seq = msg.metadata.sequence.stream + 1
-                    try:
-                        await handle(msg)
-                    except Exception:
-                        log.exception("handling %s #%d failed", subject, next_seq - 1)
-        except (NatsError, TimeoutError) as exc:
-            if current_task_cancelling():
-                raise
-            log.warning("following %s stopped (%r); resuming", subject, exc)
-            await asyncio.sleep(1.0)
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()

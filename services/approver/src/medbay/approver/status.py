@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from typing import Annotated
 
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import Field, TypeAdapter, ValidationError
 
@@ -22,6 +21,7 @@ from medbay.common.events import (
     Plan,
     Severity,
 )
+from medbay.common.reading import read
 from medbay.common.records import (
     EXECUTOR_RAILS,
     PLAN_BOOK,
@@ -63,35 +63,9 @@ def last_actions(results: Iterable[ActionResult], count: int = LAST_ACTIONS) -> 
 async def recent(js: JetStreamContext, stream: StreamSpec, count: int) -> list[bytes] | None:
     """The payloads of the last ``count`` messages of ``stream``; None if it does not exist."""
     try:
-        info = await js.stream_info(stream.name)
+        return [m.data async for msgs in read(js, stream, last=count) for m in msgs]
     except NotFoundError:
         return None
-    last = info.state.last_seq
-    if info.state.messages == 0:
-        return []
-    sub = await js.pull_subscribe(
-        stream.subjects[0],
-        stream=stream.name,
-        config=ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=max(info.state.first_seq, last - count + 1),
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=30.0,
-        ),
-    )
-    payloads: list[bytes] = []
-    try:
-        while True:
-            try:
-                msgs = await sub.fetch(256, timeout=2)
-            except TimeoutError:  # nats-py raises its own or the built-in one
-                break
-            payloads += [m.data for m in msgs if m.metadata.sequence.stream <= last]
-            if msgs[-1].metadata.sequence.stream >= last:
-                break
-    finally:
-        await sub.unsubscribe()
-    return payloads
 
 
 def _issues(payloads: list[bytes]) -> list[IssueChange]:

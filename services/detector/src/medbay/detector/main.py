@@ -11,7 +11,6 @@ import gc
 import logging
 
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
@@ -26,6 +25,7 @@ from medbay.common.bus import (
     publish_event,
 )
 from medbay.common.events import IssueChange, MetricBatch
+from medbay.common.reading import read
 from medbay.common.runtime import ServiceRuntime, current_task_cancelling
 from medbay.common.settings import config_from_command_line
 from medbay.common.streams import ISSUES, METRICS
@@ -91,43 +91,18 @@ class Detector:
 
     async def replay(self, js: JetStreamContext, start_seq: int) -> int:
         """Re-apply METRICS from ``start_seq`` up to now, publishing what it finds."""
-        info = await js.stream_info(METRICS.name)
-        last = info.state.last_seq
-        if start_seq > last:
-            return 0
-        sub = await js.pull_subscribe(
-            f"{METRICS.subjects[0]}",
-            stream=METRICS.name,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=max(start_seq, info.state.first_seq),
-                ack_policy=AckPolicy.NONE,
-                inactive_threshold=60.0,
-            ),
-        )
         count = 0
-        try:
-            done = False
-            while not done:
+        async for msgs in read(js, METRICS, start_seq=start_seq, batch=512, idle_seconds=2):
+            items: list[tuple[MetricBatch, int]] = []
+            for msg in msgs:
                 try:
-                    msgs = await sub.fetch(512, timeout=2)
-                except TimeoutError:  # nats-py raises its own or the built-in one
-                    break
-                items: list[tuple[MetricBatch, int]] = []
-                for msg in msgs:
-                    seq = msg.metadata.sequence.stream
-                    done = done or seq >= last
-                    if seq > last:
-                        continue
-                    try:
-                        items.append((MetricBatch.model_validate_json(msg.data), seq))
-                    except ValidationError:
-                        continue  # dead-lettered when it was first delivered
-                for _, event in self.engine.process_many(items):
-                    await self.publish(event)
-                count += len(items)
-        finally:
-            await sub.unsubscribe()
+                    batch = MetricBatch.model_validate_json(msg.data)
+                except ValidationError:
+                    continue  # dead-lettered when it was first delivered
+                items.append((batch, msg.metadata.sequence.stream))
+            for _, event in self.engine.process_many(items):
+                await self.publish(event)
+            count += len(items)
         await self.flush()
         return count
 

@@ -36,7 +36,6 @@ from medbay.common.bus import (
     BatchConsumer,
     ConsumerSpec,
     Delivery,
-    follow,
     jetstream,
     json_parser,
 )
@@ -51,6 +50,7 @@ from medbay.common.events import (
     PlanStep,
     derived_event_id,
 )
+from medbay.common.reading import follow
 from medbay.common.runtime import ServiceRuntime
 from medbay.common.settings import config_from_command_line
 from medbay.common.streams import APPROVALS, AUDIT, ISSUES, METRICS, PLANS, PREFIX, RESULTS

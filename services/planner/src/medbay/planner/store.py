@@ -20,9 +20,6 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
     KeyValueConfig,
     ObjectMeta,
     ObjectStoreConfig,
@@ -34,6 +31,7 @@ from nats.js.object_store import ObjectStore
 
 from medbay.common.access import MODELS as MODELS_BUCKET
 from medbay.common.access import PLANNER_STATE
+from medbay.common.reading import read
 from medbay.common.records import CURRENT_MODEL_KEY, SUCCESS_RATES_KEY
 from medbay.common.streams import StreamSpec
 from medbay.planner.model import ModelBundle
@@ -143,34 +141,5 @@ async def read_recent(
 ) -> AsyncIterator[list[bytes]]:
     """The payloads of the latest ``limit`` messages of ``spec``'s stream, in batches,
     up to the last message stored when called."""
-    info = await js.stream_info(spec.name)
-    last = info.state.last_seq
-    start = max(info.state.first_seq, last - limit + 1, 1)
-    if limit <= 0 or info.state.messages == 0 or start > last:
-        return
-    sub = await js.pull_subscribe(
-        spec.subjects[0],
-        stream=spec.name,
-        config=ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start,
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=60.0,
-        ),
-    )
-    try:
-        done = False
-        while not done:
-            try:
-                msgs = await sub.fetch(batch, timeout=2)
-            except TimeoutError:  # nats-py raises its own or the built-in one
-                break
-            payloads = []
-            for msg in msgs:
-                seq = msg.metadata.sequence.stream
-                done = done or seq >= last
-                if seq <= last:
-                    payloads.append(msg.data)
-            yield payloads
-    finally:
-        await sub.unsubscribe()
+    async for msgs in read(js, spec, last=limit, batch=batch, idle_seconds=2):
+        yield [m.data for m in msgs]

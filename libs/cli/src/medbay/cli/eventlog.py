@@ -16,6 +16,7 @@ from nats.js.errors import NotFoundError
 
 from medbay.common.bus import DL_REASON, DL_SEQUENCE, DL_STREAM, DL_SUBJECT
 from medbay.common.streams import PREFIX, STREAMS_BY_NAME, StreamSpec, stream_for_subject
+from medbay.common.telemetry import trace_id_of
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -57,9 +58,7 @@ def select(target: str | None) -> Selection:
 
 
 def trace_id(msg: Msg) -> str:
-    parent = (msg.headers or {}).get("traceparent", "")
-    parts = parent.split("-")
-    return parts[1] if len(parts) == 4 else "-"
+    return trace_id_of((msg.headers or {}).get("traceparent")) or "-"
 
 
 def summarize(msg: Msg) -> str:

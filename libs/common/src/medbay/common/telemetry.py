@@ -80,3 +80,9 @@ def setup_tracing(service: str) -> TracerProvider:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
     trace.set_tracer_provider(provider)
     return provider
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace id in a W3C ``traceparent`` value (``00-<trace>-<span>-<flags>``)."""
+    parts = (traceparent or "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None

@@ -27,6 +27,7 @@ from medbay.common import kv as kv_records
 from medbay.common.access import APPROVER_BOOK
 from medbay.common.events import Approval, Plan, derived_event_id
 from medbay.common.records import key_token
+from medbay.common.telemetry import trace_id_of
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,7 @@ class ApprovalRecord(_Stored):
 
     @property
     def trace_id(self) -> str:
-        parts = self.traceparent.split("-")
-        return parts[1] if len(parts) == 4 else ""
+        return trace_id_of(self.traceparent) or ""
 
     def parsed_plan(self) -> Plan | None:
         return None if self.plan is None else Plan.model_validate_json(self.plan)

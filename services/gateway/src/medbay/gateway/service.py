@@ -35,6 +35,7 @@ from medbay.common.streams import (
     StreamSpec,
     subject_mismatch,
 )
+from medbay.common.telemetry import trace_id_of
 from medbay.gateway.auth import TokenBook
 from medbay.gateway.config import GatewayConfig
 from medbay.gateway.feeds import StreamFeed
@@ -191,7 +192,7 @@ class GatewayService:
         if isinstance(event, MetricBatch):
             self.metrics.apply(event)
         elif not isinstance(event, ActionRequested | BreakerReset):
-            trace_id = trace_id_of(msg.headers)
+            trace_id = trace_id_of((msg.headers or {}).get("traceparent"))
             self.incidents.apply(event, stream.name, msg.data, trace_id)  # type: ignore[arg-type]
         if live and self.hub.subscribers:
             event_type = str(getattr(event, "type", ""))
@@ -213,9 +214,3 @@ class GatewayService:
             subscriber.principal.name,
             reason,
         )
-
-
-def trace_id_of(headers: dict[str, str] | None) -> str | None:
-    """The trace id in a W3C ``traceparent`` header (``00-<trace>-<span>-<flags>``)."""
-    parts = (headers or {}).get("traceparent", "").split("-")
-    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None

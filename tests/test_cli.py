@@ -207,7 +207,8 @@ def test_no_command_prints_a_nats_password_from_the_url():
 def test_the_readme_shows_the_ownership_table_as_generated():
     from medbay.cli.auth import table
 
-    assert table() in (REPO / "README.md").read_text(), "README: paste `medbay auth table`"
+    page = REPO / "docs" / "security.md"
+    assert table() in page.read_text(), "docs/security.md: paste `medbay auth table`"
 
 
 def test_up_writes_tokens_and_gateway_config_private_and_no_anonymous_reader(tmp_path: Path):

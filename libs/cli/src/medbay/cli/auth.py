@@ -11,7 +11,7 @@
 Rotating: ``medbay auth init --dir DIR --rotate executor`` (or ``--rotate-all``),
 then reload the server (SIGHUP, or a restart) and restart
 the services whose passwords changed. ``medbay auth table`` prints who may
-publish on what, as in the README.
+publish on what, as in docs/security.md.
 """
 
 from __future__ import annotations

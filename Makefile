@@ -10,29 +10,49 @@ BIN := $(VENV)/bin
 
 DASHBOARD := services/gateway/dashboard
 STATIC := services/gateway/src/medbay/gateway/static
+PACKAGES := common cli collector detector planner approver executor gateway
+# Extra pytest options, e.g. make test-executor PYTEST_ARGS='-k safety -x'
+PYTEST_ARGS ?=
 
-.PHONY: up test sync lint typecheck pytest system-deps dashboard dashboard-test bench clean
+.PHONY: up test test-fast help sync lint typecheck pytest pytest-fast system-deps dashboard \
+	dashboard-test bench clean
 
-# make up NATS_PORT=4223 when 4222 is taken
-up: sync dashboard
-	$(BIN)/medbay up $(if $(NATS_PORT),--port $(NATS_PORT))
+# make up NATS_PORT=4223 when 4222 is taken; ARGS go to `medbay up` as they are, e.g.
+# make up ARGS="--no-demo --approver-config approver.yaml" (see .venv/bin/medbay up --help)
+up: sync dashboard ## run NATS, every service and the dashboard (NATS_PORT=4223, ARGS="--no-demo ...")
+	$(BIN)/medbay up $(if $(NATS_PORT),--port $(NATS_PORT)) $(ARGS)
 
-test: sync system-deps dashboard lint typecheck dashboard-test pytest
+test: sync system-deps dashboard lint typecheck dashboard-test pytest ## every check and every test (.ci/run runs this)
+
+test-fast: sync system-deps lint typecheck pytest-fast ## the quick loop: lint, typecheck, tests not marked slow
+
+# make test-executor: one package's tests (its tests/ folder and tests/test_NAME*.py)
+TESTS_common := tests/test_bus.py tests/test_health_http.py
+test-%: sync ## one package's tests: make test-executor, test-common, test-cli ...
+	@tests="$(strip $(TESTS_$*) $(wildcard services/$*/tests libs/$*/tests tests/test_$*.py tests/test_$*_*.py))"; \
+	if [ -z "$$tests" ]; then echo "no tests for '$*'; packages: $(PACKAGES)" >&2; exit 2; fi; \
+	echo "$(BIN)/pytest $$tests $(PYTEST_ARGS)"; $(BIN)/pytest $$tests $(PYTEST_ARGS)
+
+help: ## this list
+	@echo "make TARGET, where TARGET is one of:"
+	@grep -hE '^(## )?[a-zA-Z%_-]+:.*## |^## [a-zA-Z%_-]+: ' $(MAKEFILE_LIST) | \
+		sed -E 's/^## ([^:]+): (.*)/\1: ## \2/' | \
+		awk -F':.*## ' '{ sub(/%/, "PACKAGE", $$1); printf "  %-16s %s\n", $$1, $$2 }'
 
 .tools/bin/uv:
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet uv==0.13.9
 
-sync: $(if $(findstring .tools/,$(UV)),.tools/bin/uv)
+sync: $(if $(findstring .tools/,$(UV)),.tools/bin/uv) ## install the locked dependencies into .venv
 	$(UV) sync --frozen
 
 # Real servers the tests start on free ports (redis-server, PostgreSQL binaries).
-system-deps:
+system-deps: ## install redis, PostgreSQL, Chromium, openssl (Debian packages) when missing
 	@scripts/install-system-deps
 
 # The web dashboard (Node.js and npm from the machine; packages from the lockfile),
 # built into the gateway's static/ folder when missing or older than its sources.
-dashboard: $(STATIC)/index.html
+dashboard: $(STATIC)/index.html ## build the web dashboard when its sources changed
 
 $(DASHBOARD)/node_modules/.package-lock.json: $(DASHBOARD)/package-lock.json
 	cd $(DASHBOARD) && npm ci --no-audit --no-fund
@@ -41,24 +61,27 @@ $(STATIC)/index.html: $(DASHBOARD)/node_modules/.package-lock.json $(DASHBOARD)/
 		$(DASHBOARD)/vite.config.ts $(shell find $(DASHBOARD)/src $(DASHBOARD)/public -type f 2>/dev/null)
 	cd $(DASHBOARD) && npm run build
 
-dashboard-test: $(DASHBOARD)/node_modules/.package-lock.json
+dashboard-test: $(DASHBOARD)/node_modules/.package-lock.json ## the dashboard's type check and unit tests
 	cd $(DASHBOARD) && npm run check && npm test
 
-lint:
+lint: ## ruff (rules, formatting), import boundaries (lint-imports), hadolint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/hadolint Dockerfile
 
-typecheck:
-	$(BIN)/mypy libs/common/src libs/cli/src services/collector/src services/detector/src \
-		services/planner/src services/executor/src services/approver/src services/gateway/src
+typecheck: ## mypy, strict, on every package ([tool.mypy] files in pyproject.toml)
+	$(BIN)/mypy
 
-pytest:
-	$(BIN)/pytest
+pytest: ## every Python test
+	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: sync
+pytest-fast: ## the Python tests not marked slow (no whole-system or browser tests)
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: sync ## the pipeline and NAB benchmarks
 	$(BIN)/medbay bench pipeline
 	$(BIN)/medbay bench nab
 
-clean:
+clean: ## remove state, caches and built files
 	rm -rf .medbay .pytest_cache .mypy_cache .ruff_cache $(STATIC) $(DASHBOARD)/node_modules

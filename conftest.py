@@ -271,3 +271,21 @@ def services(nats_server: NatsServer, tmp_path: Path) -> Iterator[Any]:
     yield start
     for proc in started:
         proc.stop()
+
+
+SLOW = {
+    "tests/test_dashboard.py",
+    "tests/test_bench_security.py",
+    "tests/test_security.py",
+    "tests/test_remediation_end_to_end.py",
+    "tests/test_end_to_end.py",
+    "tests/test_cli.py::test_up_runs_everything_and_ctrl_c_stops_it",
+}
+"""Modules and tests marked ``slow``: whole systems or a browser; `make test-fast` skips them."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        test = item.nodeid.split("[")[0]
+        if test in SLOW or test.split("::")[0] in SLOW:
+            item.add_marker(pytest.mark.slow)

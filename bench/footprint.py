@@ -36,6 +36,7 @@ from medbay.cli.bench import load
 from medbay.common.events import new_event_id
 from medbay.common.streams import METRICS, metrics_subject
 
+harness = load("harness")
 pipeline = load("pipeline")
 SERIES_PER_HOST = 50
 SCRAPES = 3
@@ -45,7 +46,7 @@ def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
-    raise pipeline.BenchError(f"no VmRSS for pid {pid}")
+    raise harness.BenchError(f"no VmRSS for pid {pid}")
 
 
 def service_env(url: str, port: int) -> dict[str, str]:
@@ -63,13 +64,13 @@ def wait_healthy(port: int, proc: Any, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise pipeline.BenchError(f"service exited with {proc.returncode}")
+            raise harness.BenchError(f"service exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
                 return
         except OSError:
             time.sleep(0.2)
-    raise pipeline.BenchError("service not healthy in time")
+    raise harness.BenchError("service not healthy in time")
 
 
 async def settle(js: Any, consumer: str) -> None:
@@ -80,13 +81,13 @@ async def settle(js: Any, consumer: str) -> None:
         if info.num_pending == 0 and info.num_ack_pending == 0:
             return
         await asyncio.sleep(0.2)
-    raise pipeline.BenchError("the detector did not catch up in 300 s")
+    raise harness.BenchError("the detector did not catch up in 300 s")
 
 
 async def detector_memory(url: str, root: Path, sizes: list[int]) -> dict[str, Any]:
-    port = pipeline.free_port()
+    port = harness.free_port()
     argv = [sys.executable, "-m", "medbay.detector.main"]
-    proc = pipeline.spawn(argv, root / "detector.log", service_env(url, port))
+    proc = harness.spawn(argv, root / "detector.log", service_env(url, port))
     try:
         wait_healthy(port, proc)
         nc = await nats.connect(url)
@@ -127,12 +128,12 @@ async def detector_memory(url: str, root: Path, sizes: list[int]) -> dict[str, A
         await nc.close()
         return {"baseline_rss_mib": baseline / 2**20, "rows": rows}
     finally:
-        pipeline.stop(proc)
+        harness.stop(proc)
 
 
 async def collector_cpu(url: str, root: Path, seconds: float) -> dict[str, Any]:
-    port = pipeline.free_port()
-    proc = pipeline.spawn(
+    port = harness.free_port()
+    proc = harness.spawn(
         [sys.executable, "-m", "medbay.collector.main"],
         root / "collector.log",
         service_env(url, port),
@@ -140,9 +141,9 @@ async def collector_cpu(url: str, root: Path, seconds: float) -> dict[str, Any]:
     try:
         wait_healthy(port, proc)
         await asyncio.sleep(12)  # two scrapes: rates need a previous reading
-        before, t0 = pipeline.cpu_seconds(proc.pid), time.monotonic()
+        before, t0 = harness.cpu_seconds(proc.pid), time.monotonic()
         await asyncio.sleep(seconds)
-        used, elapsed = pipeline.cpu_seconds(proc.pid) - before, time.monotonic() - t0
+        used, elapsed = harness.cpu_seconds(proc.pid) - before, time.monotonic() - t0
         return {
             "seconds": elapsed,
             "cpu_seconds": used,
@@ -150,7 +151,7 @@ async def collector_cpu(url: str, root: Path, seconds: float) -> dict[str, Any]:
             "cpu_ms_per_scrape": 1000 * used / (elapsed / 5.0),
         }
     finally:
-        pipeline.stop(proc)
+        harness.stop(proc)
 
 
 def report(r: dict[str, Any]) -> str:
@@ -185,7 +186,7 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="medbay-bench-") as tmp:
         root = Path(tmp)
         try:
-            server, url = pipeline.start_server(root)
+            server, url = harness.start_server(root)
 
             async def declare() -> None:
                 nc = await nats.connect(url)
@@ -194,18 +195,18 @@ def main(args: argparse.Namespace) -> int:
 
             asyncio.run(declare())
             results = {
-                "machine": pipeline.machine(),
+                "machine": harness.machine(),
                 "detector": asyncio.run(detector_memory(url, root, sizes)),
                 "collector": asyncio.run(collector_cpu(url, root, args.collector_seconds)),
             }
-        except pipeline.BenchError as exc:
+        except harness.BenchError as exc:
             print(f"medbay bench footprint: {exc}", file=sys.stderr)
             return 1
         finally:
-            pipeline.stop(server)
+            harness.stop(server)
     print(report(results))
-    pipeline.RESULTS.mkdir(exist_ok=True)
-    out = pipeline.RESULTS / f"footprint-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    harness.RESULTS.mkdir(exist_ok=True)
+    out = harness.RESULTS / f"footprint-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"  results: {out}")
     return 0

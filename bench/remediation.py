@@ -39,7 +39,7 @@ from medbay.cli.bench import load
 from medbay.common.events import MetricBatch, MetricSample
 from medbay.common.streams import METRICS, metrics_subject
 
-pipeline = load("pipeline")
+harness = load("harness")
 SERVICES = ("detector", "planner", "executor")
 HOST = "bench-host"
 
@@ -64,7 +64,7 @@ def start_services(url: str, root: Path, n: int) -> dict[str, Any]:
         PYTHONUNBUFFERED="1",
     )
     return {
-        name: pipeline.spawn(
+        name: harness.spawn(
             [sys.executable, "-m", f"medbay.{name}.main"], root / f"{name}.log", env
         )
         for name in SERVICES
@@ -111,9 +111,9 @@ async def incidents(url: str, n: int, rate: float, procs: dict[str, Any]) -> dic
         while not clock.done["svc-warm"].is_set():
             for name, proc in procs.items():
                 if proc.poll() is not None:
-                    raise pipeline.BenchError(f"{name} exited with {proc.returncode}")
+                    raise harness.BenchError(f"{name} exited with {proc.returncode}")
             if time.monotonic() > deadline:
-                raise pipeline.BenchError("no action started for the warm-up incident in 90 s")
+                raise harness.BenchError("no action started for the warm-up incident in 90 s")
             batch = down_batch("svc-warm")
             await js.publish(metrics_subject(HOST), batch.model_dump_json().encode())
             await asyncio.sleep(1.0)
@@ -132,7 +132,7 @@ async def incidents(url: str, n: int, rate: float, procs: dict[str, Any]) -> dic
         stage: [(times[name] - clock.sent[name]) * 1000 for name in clock.sent if name in times]
         for stage, times in clock.stages.items()
     }
-    return {stage: pipeline.stats(values) for stage, values in ms.items()}
+    return {stage: harness.stats(values) for stage, values in ms.items()}
 
 
 async def ensure_metrics_stream(url: str) -> None:
@@ -186,7 +186,7 @@ async def relay_baseline(url: str, n: int, rate: float) -> dict[str, Any]:
             task.cancel()
         await asyncio.gather(*relays, return_exceptions=True)
         await nc.close()
-    return pipeline.stats([(arrived[d] - sent[d]) * 1000 for d in sent if d in arrived])
+    return dict(harness.stats([(arrived[d] - sent[d]) * 1000 for d in sent if d in arrived]))
 
 
 def report(r: dict[str, Any]) -> str:
@@ -216,18 +216,18 @@ def main(args: argparse.Namespace) -> int:
     if args.incidents < 1 or args.rate <= 0:
         print("medbay bench remediation: need --incidents >= 1 and --rate > 0", file=sys.stderr)
         return 1
-    info = pipeline.machine()
+    info = harness.machine()
     procs: dict[str, Any] = {}
     server = None
     with tempfile.TemporaryDirectory(prefix="medbay-bench-") as tmp:
         root = Path(tmp)
         try:
-            server, url = pipeline.start_server(root)
+            server, url = harness.start_server(root)
             asyncio.run(ensure_metrics_stream(url))
             procs = start_services(url, root, args.incidents)
             latency = asyncio.run(incidents(url, args.incidents, args.rate, procs))
             latency["baseline"] = asyncio.run(relay_baseline(url, args.incidents, args.rate))
-        except (pipeline.BenchError, TimeoutError) as exc:
+        except (harness.BenchError, TimeoutError) as exc:
             logs = "\n".join(
                 f"--- {name}.log\n{(root / f'{name}.log').read_text()[-1500:]}"
                 for name in SERVICES
@@ -237,13 +237,13 @@ def main(args: argparse.Namespace) -> int:
             return 1
         finally:
             for proc in procs.values():
-                pipeline.stop(proc)
-            pipeline.stop(server)
+                harness.stop(proc)
+            harness.stop(server)
     results = {
         "incidents": args.incidents,
         "rate": args.rate,
         "machine": info,
-        "git": pipeline.git_state(),
+        "git": harness.git_state(),
         "latency_ms": latency,
     }
     print(report(results))

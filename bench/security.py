@@ -74,7 +74,7 @@ from medbay.common.streams import (
 from medbay.planner.modelfile import RefusedModel
 from medbay.planner.store import ModelStore
 
-pipeline = load("pipeline")
+harness = load("harness")
 
 Verdict = tuple[bool, str]
 """(refused, how)."""
@@ -889,14 +889,14 @@ def main(args: argparse.Namespace) -> int:
     errors = len(results) - refused - accepted
     summary = f"{len(results)} attacks: {refused} refused, {accepted} accepted"
     print(summary + (f", {errors} could not run" if errors else ""))
-    out_dir = Path(getattr(args, "results_dir", None) or pipeline.RESULTS)
+    out_dir = Path(getattr(args, "results_dir", None) or harness.RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"security-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     record = {
         "run": bench.run,
         "nats_url": args.nats_url,
         "gateway_url": args.gateway_url,
-        "git": pipeline.git_state(),
+        "git": harness.git_state(),
         "attacks": results,
     }
     out.write_text(json.dumps(record, indent=2) + "\n")

@@ -96,10 +96,23 @@ def test_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path):
         assert "METRICS/detector" in status and "PLANS/executor" in status
         tail = medbay("events", "tail", "METRICS", "--since", "5m", "--no-follow", env=url)
         assert "metric.batch" in tail.stdout and "trace=" in tail.stdout
+        import json
+
+        up_file = tmp_path / "state" / "up.json"  # what the other commands read
+        assert up_file.stat().st_mode & 0o777 == 0o600
+        assert json.loads(up_file.read_text()) == {
+            "nats_url": f"nats://127.0.0.1:{port}",
+            "credentials": str(tmp_path / "state" / "nats"),
+            "gateway_url": "http://127.0.0.1:8470",
+            "pid": proc.pid,
+        }
     finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
+    assert not (tmp_path / "state" / "up.json").exists()
+    assert f"NATS: nats://127.0.0.1:{port}" in output and "up.json" in output
+    assert "bin/medbay status" in output and "bin/activate" in output
     for name in ("nats", "demo-web", *SERVICES):
         assert f"{name:>10} | " in output
     assert "Medbay stopped." in output
@@ -222,3 +235,393 @@ def test_up_writes_tokens_and_gateway_config_private_and_no_anonymous_reader(tmp
     again, viewer_again, _ = default_gateway_config(tmp_path, anonymous_viewer=True)
     assert viewer_again == viewer  # made once
     assert "allow_anonymous_viewer: true" in again.read_text()
+
+
+# --- which server: .medbay/up.json ----------------------------------------------------
+
+
+def medbay_here(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60):
+    """`medbay` in ``cwd``, with no MEDBAY_NATS_* from this environment unless given."""
+    import os
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MEDBAY_NATS")}
+    return subprocess.run(
+        [sys.executable, "-m", "medbay.cli.main", *args],
+        cwd=cwd,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_up_file(where: Path, url: str, credentials: Path, pid: int) -> None:
+    import json
+
+    (where / ".medbay").mkdir(parents=True, exist_ok=True)
+    (where / ".medbay" / "up.json").write_text(
+        json.dumps(
+            {
+                "nats_url": url,
+                "credentials": str(credentials),
+                "gateway_url": "http://127.0.0.1:8470",
+                "pid": pid,
+            }
+        )
+    )
+
+
+def test_commands_use_the_server_that_medbay_up_in_this_directory_serves(
+    secured_nats, tmp_path: Path
+):
+    import os
+
+    write_up_file(tmp_path, secured_nats.url, secured_nats.credentials, os.getpid())
+    status = medbay_here("status", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    header = status.stdout.splitlines()[0]
+    assert header.startswith(f"NATS {secured_nats.url}  (from .medbay/up.json;"), header
+
+    listed = medbay_here("breaker", "list", cwd=tmp_path)  # as `cli`, from up.json's dir
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout == "no open breakers\n"
+    assert listed.stderr == f"medbay: NATS {secured_nats.url} (from .medbay/up.json)\n"
+    quiet = medbay_here("-q", "breaker", "list", cwd=tmp_path)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+    chosen = medbay_here(  # MEDBAY_NATS_URL still wins, and says so
+        "breaker", "list", cwd=tmp_path, env={"MEDBAY_NATS_URL": secured_nats.url}
+    )
+    assert f"NATS {secured_nats.url} (MEDBAY_NATS_URL)" in chosen.stderr
+
+
+def test_a_stale_up_file_is_ignored_and_said_to_be(tmp_path: Path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    write_up_file(tmp_path, f"nats://127.0.0.1:{free_port()}", tmp_path, gone.pid)
+    out = medbay_here("breaker", "list", cwd=tmp_path, env={"MEDBAY_NATS_URL": ""})
+    assert ".medbay/up.json is stale" in out.stderr, out.stderr
+    assert "nats://127.0.0.1:4222" in out.stderr
+
+
+def test_up_file_is_private_and_only_its_writer_removes_it(tmp_path: Path):
+    import os
+
+    from medbay.cli import upfile
+
+    info = upfile.UpInfo("nats://127.0.0.1:4310", tmp_path / "nats", "http://x", os.getpid())
+    path = upfile.write(tmp_path, info)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert upfile.read(path) == info
+    upfile.remove(tmp_path, os.getpid() + 1)
+    assert path.exists()
+    upfile.remove(tmp_path, os.getpid())
+    assert not path.exists()
+
+
+# --- events, one readable line each -------------------------------------------------------
+
+
+def _remediation_events():
+    from medbay.common.events import (
+        ActionRequested,
+        ActionResult,
+        Approval,
+        BreakerReset,
+        Plan,
+        PlanStep,
+        Risk,
+        Severity,
+    )
+
+    now = datetime.now(UTC)
+    plan = Plan(
+        plan_id="p-1",
+        issue_fingerprint="f" * 16,
+        issue_event_id="e-1",
+        host="vm",
+        issue_kind="service_down",
+        metric="service_up",
+        value=0.0,
+        threshold=0.5,
+        severity=Severity.CRITICAL,
+        steps=[
+            PlanStep(
+                action="restart_service", target="demo-web", risk=Risk.LOW, estimated_seconds=5
+            ),
+            PlanStep(action="alert_human", target="oncall", risk=Risk.LOW, estimated_seconds=1),
+        ],
+        confidence=0.8,
+        risk=Risk.LOW,
+        estimated_seconds=6,
+        requires_approval=True,
+        reason="restarts fixed it before",
+        model_version="rules",
+    )
+    result = ActionResult(
+        plan_id="p-1",
+        issue_fingerprint="f" * 16,
+        issue_kind="service_down",
+        step_index=0,
+        action="restart_service",
+        target="demo-web",
+        host="vm",
+        status="finished",
+        outcome="success",
+        output="would restart demo-web\nsecond line",
+        verified=True,
+        dry_run=True,
+        started_at=now,
+        finished_at=now,
+    )
+    approval = Approval(
+        plan_id="p-1", decision="approve", decided_by="alice", channel="gateway", reason="ok"
+    )
+    request = ActionRequested(
+        host="vm",
+        action="restart_service",
+        target="demo-web",
+        requested_by="bob",
+        channel="cli",
+        reason="slow",
+    )
+    reset = BreakerReset(target="demo-web", reset_by="carol", channel="cli")
+    return plan, result, approval, request, reset
+
+
+async def test_events_tail_gives_each_event_a_readable_line_and_json(nats_server):
+    import json
+
+    from medbay.common.streams import ALL_STREAMS, STREAMS_BY_NAME
+
+    broker = make_broker("collector", nats_server.url, registry=CollectorRegistry())
+    await broker.connect()
+    await declare_streams(broker, list(ALL_STREAMS))
+    events = _remediation_events()
+    streams = ("PLANS", "RESULTS", "APPROVALS", "REQUESTS", "AUDIT")
+    for event, name in zip(events, streams, strict=True):
+        await publish_event(broker, event, stream=STREAMS_BY_NAME[name])
+    await broker.stop()
+    env = {"MEDBAY_NATS_URL": nats_server.url}
+
+    expected = {
+        "PLANS": "plan p-1 for service_down on vm: restart_service demo-web, then alert_human "
+        "oncall (confidence 0.80, risk low, needs approval: restarts fixed it before)",
+        "RESULTS": "step 1 restart_service demo-web on vm: success, verified (dry-run) "
+        "| would restart demo-web",
+        "APPROVALS": "approve plan p-1 by alice (gateway): ok",
+        "REQUESTS": "request restart_service demo-web on vm by bob (cli): slow",
+        "AUDIT": "breaker reset for demo-web by carol (cli)",
+    }
+    for name, line in expected.items():
+        out = medbay("events", "tail", name, "--no-follow", env=env)
+        assert out.returncode == 0, out.stderr
+        assert line in out.stdout, out.stdout
+        assert "trace=" in out.stdout and "second line" not in out.stdout
+
+        raw = medbay("events", "tail", name, "--no-follow", "--json", env=env)
+        assert raw.returncode == 0, raw.stderr
+        (obj,) = [json.loads(x) for x in raw.stdout.splitlines()]
+        assert obj["stream"] == name and obj["seq"] == 1
+        assert obj["subject"].startswith("medbay.") and "trace_id" in obj
+        assert obj["type"] == events[streams.index(name)].type
+        assert "medbay: NATS" in raw.stderr and "medbay" not in raw.stdout.replace('"medbay.', "")
+
+    empty = medbay("events", "tail", "DEADLETTER", "--since", "1h", "--no-follow", env=env)
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert "no events on DEADLETTER since " in empty.stderr
+
+
+# --- approving only what exists ----------------------------------------------------------
+
+
+async def test_approve_refuses_an_unknown_plan_unless_forced(nats_server):
+    from medbay.common.records import PLAN_BOOK
+    from medbay.common.streams import APPROVALS, PLANS
+
+    broker = make_broker("planner", nats_server.url, registry=CollectorRegistry())
+    await broker.connect()
+    await declare_streams(broker, [PLANS, APPROVALS])
+    plan = _remediation_events()[0]
+    await publish_event(broker, plan, stream=PLANS)
+    await broker.stop()
+    nc = await nats.connect(nats_server.url)
+    await nc.jetstream().create_key_value(bucket=PLAN_BOOK.name)
+    env = {"MEDBAY_NATS_URL": nats_server.url}
+
+    unknown = medbay("approve", "nonexistent-plan", env=env)
+    assert unknown.returncode == 1
+    assert "no plan 'nonexistent-plan'" in unknown.stderr and "--force" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+    forced = medbay("approve", "still-coming", "--force", env=env)
+    assert forced.returncode == 0, forced.stderr
+    assert "approved plan still-coming" in forced.stdout
+
+    seen = medbay("reject", "p-1", "--reason", "not now", env=env)  # on PLANS, not in the book
+    assert seen.returncode == 0, seen.stderr
+    assert "rejected plan p-1" in seen.stdout
+    info = await nc.jetstream().stream_info(APPROVALS.name)
+    assert info.state.messages == 2
+    await nc.close()
+
+
+# --- no tracebacks ------------------------------------------------------------------------
+
+
+async def test_a_reader_that_goes_away_ends_the_command_quietly(nats_server):
+    import os
+
+    from medbay.common.streams import METRICS
+
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await js.add_stream(METRICS.declaration())
+    now = datetime.now(UTC)
+    for i in range(3000):  # far more than a pipe holds
+        batch = MetricBatch(host=f"h{i % 7}", collected_at=now, samples=[])
+        await js.publish(f"medbay.metrics.{batch.host}", batch.model_dump_json().encode())
+    await nc.close()
+    env = {**os.environ, "MEDBAY_NATS_URL": nats_server.url}
+    command = f"{sys.executable} -m medbay.cli.main"
+    for args in ("events tail METRICS --since 1h", "replay --stream METRICS --since 1h --print"):
+        out = subprocess.run(
+            ["bash", "-c", f"{command} {args} | head -2; echo status=${{PIPESTATUS[0]}}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.stdout.count("metric.batch") == 2, out.stdout
+        assert "status=0" in out.stdout, (args, out.stdout, out.stderr)
+        assert "Traceback" not in out.stderr and "exception" not in out.stderr, out.stderr
+
+
+def test_bad_input_ends_in_a_clear_error_not_a_traceback(tmp_path: Path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    checks = [
+        (("schema", "export", "--out", str(a_file / "contracts")), "cannot write to"),
+        (
+            ("replay", "--stream", "METRICS", "--since", "1h", "--until", "2h", "--print"),
+            "--until 2h",
+        ),
+        (("events", "tail", "METRICS", "--since", "1h", "--until", "2h"), "--since 1h"),
+        (("up", "--port", "99999"), "is not a port"),
+        (("up", "--approver-config", str(tmp_path / "missing.yaml")), "--approver-config"),
+        (("auth", "init", "--dir", str(a_file / "nats")), "cannot write to"),
+        (("events", "tail", "NOPE"), "neither a stream"),
+    ]
+    for args, says in checks:
+        out = medbay(*args, env={"MEDBAY_NATS_URL": f"nats://127.0.0.1:{free_port()}"})
+        assert out.returncode != 0, args
+        assert says in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr, (args, out.stderr)
+    reversed_range = medbay(
+        "replay", "--stream", "METRICS", "--since", "1h", "--until", "2h", "--print"
+    )
+    assert "--since 1h" in reversed_range.stderr and "reversed" in reversed_range.stderr
+
+
+def test_detect_names_the_line_of_a_timestamp_that_is_not_a_time(tmp_path: Path):
+    csv = tmp_path / "series.csv"
+    csv.write_text("timestamp,value\n2014-04-01 00:00:00,1.0\n1396310700,2.0\nnot-a-time,3.0\n")
+    out = medbay("detect", str(csv))
+    assert out.returncode == 2
+    assert "line 4: timestamp 'not-a-time' is not a time" in out.stderr
+    assert out.stdout.splitlines()[1:] and out.stdout.count("\n") == 3  # the rows before it
+    assert "Traceback" not in out.stderr
+
+
+# --- fast help ------------------------------------------------------------------------------
+
+
+def test_help_imports_nothing_heavy():
+    script = (
+        "import sys\n"
+        "from medbay.cli.main import main\n"
+        "for argv in (['--help'], ['up', '--help'], ['status', '--help'], "
+        "['events', 'tail', '--help'], ['approve', '--help'], ['replay', '--help'], "
+        "['detect', '--help'], ['schema', 'export', '--help'], ['auth', 'init', '--help'], "
+        "['bench', 'cli', '--help'], ['breaker', 'reset', '--help'], ['plans', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = {'numpy', 'faststream', 'nats', 'pydantic', 'bcrypt'} & set(sys.modules)\n"
+        "print('HEAVY', sorted(heavy), file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in out.stderr, out.stderr
+
+
+def test_names_in_the_parsers_match_the_catalogues():
+    from medbay.cli import names, nats_url, replay, up
+    from medbay.common.access import CLI
+    from medbay.common.settings import DEFAULT_HTTP_PORTS
+    from medbay.common.streams import PREFIX, STREAMS_BY_NAME
+    from medbay.detector.anomaly import DETECTORS
+
+    assert tuple(STREAMS_BY_NAME) == names.STREAM_NAMES
+    assert tuple(sorted(DETECTORS)) == names.DETECTOR_NAMES
+    assert nats_url.CLI == CLI and replay.PREFIX == PREFIX
+    assert DEFAULT_HTTP_PORTS["gateway"] == up.GATEWAY_PORT
+
+
+# --- medbay up and make up ------------------------------------------------------------------
+
+
+def test_up_passes_each_services_config_on(tmp_path: Path):
+    import argparse
+
+    from medbay.cli.up import service_argv
+
+    args = argparse.Namespace(
+        collector_config=None,
+        detector_config=Path("d.yaml"),
+        planner_config=Path("p.yaml"),
+        executor_config=None,
+        approver_config=Path("a.yaml"),
+        gateway_config=None,
+    )
+    generated = {"collector": Path("gen-c.yaml"), "gateway": Path("gen-g.yaml")}
+    argv = {
+        name: service_argv(name, module, args, generated, tmp_path)
+        for name, module in SERVICES.items()
+    }
+    assert argv["detector"][-2:] == ["--config", "d.yaml"]
+    assert argv["planner"][-2:] == ["--config", "p.yaml"]
+    assert argv["approver"][-2:] == ["--config", "a.yaml"]
+    assert argv["collector"][-2:] == ["--config", "gen-c.yaml"]
+    assert argv["executor"][-1] == str(tmp_path / "executor.yaml")
+    args.approver_config = None
+    assert "--config" not in service_argv("approver", "m", args, generated, tmp_path)
+
+
+def test_make_up_passes_args_to_medbay_up():
+    out = subprocess.run(
+        ["make", "-n", "-s", "up", "NATS_PORT=4310", "ARGS=--no-demo --approver-config f.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "/medbay up --port 4310 --no-demo --approver-config f.yaml" in out.stdout
+
+
+def test_text_logs_show_the_trace_id():
+    import logging
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from medbay.common.telemetry import TextFormatter
+
+    formatter = TextFormatter("detector")
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello %s", ("there",), None)
+    assert formatter.format(record).endswith("detector INFO hello there")
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("work") as span:
+        line = formatter.format(record)
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    assert line.endswith(f"detector INFO hello there trace={trace_id}")

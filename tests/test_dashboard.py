@@ -58,11 +58,6 @@ async def test_dashboard_in_a_real_browser(nats_server, services, tmp_path: Path
         "safety:\n"
         "  allow: {kill_process: [demo-web], alert_human: [oncall]}\n"
     )
-    (tmp_path / "gateway.yaml").write_text(
-        "tokens:\n"
-        f"  - {{name: ops-alice, token: {OPERATOR}, role: operator}}\n"
-        f"  - {{name: wallboard, token: {VIEWER}, role: viewer}}\n"
-    )
     services("collector", "--config", str(tmp_path / "collector.yaml"))
     services("detector")
     planner = services("planner", wait_healthy=False)
@@ -70,6 +65,12 @@ async def test_dashboard_in_a_real_browser(nats_server, services, tmp_path: Path
     planner.wait_healthy()
     executor.wait_healthy()
     services("approver")
+    (tmp_path / "gateway.yaml").write_text(
+        "tokens:\n"
+        f"  - {{name: ops-alice, token: {OPERATOR}, role: operator}}\n"
+        f"  - {{name: wallboard, token: {VIEWER}, role: viewer}}\n"
+        f"health: {{urls: {{executor: 'http://127.0.0.1:{executor.port}/healthz'}}}}\n"
+    )
     gateway = services("gateway", "--config", str(tmp_path / "gateway.yaml"))
 
     env = {
@@ -95,6 +96,8 @@ async def test_dashboard_in_a_real_browser(nats_server, services, tmp_path: Path
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     checks = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    mode = next(c for c in checks if c.get("check") == "executor-mode")
+    assert mode["mode"] == "dry-run" and mode["banner"], mode  # the banner says so
     approved = next(c for c in checks if c.get("check") == "approve")
     plan_id = approved["plan_id"]
 

@@ -23,12 +23,11 @@ from medbay.common.events import (
     ActionResult,
     Approval,
     Plan,
-    PlanStep,
-    Risk,
-    Severity,
     new_event_id,
 )
 from medbay.common.streams import PLANS, plan_subject, subject_for
+from tests import factories
+from tests.factories import step
 
 
 def counting_target(tmp_path: Path, name: str) -> str:
@@ -65,25 +64,12 @@ def write_config(tmp_path: Path, *, mode: str = "live", flap_max: int = 3) -> Pa
 
 
 def make_plan(target: str = "web", *, approval: bool = False, plan_id: str | None = None) -> Plan:
-    return Plan(
+    return factories.plan(
+        step("restart_service", target),
         plan_id=plan_id or new_event_id(),
-        issue_fingerprint="f" * 16,
-        issue_event_id=new_event_id(),
         host="test-host",
-        issue_kind="service_down",
-        metric="service_up",
         labels={"service": target},
-        value=0.0,
-        threshold=0.5,
-        severity=Severity.CRITICAL,
-        steps=[
-            PlanStep(action="restart_service", target=target, risk=Risk.LOW, estimated_seconds=30)
-        ],
-        confidence=0.9,
-        risk=Risk.LOW,
-        estimated_seconds=30,
         requires_approval=approval,
-        model_version="test",
     )
 
 

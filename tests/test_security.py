@@ -17,12 +17,15 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from medbay.common.access import IDENTITIES, MODELS
 from medbay.common.bus import DL_REASON, DL_SERVICE, DL_TRUNCATED, event_headers
-from medbay.common.events import Approval, Plan, PlanStep
+from medbay.common.events import Approval, Plan
 from medbay.common.records import EXECUTOR_RAILS, PLAN_BOOK, plan_key
 from medbay.common.streams import ALL_STREAMS, subject_for
 from medbay.executor.plan_book import PlanBook
-from medbay.executor.safety import SafetyConfig, SafetyRails
+from medbay.executor.rails import SafetyRails
+from medbay.executor.safety_config import SafetyConfig
 from medbay.planner.store import ModelStore
+from tests import factories
+from tests.factories import step
 
 from .helpers import StreamWatch
 
@@ -64,26 +67,16 @@ async def declare_everything(server) -> None:
 
 
 def plan(**changes: Any) -> Plan:
+    """A plan to kill demo-web on web-1, needing no approval; ``changes`` override."""
     fields: dict[str, Any] = {
         "plan_id": f"p-{time.monotonic_ns()}",
-        "issue_fingerprint": "f" * 16,
         "issue_event_id": "i" * 32,
-        "host": "web-1",
-        "issue_kind": "service_down",
-        "metric": "service_up",
-        "value": 0.0,
         "threshold": 1.0,
-        "severity": "critical",
-        "steps": [
-            PlanStep(action="kill_process", target="demo-web", risk="low", estimated_seconds=5)
-        ],
+        "labels": {},
         "confidence": 0.95,
-        "risk": "low",
-        "estimated_seconds": 5,
-        "requires_approval": False,
         "model_version": "rules-v1",
     }
-    return Plan(**{**fields, **changes})
+    return factories.plan(step("kill_process", "demo-web", seconds=5), **{**fields, **changes})
 
 
 async def publish(nc: nats.NATS, subject: str, data: bytes, stream: str, **headers: str) -> bool:

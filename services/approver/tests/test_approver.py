@@ -18,8 +18,10 @@ from prometheus_client import CollectorRegistry
 
 from medbay.approver.callbacks import CallbackSigner
 from medbay.common.bus import declare_streams, event_headers, make_broker
-from medbay.common.events import Approval, Plan, PlanStep, Risk, Severity, new_event_id
+from medbay.common.events import Approval, Plan, Risk
 from medbay.common.streams import APPROVALS, PLANS, plan_subject, subject_for
+from tests import factories
+from tests.factories import step
 from tests.helpers import free_port
 
 TOKEN = "123456:TEST-token"
@@ -206,23 +208,8 @@ async def bus(nats_server: Any) -> AsyncIterator[Bus]:
 
 
 def make_plan(*, approval: bool = True) -> Plan:
-    return Plan(
-        plan_id=new_event_id(),
-        issue_fingerprint="f" * 16,
-        issue_event_id=new_event_id(),
-        host="web-1",
-        issue_kind="service_down",
-        metric="service_up",
-        labels={"service": "web"},
-        value=0.0,
-        threshold=0.5,
-        severity=Severity.CRITICAL,
-        steps=[PlanStep(action="reboot", target="web-1", risk=Risk.HIGH, estimated_seconds=120)],
-        confidence=0.6,
-        risk=Risk.HIGH,
-        estimated_seconds=120,
-        requires_approval=approval,
-        model_version="test",
+    return factories.plan(
+        step("reboot", "web-1", Risk.HIGH, 120), confidence=0.6, requires_approval=approval
     )
 
 

@@ -13,35 +13,29 @@ from medbay.common.events import (
     IssueResolved,
     IssueUpdated,
     Plan,
-    PlanStep,
     Risk,
     Severity,
 )
-from medbay.executor.safety import BreakerState
+from medbay.common.records import BreakerState
+from tests import factories
+from tests.factories import step
 
 NOW = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 def make_plan(plan_id: str = "p" * 32, host: str = "web-1", threshold: float | None = 90.0) -> Plan:
-    return Plan(
+    return factories.plan(
+        step("clear_cache", "redis", Risk.LOW, 20),
+        step("restart_service", "web", Risk.HIGH, 90),
         plan_id=plan_id,
-        issue_fingerprint="f" * 16,
         issue_event_id="e" * 32,
         host=host,
         issue_kind="memory",
         metric="memory_used_percent",
-        labels={"service": "web"},
         value=97.5,
         threshold=threshold,
-        severity=Severity.CRITICAL,
-        steps=[
-            PlanStep(action="clear_cache", target="redis", risk=Risk.LOW, estimated_seconds=20),
-            PlanStep(action="restart_service", target="web", risk=Risk.HIGH, estimated_seconds=90),
-        ],
         confidence=0.82,
-        risk=Risk.HIGH,
-        estimated_seconds=110,
         requires_approval=True,
         reason="memory keeps growing",
         model_version="rules-1",

@@ -27,7 +27,8 @@ from medbay.common.events import (
 )
 from medbay.common.streams import ISSUES, RESULTS, subject_for
 from medbay.executor.plan_book import PlanBook
-from medbay.executor.safety import SafetyConfig, SafetyRails
+from medbay.executor.rails import SafetyRails
+from medbay.executor.safety_config import SafetyConfig
 
 NOW = datetime.now(UTC)
 

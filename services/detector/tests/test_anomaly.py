@@ -141,14 +141,18 @@ def test_make_detector_rejects_unknown_names() -> None:
         make_detector("nope")
 
 
+def minute(i: int) -> str:
+    return f"2024-01-01 {i // 60:02d}:{i % 60:02d}:00"
+
+
 def csv_lines(values: list[str]) -> list[str]:
-    return ["timestamp,value\n"] + [f"2024-01-01 00:{i:02d}:00,{v}\n" for i, v in enumerate(values)]
+    return ["timestamp,value\n"] + [f"{minute(i)},{v}\n" for i, v in enumerate(values)]
 
 
 def test_score_csv_streams_one_score_per_row() -> None:
     values = [str(v) for v in noisy_series(series=1, length=50)[0]]
     scored = list(score_csv(csv_lines(values), "likelihood"))
-    assert [ts for ts, _ in scored] == [f"2024-01-01 00:{i:02d}:00" for i in range(50)]
+    assert [ts for ts, _ in scored] == [minute(i) for i in range(50)]
     assert all(0.0 <= score <= 1.0 for _, score in scored)
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from medbay.common.events import MetricBatch, MetricSample, derived_event_id
 from medbay.detector.config import ConfigError, DetectorConfig, ThresholdRule, load_config
-from medbay.detector.engine import DetectionEngine, export_host, import_host
-from medbay.detector.snapshots import decode, encode
+from medbay.detector.engine import DetectionEngine
+from medbay.detector.snapshots import SnapshotError, decode, encode, export_host, import_host
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -175,3 +175,44 @@ def test_config_errors_name_the_field(tmp_path: Path):
 def test_unreadable_snapshots_are_refused(data: bytes):
     with pytest.raises((ValueError, KeyError, TypeError, struct.error)):
         decode(data)
+
+
+def _exported() -> tuple[DetectionEngine, str]:
+    engine = DetectionEngine(DetectorConfig())
+    for i, batch in enumerate(mixed_stream(hosts=1, scrapes=40), 1):
+        engine.process(batch, i)
+    return engine, next(iter(engine.hosts))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("host", 7, "host: expected str"),
+        ("last_seq", "12", "last_seq: expected int"),
+        ("last_seq", True, "last_seq: expected int"),
+        ("series", {"a": 1}, "series: expected list"),
+        ("series", [["cpu"]], "series entry: expected a pair"),
+        ("blocks", [], "blocks: expected dict"),
+        ("open", [{"row": 10**6}], "open issue row"),
+        ("open", "none", "open: expected list"),
+    ],
+)
+def test_a_malformed_snapshot_is_refused_before_anything_changes(
+    field: str, value: object, problem: str
+):
+    """Checks that hold under ``python -O`` too: no assert guards persisted data."""
+    first, host = _exported()
+    snap = decode(encode(export_host(first, host)))
+    snap.meta[field] = value
+    engine = DetectionEngine(DetectorConfig())
+    with pytest.raises(SnapshotError, match=problem):
+        import_host(engine, snap)
+    assert engine.hosts == {}
+
+
+def test_a_snapshot_missing_an_array_is_refused():
+    first, host = _exported()
+    snap = decode(encode(export_host(first, host)))
+    del snap.arrays["level"]
+    with pytest.raises(SnapshotError, match="no array 'level'"):
+        import_host(DetectionEngine(DetectorConfig()), snap)

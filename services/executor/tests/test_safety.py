@@ -17,14 +17,9 @@ from nats.aio.client import Client
 from pydantic import ValidationError
 
 from medbay.common.events import ActionName
-from medbay.executor.safety import (
-    BUCKET,
-    MaintenanceWindow,
-    SafetyConfig,
-    SafetyRails,
-    key_token,
-    target_key,
-)
+from medbay.common.records import key_token, target_key
+from medbay.executor.rails import BUCKET, SafetyRails
+from medbay.executor.safety_config import MaintenanceWindow, SafetyConfig
 
 MONDAY_NOON = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 

@@ -10,12 +10,10 @@ from medbay.common.events import (
     IssueResolved,
     MetricBatch,
     Plan,
-    PlanStep,
-    Risk,
-    Severity,
-    new_event_id,
 )
 from medbay.executor.verify import FixVerifier, Verification
+from tests import factories
+from tests.factories import step
 
 STARTED = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 WINDOW = 0.5
@@ -28,25 +26,14 @@ def make_plan(
     threshold: float | None = 80.0,
     labels: dict[str, str] | None = None,
 ) -> Plan:
-    return Plan(
-        plan_id=new_event_id(),
+    return factories.plan(
+        step("restart_service", "web", seconds=1),
         issue_fingerprint="fp-" + metric,
-        issue_event_id=new_event_id(),
-        host="web-1",
         issue_kind="cpu" if threshold is not None else "anomaly",
         metric=metric,
         labels=labels or {},
         value=value,
         threshold=threshold,
-        severity=Severity.CRITICAL,
-        steps=[
-            PlanStep(action="restart_service", target="web", risk=Risk.LOW, estimated_seconds=1)
-        ],
-        confidence=0.9,
-        risk=Risk.LOW,
-        estimated_seconds=1,
-        requires_approval=False,
-        model_version="test",
     )
 
 

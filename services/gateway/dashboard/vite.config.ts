@@ -25,5 +25,10 @@ export default defineConfig({
     setupFiles: ['src/test/setup.ts'],
     include: ['src/**/*.test.{ts,tsx}'],
     restoreMocks: true,
+    // A test renders Material UI in jsdom and acts as a user would (opening menus,
+    // typing): about 0.5-2 s on an idle machine, up to five times that on a loaded
+    // one (shared CI runners, other builds). The tests wait for what they expect,
+    // never for a fixed time, so a longer limit only spares them spurious timeouts.
+    testTimeout: 30_000,
   },
 });

@@ -10,13 +10,9 @@ from datetime import UTC, datetime, timedelta
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from medbay.executor.safety import (
-    BreakerState,
-    SafetyConfig,
-    SafetyRails,
-    TargetState,
-    target_key,
-)
+from medbay.common.records import BreakerState, TargetState, target_key
+from medbay.executor.rails import SafetyRails
+from medbay.executor.safety_config import SafetyConfig
 
 NO_TOKEN: dict[str, str] = {}
 UNKNOWN = {"Authorization": "Bearer not-a-token-anyone-was-given"}

@@ -8,15 +8,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from medbay.common.events import Approval
+from medbay.common.records import BreakerState, RecordedAction, TargetState, target_key
 from medbay.executor.plan_book import PlanBook
-from medbay.executor.safety import (
-    BreakerState,
-    RecordedAction,
-    SafetyConfig,
-    SafetyRails,
-    TargetState,
-    target_key,
-)
+from medbay.executor.rails import SafetyRails
+from medbay.executor.safety_config import SafetyConfig
 
 
 async def arrived(received: list, count: int = 1, timeout: float = 5.0) -> list:
@@ -129,6 +124,8 @@ async def test_replay_republishes_a_time_range_under_a_sandbox_prefix(gateway, b
     await arrived(replayed, 3)
     assert [r["host"] for r in replayed] == ["web-0", "web-1", "web-2"]
 
+    ancient = {**body, "since": "0001-01-01T00:00:00+00:01"}  # before the first day in UTC
+    assert (await gateway.post("/api/replay", ancient)).status_code == 422
     only_web_1 = {**body, "subject": "medbay.issues.*.web-1"}
     assert (await gateway.post("/api/replay", only_web_1)).json()["count"] == 1
     live = await gateway.post("/api/replay", {**body, "prefix": "medbay.copy"})

@@ -227,6 +227,22 @@ async function liveUpdate(page) {
   return { host, from: before, to: await card.getAttribute('data-collected-at') };
 }
 
+/** The executor's mode, from its /healthz through the gateway, and the banner that says it. */
+async function executorMode(page) {
+  const services = await api('api/services');
+  const executor = services.find((s) => s.service === 'executor');
+  const mode = executor?.info?.mode ?? null;
+  // a gateway that cannot reach the executor's /healthz (its health config) knows no mode
+  if (executor?.status === 'ok' && mode !== 'dry-run' && mode !== 'live')
+    throw new Error(`the executor states no mode: ${mode}`);
+  await page.goto(pageUrl('dashboard'));
+  await settled(page);
+  const banner = page.getByText('Dry-run: the executor reports what it would do and changes nothing.');
+  if (mode === 'dry-run') await banner.waitFor({ timeout: 30_000 });
+  else if ((await banner.count()) > 0) throw new Error(`a dry-run banner while the mode is ${mode}`);
+  return { executor: executor?.status ?? null, mode, banner: mode === 'dry-run' };
+}
+
 /** A plan waiting for approval: asked for by hand with an action that needs one. */
 async function pendingPlan() {
   const hosts = await api('api/metrics');
@@ -375,6 +391,7 @@ try {
   const context = await openContext(browser, OPERATOR_TOKEN);
   const page = await context.newPage();
   await check('live-update', () => liveUpdate(page));
+  await check('executor-mode', () => executorMode(page));
   const pending = await check('pending-plan', pendingPlan);
   for (const theme of ['dark', 'light']) await check(`pages-${theme}`, () => everyPage(browser, theme));
   if (pending !== null) {

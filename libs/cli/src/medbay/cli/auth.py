@@ -23,11 +23,6 @@ import secrets
 import tempfile
 from pathlib import Path
 
-import bcrypt
-
-from medbay.common.access import BUCKETS, IDENTITIES, READERS, permissions, publish_table
-from medbay.common.streams import ALL_STREAMS
-
 AUTH_CONF = "auth.conf"
 BCRYPT_ROUNDS = 10
 """The server checks a password once per connection: ~50 ms each at this cost."""
@@ -52,6 +47,10 @@ def write_private(path: Path, text: str) -> None:
 
 def server_authorization(passwords: dict[str, str]) -> str:
     """The nats-server ``authorization`` block for these users (JSON is valid NATS config)."""
+    import bcrypt
+
+    from medbay.common.access import IDENTITIES, permissions
+
     users = [
         {
             "user": identity,
@@ -71,6 +70,8 @@ def server_authorization(passwords: dict[str, str]) -> str:
 
 def init(directory: Path, rotate: set[str] | None = None) -> dict[str, str]:
     """Make (or keep) every identity's password and write ``auth.conf``; the passwords."""
+    from medbay.common.access import IDENTITIES
+
     unknown = sorted((rotate or set()) - set(IDENTITIES))
     if unknown:
         raise ValueError(f"unknown identities {unknown}; known: {', '.join(IDENTITIES)}")
@@ -89,6 +90,9 @@ def init(directory: Path, rotate: set[str] | None = None) -> dict[str, str]:
 
 def table() -> str:
     """Markdown: who owns, publishes on and reads each stream and bucket."""
+    from medbay.common.access import BUCKETS, READERS, publish_table
+    from medbay.common.streams import ALL_STREAMS
+
     lines = ["| stream | subjects | publishers | readers | owner |", "|---|---|---|---|---|"]
     publishers: dict[str, list[str]] = {}
     for stream, subject, identity in publish_table():
@@ -125,11 +129,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_init(args: argparse.Namespace) -> int:
+    from medbay.common.access import IDENTITIES
+
     rotate = set(IDENTITIES) if args.rotate_all else set(args.rotate)
     try:
         init(args.dir, rotate)
     except ValueError as exc:
         raise SystemExit(f"medbay auth init: {exc}") from None
+    except OSError as exc:
+        raise SystemExit(
+            f"medbay auth init: cannot write to {args.dir}: {exc.strerror or exc}"
+        ) from None
     print(
         f"wrote {args.dir / AUTH_CONF} (include it in the nats-server config) and a password "
         f"file per identity ({', '.join(IDENTITIES)}) in {args.dir}"

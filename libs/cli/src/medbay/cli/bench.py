@@ -90,3 +90,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sec.add_argument("--gateway-url", default="http://127.0.0.1:8470")
     sec.add_argument("--results-dir", type=Path, default=None, help=argparse.SUPPRESS)
     sec.set_defaults(func=lambda a: load("security").main(a))
+    cli = kinds.add_parser(
+        "cli", help="how fast `medbay --help` and sub-command --help answer, vs bare python"
+    )
+    cli.add_argument("--runs", type=int, default=11, help="runs per command (the median is shown)")
+    cli.set_defaults(func=lambda a: load("cli").main(a))

@@ -13,15 +13,12 @@ import argparse
 import asyncio
 import getpass
 import socket
+from typing import TYPE_CHECKING
 
-from nats.aio.client import Client
-from nats.js.errors import NotFoundError
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
-from medbay.cli.nats_url import connect
-from medbay.common.bus import event_headers
-from medbay.common.events import BreakerReset
-from medbay.common.records import EXECUTOR_RAILS, BreakerState, open_breakers
-from medbay.common.streams import AUDIT, subject_for
+    from medbay.common.records import BreakerState
 
 APPLY_WAIT_SECONDS = 10.0
 
@@ -39,6 +36,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def breakers(nc: Client) -> dict[str, BreakerState]:
+    from nats.js.errors import NotFoundError
+
+    from medbay.common.records import EXECUTOR_RAILS, open_breakers
+
     try:
         kv = await nc.jetstream().key_value(EXECUTOR_RAILS.name)
     except NotFoundError:
@@ -47,6 +48,8 @@ async def breakers(nc: Client) -> dict[str, BreakerState]:
 
 
 async def list_breakers() -> int:
+    from medbay.cli.nats_url import connect
+
     nc = await connect()
     try:
         found = await breakers(nc)
@@ -60,6 +63,11 @@ async def list_breakers() -> int:
 
 
 async def reset_breaker(args: argparse.Namespace) -> int:
+    from medbay.cli.nats_url import connect
+    from medbay.common.bus import event_headers
+    from medbay.common.events import BreakerReset
+    from medbay.common.streams import AUDIT, subject_for
+
     by = args.by or f"{getpass.getuser()}@{socket.gethostname()}"
     nc = await connect()
     try:

@@ -1,25 +1,33 @@
-"""Reading recorded events: time ranges, stream selection and one-line summaries."""
+"""Reading recorded events: time ranges, stream selection, and each event as one
+readable line (or one JSON object, for scripts).
+
+Imported when a command runs (it needs nats and the event catalogue), never to
+build the parsers.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from medbay.common.bus import DL_REASON, DL_SEQUENCE, DL_STREAM, DL_SUBJECT
+from medbay.common.reading import read
 from medbay.common.streams import PREFIX, STREAMS_BY_NAME, StreamSpec, stream_for_subject
 from medbay.common.telemetry import trace_id_of
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+FALLBACK_WIDTH = 200
+"""An event of a type without its own line is shown as key=value, cut at this width."""
 
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:
@@ -37,10 +45,34 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def parse_range(
+    since: str | None, until: str | None, now: datetime | None = None
+) -> tuple[datetime | None, datetime | None]:
+    """``--since`` and ``--until`` as times; ValueError naming both if reversed."""
+    now = now or datetime.now(UTC)
+    start = parse_time(since, now) if since else None
+    end = parse_time(until, now) if until else None
+    if start is not None and end is not None and end < start:
+        raise ValueError(
+            f"--until {until} ({show_time(end)}) is before --since {since} "
+            f"({show_time(start)}): the range is reversed"
+        )
+    return start, end
+
+
+def show_time(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
 @dataclass(frozen=True)
 class Selection:
     stream: StreamSpec
     subject: str
+
+    def describe(self) -> str:
+        if self.subject == self.stream.subjects[0]:
+            return self.stream.name
+        return f"{self.subject} ({self.stream.name})"
 
 
 def select(target: str | None) -> Selection:
@@ -61,8 +93,84 @@ def trace_id(msg: Msg) -> str:
     return trace_id_of((msg.headers or {}).get("traceparent")) or "-"
 
 
+def _num(value: Any) -> str:
+    return (
+        f"{value:g}"
+        if isinstance(value, int | float) and not isinstance(value, bool)
+        else str(value)
+    )
+
+
+def _first_line(text: Any, width: int = 160) -> str:
+    line = str(text or "").strip().splitlines()[0] if str(text or "").strip() else ""
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def _because(reason: Any) -> str:
+    text = _first_line(reason)
+    return f": {text}" if text else ""
+
+
+def describe(event: dict[str, Any]) -> str:
+    """What one event says, in words (without time, subject or trace)."""
+    kind = str(event.get("type", "?"))
+    get = event.get
+    if kind == "metric.batch":
+        return f"metric.batch {get('host')}: {len(get('samples') or [])} samples"
+    if kind.startswith("issue."):
+        threshold = get("threshold")
+        limit = f"threshold {_num(threshold)}, " if threshold is not None else ""
+        return (
+            f"{kind} {get('severity')} {get('kind')} on {get('host')} {get('resource')}: "
+            f"{get('metric')}={_num(get('value'))} ({limit}{get('detector')})"
+        )
+    if kind == "plan.created":
+        steps = ", then ".join(
+            f"{s.get('action')} {s.get('target')}"
+            for s in get("steps") or []
+            if isinstance(s, dict)
+        )
+        confidence = get("confidence")
+        conf = f"{confidence:.2f}" if isinstance(confidence, int | float) else str(confidence)
+        approval = "needs approval" if get("requires_approval") else "no approval needed"
+        why = _first_line(get("reason"), 120)
+        return (
+            f"plan {get('plan_id')} for {get('issue_kind')} on {get('host')}: {steps} "
+            f"(confidence {conf}, risk {get('risk')}, {approval}{': ' + why if why else ''})"
+        )
+    if kind == "action.result":
+        index = get("step_index")
+        step = index + 1 if isinstance(index, int) else index
+        if get("status") == "started":
+            state = "started"
+        else:
+            state = str(get("outcome") or "finished").replace("_", "-")
+            verified = get("verified")
+            if verified is not None:
+                state += ", verified" if verified else ", not verified"
+        dry = " (dry-run)" if get("dry_run") else ""
+        out = _first_line(get("output"))
+        return f"step {step} {get('action')} {get('target')} on {get('host')}: {state}{dry}" + (
+            f" | {out}" if out else ""
+        )
+    if kind == "plan.approval":
+        return (
+            f"{get('decision')} plan {get('plan_id')} by {get('decided_by')} "
+            f"({get('channel')}){_because(get('reason'))}"
+        )
+    if kind == "action.requested":
+        return (
+            f"request {get('action')} {get('target')} on {get('host')} by "
+            f"{get('requested_by')} ({get('channel')}){_because(get('reason'))}"
+        )
+    if kind == "breaker.reset":
+        return f"breaker reset for {get('target')} by {get('reset_by')} ({get('channel')})"
+    fields = (f"{k}={v}" for k, v in event.items() if k not in ("type", "timestamp"))
+    return f"{kind} " + " ".join(fields)[:FALLBACK_WIDTH]
+
+
 def summarize(msg: Msg) -> str:
-    """One readable line: time, subject, what happened, trace id."""
+    """One readable line: time, sequence, subject, what happened, trace id."""
     meta = msg.metadata
     stamp = meta.timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if meta.timestamp else ""
     headers = msg.headers or {}
@@ -78,19 +186,41 @@ def summarize(msg: Msg) -> str:
         return f"{head} <{len(msg.data)} bytes, not JSON> trace={trace_id(msg)}"
     if not isinstance(event, dict):
         return f"{head} <JSON {type(event).__name__}> trace={trace_id(msg)}"
-    kind = event.get("type", "?")
-    if kind == "metric.batch":
-        what = f"{event.get('host')}: {len(event.get('samples') or [])} samples"
-    elif str(kind).startswith("issue."):
-        what = (
-            f"{event.get('severity')} {event.get('kind')} on {event.get('host')} "
-            f"{event.get('resource')}: {event.get('metric')}={event.get('value')}"
-            f" (threshold {event.get('threshold')}, {event.get('detector')})"
-        )
-    else:
-        fields = (f"{k}={v}" for k, v in event.items() if k not in ("type", "timestamp"))
-        what = " ".join(fields)[:200]
-    return f"{head} {kind} {what} trace={trace_id(msg)}"
+    return f"{head} {describe(event)} trace={trace_id(msg)}"
+
+
+def as_json(msg: Msg) -> str:
+    """One JSON object: the event's fields, plus subject, stream, seq and trace_id.
+
+    A dead letter gives its payload as ``data`` (text) and why it was rejected as
+    ``rejected``; a payload that is not a JSON object is given as ``data`` too.
+    """
+    meta = msg.metadata
+    headers = msg.headers or {}
+    try:
+        event = json.loads(msg.data)
+    except ValueError:
+        event = None
+    body: dict[str, Any] = (
+        dict(event)
+        if isinstance(event, dict) and DL_REASON not in headers
+        else {"data": msg.data.decode(errors="replace")}
+    )
+    if DL_REASON in headers:
+        body["rejected"] = {
+            "reason": headers[DL_REASON],
+            "stream": headers.get(DL_STREAM),
+            "seq": headers.get(DL_SEQUENCE),
+            "subject": headers.get(DL_SUBJECT),
+        }
+    body.update(
+        subject=msg.subject,
+        stream=meta.stream,
+        seq=meta.sequence.stream,
+        stored_at=meta.timestamp.astimezone(UTC).isoformat() if meta.timestamp else None,
+        trace_id=trace_id_of(headers.get("traceparent")),
+    )
+    return json.dumps(body, default=str)
 
 
 async def read_range(
@@ -101,39 +231,31 @@ async def read_range(
     until: datetime | None = None,
     follow: bool = False,
 ) -> AsyncIterator[Msg]:
-    """Recorded messages from ``since`` (or only new ones, when None and following)."""
-    if since is None:
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW if follow else DeliverPolicy.ALL)
-    else:
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_TIME,
-            opt_start_time=since.astimezone(UTC),
-        )
-    config.ack_policy = AckPolicy.NONE
-    config.inactive_threshold = 30.0
+    """Recorded messages from ``since`` (from the first, or with ``follow`` only new
+    ones, when None), up to ``until``; read without consuming anything."""
+    start_seq: int | None = None
     try:
-        sub = await js.pull_subscribe(
-            selection.subject, stream=selection.stream.name, config=config
+        if since is None and follow:
+            start_seq = (await js.stream_info(selection.stream.name)).state.last_seq + 1
+        # a generator: closed here, before the caller closes the connection
+        batches = cast(
+            AsyncGenerator[list[Msg], None],
+            read(
+                js,
+                selection.stream,
+                selection.subject,
+                start_seq=start_seq,
+                since=since,
+                until=until,
+                follow=follow,
+            ),
         )
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                for msg in batch:
+                    yield msg
     except NotFoundError:
         raise SystemExit(
             f"medbay: stream {selection.stream.name} does not exist on this NATS server; it is "
-            f"declared when the {selection.stream.owner} first starts (is MEDBAY_NATS_URL right?)"
+            f"declared when the {selection.stream.owner} first starts (is it the right server?)"
         ) from None
-    try:
-        while True:
-            try:
-                msgs = await sub.fetch(256, timeout=1.0)
-            except (NatsTimeout, TimeoutError):
-                if follow:
-                    continue
-                return
-            for msg in msgs:
-                stamp = msg.metadata.timestamp
-                if until is not None and stamp is not None and stamp > until:
-                    return
-                yield msg
-            if not follow and msgs and msgs[-1].metadata.num_pending == 0:
-                return
-    finally:
-        await sub.unsubscribe()

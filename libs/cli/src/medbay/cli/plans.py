@@ -2,7 +2,10 @@
 
 Approving publishes an ``Approval`` (channel ``cli``) that the executor acts on,
 exactly as the Telegram approver and the gateway do. The executor decides each
-plan once: a plan that is already decided says so and nothing changes.
+plan once: a plan that is already decided says so and nothing changes. A plan
+id that is neither in the executor's plan book nor among the last
+``RECENT_PLANS`` plans on PLANS is refused (a typo), unless ``--force`` says it
+is a plan still on its way.
 """
 
 from __future__ import annotations
@@ -10,17 +13,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import socket
+from typing import TYPE_CHECKING
 
-from nats.aio.client import Client
-from nats.js.errors import NotFoundError
-from nats.js.kv import KeyValue
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.js.kv import KeyValue
 
-from medbay.cli.nats_url import connect
-from medbay.common.bus import event_headers
-from medbay.common.events import Approval
-from medbay.common.records import PLAN_BOOK, read_plan, read_plans
-from medbay.common.streams import APPROVALS, approval_subject
+RECENT_PLANS = 10_000
+"""How many of the latest PLANS messages a decision looks through for an unknown id."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,11 +34,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         d.add_argument("plan_id")
         d.add_argument("--by", default=None, help="who decides (default: user@host)")
         d.add_argument("--reason", default="", help="why, for the audit trail")
+        d.add_argument(
+            "--force",
+            action="store_true",
+            help="decide even if the plan is not known yet (a plan still on its way)",
+        )
         d.set_defaults(func=lambda a, decision=decision: asyncio.run(decide(a, decision)))
 
 
 async def open_book(nc: Client) -> KeyValue:
     """The executor's plan book, read-only."""
+    from nats.js.errors import NotFoundError
+
+    from medbay.common.records import PLAN_BOOK
+
     try:
         return await nc.jetstream().key_value(PLAN_BOOK.name)
     except NotFoundError:
@@ -44,6 +55,9 @@ async def open_book(nc: Client) -> KeyValue:
 
 
 async def list_plans(args: argparse.Namespace) -> int:
+    from medbay.cli.nats_url import connect
+    from medbay.common.records import read_plans
+
     nc = await connect()
     try:
         records = await read_plans(await open_book(nc))
@@ -69,7 +83,37 @@ async def list_plans(args: argparse.Namespace) -> int:
     return 0
 
 
+async def recently_planned(nc: Client, plan_id: str, last: int = RECENT_PLANS) -> bool:
+    """Whether a plan with this id is among the ``last`` messages of PLANS."""
+    from nats.js.errors import NotFoundError
+
+    from medbay.common.reading import read
+    from medbay.common.streams import PLANS
+
+    needle = json.dumps(plan_id).encode()
+    try:
+        async for batch in read(nc.jetstream(), PLANS, last=last):
+            for msg in batch:
+                if needle not in msg.data:  # cheap test before parsing
+                    continue
+                try:
+                    body = json.loads(msg.data)
+                except ValueError:
+                    continue
+                if isinstance(body, dict) and body.get("plan_id") == plan_id:
+                    return True
+    except NotFoundError:
+        return False
+    return False
+
+
 async def decide(args: argparse.Namespace, decision: str) -> int:
+    from medbay.cli.nats_url import connect
+    from medbay.common.bus import event_headers
+    from medbay.common.events import Approval
+    from medbay.common.records import read_plan
+    from medbay.common.streams import APPROVALS, approval_subject
+
     nc = await connect()
     try:
         record, _ = await read_plan(await open_book(nc), args.plan_id)
@@ -77,6 +121,13 @@ async def decide(args: argparse.Namespace, decision: str) -> int:
             who = f" by {record.decided_by}" if record.decided_by else ""
             print(f"plan {args.plan_id} is already {record.state}{who}; nothing changed")
             return 1
+        if record is None and not args.force and not await recently_planned(nc, args.plan_id):
+            raise SystemExit(
+                f"medbay {decision}: no plan {args.plan_id!r}: it is not in the executor's "
+                f"plan book nor among the last {RECENT_PLANS:,} plans on PLANS. "
+                "`medbay plans --all` lists the known ones; --force decides it anyway "
+                "(for a plan still on its way)."
+            )
         approval = Approval(
             plan_id=args.plan_id,
             decision="approve" if decision == "approve" else "reject",

@@ -12,14 +12,14 @@ import argparse
 import asyncio
 import fnmatch
 
-from medbay.cli.eventlog import parse_time, read_range, select, summarize
-from medbay.cli.nats_url import connect
-from medbay.common.streams import PREFIX, STREAMS_BY_NAME
+from medbay.cli.names import STREAM_NAMES
+
+PREFIX = "medbay"  # = medbay.common.streams.PREFIX
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("replay", help="print or re-publish recorded events of a time range")
-    p.add_argument("--stream", required=True, help=f"one of {', '.join(STREAMS_BY_NAME)}")
+    p.add_argument("--stream", required=True, help=f"one of {', '.join(STREAM_NAMES)}")
     p.add_argument("--since", required=True, help="start: 10m, 2h, 1d, or an ISO time")
     p.add_argument("--until", help="end (default: now)")
     p.add_argument("--subject", help="only subjects matching this NATS pattern")
@@ -41,12 +41,15 @@ def subject_matches(subject: str, pattern: str) -> bool:
 
 
 async def replay(args: argparse.Namespace) -> int:
+    from medbay.cli.eventlog import parse_range, read_range, select, summarize
+    from medbay.cli.nats_url import connect
+    from medbay.cli.output import OutputClosed, emit
+
     try:
-        if args.stream.upper() not in STREAMS_BY_NAME:
-            raise ValueError(f"unknown stream {args.stream!r}")
+        if args.stream.upper() not in STREAM_NAMES:
+            raise ValueError(f"unknown stream {args.stream!r}; one of {', '.join(STREAM_NAMES)}")
         selection = select(args.stream)
-        since = parse_time(args.since)
-        until = parse_time(args.until) if args.until else None
+        since, until = parse_range(args.since, args.until)
         prefix = (args.to or "").strip(".")
         if args.to is not None and (
             not prefix or prefix.split(".")[0] == PREFIX or any(c in prefix for c in "*> ")
@@ -61,7 +64,7 @@ async def replay(args: argparse.Namespace) -> int:
             if args.subject and not subject_matches(msg.subject, args.subject):
                 continue
             if args.print:
-                print(summarize(msg), flush=True)
+                emit(summarize(msg))
             else:
                 headers = {
                     k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")
@@ -69,12 +72,17 @@ async def replay(args: argparse.Namespace) -> int:
                 await nc.publish(f"{prefix}.{msg.subject}", msg.data, headers=headers or None)
             count += 1
         await nc.flush()
+        target = "printed" if args.print else f"re-published under {prefix}."
+        emit(f"{count} events {target}")
+    except OutputClosed:
+        return 0
     finally:
         await nc.close()
-    target = "printed" if args.print else f"re-published under {prefix}."
-    print(f"{count} events {target}", flush=True)
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(replay(args))
+    try:
+        return asyncio.run(replay(args))
+    except KeyboardInterrupt:
+        return 130

@@ -11,10 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from medbay.common.access import PUBLISHERS
-from medbay.common.events import ALL_EVENTS, SCHEMA_VERSION
-from medbay.common.streams import CHANNELS
-
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("schema", help="event contracts")
@@ -25,11 +21,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def event_schemas() -> dict[str, dict[str, Any]]:
+    from medbay.common.events import ALL_EVENTS
+
     return {model.__name__: model.model_json_schema(mode="serialization") for model in ALL_EVENTS}
 
 
 def asyncapi_document() -> dict[str, Any]:
     """An AsyncAPI 3.0 document: one channel per subject pattern, one message per event."""
+    from medbay.common.access import PUBLISHERS
+    from medbay.common.events import SCHEMA_VERSION
+    from medbay.common.streams import CHANNELS
+
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
@@ -114,6 +116,14 @@ def export(out: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    for path in export(args.out):
+    try:
+        written = export(args.out)
+    except OSError as exc:
+        where = exc.filename or args.out
+        raise SystemExit(
+            f"medbay schema export: cannot write to {args.out} ({where}: "
+            f"{exc.strerror or exc}); --out must be a directory, or where one can be made"
+        ) from None
+    for path in written:
         print(path)
     return 0

@@ -8,12 +8,7 @@ import json
 import urllib.error
 import urllib.request
 
-from nats.js.errors import NotFoundError
-
-from medbay.cli.nats_url import connect, nats_url
 from medbay.cli.services import SERVICES
-from medbay.common.settings import DEFAULT_HTTP_PORTS
-from medbay.common.streams import ALL_STREAMS
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,10 +33,20 @@ def service_health(host: str, port: int) -> str:
 
 
 async def status(args: argparse.Namespace) -> int:
-    nc = await connect()
+    from nats.js.errors import NotFoundError
+
+    from medbay.cli.nats_url import connect, target
+    from medbay.common.settings import DEFAULT_HTTP_PORTS
+    from medbay.common.streams import ALL_STREAMS
+
+    where = target()
+    nc = await connect(announce=False)  # the header says it
     js = nc.jetstream()
     version = nc.connected_server_version
-    print(f"NATS {nats_url()}  (nats-server {version.major}.{version.minor}.{version.patch})")
+    print(
+        f"NATS {where.url}  ({where.source}; "
+        f"nats-server {version.major}.{version.minor}.{version.patch})"
+    )
     print(f"\n{'stream':<11} {'owner':<10} {'messages':>10} {'bytes':>12} {'last seq':>10}")
     try:
         for spec in ALL_STREAMS:

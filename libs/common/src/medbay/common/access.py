@@ -104,7 +104,11 @@ EXECUTOR_RAILS = BucketSpec(
     "Step claims, cooldowns, flap breakers, rate limit.",
 )
 APPROVER_BOOK = BucketSpec(
-    "medbay_approver", "kv", "approver", (), "The approver's record of each plan it asked about."
+    "medbay_approver",
+    "kv",
+    "approver",
+    ("gateway",),
+    "The approver's record of each plan it asked about, with its deadline.",
 )
 BUCKETS: tuple[BucketSpec, ...] = (
     DETECTOR_STATE,

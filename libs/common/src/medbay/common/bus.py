@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
@@ -41,6 +41,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
+from medbay.common.access import Durable
 from medbay.common.events import Event
 from medbay.common.streams import (
     DEADLETTER,
@@ -49,6 +50,9 @@ from medbay.common.streams import (
     subject_for,
     subject_mismatch,
 )
+
+if TYPE_CHECKING:
+    from medbay.common.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 _TRACER = trace.get_tracer("medbay.bus")  # follows the provider installed later
@@ -477,3 +481,38 @@ def json_parser(model: type[Any]) -> Callable[[bytes], Any]:
         return model.model_validate_json(data)
 
     return parse
+
+
+def consumer(
+    rt: ServiceRuntime,
+    durable: Durable,
+    handler: BatchHandler[E],
+    model: type[Any] | None = None,
+    *,
+    parse: Callable[[bytes], E] | None = None,
+    **options: Any,
+) -> BatchConsumer[E]:
+    """The ``BatchConsumer`` of one durable of the ownership table (``medbay.common.access``)
+    for the service ``rt`` runs: its name, stream and subjects come from ``durable``.
+
+    Messages are parsed as JSON into ``model``, or by ``parse``; ``options`` are the
+    rest of the ``ConsumerSpec`` (``batch_size``, ``deliver_new``, ...).
+    """
+    if durable.identity != rt.name:
+        raise ValueError(f"durable {durable.name!r} belongs to {durable.identity}, not {rt.name}")
+    if parse is None:
+        if model is None:
+            raise TypeError("give model or parse")
+        parse = json_parser(model)
+    elif model is not None:
+        raise TypeError("give model or parse, not both")
+    stream = durable.stream
+    return BatchConsumer(
+        rt.broker,
+        ConsumerSpec(durable.name, stream.subjects[0], stream, **options),
+        service=rt.name,
+        parse=parse,
+        handler=handler,
+        max_bytes=rt.settings.max_event_bytes,
+        registry=rt.registry,
+    )

@@ -32,7 +32,7 @@ from medbay.common.streams import StreamSpec
 log = logging.getLogger(__name__)
 
 
-async def read(
+async def read(  # noqa: C901 - every start and end option in one loop
     js: JetStreamContext,
     stream: StreamSpec,
     subject: str | None = None,
@@ -64,9 +64,9 @@ async def read(
     if start_seq is not None:
         config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
         config.opt_start_seq = max(start_seq, info.state.first_seq, 1)
-    elif since is not None:
+    elif since is not None and (start := _utc(since)) is not None:
         config.deliver_policy = DeliverPolicy.BY_START_TIME
-        config.opt_start_time = since.astimezone(UTC)
+        config.opt_start_time = start
     else:
         config.deliver_policy = DeliverPolicy.ALL
     sub = await js.pull_subscribe(subject or stream.subjects[0], stream=stream.name, config=config)
@@ -100,6 +100,14 @@ async def read(
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+def _utc(moment: datetime) -> datetime | None:
+    """``moment`` in UTC; None for a time before the first day (read from the start)."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 async def follow(

@@ -4,7 +4,9 @@ The executor writes where each plan stands (``PLAN_BOOK``) and its safety rails
 (``EXECUTOR_RAILS``); the approver, the gateway and the CLI read them through
 this module, never by importing the executor, and never write them (the NATS
 server refuses it: see ``medbay.common.access``). The planner's records
-(``PLANNER_STATE``) are named here for the same reason.
+(``PLANNER_STATE``) are named here for the same reason. The gateway reads the
+deadline of each plan the approver asks about (``APPROVER_BOOK``) here too, with a
+model of only what it needs: the approver's own record stays in the approver.
 
 A record that cannot be parsed is logged and skipped: one bad record must not
 stop a service from starting or a page from showing.
@@ -20,19 +22,23 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from medbay.common.access import EXECUTOR_RAILS, PLAN_BOOK, PLANNER_STATE
+from medbay.common.access import APPROVER_BOOK, EXECUTOR_RAILS, PLAN_BOOK, PLANNER_STATE
 from medbay.common.events import ActionName, Plan
 
 __all__ = [
+    "APPROVER_BOOK",
     "EXECUTOR_RAILS",
     "PLANNER_STATE",
     "PLAN_BOOK",
+    "ApprovalDeadline",
     "BreakerState",
     "PlanRecord",
     "TargetState",
+    "approval_key",
     "key_token",
     "open_breakers",
     "plan_key",
+    "read_approval_deadline",
     "read_plan",
     "read_plans",
     "target_key",
@@ -129,6 +135,34 @@ async def read_plan(kv: KeyValue, plan_id: str) -> tuple[PlanRecord | None, int]
 async def read_plans(kv: KeyValue) -> dict[str, PlanRecord]:
     """Every readable plan record, by plan key."""
     return await _read_all(kv, "plans.", PlanRecord)
+
+
+# --- the approver's book: deadlines ----------------------------------------------------------
+
+
+class ApprovalDeadline(BaseModel):
+    """What others read of the approver's record of a plan, at ``approval_key(plan_id)`` of
+    ``APPROVER_BOOK``: when the plan expires undecided (None: the approver set none)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    plan_id: str
+    deadline: AwareDatetime | None = None
+
+
+def approval_key(plan_id: str) -> str:
+    return f"plans.{key_token(plan_id)}"
+
+
+async def read_approval_deadline(kv: KeyValue, plan_id: str) -> ApprovalDeadline | None:
+    """The approver's deadline for the plan; None if it has no record, or an unreadable one."""
+    try:
+        entry = await kv.get(approval_key(plan_id))
+    except (KeyNotFoundError, KeyDeletedError):
+        return None
+    if entry.value is None:
+        return None
+    return _parse(ApprovalDeadline, entry.value, entry.key)
 
 
 # --- the executor's rails: breakers ----------------------------------------------------------

@@ -175,6 +175,8 @@ class ServiceRuntime:
         self.registry = CollectorRegistry()
         self.broker = make_service_broker(name, self.settings, self.registry, self.tracer_provider)
         self.checks: dict[str, HealthCheck] = {"nats": self._nats_check}
+        self.info: dict[str, object] = {}
+        """Facts a service adds to its ``/healthz`` body under ``info`` (JSON values)."""
         self.started_at = time.time()
         self.ready = False
         self.http_port: int | None = None
@@ -198,6 +200,7 @@ class ServiceRuntime:
             "status": "ok" if not problems else "unhealthy",
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "problems": problems,
+            "info": dict(self.info),
         }
         return not problems, body
 

@@ -26,7 +26,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from medbay.common import kv as kv_records
 from medbay.common.access import APPROVER_BOOK
 from medbay.common.events import Approval, Plan, derived_event_id
-from medbay.common.records import key_token
+from medbay.common.records import approval_key
 from medbay.common.telemetry import trace_id_of
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ Channel = Literal["telegram", "gateway", "cli", "expiry"]
 
 
 def plan_key(plan_id: str) -> str:
-    return KEY_PREFIX + key_token(plan_id)
+    return approval_key(plan_id)
 
 
 def approval_event_id(plan_id: str) -> str:

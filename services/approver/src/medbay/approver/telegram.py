@@ -26,7 +26,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 
 from medbay.approver import messages
 from medbay.approver.book import ChatMessage
-from medbay.approver.service import ApproverService, Person
+from medbay.approver.decisions import Decisions, Person
 
 log = logging.getLogger("medbay.approver.telegram")
 
@@ -99,7 +99,7 @@ class TelegramChat:
         return done
 
 
-def build_router(service: ApproverService) -> Router:
+def build_router(service: Decisions) -> Router:
     """The bot's handlers (a router belongs to one dispatcher: build one per dispatcher)."""
     router = Router(name="approver")
 
@@ -143,7 +143,7 @@ def build_router(service: ApproverService) -> Router:
     return router
 
 
-async def poll(bot: Bot, service: ApproverService) -> None:
+async def poll(bot: Bot, service: Decisions) -> None:
     """Receive updates until cancelled; then stop polling cleanly (no request left behind)."""
     dispatcher = Dispatcher()
     dispatcher.include_router(build_router(service))

@@ -1,212 +1,43 @@
-"""The detector service: METRICS in, ISSUES out.
+"""``python -m medbay.detector.main``: METRICS in, ISSUES out.
 
-Wiring only: the logic is in ``engine`` (what is wrong) and ``snapshots``
-(surviving restarts).
+Wiring only: the bus handlers are in ``service``, the logic in ``engine`` (what is
+wrong) and ``anomaly``, and surviving restarts in ``snapshots``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
-import logging
-
-from nats.js import JetStreamContext
-from opentelemetry import trace
-from prometheus_client import Counter, Gauge, Histogram
-from pydantic import ValidationError
 
 from medbay.common.access import DETECTOR_METRICS
-from medbay.common.bus import (
-    BatchConsumer,
-    ConsumerSpec,
-    Delivery,
-    jetstream,
-    json_parser,
-    publish_event,
-)
-from medbay.common.events import IssueChange, MetricBatch
-from medbay.common.reading import read
-from medbay.common.runtime import ServiceRuntime, current_task_cancelling
+from medbay.common.bus import consumer
+from medbay.common.events import MetricBatch
+from medbay.common.runtime import ServiceRuntime
 from medbay.common.settings import config_from_command_line
-from medbay.common.streams import ISSUES, METRICS
+from medbay.common.streams import METRICS
 from medbay.detector.config import DetectorConfig, load_config
-from medbay.detector.engine import DetectionEngine, export_host, import_host
-from medbay.detector.snapshots import SnapshotStore
-
-log = logging.getLogger("medbay.detector")
-
-CONSUMER = DETECTOR_METRICS.name
-
-
-class Detector:
-    """Holds the engine, publishes what it finds and keeps its snapshots current."""
-
-    def __init__(self, rt: ServiceRuntime, config: DetectorConfig) -> None:
-        self.rt = rt
-        self.config = config
-        self.engine = DetectionEngine(config)
-        self.store: SnapshotStore | None = None
-        self.tracer = trace.get_tracer("medbay.detector")
-        reg = rt.registry
-        self.samples = Counter("medbay_detector_samples", "Samples evaluated", registry=reg)
-        self.batches = Counter("medbay_detector_batches", "Metric batches applied", registry=reg)
-        self.issue_events = Counter(
-            "medbay_detector_issue_events", "Issue events published", ["type"], registry=reg
-        )
-        self.open_issues = Gauge("medbay_detector_open_issues", "Open issues", registry=reg)
-        self.handle_seconds = Histogram(
-            "medbay_detector_batch_seconds", "Time to handle one fetched set", registry=reg
-        )
-
-    async def start(self) -> None:
-        await self.restore(jetstream(self.rt.broker))
-        self.tune_gc()
-
-    async def restore(self, js: JetStreamContext) -> None:
-        """Load the snapshots and replay what came after them (see ``snapshots``)."""
-        self.store = await SnapshotStore.open(js)
-        watermark, snaps = await self.store.load()
-        if watermark is None:
-            # First start: the consumer begins with new metrics, so this is where
-            # state begins; a crash before the first snapshot replays from here.
-            info = await js.stream_info(METRICS.name)
-            await self.store.save_watermark(info.state.last_seq)
-            self.engine.max_seq = info.state.last_seq
-            return
-        for snap in snaps:
-            import_host(self.engine, snap)
-        self.engine.max_seq = watermark
-        log.info("restored %d hosts from snapshots; replaying from %d", len(snaps), watermark)
-        replayed = await self.replay(js, watermark + 1)
-        log.info("replayed %d metric batches", replayed)
-        self._update_gauge()
-
-    @staticmethod
-    def tune_gc() -> None:
-        """Every sample parsed is a dict the cycle collector would keep scanning; none
-        form cycles, so collect far less often (measured: a third more throughput)."""
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
-
-    async def replay(self, js: JetStreamContext, start_seq: int) -> int:
-        """Re-apply METRICS from ``start_seq`` up to now, publishing what it finds."""
-        count = 0
-        async for msgs in read(js, METRICS, start_seq=start_seq, batch=512, idle_seconds=2):
-            items: list[tuple[MetricBatch, int]] = []
-            for msg in msgs:
-                try:
-                    batch = MetricBatch.model_validate_json(msg.data)
-                except ValidationError:
-                    continue  # dead-lettered when it was first delivered
-                items.append((batch, msg.metadata.sequence.stream))
-            for _, event in self.engine.process_many(items):
-                await self.publish(event)
-            count += len(items)
-        await self.flush()
-        return count
-
-    async def publish_all(self, events: list[tuple[IssueChange, trace.Span]]) -> None:
-        for event, span in events:
-            await self.publish(event, span)
-
-    async def publish(self, event: IssueChange, span: trace.Span | None = None) -> None:
-        """Publish ``event`` as part of ``span`` (the metric batch's handling)."""
-        with trace.use_span(span or trace.get_current_span()):
-            fresh = await publish_event(
-                self.rt.broker, event, stream=ISSUES, timeout=self.rt.settings.publish_timeout
-            )
-            if not fresh:
-                return  # re-derived after a restart; JetStream had it already
-            self.issue_events.labels(event.type).inc()
-            log.info(
-                "%s %s %s on %s/%s: %s=%s (%s)",
-                event.type,
-                event.severity.value,
-                event.kind,
-                event.host,
-                event.resource,
-                event.metric,
-                event.value,
-                event.detector,
-                extra={"fingerprint": event.fingerprint, "event_id": event.event_id},
-            )
-
-    async def handle(self, deliveries: list[Delivery[MetricBatch]]) -> None:
-        with self.handle_seconds.time():
-            spans = [d.span("detector.evaluate") for d in deliveries]
-            try:
-                before = self.engine.samples_seen
-                found = self.engine.process_many([(d.event, d.seq) for d in deliveries])
-                self.samples.inc(self.engine.samples_seen - before)
-                self.batches.inc(len(deliveries))
-                if found:
-                    # One issue's events in order; different issues concurrently.
-                    by_issue: dict[str, list[tuple[IssueChange, trace.Span]]] = {}
-                    for index, event in found:
-                        by_issue.setdefault(event.fingerprint, []).append((event, spans[index]))
-                    await asyncio.gather(*(self.publish_all(e) for e in by_issue.values()))
-                    # Persist right away: a restart then never re-derives these events.
-                    await self.flush({event.host for _, event in found})
-                    self._update_gauge()
-            finally:
-                for span in spans:
-                    span.end()
-
-    async def flush(self, hosts: set[str] | None = None) -> None:
-        """Write snapshots of changed hosts (all of them, or just ``hosts``); after a
-        full flush, also the watermark they complete."""
-        if self.store is None:
-            return
-        names = set(self.engine.dirty if hosts is None else hosts & self.engine.dirty)
-        mark = self.engine.max_seq
-        snaps = [export_host(self.engine, h) for h in names]
-        self.engine.dirty -= names
-        try:
-            await asyncio.gather(*(self.store.save_host(snap) for snap in snaps))
-        except Exception:
-            self.engine.dirty |= names  # written again next time
-            raise
-        if hosts is None:
-            await self.store.save_watermark(mark)
-
-    async def snapshot_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.snapshot_interval_seconds)
-            try:
-                await self.flush()
-            except Exception:
-                if current_task_cancelling():
-                    raise
-                log.exception("snapshot failed; will retry")
-
-    def _update_gauge(self) -> None:
-        self.open_issues.set(sum(len(h.open) for h in self.engine.hosts.values()))
+from medbay.detector.service import DetectorService
 
 
 async def serve(config: DetectorConfig) -> None:
     rt = ServiceRuntime("detector")
-    detector = Detector(rt, config)
-    consumer = BatchConsumer(
-        rt.broker,
-        ConsumerSpec(
-            CONSUMER, METRICS.subjects[0], METRICS, batch_size=config.batch_size, deliver_new=True
-        ),
-        service="detector",
-        parse=json_parser(MetricBatch),
-        handler=detector.handle,
-        max_bytes=rt.settings.max_event_bytes,
-        registry=rt.registry,
+    detector = DetectorService(rt, config)
+    metrics = consumer(
+        rt,
+        DETECTOR_METRICS,
+        detector.handle,
+        MetricBatch,
+        batch_size=config.batch_size,
+        deliver_new=True,
     )
 
     async def start() -> None:
         await detector.start()
-        await consumer.open()  # before ready: nothing published from then on is missed
+        await metrics.open()  # before ready: nothing published from then on is missed
 
     await rt.run(
         needs=[METRICS],
         on_start=start,
-        tasks=[consumer.run, detector.snapshot_loop],
+        tasks=[metrics.run, detector.snapshot_loop],
         on_stop=detector.flush,
     )
 

@@ -9,7 +9,10 @@ have the same deterministic ids as the first time, so JetStream drops them as
 duplicates: a crash loses no issue and opens none twice.
 
 A snapshot is a small JSON header followed by the raw bytes of its arrays;
-nothing is unpickled.
+nothing is unpickled. ``export_host`` and ``import_host`` turn one host's engine
+state into a ``HostSnapshot`` and back; what is read back is checked field by
+field (``SnapshotError``) before the engine is touched, so an unreadable snapshot
+is skipped with a warning and that host starts afresh.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import struct
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import numpy as np
 from nats.js import JetStreamContext
@@ -25,14 +31,27 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from medbay.common.access import DETECTOR_STATE
+from medbay.common.events import Severity
 from medbay.common.streams import token
-from medbay.detector.engine import FloatArray, HostSnapshot
+from medbay.detector.engine import DetectionEngine, FloatArray, OpenIssue, SeriesKey
 
 log = logging.getLogger(__name__)
 
 BUCKET = DETECTOR_STATE.name
 WATERMARK = "watermark"
 FORMAT = 2
+
+
+class SnapshotError(ValueError):
+    """A stored snapshot is not what ``export_host`` writes; the message says where."""
+
+
+@dataclass
+class HostSnapshot:
+    """Everything the engine knows about one host, as plain data and arrays."""
+
+    meta: dict[str, object]
+    arrays: dict[str, FloatArray]
 
 
 def encode(snap: HostSnapshot) -> bytes:
@@ -48,18 +67,240 @@ def encode(snap: HostSnapshot) -> bytes:
 def decode(data: bytes) -> HostSnapshot:
     (size,) = struct.unpack(">I", data[:4])
     meta = json.loads(data[4 : 4 + size])
+    if not isinstance(meta, dict):
+        raise SnapshotError("snapshot header is not a JSON object")
     if meta.pop("format", None) != FORMAT:
-        raise ValueError("unknown snapshot format")
+        raise SnapshotError("unknown snapshot format")
     arrays: dict[str, FloatArray] = {}
     offset = 4 + size
     for name, dtype_str, shape in meta.pop("arrays"):
         dtype = np.dtype(dtype_str)
         if dtype.kind not in "fiu":
-            raise ValueError(f"unexpected dtype {dtype_str} in snapshot")
+            raise SnapshotError(f"unexpected dtype {dtype_str} in snapshot")
         count = int(np.prod(shape))
         arrays[name] = np.frombuffer(data, dtype, count, offset).reshape(shape).copy()
         offset += count * dtype.itemsize
     return HostSnapshot(meta, arrays)
+
+
+# -- engine state <-> snapshot -----------------------------------------------------
+
+
+def export_host(engine: DetectionEngine, host: str) -> HostSnapshot:
+    state = engine.hosts[host]
+    keys = list(state.index)
+    rows = np.array([state.index[k] for k in keys], dtype=np.intp)
+    local = {int(r): i for i, r in enumerate(rows.tolist())}
+    th = engine.thresholds
+    arrays: dict[str, FloatArray] = {
+        "level": th.level[rows].astype(np.float64),
+        "pending": th.pending[rows].astype(np.float64),
+        "count": th.count[rows].astype(np.float64),
+        "last_value": engine.last_value[rows],
+    }
+    blocks: dict[str, list[int]] = {}
+    for name, block in engine.blocks.items():
+        members = [
+            (i, w[1])
+            for i, r in enumerate(rows.tolist())
+            if (w := engine.block_of[r]) is not None and w[0] == name
+        ]
+        if not members:
+            continue
+        blocks[name] = [i for i, _ in members]
+        brows = np.array([b for _, b in members], dtype=np.intp)
+        arrays[f"{name}/level"] = block.debounce.level[brows].astype(np.float64)
+        arrays[f"{name}/pending"] = block.debounce.pending[brows].astype(np.float64)
+        arrays[f"{name}/count"] = block.debounce.count[brows].astype(np.float64)
+        arrays[f"{name}/last_score"] = block.last_score[brows]
+        arrays[f"{name}/seen"] = block.seen[brows].astype(np.float64)
+        for key, values in block.detector.get_state().items():
+            arrays[f"{name}/state/{key}"] = np.asarray(values)[brows]
+    meta: dict[str, object] = {
+        "host": host,
+        "last_seq": state.last_seq,
+        "config": engine.config.fingerprint(),
+        "series": [[name, [list(kv) for kv in items]] for name, items in keys],
+        "blocks": blocks,
+        "open": [
+            {
+                "row": local[issue.row],
+                "source": issue.source,
+                "fingerprint": issue.fingerprint,
+                "severity": issue.severity.value,
+                "first_seen": issue.first_seen.isoformat(),
+            }
+            for issue in state.open.values()
+        ],
+    }
+    return HostSnapshot(meta, arrays)
+
+
+def _expect(value: object, kind: type, what: str) -> Any:
+    """``value`` if it is a ``kind`` (an int is never a bool); else ``SnapshotError``."""
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise SnapshotError(f"snapshot {what}: expected {kind.__name__}, got {value!r:.80}")
+    return value
+
+
+def _rows(arrays: dict[str, FloatArray], name: str, count: int) -> FloatArray:
+    """The array ``name`` with one entry per row (``count`` of them)."""
+    if name not in arrays:
+        raise SnapshotError(f"snapshot has no array {name!r}")
+    array = arrays[name]
+    if array.ndim < 1 or array.shape[0] != count:
+        raise SnapshotError(f"snapshot array {name!r} has shape {array.shape}, not {count} rows")
+    return array
+
+
+@dataclass(frozen=True)
+class _OpenItem:
+    row: int
+    source: str
+    fingerprint: str
+    severity: Severity
+    first_seen: datetime
+
+
+def _series(value: object) -> list[SeriesKey]:
+    keys: list[SeriesKey] = []
+    for entry in _expect(value, list, "series"):
+        name, items = _pair(entry, "series entry")
+        labels = tuple(
+            (str(k), str(v))
+            for k, v in (_pair(i, "series label") for i in _expect(items, list, "series labels"))
+        )
+        keys.append((str(name), labels))
+    return keys
+
+
+def _pair(value: object, what: str) -> tuple[object, object]:
+    items = _expect(value, list, what)
+    if len(items) != 2:
+        raise SnapshotError(f"snapshot {what}: expected a pair, got {items!r:.80}")
+    return items[0], items[1]
+
+
+def _blocks(value: object, arrays: dict[str, FloatArray], count: int) -> dict[str, list[int]]:
+    blocks: dict[str, list[int]] = {}
+    for name, members in _expect(value, dict, "blocks").items():
+        where = f"blocks.{name}"
+        indices = [_expect(i, int, f"{where} member") for i in _expect(members, list, where)]
+        if any(not 0 <= i < count for i in indices):
+            raise SnapshotError(f"snapshot {where}: a member is not one of its {count} series")
+        for suffix in ("level", "pending", "count", "last_score", "seen"):
+            _rows(arrays, f"{name}/{suffix}", len(indices))
+        for key in arrays:
+            if key.startswith(f"{name}/state/"):
+                _rows(arrays, key, len(indices))
+        blocks[str(name)] = indices
+    return blocks
+
+
+def _open_issue(value: object, count: int) -> _OpenItem:
+    item = _expect(value, dict, "open issue")
+    row = _expect(item.get("row"), int, "open issue row")
+    if not 0 <= row < count:
+        raise SnapshotError(f"snapshot open issue row {row}: not one of its {count} series")
+    try:
+        severity = Severity(item.get("severity"))
+        first_seen = datetime.fromisoformat(_expect(item.get("first_seen"), str, "first_seen"))
+    except ValueError as exc:
+        raise SnapshotError(f"snapshot open issue: {exc}") from None
+    return _OpenItem(
+        row,
+        _expect(item.get("source"), str, "open issue source"),
+        _expect(item.get("fingerprint"), str, "open issue fingerprint"),
+        severity,
+        first_seen,
+    )
+
+
+@dataclass(frozen=True)
+class _Checked:
+    host: str
+    keys: list[SeriesKey]
+    last_seq: int
+    blocks: dict[str, list[int]]
+    opened: list[_OpenItem]
+
+
+def _check(snap: HostSnapshot) -> _Checked:
+    """The snapshot's parts, each checked against what ``export_host`` writes."""
+    meta, arrays = snap.meta, snap.arrays
+    host = _expect(meta.get("host"), str, "host")
+    keys = _series(meta.get("series"))
+    last_seq = _expect(meta.get("last_seq"), int, "last_seq")
+    for name in ("level", "pending", "count", "last_value"):
+        _rows(arrays, name, len(keys))
+    blocks = _blocks(meta.get("blocks"), arrays, len(keys))
+    opened = [_open_issue(item, len(keys)) for item in _expect(meta.get("open"), list, "open")]
+    return _Checked(host, keys, last_seq, blocks, opened)
+
+
+def _check_detector_state(
+    engine: DetectionEngine, blocks: dict[str, list[int]], arrays: dict[str, FloatArray]
+) -> None:
+    """Each restored detector's state arrays fit it: one row per member, its shape beyond."""
+    for name, members in blocks.items():
+        block = engine.blocks.get(name)
+        if block is None:
+            continue
+        for key, values in block.detector.get_state().items():
+            stored = _rows(arrays, f"{name}/state/{key}", len(members))
+            if stored.shape[1:] != np.asarray(values).shape[1:]:
+                raise SnapshotError(f"snapshot array {name}/state/{key} has shape {stored.shape}")
+
+
+def import_host(engine: DetectionEngine, snap: HostSnapshot) -> None:
+    """Restore a host exported by ``export_host`` into an engine that has not seen it.
+
+    The snapshot is checked first (``SnapshotError`` says what is wrong), so a bad
+    one leaves the engine as it was. Anomaly detector state is restored only when
+    the config is unchanged (a changed config may map metrics to other
+    detectors); those series warm up again.
+    """
+    checked = _check(snap)
+    host, blocks, arrays = checked.host, checked.blocks, snap.arrays
+    if host in engine.hosts and engine.hosts[host].index:
+        raise ValueError(f"host {host} already has state")
+    same_config = snap.meta.get("config") == engine.config.fingerprint()
+    if same_config:  # or nothing is changed
+        _check_detector_state(engine, blocks, arrays)
+    rows = np.array(engine.add_series(host, checked.keys), dtype=np.intp)
+    state = engine.host(host)
+    state.last_seq = checked.last_seq
+    th = engine.thresholds
+    th.level[rows] = arrays["level"].astype(np.intp)
+    th.pending[rows] = arrays["pending"].astype(np.intp)
+    th.count[rows] = arrays["count"].astype(np.intp)
+    engine.last_value[rows] = arrays["last_value"]
+    for name, members in blocks.items():
+        block = engine.blocks.get(name)
+        if not same_config or block is None:
+            continue
+        brows = np.array(
+            [w[1] for i in members if (w := engine.block_of[int(rows[i])])], dtype=np.intp
+        )
+        if len(brows) != len(members):
+            continue
+        block.debounce.level[brows] = arrays[f"{name}/level"].astype(np.intp)
+        block.debounce.pending[brows] = arrays[f"{name}/pending"].astype(np.intp)
+        block.debounce.count[brows] = arrays[f"{name}/count"].astype(np.intp)
+        block.last_score[brows] = arrays[f"{name}/last_score"]
+        block.seen[brows] = arrays[f"{name}/seen"].astype(np.intp)
+        full = block.detector.get_state()
+        for key in full:
+            full[key] = np.array(full[key], copy=True)
+            full[key][brows] = arrays[f"{name}/state/{key}"]
+        block.detector.set_state(full)
+    for item in checked.opened:
+        row = int(rows[item.row])
+        if item.source != "threshold" and (not same_config or engine.block_of[row] is None):
+            continue  # its detector's state was not restored; it reopens if still anomalous
+        state.open[(row, item.source)] = OpenIssue(
+            item.fingerprint, row, item.source, item.severity, item.first_seen
+        )
 
 
 class SnapshotStore:

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medbay.common.approval import ApprovalPolicy
 from medbay.common.settings import ConfigError, load_yaml_config
-from medbay.executor.safety import SafetyConfig
+from medbay.executor.safety_config import SafetyConfig
 from medbay.executor.targets import TargetSpec
 
 __all__ = ["ConfigError", "ExecutorConfig", "load_config"]

@@ -3,6 +3,8 @@ import { useLive } from '../state/live';
 import { apiRequest, query } from './client';
 import type {
   Breaker,
+  CheckedService,
+  EventMessage,
   HostMetrics,
   IncidentDetail,
   IncidentSummary,
@@ -25,6 +27,8 @@ export const queryKeys = {
   incident: (fingerprint: string) => ['incident', fingerprint] as const,
   approvals: ['approvals'] as const,
   services: ['services'] as const,
+  checkedServices: ['checked-services'] as const,
+  recentEvents: ['recent-events'] as const,
   model: ['model'] as const,
   breakers: ['breakers'] as const,
   config: ['config'] as const,
@@ -111,6 +115,35 @@ export function useServices() {
     queryKey: queryKeys.services,
     queryFn: () => apiRequest<ServiceHealth[]>('api/services'),
     refetchInterval: SLOW_POLL_MS,
+  });
+}
+
+/** The services the collector checks on each host: up or down, since when. */
+export function useCheckedServices() {
+  return useQuery({
+    queryKey: queryKeys.checkedServices,
+    queryFn: () => apiRequest<CheckedService[]>('api/checked-services'),
+    refetchInterval: SLOW_POLL_MS,
+  });
+}
+
+/** The executor's mode, as its /healthz states it: `dry-run`, `live`, or null while unknown. */
+export function useExecutorMode(): string | null {
+  const services = useServices();
+  const mode = services.data?.find((s) => s.service === 'executor')?.info.mode;
+  return typeof mode === 'string' ? mode : null;
+}
+
+/** How many recent events a page loads before following live ones. */
+export const RECENT_EVENTS = 500;
+
+/** The latest events the gateway read, newest last; loaded once per visit. */
+export function useRecentEvents() {
+  return useQuery({
+    queryKey: queryKeys.recentEvents,
+    queryFn: () => apiRequest<EventMessage[]>(`api/events${query({ limit: RECENT_EVENTS })}`),
+    staleTime: 0,
+    gcTime: 0,
   });
 }
 

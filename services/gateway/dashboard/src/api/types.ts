@@ -47,6 +47,16 @@ export interface HostMetrics {
   dropped_series: number;
 }
 
+/** A service the collector checks on a host (its `service_up` series). */
+export interface CheckedService {
+  host: string;
+  service: string;
+  up: boolean;
+  /** The first report of the current state the gateway holds. */
+  since: string;
+  checked_at: string;
+}
+
 // --- events -------------------------------------------------------------------------
 
 interface EventBase {
@@ -229,6 +239,15 @@ export interface PlanProgress {
   verified: boolean | null;
 }
 
+/** What a quick action's plan does, and who asked for it. */
+export interface QuickActionInfo {
+  action: ActionName;
+  target: string;
+  requested_by: string | null;
+  channel: string | null;
+  reason: string;
+}
+
 export interface IncidentSummary {
   fingerprint: string;
   host: string;
@@ -242,6 +261,9 @@ export interface IncidentSummary {
   plan_count: number;
   plan_status: PlanStatus | null;
   pending_approval: boolean;
+  /** How often the issue opened again after it was resolved. */
+  recurrences: number;
+  quick_action: QuickActionInfo | null;
 }
 
 export type TimelineEvent = IssueOpened | IssueUpdated | IssueResolved | Plan | Approval | ActionResult;
@@ -255,18 +277,35 @@ export interface TimelineEntry {
   trace_id?: string | null;
 }
 
+/** One occurrence of an incident's issue: opened ... resolved, with its plans. */
+export interface Episode {
+  /** 1 for the oldest held. */
+  number: number;
+  state: IncidentState;
+  opened_at: string | null;
+  resolved_at: string | null;
+  plans: PlanProgress[];
+  /** Oldest first. */
+  timeline: TimelineEntry[];
+}
+
 export interface IncidentDetail extends IncidentSummary {
   issue: IssueSummary | null;
   plans: PlanProgress[];
   timeline: TimelineEntry[];
   timeline_dropped: number;
+  /** The timeline by episode, newest first. */
+  episodes: Episode[];
 }
 
 export interface PendingApproval {
   plan: Plan;
   fingerprint: string;
   waiting_since: string;
+  /** When the approver rejects it undecided; null: unknown (no approver record). */
+  deadline: string | null;
   issue: IssueSummary | null;
+  quick_action: QuickActionInfo | null;
 }
 
 export interface DecisionResponse {
@@ -339,6 +378,8 @@ export interface ServiceHealth {
   http_status: number | null;
   latency_ms: number | null;
   detail: { uptime_seconds?: number; problems?: Record<string, string> } | null;
+  /** Facts its /healthz states, e.g. the executor's `mode`: `dry-run` or `live`. */
+  info: Record<string, unknown>;
   error: string | null;
 }
 

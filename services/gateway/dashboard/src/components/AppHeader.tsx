@@ -7,6 +7,7 @@ import IconButton from '@mui/material/IconButton';
 import Toolbar from '@mui/material/Toolbar';
 import Tooltip from '@mui/material/Tooltip';
 import Typography from '@mui/material/Typography';
+import { describeUser, timeZoneLabel } from '../lib/format';
 import type { PageId } from '../routes';
 import { useSession } from '../state/session';
 import { useThemeMode } from '../state/themeMode';
@@ -29,9 +30,17 @@ export function AppHeader({ current }: { current: PageId }) {
         <NavLinks current={current} />
         <Box sx={{ flexGrow: 1 }} />
         <ConnectionChip />
+        <Typography
+          variant="body2"
+          color="text.secondary"
+          title="Every time shown is on a 24-hour clock in this zone"
+          sx={{ display: { xs: 'none', lg: 'block' } }}
+        >
+          Times: {timeZoneLabel()}
+        </Typography>
         {me && (
           <Typography variant="body2" color="text.secondary" sx={{ display: { xs: 'none', md: 'block' } }}>
-            {me.name} · {me.role}
+            {describeUser(me.name, me.role)}
           </Typography>
         )}
         <Tooltip title={`Switch to the ${other} theme`}>

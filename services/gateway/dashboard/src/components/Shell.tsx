@@ -5,6 +5,7 @@ import { useLiveUpdates } from '../live/useLiveUpdates';
 import { DashboardPage } from '../pages/dashboard/DashboardPage';
 import { PAGES, useCurrentPage, type PageId } from '../routes';
 import { AppHeader } from './AppHeader';
+import { DryRunBanner } from './DryRunBanner';
 import { NoticeBar } from './NoticeBar';
 import { PollingBanner } from './PollingBanner';
 import { SkipLink } from './SkipLink';
@@ -46,6 +47,7 @@ export function Shell() {
         tabIndex={-1}
         sx={{ px: { xs: 1.5, sm: 3 }, py: 3, maxWidth: 1600, mx: 'auto', outline: 'none' }}
       >
+        <DryRunBanner />
         <PollingBanner />
         <Suspense fallback={<LinearProgress aria-label="Loading the page" />}>
           <Page id={page} />

@@ -35,7 +35,7 @@ export function formatClock(seconds: number): string {
   return hours > 0 ? `${hours}:${mm}:${ss}` : `${mm}:${ss}`;
 }
 
-/** `12 s ago`, `5 min ago`; the local date and time beyond a day. */
+/** `12 s ago`, `5 min ago`; the date and time beyond a day. */
 export function formatAgo(iso: string, now: number = Date.now()): string {
   const seconds = (now - Date.parse(iso)) / 1000;
   if (seconds < 5) return 'just now';
@@ -43,15 +43,62 @@ export function formatAgo(iso: string, now: number = Date.now()): string {
   return formatDateTime(iso);
 }
 
-export function formatDateTime(iso: string): string {
-  return new Date(iso).toLocaleString(undefined, {
-    dateStyle: 'medium',
-    timeStyle: 'medium',
-  });
+const two = (n: number) => String(n).padStart(2, '0');
+
+/*
+ * Every time the dashboard shows is local time on a 24-hour clock, whatever the
+ * browser's language: `2026-01-10 13:05:09`, or `13:05:09` where the day is clear.
+ * The zone is named once, in the header (`timeZoneLabel`).
+ */
+
+/** `2026-01-10 13:05:09` (local time, 24 h). */
+export function formatDateTime(iso: string | number): string {
+  const d = new Date(iso);
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${formatTime(iso)}`;
 }
 
-export function formatTime(iso: string): string {
-  return new Date(iso).toLocaleTimeString(undefined, { hour12: false });
+/** `13:05:09` (local time, 24 h). */
+export function formatTime(iso: string | number): string {
+  const d = new Date(iso);
+  return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+}
+
+/** `2026-01-10 13:05` (local time, 24 h): what the time fields take. */
+export function formatInputDateTime(ms: number): string {
+  return formatDateTime(ms).slice(0, 16);
+}
+
+const INPUT_DATE_TIME = /^\s*(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2}))?\s*$/;
+
+/** A `YYYY-MM-DD HH:MM[:SS]` local time (24 h) as a moment; null if it is not one. */
+export function parseInputDateTime(text: string): Date | null {
+  const m = INPUT_DATE_TIME.exec(text);
+  if (!m) return null;
+  const [year, month, day, hour, minute, second] = m.slice(1).map((part) => Number(part ?? 0)) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  const date = new Date(year, month - 1, day, hour, minute, second);
+  const same =
+    date.getFullYear() === year &&
+    date.getMonth() === month - 1 &&
+    date.getDate() === day &&
+    date.getHours() === hour &&
+    date.getMinutes() === minute;
+  return same ? date : null;
+}
+
+/** The zone the dashboard shows times in: `Europe/Berlin (UTC+01:00)`. */
+export function timeZoneLabel(at: number = Date.now()): string {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const offset = -new Date(at).getTimezoneOffset();
+  const sign = offset < 0 ? '-' : '+';
+  const utc = `UTC${sign}${two(Math.floor(Math.abs(offset) / 60))}:${two(Math.abs(offset) % 60)}`;
+  return zone && zone !== 'UTC' ? `${zone} (${utc})` : utc;
 }
 
 /** Plan ids and fingerprints are long hex strings: the first 8 characters tell them apart. */
@@ -62,4 +109,9 @@ export function shortId(id: string): string {
 export function humanize(name: string): string {
   const text = name.replaceAll('_', ' ');
   return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+/** The signed-in user: `alice · Operator`, or just `Operator` when the name is the role. */
+export function describeUser(name: string, role: string): string {
+  return name.trim().toLowerCase() === role.toLowerCase() ? humanize(role) : `${name} · ${humanize(role)}`;
 }

@@ -1,5 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { formatAgo, formatClock, formatDuration, formatRate } from './format';
+import {
+  describeUser,
+  formatAgo,
+  formatClock,
+  formatDateTime,
+  formatDuration,
+  formatInputDateTime,
+  formatRate,
+  formatTime,
+  parseInputDateTime,
+  timeZoneLabel,
+} from './format';
 import { summarizeHost } from './hostSummary';
 import { traceUrl } from './jaeger';
 import { levelOf } from './thresholds';
@@ -29,6 +40,36 @@ describe('formatting', () => {
     expect(formatRate(512)).toBe('512 B/s');
     expect(formatRate(1_500_000)).toBe('1.5 MB/s');
     expect(formatAgo('2026-01-01T00:00:00Z', Date.parse('2026-01-01T00:05:30Z'))).toBe('5 min ago');
+  });
+});
+
+describe('times', () => {
+  const afternoon = new Date(2026, 0, 10, 15, 4, 5).getTime();
+
+  it('are local, on a 24-hour clock, whatever the language', () => {
+    expect(formatDateTime(afternoon)).toBe('2026-01-10 15:04:05');
+    expect(formatTime(new Date(afternoon).toISOString())).toBe('15:04:05');
+    expect(formatTime(new Date(2026, 0, 10, 0, 7, 0).getTime())).toBe('00:07:00');
+    expect(formatInputDateTime(afternoon)).toBe('2026-01-10 15:04');
+  });
+
+  it('are typed the same way, and nothing else is taken', () => {
+    expect(parseInputDateTime('2026-01-10 15:04')?.getTime()).toBe(afternoon - 5000);
+    expect(parseInputDateTime(' 2026-01-10T15:04:05 ')?.getTime()).toBe(afternoon);
+    for (const wrong of ['2026-02-30 10:00', '2026-01-10 3:04 PM', '2026-01-10 24:00', '', 'now']) {
+      expect(parseInputDateTime(wrong)).toBeNull();
+    }
+  });
+
+  it('name their zone with its offset', () => {
+    expect(timeZoneLabel()).toMatch(/UTC[+-]\d\d:\d\d\)?$/);
+  });
+});
+
+describe('describeUser', () => {
+  it('says a name and a role once each', () => {
+    expect(describeUser('operator', 'operator')).toBe('Operator');
+    expect(describeUser('alice', 'operator')).toBe('alice · Operator');
   });
 });
 

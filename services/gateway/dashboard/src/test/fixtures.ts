@@ -5,6 +5,8 @@ import type {
   IncidentDetail,
   PendingApproval,
   Plan,
+  PlanProgress,
+  TimelineEntry,
 } from '../api/types';
 
 export const NOW = '2026-01-10T12:00:00Z';
@@ -61,8 +63,19 @@ export function plan(overrides: Partial<Plan> = {}): Plan {
   };
 }
 
-export function pendingApproval(overrides: Partial<Plan> = {}): PendingApproval {
-  return { plan: plan(overrides), fingerprint: 'f1', waiting_since: NOW, issue: null };
+export function pendingApproval(
+  overrides: Partial<Plan> = {},
+  more: Partial<PendingApproval> = {},
+): PendingApproval {
+  return {
+    plan: plan(overrides),
+    fingerprint: 'f1',
+    waiting_since: NOW,
+    deadline: null,
+    issue: null,
+    quick_action: null,
+    ...more,
+  };
 }
 
 export function approval(planId: string): Approval {
@@ -105,6 +118,20 @@ export function result(planId: string, overrides: Partial<ActionResult> = {}): A
 
 export function incidentDetail(): IncidentDetail {
   const p = plan();
+  const progress: PlanProgress = {
+    plan: p,
+    plan_id: p.plan_id,
+    status: 'finished',
+    decision: approval(p.plan_id),
+    results: [result(p.plan_id)],
+    outcome: 'success',
+    verified: true,
+  };
+  const timeline: TimelineEntry[] = [
+    { at: NOW, stream: 'PLANS', summary: 'plan', event: p, trace_id: TRACE_ID },
+    { at: NOW, stream: 'APPROVALS', summary: 'approved', event: approval(p.plan_id) },
+    { at: NOW, stream: 'RESULTS', summary: 'result', event: result(p.plan_id) },
+  ];
   return {
     fingerprint: 'f1',
     host: 'web-1',
@@ -118,23 +145,14 @@ export function incidentDetail(): IncidentDetail {
     plan_count: 1,
     plan_status: 'finished',
     pending_approval: false,
+    recurrences: 0,
+    quick_action: null,
     issue: null,
-    plans: [
-      {
-        plan: p,
-        plan_id: p.plan_id,
-        status: 'finished',
-        decision: approval(p.plan_id),
-        results: [result(p.plan_id)],
-        outcome: 'success',
-        verified: true,
-      },
-    ],
-    timeline: [
-      { at: NOW, stream: 'PLANS', summary: 'plan', event: p, trace_id: TRACE_ID },
-      { at: NOW, stream: 'APPROVALS', summary: 'approved', event: approval(p.plan_id) },
-      { at: NOW, stream: 'RESULTS', summary: 'result', event: result(p.plan_id) },
-    ],
+    plans: [progress],
+    timeline,
     timeline_dropped: 0,
+    episodes: [
+      { number: 1, state: 'resolved', opened_at: NOW, resolved_at: NOW, plans: [progress], timeline },
+    ],
   };
 }

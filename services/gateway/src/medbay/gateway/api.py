@@ -40,8 +40,10 @@ from medbay.gateway.schemas import (
     ActionAccepted,
     Breaker,
     BreakerResetResponse,
+    CheckedService,
     DecisionRequest,
     DecisionResponse,
+    EventMessage,
     FieldProblem,
     HealthBody,
     HostMetrics,
@@ -252,9 +254,11 @@ async def plan(service: Service, plan_id: PlanId) -> PlanProgress:
 
 
 @api.get("/approvals", tags=["approvals"])
-async def pending_approvals(service: Service, limit: Limit = 100) -> list[PendingApproval]:
-    """Plans waiting for a decision, oldest first."""
-    return service.incidents.pending_approvals(limit)
+async def pending_approvals(
+    ops: Ops, service: Service, limit: Limit = 100
+) -> list[PendingApproval]:
+    """Plans waiting for a decision, oldest first, each with the approver's deadline."""
+    return await ops.with_deadlines(service.incidents.pending_approvals(limit))
 
 
 @api.get("/results", tags=["approvals"])
@@ -274,6 +278,31 @@ async def services(service: Service) -> list[ServiceHealth]:
     """Every Medbay service's health, from its /healthz."""
     assert service.health is not None  # set before ready
     return await service.health.services()
+
+
+@api.get("/checked-services", tags=["system"])
+async def checked_services(service: Service) -> list[CheckedService]:
+    """The services the collector checks on each host: up or down, and since when."""
+    return service.metrics.checked_services()
+
+
+@api.get(
+    "/events",
+    tags=["events"],
+    response_class=Response,
+    responses={200: {"model": list[EventMessage], "description": "Oldest first"}},
+)
+async def recent_events(
+    service: Service,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="At most this many, the newest.")
+    ] = 500,
+) -> Response:
+    """The latest events the gateway read, oldest first (newest last), as the WebSocket
+    sends them: a page shows them, then continues with ``/ws``, skipping what it has
+    (by ``stream`` and ``seq``)."""
+    body = "[" + ",".join(service.recent.latest(limit)) + "]"
+    return Response(body, media_type="application/json")
 
 
 @api.get("/model", tags=["planner"])

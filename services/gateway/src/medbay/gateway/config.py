@@ -156,7 +156,7 @@ def _host_pattern(text: str) -> str:
     pattern = text.strip().lower()
     if pattern == "*":
         return pattern
-    name = pattern[2:] if pattern.startswith("*.") else pattern
+    name = pattern.removeprefix("*.")
     if not name or "*" in name or any(c in name for c in "/@ \t"):
         raise ValueError(f"{text!r}: expected a host name, an IP address, *.domain or *")
     if name.count(":") > 1 and not name.startswith("["):
@@ -216,6 +216,12 @@ class GatewayConfig(_Section):
     )
     max_results: int = Field(
         default=10_000, ge=1, le=1_000_000, description="Recent step results kept for listing."
+    )
+    recent_events: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="Latest events kept for /api/events (metric batches: a tenth as many more).",
     )
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)

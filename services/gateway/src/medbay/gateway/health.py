@@ -1,4 +1,5 @@
-"""The health of every Medbay service, from each one's ``/healthz``.
+"""The health of every Medbay service, from each one's ``/healthz``, with the facts
+each states there (``info``: e.g. the executor's ``mode``, "dry-run" or "live").
 
 Polled on demand, all at once, and remembered for ``cache_seconds`` so that many
 dashboards polling the gateway do not multiply the load on the services.
@@ -18,6 +19,12 @@ from medbay.gateway.config import HealthConfig
 from medbay.gateway.schemas import ServiceHealth
 
 OwnHealth = Callable[[], tuple[bool, dict[str, object]]]
+
+
+def _info(body: dict[str, Any] | None) -> dict[str, Any]:
+    """The facts a ``/healthz`` body states (``info``), if it is a JSON object."""
+    info = None if body is None else body.get("info")
+    return info if isinstance(info, dict) else {}
 
 
 class HealthBoard:
@@ -58,6 +65,7 @@ class HealthBoard:
             http_status=200 if ok else 503,
             latency_ms=0.0,
             detail=body,
+            info=_info(body),
             error=None,
         )
         return [*self._cached, own]
@@ -75,6 +83,7 @@ class HealthBoard:
                 http_status=None,
                 latency_ms=None,
                 detail=None,
+                info={},
                 error=f"{type(exc).__name__}: {exc}"[:300] if str(exc) else type(exc).__name__,
             )
         latency = round((time.perf_counter() - started) * 1000, 2)
@@ -91,5 +100,6 @@ class HealthBoard:
             http_status=response.status_code,
             latency_ms=latency,
             detail=detail,
+            info=_info(detail),
             error=None if response.status_code == 200 else f"HTTP {response.status_code}",
         )

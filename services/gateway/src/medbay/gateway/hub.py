@@ -12,8 +12,10 @@ import asyncio
 import itertools
 import json
 import re
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from medbay.common.events import ALL_EVENTS
 from medbay.gateway.auth import Principal
@@ -147,3 +149,22 @@ def envelope(stream: str, seq: int, event_type: str, host: str | None, raw: byte
         {"kind": "event", "stream": stream, "seq": seq, "type": event_type, "host": host}
     )
     return f'{head[:-1]}, "event": {raw.decode()}}}'
+
+
+class RecentEvents:
+    """The latest events read, history and live, as the WebSocket's messages, for a page
+    to show before live events arrive (``/api/events``). Metric batches, many and
+    frequent, are kept apart in a smaller buffer so that they push no other event out."""
+
+    def __init__(self, size: int, metric_size: int) -> None:
+        self._events: deque[tuple[datetime, int, str]] = deque(maxlen=size)
+        self._metrics: deque[tuple[datetime, int, str]] = deque(maxlen=metric_size)
+        self._order = itertools.count()
+
+    def add(self, at: datetime, text: str, *, metric: bool = False) -> None:
+        (self._metrics if metric else self._events).append((at, next(self._order), text))
+
+    def latest(self, limit: int) -> list[str]:
+        """The newest ``limit`` messages, oldest first (by event time, then arrival)."""
+        merged = sorted([*self._events, *self._metrics])
+        return [text for _, _, text in merged[-limit:]]

@@ -6,6 +6,12 @@ arrive in any order (an approval may come before its plan, a result before its
 issue), so every part is optional and joined whenever it turns up: an approval
 whose plan is not known yet waits, bounded, until the plan arrives.
 
+An issue that is resolved and opens again stays the same incident (the same
+fingerprint): each opening starts an episode (opened ... resolved, with the plans
+made for it, their approvals and results), and the incident counts how often it
+recurred. A quick action (a plan made from an action someone asked for) is an
+incident of its own, described by what was asked, for which target and by whom.
+
 Bounded by ``history_hours`` (an incident with no event since is dropped) and by
 ``max_incidents`` (the least recently active go first); a timeline keeps its
 latest ``max_timeline_events`` entries.
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import re
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -39,6 +46,7 @@ from medbay.common.events import (
     Severity,
 )
 from medbay.gateway.schemas import (
+    Episode,
     IncidentDetail,
     IncidentState,
     IncidentSummary,
@@ -47,6 +55,7 @@ from medbay.gateway.schemas import (
     PendingApproval,
     PlanProgress,
     PlanStatus,
+    QuickActionInfo,
     StepOutcome,
     TimelineEntry,
 )
@@ -55,6 +64,30 @@ TimelineEvent = IssueOpened | IssueUpdated | IssueResolved | Plan | Approval | A
 _PARSE: TypeAdapter[TimelineEvent] = TypeAdapter(
     Annotated[TimelineEvent, Field(discriminator="type")]
 )
+
+
+MANUAL_METRIC = "manual_request"
+MANUAL_VERSION = "manual"
+"""The metric and model version of a plan the planner made from an ``ActionRequested``."""
+_REQUESTED = re.compile(
+    r"requested by (?P<who>.+?) via (?P<channel>\w+)(?:: (?P<reason>.*))?", re.DOTALL
+)
+_HELD = re.compile(r"; needs approval: .*$", re.DOTALL)
+
+
+def quick_action_of(plan: Plan) -> QuickActionInfo | None:
+    """What a quick action's plan does and who asked for it; None for any other plan."""
+    if plan.metric != MANUAL_METRIC or plan.model_version != MANUAL_VERSION or not plan.steps:
+        return None
+    step = plan.steps[0]
+    found = _REQUESTED.match(_HELD.sub("", plan.reason))
+    return QuickActionInfo(
+        action=step.action,
+        target=step.target,
+        requested_by=None if found is None else found["who"],
+        channel=None if found is None else found["channel"],
+        reason="" if found is None else (found["reason"] or ""),
+    )
 
 
 @dataclass(frozen=True)
@@ -143,6 +176,9 @@ class _Incident:
     plans: dict[str, _PlanTrack] = field(default_factory=dict)
     timeline: list[_Entry] = field(default_factory=list)
     dropped: int = 0
+    openings: int = 0
+    """How often the issue opened (first time, and after each resolution)."""
+    quick_action: QuickActionInfo | None = None
 
     @property
     def state(self) -> IncidentState:
@@ -193,6 +229,68 @@ def summarize(event: TimelineEvent) -> str:
         return f"{what} started"
     verified = {True: ", verified", False: ", not verified", None: ""}[event.verified]
     return f"{what}: {event.outcome}{verified}"
+
+
+@dataclass
+class _Episode:
+    opened_at: datetime | None = None
+    resolved_at: datetime | None = None
+    opened: bool = False
+    entries: list[TimelineEntry] = field(default_factory=list)
+    plan_ids: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> IncidentState:
+        if self.resolved_at is not None:
+            return "resolved"
+        return "open" if self.opened else "unknown"
+
+
+def _plan_id(event: TimelineEvent) -> str | None:
+    return None if isinstance(event, IssueEvent) else event.plan_id
+
+
+def episodes(timeline: list[TimelineEntry], plans: dict[str, _PlanTrack]) -> list[Episode]:
+    """The timeline (oldest first) by episode, newest first: an issue opening after it was
+    resolved starts one. A plan's approval and results stay in its plan's episode, even
+    when they come after the issue resolved; entries before the first opening held (the
+    timeline's oldest were dropped) make an episode whose opening is unknown."""
+    found: list[_Episode] = []
+    plan_episode: dict[str, _Episode] = {}
+    for entry in timeline:
+        event = entry.event
+        current = found[-1] if found else None
+        if isinstance(event, IssueOpened) and (
+            current is None or current.resolved_at is not None or not current.opened
+        ):
+            if current is not None and not current.opened and current.resolved_at is None:
+                current.opened, current.opened_at = True, event.first_seen  # its own opening
+            else:
+                current = _Episode(opened_at=event.first_seen, opened=True)
+                found.append(current)
+        elif current is None:
+            current = _Episode()
+            found.append(current)
+        plan_id = _plan_id(event)
+        episode = current
+        if plan_id is not None:
+            episode = plan_episode.setdefault(plan_id, current)
+            if plan_id not in episode.plan_ids:
+                episode.plan_ids.append(plan_id)
+        episode.entries.append(entry)
+        if isinstance(event, IssueResolved) and episode.resolved_at is None:
+            episode.resolved_at = event.last_seen
+    return [
+        Episode(
+            number=number,
+            state=e.state,
+            opened_at=e.opened_at,
+            resolved_at=e.resolved_at,
+            plans=[plans[p].progress() for p in e.plan_ids if p in plans],
+            timeline=e.entries,
+        )
+        for number, e in reversed(list(enumerate(found, 1)))
+    ]
 
 
 def issue_summary(issue: IssueEvent, incident: _Incident) -> IssueSummary:
@@ -274,6 +372,7 @@ class IncidentBook:
         ):
             incident.opened_at = issue.first_seen
             incident.resolved_at = None
+            incident.openings += 1
         elif incident.opened_at is None:
             incident.opened_at = issue.first_seen
         if isinstance(issue, IssueResolved):
@@ -285,6 +384,7 @@ class IncidentBook:
         track.plan, track.planned_at = raw, plan.timestamp
         track.needs_approval = plan.requires_approval
         incident.identity = _Identity(plan.host, plan.issue_kind, plan.severity)
+        incident.quick_action = quick_action_of(plan) or incident.quick_action
         self._plan_incident[plan.plan_id] = incident.fingerprint
         waiting = self._waiting_approvals.pop(plan.plan_id, None)
         if waiting is not None:
@@ -438,6 +538,7 @@ class IncidentBook:
             plans=[t.progress() for t in incident.plans.values()],
             timeline=timeline,
             timeline_dropped=incident.dropped,
+            episodes=episodes(timeline, incident.plans),
         )
 
     def pending_approvals(self, limit: int) -> list[PendingApproval]:
@@ -450,10 +551,12 @@ class IncidentBook:
             waiting.append((track.planned_at, plan_id, track.plan, incident))
         return [
             PendingApproval(
-                plan=Plan.model_validate_json(raw),
+                plan=(plan := Plan.model_validate_json(raw)),
                 fingerprint=incident.fingerprint,
                 waiting_since=at,
+                deadline=None,
                 issue=None if incident.issue is None else issue_summary(incident.issue, incident),
+                quick_action=quick_action_of(plan),
             )
             for at, _, raw, incident in heapq.nsmallest(limit, waiting, key=lambda w: w[0])
         ]
@@ -515,4 +618,6 @@ class IncidentBook:
             plan_count=len(incident.plans),
             plan_status=None if latest is None else latest.status(),
             pending_approval=any(p in self._pending for p in incident.plans),
+            recurrences=max(0, incident.openings - 1),
+            quick_action=incident.quick_action,
         )

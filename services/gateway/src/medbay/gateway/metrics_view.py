@@ -3,6 +3,10 @@
 Bounded three ways: hosts (the least recently reporting go first), series per
 host (new ones beyond the limit are counted, not kept) and points per series.
 Points are packed in an ``array`` (16 bytes each) rather than tuples (~100).
+
+The collector's ``service_up{service=...}`` series (1 up, 0 down) are also shown
+as the services it checks, each with when its current state began (as far as the
+history held shows).
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ from datetime import UTC, datetime
 
 from medbay.common.events import MetricBatch
 from medbay.gateway.config import MetricsConfig
-from medbay.gateway.schemas import HostMetrics, SeriesValue
+from medbay.gateway.schemas import CheckedService, HostMetrics, SeriesValue
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+SERVICE_UP = "service_up"
+"""The collector's check of a service: 1 when up, 0 when down; label ``service``."""
 
 
 class _Series:
-    __slots__ = ("labels", "name", "points", "unit", "value")
+    __slots__ = ("changed_at", "labels", "name", "points", "unit", "value")
 
     def __init__(self, name: str, labels: dict[str, str], unit: str | None) -> None:
         self.name = name
@@ -28,8 +34,12 @@ class _Series:
         self.value = 0.0
         self.points = array("d")
         """Interleaved (epoch seconds, value)."""
+        self.changed_at = 0.0
+        """When the current value was first reported (epoch seconds)."""
 
     def add(self, at: float, value: float, keep: int) -> None:
+        if not self.points or value != self.value:
+            self.changed_at = at
         self.value = value
         self.points.extend((at, value))
         if len(self.points) >= 4 * keep:  # trim now and then, not on every point
@@ -88,6 +98,22 @@ class MetricsBoard:
     def hosts(self, name: str | None = None) -> list[HostMetrics]:
         """Every host's current values (of metric ``name`` only, if given), by host name."""
         return [self._view(h, self._hosts[h], name, False) for h in sorted(self._hosts)]
+
+    def checked_services(self) -> list[CheckedService]:
+        """Every service the collector checks, by host and service name."""
+        found = [
+            CheckedService(
+                host=name,
+                service=series.labels.get("service", ""),
+                up=series.value >= 1,
+                since=datetime.fromtimestamp(series.changed_at, UTC),
+                checked_at=datetime.fromtimestamp(series.points[-2], UTC),
+            )
+            for name, host in self._hosts.items()
+            for series in host.series.values()
+            if series.name == SERVICE_UP and series.labels.get("service")
+        ]
+        return sorted(found, key=lambda c: (c.host, c.service))
 
     def host(self, host: str, name: str | None = None, history: bool = True) -> HostMetrics | None:
         found = self._hosts.get(host)

@@ -3,12 +3,14 @@
 Approvals, quick actions and breaker resets are events (``Approval.decided_by``,
 ``ActionRequested.requested_by``, ``BreakerReset.reset_by``); the services that
 own them act on them. The gateway reads the executor's records (plans, breakers)
-but never writes them: the NATS server would refuse it. A replay changes nothing
-recorded: it is logged with who asked and answered with the count.
+and the approver's deadlines but never writes them: the NATS server would refuse
+it. A replay changes nothing recorded: it is logged with who asked and answered
+with the count.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -22,11 +24,13 @@ from nats.js.kv import KeyValue
 
 from medbay.common.events import ActionRequested, Approval, BreakerReset, Event
 from medbay.common.records import (
+    APPROVER_BOOK,
     EXECUTOR_RAILS,
     PLAN_BOOK,
     BreakerState,
     PlanRecord,
     open_breakers,
+    read_approval_deadline,
     read_plan,
 )
 from medbay.common.streams import APPROVALS, AUDIT, REQUESTS, STREAMS_BY_NAME, StreamSpec
@@ -38,6 +42,7 @@ from medbay.gateway.schemas import (
     Breaker,
     BreakerResetResponse,
     DecisionResponse,
+    PendingApproval,
     QuickAction,
     ReplayRequest,
     ReplayResponse,
@@ -93,7 +98,7 @@ class Operations:
     # --- approvals ------------------------------------------------------------------
 
     async def _bucket(self, name: str) -> KeyValue | None:
-        """One of the executor's buckets, read-only; None until the executor made it."""
+        """Another service's bucket, read-only; None until its owner made it."""
         if name not in self._buckets:
             try:
                 self._buckets[name] = await self.js.key_value(name)
@@ -108,6 +113,28 @@ class Operations:
             return None
         record, _ = await read_plan(kv, plan_id)
         return record
+
+    async def with_deadlines(self, pending: list[PendingApproval]) -> list[PendingApproval]:
+        """Each plan with the approver's deadline for it; left unknown (None) where the
+        approver has no record (or no bucket: no approver runs), or it cannot be read."""
+        if not pending:
+            return pending
+        try:
+            kv = await self._bucket(APPROVER_BOOK.name)
+            if kv is None:
+                return pending
+            found = await asyncio.gather(
+                *(read_approval_deadline(kv, p.plan.plan_id) for p in pending)
+            )
+        except (NatsError, TimeoutError) as exc:
+            log.warning("approval deadlines unknown: %s", type(exc).__name__)
+            return pending
+        return [
+            p.model_copy(update={"deadline": record.deadline})
+            if record is not None and record.plan_id == p.plan.plan_id
+            else p
+            for p, record in zip(pending, found, strict=True)
+        ]
 
     async def decide(
         self,

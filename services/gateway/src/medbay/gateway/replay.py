@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from nats.aio.client import Client
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from medbay.common.reading import read
 from medbay.common.streams import StreamSpec, sandbox_prefix_problem
 
 _TOKEN = r"[A-Za-z0-9_-]+"
@@ -57,29 +56,10 @@ async def replay_range(
     max_messages: int,
 ) -> Replayed:
     """Re-publish the messages stored from ``since`` to ``until`` under ``prefix``."""
-    sub = await js.pull_subscribe(
-        subject or spec.subjects[0],
-        stream=spec.name,
-        config=ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_TIME,
-            opt_start_time=since.astimezone(UTC),
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=30.0,
-        ),
-    )
     count = 0
     try:
-        if (await sub.consumer_info()).num_pending == 0:
-            return Replayed(0, False)
-        while True:
-            try:
-                msgs = await sub.fetch(256, timeout=2.0)
-            except (NatsTimeoutError, TimeoutError):
-                return Replayed(count, False)
+        async for msgs in read(js, spec, subject, since=since, until=until, idle_seconds=2.0):
             for msg in msgs:
-                stamp = msg.metadata.timestamp
-                if stamp is not None and stamp > until:
-                    return Replayed(count, False)
                 if count >= max_messages:
                     return Replayed(count, True)
                 headers = {
@@ -87,8 +67,6 @@ async def replay_range(
                 }
                 await nc.publish(f"{prefix}.{msg.subject}", msg.data, headers=headers or None)
                 count += 1
-            if msgs[-1].metadata.num_pending == 0:
-                return Replayed(count, False)
+        return Replayed(count, False)
     finally:
         await nc.flush()
-        await sub.unsubscribe()

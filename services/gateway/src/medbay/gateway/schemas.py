@@ -36,7 +36,10 @@ from medbay.gateway.replay import prefix_problem, subject_problem
 
 
 def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+00:01, a minute before the first day
+        raise ValueError("the time is out of range in UTC") from None
 
 
 UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
@@ -97,6 +100,18 @@ class HostMetrics(_Out):
     dropped_series: int = Field(description="New series ignored: over max_series_per_host.")
 
 
+class CheckedService(_Out):
+    """A service the collector checks on a host (its ``service_up`` series)."""
+
+    host: str
+    service: str
+    up: bool
+    since: datetime = Field(
+        description="The first report of the current state the gateway holds (it may be older)."
+    )
+    checked_at: datetime = Field(description="The latest report.")
+
+
 # --- issues and incidents ------------------------------------------------------------
 
 IssueState = Literal["open", "resolved"]
@@ -134,6 +149,16 @@ class PlanProgress(_Out):
     verified: bool | None = Field(description="Whether the last finished step's fix was seen.")
 
 
+class QuickActionInfo(_Out):
+    """What a quick action (a plan made from an action asked for by hand) does, for whom."""
+
+    action: ActionName
+    target: str
+    requested_by: str | None = Field(description="Who asked; None if the plan does not say.")
+    channel: str | None = Field(description="Where they asked (gateway, cli, telegram).")
+    reason: str = Field(description="Why they asked, if they said.")
+
+
 class IncidentSummary(_Out):
     fingerprint: str
     host: str
@@ -147,6 +172,12 @@ class IncidentSummary(_Out):
     plan_count: int
     plan_status: PlanStatus | None = Field(description="The status of the latest plan.")
     pending_approval: bool
+    recurrences: int = Field(
+        description="How often the issue opened again after it was resolved, in the history held."
+    )
+    quick_action: QuickActionInfo | None = Field(
+        description="For a quick action: what was asked, for which target, by whom."
+    )
 
 
 TimelineEvent = Annotated[
@@ -165,18 +196,36 @@ class TimelineEntry(_Out):
     )
 
 
+class Episode(_Out):
+    """One occurrence of an incident's issue: opened ... resolved, with its plans."""
+
+    number: int = Field(description="1 for the oldest episode held.")
+    state: IncidentState = Field(description="unknown: its opening is not in the timeline held.")
+    opened_at: datetime | None
+    resolved_at: datetime | None
+    plans: list[PlanProgress]
+    timeline: list[TimelineEntry] = Field(description="Oldest first.")
+
+
 class IncidentDetail(IncidentSummary):
     issue: IssueSummary | None
     plans: list[PlanProgress]
-    timeline: list[TimelineEntry] = Field(description="Oldest first.")
+    timeline: list[TimelineEntry] = Field(description="Every entry held, oldest first.")
     timeline_dropped: int = Field(description="Oldest entries dropped: over max_timeline_events.")
+    episodes: list[Episode] = Field(
+        description="The timeline's entries by episode, newest episode first."
+    )
 
 
 class PendingApproval(_Out):
     plan: Plan
     fingerprint: str
     waiting_since: datetime
+    deadline: datetime | None = Field(
+        description="When the approver rejects it undecided; None: unknown (no approver record)."
+    )
     issue: IssueSummary | None
+    quick_action: QuickActionInfo | None = Field(description="For a quick action: what, by whom.")
 
 
 # --- mutations ------------------------------------------------------------------------
@@ -288,6 +337,9 @@ class HealthBody(_Out):
     status: Literal["ok", "unhealthy"]
     uptime_seconds: float
     problems: dict[str, str]
+    info: dict[str, Any] = Field(
+        default_factory=dict, description="Facts the service states, e.g. the executor's mode."
+    )
 
 
 class ServiceHealth(_Out):
@@ -297,6 +349,10 @@ class ServiceHealth(_Out):
     http_status: int | None
     latency_ms: float | None
     detail: dict[str, Any] | None = Field(description="The service's /healthz body.")
+    info: dict[str, Any] = Field(
+        description="The facts its /healthz body states (``info``), e.g. the executor's "
+        '``mode``: "dry-run" or "live".'
+    )
     error: str | None
 
 
@@ -317,6 +373,17 @@ class PlannerModel(_Out):
     success_rates_by_kind: dict[str, dict[str, ActionRate]] = Field(
         description="Issue kind -> action -> rate."
     )
+
+
+class EventMessage(_Out):
+    """An event as the WebSocket sends it (``/ws``), and as ``/api/events`` lists it."""
+
+    kind: Literal["event"]
+    stream: str
+    seq: int = Field(description="The event's sequence number in its stream.")
+    type: str
+    host: str | None
+    event: dict[str, Any] = Field(description="The event, as stored.")
 
 
 class ServiceInfo(_Out):

@@ -40,7 +40,7 @@ from medbay.gateway.auth import TokenBook
 from medbay.gateway.config import GatewayConfig
 from medbay.gateway.feeds import StreamFeed
 from medbay.gateway.health import HealthBoard, OwnHealth
-from medbay.gateway.hub import Hub, Subscriber
+from medbay.gateway.hub import Hub, RecentEvents, Subscriber, envelope
 from medbay.gateway.incidents import IncidentBook
 from medbay.gateway.metrics_view import MetricsBoard
 from medbay.gateway.operations import Operations, Publish
@@ -83,6 +83,7 @@ class GatewayService:
             max_results=config.max_results,
         )
         self.hub = Hub(on_drop=self._dropped)
+        self.recent = RecentEvents(config.recent_events, max(1, config.recent_events // 10))
         self.feeds: list[StreamFeed] = []
         self.operations: Operations | None = None
         self.model: PlannerModelReader | None = None
@@ -194,10 +195,13 @@ class GatewayService:
         elif not isinstance(event, ActionRequested | BreakerReset):
             trace_id = trace_id_of((msg.headers or {}).get("traceparent"))
             self.incidents.apply(event, stream.name, msg.data, trace_id)  # type: ignore[arg-type]
+        event_type = str(getattr(event, "type", ""))
+        seq = msg.metadata.sequence.stream
+        host = self.host_of(event)
+        text = envelope(stream.name, seq, event_type, host, msg.data)
+        self.recent.add(event.timestamp, text, metric=isinstance(event, MetricBatch))
         if live and self.hub.subscribers:
-            event_type = str(getattr(event, "type", ""))
-            seq = msg.metadata.sequence.stream
-            self.hub.broadcast(stream.name, seq, event_type, self.host_of(event), msg.data)
+            self.hub.broadcast(stream.name, seq, event_type, host, msg.data)
 
     def host_of(self, event: Event) -> str | None:
         if isinstance(event, Approval):

@@ -1,9 +1,9 @@
-"""The planner service: ISSUES, REQUESTS and RESULTS in, PLANS out, models in the
-object store.
+"""The planner's bus side: ISSUES, REQUESTS and RESULTS in, PLANS out, models in
+the object store.
 
 This module only consumes, publishes and schedules: ``planning`` makes plans,
 ``learning`` joins outcomes to plans, ``model`` trains and validates, ``store``
-keeps models and reads history back.
+keeps models and reads history back. ``main`` wires it to the bus.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any
@@ -22,11 +22,10 @@ from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import Field, TypeAdapter, ValidationError
 
-from medbay.common.access import PLANNER_ISSUES, PLANNER_REQUESTS, PLANNER_RESULTS
-from medbay.common.bus import BatchConsumer, ConsumerSpec, Delivery, jetstream, publish_event
+from medbay.common.bus import ConsumerSpec, Delivery, jetstream, publish_event
 from medbay.common.events import ActionRequested, ActionResult, Event, IssueChange, Plan
 from medbay.common.runtime import ServiceRuntime
-from medbay.common.streams import DEADLETTER, ISSUES, PLANS, REQUESTS, RESULTS, StreamSpec
+from medbay.common.streams import PLANS, RESULTS
 from medbay.planner.config import PlannerConfig
 from medbay.planner.learning import Learner, TrainingRow
 from medbay.planner.model import NotEnoughData, Training, train_and_validate
@@ -35,9 +34,6 @@ from medbay.planner.store import ModelStore, read_recent
 
 log = logging.getLogger("medbay.planner")
 
-ISSUE_CONSUMER = PLANNER_ISSUES.name
-REQUEST_CONSUMER = PLANNER_REQUESTS.name
-RESULT_CONSUMER = PLANNER_RESULTS.name
 ISSUE: TypeAdapter[IssueChange] = TypeAdapter(Annotated[IssueChange, Field(discriminator="type")])
 
 
@@ -49,14 +45,6 @@ def parse_issue(data: bytes) -> IssueChange:
         if number is not None and not math.isfinite(number):
             raise ValueError(f"{name}: not a finite number")
     return issue
-
-
-def parse_result(data: bytes) -> ActionResult:
-    return ActionResult.model_validate_json(data)
-
-
-def parse_request(data: bytes) -> ActionRequested:
-    return ActionRequested.model_validate_json(data)
 
 
 class PlannerService:
@@ -108,7 +96,9 @@ class PlannerService:
 
     # -- start-up ---------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, consumers: Sequence[ConsumerSpec] = ()) -> None:
+        """Load the current model, create ``consumers`` (the durables it is fed by),
+        then rebuild outcomes and rates from history."""
         js = jetstream(self.rt.broker)
         self.store = await ModelStore.open(js, keep=self.config.keep_models)
         model = await self.store.load_current()
@@ -119,7 +109,7 @@ class PlannerService:
         else:
             log.info("no model yet: planning by rules")
         # Consumers first: what is published while history is read is not missed.
-        for spec in self.consumer_specs():
+        for spec in consumers:
             await ensure_consumer(js, spec)
         await self.rebuild(js)
         self.export_rates()
@@ -127,28 +117,6 @@ class PlannerService:
         seen = model.outcomes if model is not None else 0
         self.learner.new_rows = max(0, len(self.learner.rows) - seen)
         self.maybe_retrain()
-
-    def consumer_specs(self) -> tuple[ConsumerSpec, ConsumerSpec, ConsumerSpec]:
-        """Durable consumers that start, when first created, with what is recent enough
-        to plan for (issues and requests) or with what comes next (results)."""
-
-        def spec(durable: str, stream: StreamSpec, back: float | None) -> ConsumerSpec:
-            return ConsumerSpec(
-                durable,
-                stream.subjects[0],
-                stream,
-                self.config.batch_size,
-                deliver_new=True,
-                start_back_seconds=back,
-            )
-
-        age = self.config.max_event_age_seconds
-
-        return (
-            spec(ISSUE_CONSUMER, ISSUES, age),
-            spec(REQUEST_CONSUMER, REQUESTS, age),
-            spec(RESULT_CONSUMER, RESULTS, None),
-        )
 
     async def rebuild(self, js: JetStreamContext) -> None:
         """Recent plans from PLANS, then their outcomes from RESULTS."""
@@ -324,32 +292,3 @@ async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
         await js.consumer_info(spec.stream.name, spec.durable)
     except NotFoundError:
         await js.add_consumer(spec.stream.name, config=spec.consumer_config())
-
-
-async def serve(config: PlannerConfig) -> None:
-    rt = ServiceRuntime("planner")
-    service = PlannerService(rt, config)
-    handlers: tuple[tuple[Callable[[bytes], Any], Callable[[list[Any]], Awaitable[None]]], ...]
-    handlers = (
-        (parse_issue, service.handle_issues),
-        (parse_request, service.handle_requests),
-        (parse_result, service.handle_results),
-    )
-    consumers = [
-        BatchConsumer(
-            rt.broker,
-            spec,
-            service="planner",
-            parse=parse,
-            handler=handle,
-            max_bytes=rt.settings.max_event_bytes,
-            registry=rt.registry,
-        )
-        for spec, (parse, handle) in zip(service.consumer_specs(), handlers, strict=True)
-    ]
-    await rt.run(
-        needs=[ISSUES, RESULTS, DEADLETTER],
-        on_start=service.start,
-        tasks=[c.run for c in consumers],
-        on_stop=service.stop,
-    )

@@ -117,7 +117,7 @@ class FilesTarget(Target):
                 raise ValueError("the root directory is not allowed")
         return value
 
-    def walk(self, stop: threading.Event, walk: Walk) -> Iterator[Found]:
+    def walk(self, stop: threading.Event, walk: Walk) -> Iterator[Found]:  # noqa: C901 - each file kind is a safety case
         """Regular files matching the globs, each once; stops early when ``stop`` is set."""
         seen: set[tuple[int, int]] = set()
 

@@ -7,15 +7,17 @@ import Typography from '@mui/material/Typography';
 import type { PendingApproval } from '../../api/types';
 import { RiskChip, SeverityChip } from '../../components/Chips';
 import { formatAgo, humanize, shortId } from '../../lib/format';
-import { KIND_LABELS } from '../../lib/labels';
+import { askedBy, KIND_LABELS, quickActionTitle } from '../../lib/labels';
 import { useCanOperate } from '../../state/session';
 import { Countdown } from './Countdown';
 import { DecisionForm } from './DecisionForm';
-import { expiresAt } from './expiry';
 
-/** A plan waiting for a decision: what it would do, how sure the planner is, time left. */
+/**
+ * A plan waiting for a decision: what it would do, how sure the planner is, and the
+ * time left until the approver's deadline (none shown when no approver set one).
+ */
 export function ApprovalCard({ pending }: { pending: PendingApproval }) {
-  const { plan, issue } = pending;
+  const { plan, issue, quick_action: quick } = pending;
   const canOperate = useCanOperate();
   const titleId = `plan-${plan.plan_id}`;
   return (
@@ -23,10 +25,18 @@ export function ApprovalCard({ pending }: { pending: PendingApproval }) {
       <CardContent sx={{ display: 'grid', gap: 1.5 }}>
         <Stack direction="row" sx={{ gap: 1, flexWrap: 'wrap', alignItems: 'center' }}>
           <Typography id={titleId} variant="h3" component="h2" sx={{ flexGrow: 1 }}>
-            {KIND_LABELS[plan.issue_kind]} on {plan.host} · plan {shortId(plan.plan_id)}
+            {quick ? quickActionTitle(quick, plan.host) : `${KIND_LABELS[plan.issue_kind]} on ${plan.host}`} ·
+            plan {shortId(plan.plan_id)}
           </Typography>
-          <Countdown deadline={expiresAt(plan.timestamp)} />
+          {pending.deadline !== null ? (
+            <Countdown deadline={Date.parse(pending.deadline)} />
+          ) : (
+            <Typography variant="body2" color="text.secondary">
+              No deadline known
+            </Typography>
+          )}
         </Stack>
+        {quick && askedBy(quick) && <Typography variant="body2">Quick action {askedBy(quick)}</Typography>}
         <Stack direction="row" sx={{ gap: 1, flexWrap: 'wrap', alignItems: 'center' }}>
           <SeverityChip severity={plan.severity} />
           <Chip size="small" label={`Confidence ${Math.round(plan.confidence * 100)} %`} />

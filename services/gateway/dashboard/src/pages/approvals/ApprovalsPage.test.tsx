@@ -10,17 +10,43 @@ const PLAN_ID = pendingApproval().plan.plan_id;
 describe('ApprovalsPage', () => {
   afterEach(() => vi.useRealTimers());
 
-  it('counts down to expiry, 15 minutes from the plan', async () => {
+  it("counts down to the approver's deadline", async () => {
     vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] });
     vi.setSystemTime(Date.parse(NOW) + 2 * 60_000 + 26_000);
-    mockApi({ 'api/approvals': [pendingApproval()] });
+    const deadline = new Date(Date.parse(NOW) + 40 * 60_000).toISOString(); // not the default 15
+    mockApi({ 'api/approvals': [pendingApproval({}, { deadline })] });
     renderWithProviders(<ApprovalsPage />);
     const timer = await screen.findByRole('timer');
-    expect(timer).toHaveTextContent('Expires in 12:34');
+    expect(timer).toHaveTextContent('Expires in 37:34');
     act(() => vi.advanceTimersByTime(4000));
-    expect(timer).toHaveTextContent('Expires in 12:30');
-    act(() => vi.advanceTimersByTime(13 * 60_000));
+    expect(timer).toHaveTextContent('Expires in 37:30');
+    act(() => vi.advanceTimersByTime(38 * 60_000));
     expect(timer).toHaveTextContent('Expired');
+  });
+
+  it('shows no countdown when no deadline is known', async () => {
+    mockApi({ 'api/approvals': [pendingApproval()] });
+    renderWithProviders(<ApprovalsPage />);
+    const card = await screen.findByRole('article', { name: /Service down on web-1/ });
+    expect(within(card).getByText('No deadline known')).toBeInTheDocument();
+    expect(screen.queryByRole('timer')).not.toBeInTheDocument();
+  });
+
+  it('names a quick action by what it does and who asked', async () => {
+    const quick_action = {
+      action: 'restart_service' as const,
+      target: 'nginx',
+      requested_by: 'olivia',
+      channel: 'gateway',
+      reason: 'stuck',
+    };
+    mockApi({
+      'api/approvals': [pendingApproval({ host: 'vm', issue_kind: 'other' }, { quick_action })],
+    });
+    renderWithProviders(<ApprovalsPage />);
+    const card = await screen.findByRole('article', { name: /Quick action: Restart service nginx on vm/ });
+    expect(within(card).getByText('Quick action asked by olivia via gateway: stuck')).toBeInTheDocument();
+    expect(screen.queryByText(/Other on vm/)).not.toBeInTheDocument();
   });
 
   it("sends an operator's approval with the reason", async () => {

@@ -5,7 +5,6 @@ import { PageHeader } from '../../components/PageHeader';
 import { QueryStatus } from '../../components/QueryStatus';
 import { useCanOperate } from '../../state/session';
 import { ApprovalCard } from './ApprovalCard';
-import { EXPIRY_MINUTES } from './expiry';
 
 /** Plans waiting for a person's decision, oldest first. */
 export default function ApprovalsPage() {
@@ -15,7 +14,7 @@ export default function ApprovalsPage() {
     <>
       <PageHeader title="Approvals" />
       <Typography color="text.secondary" sx={{ mb: 2 }}>
-        Undecided plans are rejected {EXPIRY_MINUTES} minutes after they were made.
+        The approver rejects a plan still undecided at its deadline.
         {!canOperate && ' Deciding takes an operator token.'}
       </Typography>
       <QueryStatus isPending={approvals.isPending} error={approvals.error} what="pending approvals" />

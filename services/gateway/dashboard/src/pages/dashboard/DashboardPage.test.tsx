@@ -19,6 +19,10 @@ function answers() {
       ...hostMetrics('web-1', {}),
       series: [{ name: 'cpu_percent', labels: {}, unit: '%', value: 42, history: [[NOW, 42]] }],
     },
+    'api/checked-services': [
+      { host: 'web-1', service: 'nginx', up: false, since: NOW, checked_at: NOW },
+      { host: 'web-1', service: 'postgres', up: true, since: NOW, checked_at: NOW },
+    ],
     'api/services': [
       {
         service: 'planner',
@@ -27,6 +31,7 @@ function answers() {
         http_status: 200,
         latency_ms: 3,
         detail: { uptime_seconds: 7500, problems: {} },
+        info: {},
         error: null,
       },
       {
@@ -36,6 +41,7 @@ function answers() {
         http_status: null,
         latency_ms: null,
         detail: null,
+        info: { mode: 'dry-run' },
         error: 'ConnectError',
       },
     ],
@@ -67,6 +73,19 @@ describe('DashboardPage', () => {
     expect(within(planner).getByText(/Up 2 h 5 min/)).toBeInTheDocument();
     const executor = screen.getByRole('article', { name: 'Service executor' });
     expect(within(executor).getByText('Stopped')).toBeInTheDocument();
+  });
+
+  it('lists the services the collector checks, up or down and since when', async () => {
+    mockApi(answers());
+    renderWithProviders(<DashboardPage />);
+    const table = await screen.findByRole('table', { name: 'Checked services' });
+    const rows = within(table).getAllByRole('row').slice(1);
+    expect(rows.map((row) => [...row.querySelectorAll('td')].slice(0, 3).map((c) => c.textContent))).toEqual([
+      ['web-1', 'nginx', 'Down'],
+      ['web-1', 'postgres', 'Up'],
+    ]);
+    expect(within(rows[0]!).getByText(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/)).toBeInTheDocument();
+    expect(screen.getByRole('article', { name: 'Service executor' })).toHaveTextContent('Mode: dry-run');
   });
 
   it('offers quick actions to operators only', async () => {

@@ -7,6 +7,7 @@ import { PageHeader } from '../../components/PageHeader';
 import { QueryStatus } from '../../components/QueryStatus';
 import { Section } from '../../components/Section';
 import { useCanOperate } from '../../state/session';
+import { CheckedServices } from './CheckedServices';
 import { HostMetricCard } from './HostMetricCard';
 import { PerformanceCard } from './PerformanceCard';
 import { QuickActions } from './QuickActions';
@@ -52,6 +53,9 @@ export function DashboardPage() {
             <ServiceCard key={health.service} health={health} />
           ))}
         </Box>
+      </Section>
+      <Section title="Checked services" id="checked-services-title">
+        <CheckedServices />
       </Section>
     </>
   );

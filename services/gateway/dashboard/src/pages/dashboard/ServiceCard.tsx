@@ -17,6 +17,7 @@ export function ServiceCard({ health }: { health: ServiceHealth }) {
   const state = STATE[health.status];
   const uptime = health.detail?.uptime_seconds;
   const problems = Object.entries(health.detail?.problems ?? {});
+  const mode = typeof health.info.mode === 'string' ? health.info.mode : null;
   return (
     <Card component="article" aria-label={`Service ${health.service}`} data-service={health.service}>
       <CardContent sx={{ display: 'grid', gap: 1 }}>
@@ -32,6 +33,11 @@ export function ServiceCard({ health }: { health: ServiceHealth }) {
             health.status !== 'unreachable' &&
             ` · ${Math.round(health.latency_ms)} ms`}
         </Typography>
+        {mode && (
+          <Typography variant="body2" data-mode={mode}>
+            Mode: {mode}
+          </Typography>
+        )}
         {problems.map(([name, text]) => (
           <Typography key={name} variant="body2" color="error.main">
             {name}: {text}

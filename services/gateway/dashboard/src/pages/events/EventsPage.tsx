@@ -1,6 +1,7 @@
 import Typography from '@mui/material/Typography';
-import { useState } from 'react';
-import { useHostMetrics } from '../../api/queries';
+import { useEffect, useState } from 'react';
+import { useHostMetrics, useRecentEvents } from '../../api/queries';
+import { QueryStatus } from '../../components/QueryStatus';
 import { PageHeader } from '../../components/PageHeader';
 import { Section } from '../../components/Section';
 import { MAX_EVENTS, useLive } from '../../state/live';
@@ -10,9 +11,17 @@ import { EventFilters } from './EventFilters';
 import { EventList } from './EventList';
 import { ReplayForm } from './ReplayForm';
 
-/** The live event stream, filtered; and replaying a recorded range for debugging. */
+/**
+ * The latest events, filtered: those the gateway read before the page opened, then
+ * live ones as they come (each once); and replaying a recorded range for debugging.
+ */
 export default function EventsPage() {
   const [filter, setFilter] = useState(DEFAULT_FILTER);
+  const recent = useRecentEvents();
+  const addHistory = useLive((state) => state.addHistory);
+  useEffect(() => {
+    if (recent.data) addHistory(recent.data);
+  }, [recent.data, addHistory]);
   const events = useLive((state) => state.events);
   const status = useLive((state) => state.status);
   const metricHosts = useHostMetrics().data?.map((h) => h.host) ?? [];
@@ -24,10 +33,10 @@ export default function EventsPage() {
       <PageHeader title="Events" />
       <Section title="Live stream" id="stream-title">
         <EventFilters filter={filter} hosts={hosts} onChange={setFilter} />
+        <QueryStatus isPending={recent.isPending} error={recent.error} what="recent events" />
         <Typography variant="body2" color="text.secondary" sx={{ mb: 1 }}>
-          {shown.length} of the last {Math.min(events.length, MAX_EVENTS)} events since the dashboard was
-          opened
-          {status !== 'live' && ' (live updates are interrupted)'}.
+          {shown.length} of the latest {Math.min(events.length, MAX_EVENTS)} events
+          {status === 'live' ? ', with new ones as they come' : ' (live updates are interrupted)'}.
         </Typography>
         {shown.length > 0 && <EventList events={shown} />}
       </Section>

@@ -9,12 +9,10 @@ import Typography from '@mui/material/Typography';
 import { useState, type FormEvent } from 'react';
 import { useReplay } from '../../api/mutations';
 import { STREAMS, type StreamName } from '../../api/types';
+import { formatInputDateTime, parseInputDateTime } from '../../lib/format';
 
-/** `datetime-local` text (local time, to the minute) for a moment. */
-function toLocalInput(ms: number): string {
-  const date = new Date(ms);
-  return new Date(ms - date.getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
-}
+/** Local time, in the zone the header names. */
+const TIME_HELP = 'YYYY-MM-DD HH:MM, 24 h';
 
 /**
  * Re-publishes a recorded time range of a stream under a sandbox subject prefix,
@@ -23,18 +21,22 @@ function toLocalInput(ms: number): string {
  */
 export function ReplayForm() {
   const [stream, setStream] = useState<StreamName>('ISSUES');
-  const [since, setSince] = useState(() => toLocalInput(Date.now() - 15 * 60_000));
+  const [since, setSince] = useState(() => formatInputDateTime(Date.now() - 15 * 60_000));
   const [until, setUntil] = useState('');
   const [subject, setSubject] = useState('');
   const [prefix, setPrefix] = useState('replay');
   const replay = useReplay();
 
+  const sinceAt = parseInputDateTime(since);
+  const untilAt = until.trim() ? parseInputDateTime(until) : null;
+  const untilWrong = until.trim() !== '' && untilAt === null;
   const submit = (event: FormEvent) => {
     event.preventDefault();
+    if (sinceAt === null || untilWrong) return;
     replay.mutate({
       stream,
-      since: new Date(since).toISOString(),
-      until: until ? new Date(until).toISOString() : null,
+      since: sinceAt.toISOString(),
+      until: untilAt ? untilAt.toISOString() : null,
       subject: subject.trim() || null,
       prefix: prefix.trim(),
     });
@@ -70,18 +72,20 @@ export function ReplayForm() {
           </TextField>
           <TextField
             required
-            type="datetime-local"
             label="From"
             value={since}
             onChange={(e) => setSince(e.target.value)}
-            slotProps={{ inputLabel: { shrink: true } }}
+            error={sinceAt === null}
+            helperText={sinceAt === null ? `Not a time: ${TIME_HELP}` : TIME_HELP}
+            slotProps={{ htmlInput: { inputMode: 'numeric', spellCheck: false } }}
           />
           <TextField
-            type="datetime-local"
             label="Until (empty: now)"
             value={until}
             onChange={(e) => setUntil(e.target.value)}
-            slotProps={{ inputLabel: { shrink: true } }}
+            error={untilWrong}
+            helperText={untilWrong ? `Not a time: ${TIME_HELP}` : TIME_HELP}
+            slotProps={{ htmlInput: { inputMode: 'numeric', spellCheck: false } }}
           />
           <TextField
             label="Subject pattern (optional)"
@@ -99,7 +103,11 @@ export function ReplayForm() {
           </Alert>
         )}
         <Box>
-          <Button type="submit" variant="contained" disabled={replay.isPending || !since || !prefix.trim()}>
+          <Button
+            type="submit"
+            variant="contained"
+            disabled={replay.isPending || sinceAt === null || untilWrong || !prefix.trim()}
+          >
             Replay
           </Button>
         </Box>

@@ -8,12 +8,14 @@ import Typography from '@mui/material/Typography';
 import type { IncidentSummary } from '../../api/types';
 import { PlanStatusChip, SeverityChip } from '../../components/Chips';
 import { formatAgo, humanize } from '../../lib/format';
-import { KIND_LABELS } from '../../lib/labels';
+import { askedBy, KIND_LABELS, quickActionTitle } from '../../lib/labels';
 import { IncidentTimeline } from './IncidentTimeline';
 
-/** One incident's line; expanded, its timeline (loaded only then). */
+/** One incident's line; expanded, its episodes (loaded only then). */
 export function IncidentItem({ incident }: { incident: IncidentSummary }) {
   const summaryId = `incident-${incident.fingerprint}`;
+  const quick = incident.quick_action;
+  const recurrences = incident.recurrences;
   return (
     <Accordion
       disableGutters
@@ -25,9 +27,28 @@ export function IncidentItem({ incident }: { incident: IncidentSummary }) {
         <Box sx={{ display: 'flex', flexWrap: 'wrap', alignItems: 'center', gap: 1, width: '100%' }}>
           {incident.severity && <SeverityChip severity={incident.severity} />}
           <Typography component="span" variant="body1" sx={{ fontWeight: 600, flexGrow: 1, minWidth: 200 }}>
-            {KIND_LABELS[incident.kind]} on {incident.host}
-            {incident.resource && `: ${incident.resource}`}
+            {quick ? (
+              quickActionTitle(quick, incident.host)
+            ) : (
+              <>
+                {KIND_LABELS[incident.kind]} on {incident.host}
+                {incident.resource && `: ${incident.resource}`}
+              </>
+            )}
+            {quick && askedBy(quick) && (
+              <Typography component="span" variant="body2" color="text.secondary" sx={{ display: 'block' }}>
+                {askedBy(quick)}
+              </Typography>
+            )}
           </Typography>
+          {recurrences > 0 && (
+            <Chip
+              size="small"
+              variant="outlined"
+              color="warning"
+              label={`recurred ${recurrences} ${recurrences === 1 ? 'time' : 'times'}`}
+            />
+          )}
           {incident.state !== 'unknown' && (
             <Chip
               size="small"

@@ -1,7 +1,7 @@
 import { screen, within } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { describe, expect, it } from 'vitest';
-import type { IncidentSummary } from '../../api/types';
+import type { IncidentDetail, IncidentSummary } from '../../api/types';
 import { incidentDetail } from '../../test/fixtures';
 import { mockApi, renderWithProviders } from '../../test/render';
 import IncidentsPage from './IncidentsPage';
@@ -11,8 +11,25 @@ const {
   plans: _plans,
   timeline: _timeline,
   timeline_dropped: _dropped,
+  episodes: _episodes,
   ...summary
 } = incidentDetail();
+
+/** The fixture's incident, recurred: three episodes, newest first. */
+function recurring(): IncidentDetail {
+  const detail = incidentDetail();
+  const [only] = detail.episodes;
+  if (!only) throw new Error('the fixture has an episode');
+  const episodes = [3, 2, 1].map((number) => ({
+    ...only,
+    number,
+    opened_at: `2026-01-0${number}T10:00:00Z`,
+    resolved_at: number === 3 ? null : `2026-01-0${number}T10:05:00Z`,
+    state: number === 3 ? ('open' as const) : ('resolved' as const),
+    timeline: number === 3 ? only.timeline : only.timeline.slice(0, 1),
+  }));
+  return { ...detail, recurrences: 2, episodes };
+}
 
 describe('IncidentsPage', () => {
   it('opens an incident into its timeline, with a link to the trace', async () => {
@@ -49,5 +66,49 @@ describe('IncidentsPage', () => {
     await user.click(screen.getByRole('button', { name: 'Open' }));
     expect(await screen.findByText('No open incidents.')).toBeInTheDocument();
     expect(calls.map((c) => c.path)).toContain('api/incidents?state=open&limit=200');
+  });
+
+  it('shows a recurring incident by episodes: the latest open, older ones folded', async () => {
+    mockApi({
+      'api/incidents': [{ ...summary, recurrences: 2 }],
+      'api/incidents/f1': recurring(),
+    });
+    renderWithProviders(<IncidentsPage />);
+    const user = userEvent.setup();
+    const incident = await screen.findByRole('button', { name: /Service down on web-1: demo-web/ });
+    expect(within(incident).getByText('recurred 2 times')).toBeInTheDocument();
+    await user.click(incident);
+    const latest = await screen.findByRole('region', {
+      name: /^Episode 3 · opened .* · still open · 1 plan$/,
+    });
+    expect(
+      within(latest)
+        .getAllByRole('listitem')
+        .filter((li) => li.dataset.type),
+    ).toHaveLength(3);
+    expect(screen.getAllByRole('list', { name: 'Timeline' })).toHaveLength(1); // older ones folded
+    const older = screen.getByRole('button', {
+      name: /^Episode 1 · opened 2026-01-01 \d\d:00:00 · resolved/,
+    });
+    expect(older).toHaveAttribute('aria-expanded', 'false');
+    await user.click(older);
+    expect(await screen.findAllByRole('list', { name: 'Timeline' })).toHaveLength(2);
+  });
+
+  it('names a quick action by what it does and who asked, not "Other on vm"', async () => {
+    const quick_action = {
+      action: 'restart_service' as const,
+      target: 'nginx',
+      requested_by: 'olivia',
+      channel: 'gateway',
+      reason: '',
+    };
+    mockApi({
+      'api/incidents': [{ ...summary, host: 'vm', kind: 'other' as const, resource: null, quick_action }],
+    });
+    renderWithProviders(<IncidentsPage />);
+    const item = await screen.findByRole('button', { name: /Quick action: Restart service nginx on vm/ });
+    expect(within(item).getByText('asked by olivia via gateway')).toBeInTheDocument();
+    expect(screen.queryByText(/Other on vm/)).not.toBeInTheDocument();
   });
 });

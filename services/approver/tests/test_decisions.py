@@ -14,8 +14,10 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from medbay.approver import messages
 from medbay.approver.book import ApprovalBook, ChatMessage, approval_event_id
 from medbay.approver.callbacks import CallbackSigner
-from medbay.approver.service import ApproverService, Person
-from medbay.common.events import Approval, Plan, PlanStep, Risk, Severity
+from medbay.approver.decisions import Decisions, Person
+from medbay.common.events import Approval, Plan, Risk
+from tests import factories
+from tests.factories import step
 
 START = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 EXPIRY = timedelta(minutes=15)
@@ -83,7 +85,7 @@ class Harness:
         self.chat = RecordingChat() if chat else None
         self.book = ApprovalBook(MemoryKV())  # type: ignore[arg-type]
         self.fail_publish = False
-        self.service = ApproverService(
+        self.service = Decisions(
             self.book,
             self.publish,
             expiry=EXPIRY,
@@ -107,24 +109,13 @@ class Harness:
 
 
 def make_plan(requires_approval: bool = True) -> Plan:
-    return Plan(
+    return factories.plan(
+        step("restart_service", "web", Risk.HIGH, 30),
         plan_id="0123456789abcdef0123456789abcdef",
-        issue_fingerprint="f" * 16,
         issue_event_id="e" * 32,
-        host="web-1",
-        issue_kind="service_down",
-        metric="service_up",
-        value=0.0,
-        threshold=0.5,
-        severity=Severity.CRITICAL,
-        steps=[
-            PlanStep(action="restart_service", target="web", risk=Risk.HIGH, estimated_seconds=30)
-        ],
+        labels={},
         confidence=0.7,
-        risk=Risk.HIGH,
-        estimated_seconds=30,
         requires_approval=requires_approval,
-        model_version="test",
         timestamp=START,
     )
 

@@ -1,0 +1,215 @@
+"""The safety rails' shared state in JetStream KV, and the rules applied over it.
+
+All state lives in one KV bucket so that it survives restarts and holds across
+executor replicas. Every change is a compare-and-swap (``medbay.common.kv.change``)
+on one key:
+
+- ``steps.<plan>.<index>``: who claimed a plan step and how it finished (a step runs
+  at most once);
+- ``targets.<target>``: last run of each action (cooldowns), recent flap-prone
+  actions and the breaker;
+- ``rate``: the times of the most recent actions of all executors.
+
+The rules themselves are ``policy.SafetyPolicy``; ``SafetyRails`` only reads and
+writes the state they work on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from medbay.common import kv as kv_records
+from medbay.common.events import ActionName
+from medbay.common.records import (
+    EXECUTOR_RAILS,
+    BreakerState,
+    TargetState,
+    key_token,
+    open_breakers,
+    target_key,
+)
+from medbay.executor.policy import UNRESTRICTED, RateWindow, Refusal, SafetyPolicy
+from medbay.executor.safety_config import SafetyConfig
+
+BUCKET = EXECUTOR_RAILS.name
+"""The KV bucket holding every rail's state (shared by all executor replicas)."""
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+
+class StepState(BaseModel):
+    """A plan step's claim, and its outcome once finished."""
+
+    model_config = ConfigDict(frozen=True)
+
+    executor_id: str
+    claimed_at: AwareDatetime
+    outcome: str | None = None
+    finished_at: AwareDatetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+
+def step_key(plan_id: str, step_index: int) -> str:
+    return f"steps.{key_token(plan_id)}.{step_index}"
+
+
+RATE_KEY = "rate"
+
+
+class SafetyRails:
+    """The rails over the shared KV bucket; any number of instances may share it."""
+
+    def __init__(self, kv: KeyValue, config: SafetyConfig) -> None:
+        self.kv = kv
+        self.config = config
+        self.policy = SafetyPolicy(config)
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, config: SafetyConfig) -> SafetyRails:
+        """Open the bucket, creating it if missing."""
+        kv = await js.create_key_value(
+            config=KeyValueConfig(
+                bucket=BUCKET,
+                history=5,
+                storage=StorageType.FILE,
+                description=EXECUTOR_RAILS.description,
+            )
+        )
+        return cls(kv, config)
+
+    # --- plan steps: at most once ---------------------------------------------------
+
+    async def claim_step(self, plan_id: str, step_index: int, executor_id: str) -> bool:
+        """Claim a step for this executor; False if it was ever claimed before."""
+        state = StepState(executor_id=executor_id, claimed_at=datetime.now(UTC))
+        try:
+            await self.kv.create(step_key(plan_id, step_index), state.model_dump_json().encode())
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def finish_step(self, plan_id: str, step_index: int, outcome: str) -> None:
+        """Record a step's outcome; the first outcome recorded stays."""
+
+        def finish(old: StepState | None) -> StepState | None:
+            now = datetime.now(UTC)
+            if old is None:
+                return StepState(executor_id="", claimed_at=now, outcome=outcome, finished_at=now)
+            if old.finished:
+                return None
+            return old.model_copy(update={"outcome": outcome, "finished_at": now})
+
+        await self._change(step_key(plan_id, step_index), StepState, finish)
+
+    async def step_state(self, plan_id: str, step_index: int) -> StepState | None:
+        """None if never claimed; else claimed (maybe interrupted) or finished."""
+        state, _ = await self._read(step_key(plan_id, step_index), StepState)
+        return state
+
+    # --- the rules ---------------------------------------------------------------------
+
+    async def check(
+        self, action: ActionName, target: str, host: str, now: datetime
+    ) -> Refusal | None:
+        """Why ``action`` on ``target`` may not run now; None if it may. Changes nothing."""
+        (state, _), (window, _) = await asyncio.gather(
+            self._read(target_key(target), TargetState), self._read(RATE_KEY, RateWindow)
+        )
+        return self.policy.refusal(action, target, host, now, state, window or RateWindow())
+
+    async def admit(
+        self, action: ActionName, target: str, host: str, now: datetime
+    ) -> Refusal | None:
+        """``check``, and if allowed, count the action as ``record`` does, atomically.
+
+        The rate-limit slot, then the target's cooldown and flap history, are each
+        checked and taken in one compare-and-swap, so neither racing replicas nor
+        concurrent plans on one target can overrun a limit. (A slot taken just
+        before the target refuses is not given back: the error is on the safe side.)
+        """
+        refusal = await self.check(action, target, host, now)
+        if refusal is not None or action in UNRESTRICTED:
+            return refusal
+        denied: list[Refusal] = []
+
+        def take_slot(window: RateWindow | None) -> RateWindow | None:
+            window = window or RateWindow()
+            denied[:] = [r] if (r := self.policy.rate.refusal(window, now)) else []
+            return None if denied else self.policy.rate.take(window, now)
+
+        def count_run(state: TargetState | None) -> TargetState | None:
+            r = self.policy.refusal(action, target, host, now, state, RateWindow())
+            denied[:] = [r] if r else []
+            return None if denied else self.policy.after_run(state, action, target, now)
+
+        await self._change(RATE_KEY, RateWindow, take_slot)
+        if denied:
+            return denied[0]
+        old, new = await self._change(target_key(target), TargetState, count_run)
+        if denied:
+            return denied[0]
+        if (old is None or old.breaker is None) and new is not None and new.breaker is not None:
+            log.warning("breaker opened for %r: %s", target, new.breaker.reason)
+        return None
+
+    async def record(self, action: ActionName, target: str, now: datetime) -> bool:
+        """Count an action that ran (after ``admit``): cooldown and flap history.
+
+        Returns whether this action opened the target's breaker.
+        """
+        if action in UNRESTRICTED:
+            return False
+        old, new = await self._change(
+            target_key(target),
+            TargetState,
+            lambda state: self.policy.after_run(state, action, target, now),
+        )
+        was_open = old is not None and old.breaker is not None
+        return not was_open and new is not None and new.breaker is not None
+
+    async def breakers(self) -> dict[str, BreakerState]:
+        """The open breakers, by target."""
+        return await open_breakers(self.kv)
+
+    async def reset_breaker(self, target: str, by: str) -> bool:
+        """Close the target's breaker and forget its flap history; False if it was not open."""
+
+        def reset(old: TargetState | None) -> TargetState | None:
+            if old is None or old.breaker is None:
+                return None
+            update: dict[str, object] = {
+                "breaker": None,
+                "recent": [],
+                "reset_by": by,
+                "reset_at": datetime.now(UTC),
+            }
+            return old.model_copy(update=update)
+
+        _, new = await self._change(target_key(target), TargetState, reset)
+        return new is not None
+
+    # --- compare-and-swap ------------------------------------------------------------
+
+    async def _read(self, key: str, model: type[M]) -> tuple[M | None, int]:
+        return await kv_records.read(self.kv, key, model)
+
+    async def _change(
+        self, key: str, model: type[M], change: Callable[[M | None], M | None]
+    ) -> tuple[M | None, M | None]:
+        """Apply ``change`` to the key's value (see ``medbay.common.kv.change``)."""
+        old, new, _ = await kv_records.change(self.kv, key, model, change)
+        return old, new

@@ -44,12 +44,15 @@ async def read(  # noqa: C901 - every start and end option in one loop
     follow: bool = False,
     batch: int = 256,
     idle_seconds: float = 1.0,
+    on_nothing_pending: Callable[[], None] | None = None,
 ) -> AsyncIterator[list[Msg]]:
     """Batches of stored messages on ``subject`` (default: all of the stream's).
 
     Start at ``start_seq``, at ``since``, at the ``last`` N messages of the stream,
     or (none given) at its first. Stop at the message stored last when called
     (unless ``follow``), or before the first stored after ``until``.
+    ``on_nothing_pending`` is called at once if nothing is stored from the start
+    on (a reader that waits to be caught up need not wait for a message).
     Raises ``nats.js.errors.NotFoundError`` if the stream does not exist.
     """
     info = await js.stream_info(stream.name)
@@ -71,6 +74,8 @@ async def read(  # noqa: C901 - every start and end option in one loop
         config.deliver_policy = DeliverPolicy.ALL
     sub = await js.pull_subscribe(subject or stream.subjects[0], stream=stream.name, config=config)
     try:
+        if on_nothing_pending is not None and (await sub.consumer_info()).num_pending == 0:
+            on_nothing_pending()
         while True:
             try:
                 msgs = await sub.fetch(batch, timeout=idle_seconds)

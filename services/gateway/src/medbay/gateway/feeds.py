@@ -1,8 +1,8 @@
 """Reading a stream's history and then following it, per gateway replica.
 
-Each feed is an ephemeral pull consumer that acknowledges nothing: every
-replica has its own, so every replica sees every event, and none takes events
-from another. It starts at a point in time (the history the views need) or at
+Each feed reads through ``medbay.common.reading.read``: an ephemeral pull
+consumer that acknowledges nothing, so every replica has its own, sees every
+event, and takes none from another. It starts at a point in time (the history the views need) or at
 new messages only, reads to the end (``caught_up``) and keeps following. If
 the consumer disappears (a NATS restart), a new one resumes after the last
 message handled, so nothing is missed or seen twice.
@@ -11,17 +11,16 @@ message handled, so nothing is missed or seen twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from medbay.common.bus import current_task_cancelling
+from medbay.common.reading import read
 from medbay.common.streams import StreamSpec
 
 log = logging.getLogger(__name__)
@@ -58,47 +57,26 @@ class StreamFeed:
         """Follow the stream until cancelled (it must exist)."""
         while True:
             try:
-                sub = await self._subscribe()
+                await self._follow()
             except _RETRYABLE as exc:
-                log.warning("cannot read %s (%r); retrying", self.spec.name, exc)
-                await asyncio.sleep(1.0)
-                continue
-            try:
-                await self._follow(sub)
-            except _RETRYABLE as exc:
+                if current_task_cancelling():
+                    raise
                 log.warning("reading %s stopped (%r); resuming", self.spec.name, exc)
                 await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
 
-    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+    async def _follow(self) -> None:
         if self.next_seq is None and self.since is None:  # new only: from what is last now
             self.next_seq = (await self.js.stream_info(self.spec.name)).state.last_seq + 1
-        config = ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=60.0)
-        if self.next_seq is not None:
-            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
-            config.opt_start_seq = self.next_seq
-        else:
-            config.deliver_policy = DeliverPolicy.BY_START_TIME
-            config.opt_start_time = self.since
-        sub = await self.js.pull_subscribe(
-            self.spec.subjects[0], stream=self.spec.name, config=config
-        )
-        if not self.caught_up.is_set() and (await sub.consumer_info()).num_pending == 0:
-            self._caught_up()
-        return sub
-
-    async def _follow(self, sub: JetStreamContext.PullSubscription) -> None:
-        while True:
-            try:
-                msgs = await sub.fetch(self.batch, timeout=self.idle_seconds)
-            except (NatsTimeoutError, TimeoutError):
-                # idle: make sure the consumer is still there (it is not after a NATS restart)
-                info = await sub.consumer_info()
-                if info.num_pending == 0 and not self.caught_up.is_set():
-                    self._caught_up()
-                continue
+        start = {"start_seq": self.next_seq} if self.next_seq is not None else {"since": self.since}
+        async for msgs in read(
+            self.js,
+            self.spec,
+            follow=True,
+            batch=self.batch,
+            idle_seconds=self.idle_seconds,
+            on_nothing_pending=None if self.caught_up.is_set() else self._caught_up,
+            **start,
+        ):
             for msg in msgs:
                 meta = msg.metadata
                 live = self.caught_up.is_set()

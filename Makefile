@@ -70,7 +70,7 @@ lint: ## ruff (rules, formatting), import boundaries (lint-imports), hadolint
 	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/hadolint Dockerfile
 
-typecheck: ## mypy, strict, on every package ([tool.mypy] files in pyproject.toml)
+typecheck: ## mypy, strict, on every package and the tests ([tool.mypy] files in pyproject.toml)
 	$(BIN)/mypy
 
 pytest: ## every Python test

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -163,7 +163,8 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
     data = tmp_path / "pg"
     port = free_port()
     user_args: list[str] = []
-    run_as: dict[str, object] = {}
+    user: int | None = None
+    group: int | None = None
     if os.geteuid() == 0:  # postgres refuses to run as root
         import pwd
 
@@ -174,12 +175,13 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
             mode = parent.stat().st_mode
             if not mode & stat.S_IXOTH:
                 parent.chmod(mode | stat.S_IXOTH)
-        run_as = {"user": pw.pw_uid, "group": pw.pw_gid}
+        user, group = pw.pw_uid, pw.pw_gid
     subprocess.run(
         [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", *user_args],
         check=True,
         stdout=subprocess.DEVNULL,
-        **run_as,  # type: ignore[arg-type]
+        user=user,
+        group=group,
     )
     proc = subprocess.Popen(
         [
@@ -195,9 +197,10 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        **run_as,  # type: ignore[arg-type]
+        user=user,
+        group=group,
     )
-    wait_port(port, 30)
+    wait_port(port, 120)  # a busy machine starts PostgreSQL slowly
     time.sleep(0.3)
     yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     proc.terminate()
@@ -257,8 +260,16 @@ class ServiceProcess:
             return self.proc.wait(5)
 
 
+class StartService(Protocol):
+    """What the ``services`` fixture yields: starts a service, returns its process."""
+
+    def __call__(
+        self, name: str, *args: str, wait_healthy: bool = True, **env: str
+    ) -> ServiceProcess: ...
+
+
 @pytest.fixture
-def services(nats_server: NatsServer, tmp_path: Path) -> Iterator[Any]:
+def services(nats_server: NatsServer, tmp_path: Path) -> Iterator[StartService]:
     """Start Medbay services as processes: ``services("detector", *args, **env)``."""
     started: list[ServiceProcess] = []
 

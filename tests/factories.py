@@ -8,7 +8,7 @@ calls make two different events.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from medbay.common.events import (
     ActionName,
@@ -152,3 +152,39 @@ def approval(plan_id: str, decision: str = "approve", **changes: Any) -> Approva
         "channel": "cli",
     }
     return Approval(**{**fields, **changes})
+
+
+class IssueFactory(Protocol):
+    """The type of ``issue``, for a fixture that hands it out."""
+
+    def __call__(
+        self,
+        kind: str = "memory",
+        host: str = "h1",
+        value: float | None = None,
+        severity: str = "warning",
+        n: int = 0,
+        previous: str | None = None,
+        seen: datetime = SEEN,
+        **extra: Any,
+    ) -> IssueOpened | IssueUpdated: ...
+
+
+class ResultFactory(Protocol):
+    """The type of ``result``, for a fixture that hands it out."""
+
+    def __call__(
+        self,
+        plan_id: str,
+        step: int,
+        action: str,
+        target: str,
+        *,
+        kind: str = "memory",
+        host: str = "h1",
+        outcome: str | None = "success",
+        verified: bool | None = True,
+        status: str = "finished",
+        dry_run: bool = False,
+        **changes: Any,
+    ) -> ActionResult: ...

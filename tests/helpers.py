@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 
 def free_port() -> int:
@@ -23,6 +29,12 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listening on port {port}")
 
 
+def headers(msg: Msg) -> dict[str, str]:
+    """The headers of ``msg``, which has some (Medbay's events and dead letters do)."""
+    assert msg.headers is not None, f"no headers on {msg.subject}"
+    return msg.headers
+
+
 STREAM_OF_TYPE = {
     "metric": "METRICS",
     "issue": "ISSUES",
@@ -39,13 +51,11 @@ class StreamWatch:
     ephemeral JetStream consumer per stream (on a secured server nobody may
     subscribe to a stream's subjects)."""
 
-    def __init__(self, js) -> None:
+    def __init__(self, js: JetStreamContext) -> None:
         self.js = js
-        self.subs: dict[str, object] = {}
+        self.subs: dict[str, JetStreamContext.PullSubscription] = {}
 
     async def open(self, *streams: str) -> StreamWatch:
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
         for stream in streams:
             self.subs[stream] = await self.js.pull_subscribe(
                 "medbay.>",
@@ -54,10 +64,10 @@ class StreamWatch:
             )
         return self
 
-    async def next_event(self, event_type: str, deadline: float, **match: object):
+    async def next_event(
+        self, event_type: str, deadline: float, **match: object
+    ) -> tuple[dict[str, Any], Msg]:
         """The next ``event_type`` event whose fields equal ``match``, and its message."""
-        import json
-
         stream = next(s for p, s in STREAM_OF_TYPE.items() if event_type.startswith(p))
         sub = self.subs[stream]
         while time.monotonic() < deadline:
@@ -66,7 +76,7 @@ class StreamWatch:
             except TimeoutError:
                 continue
             for msg in msgs:
-                event = json.loads(msg.data)
+                event: dict[str, Any] = json.loads(msg.data)
                 if event["type"] == event_type and all(event.get(k) == v for k, v in match.items()):
                     return event, msg
         raise AssertionError(f"no {event_type} {match} before the deadline")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
@@ -25,6 +26,7 @@ from medbay.common.bus import (
 from medbay.common.events import MetricBatch, MetricSample
 from medbay.common.streams import DEADLETTER, METRICS
 from medbay.common.telemetry import setup_tracing
+from tests.helpers import headers
 
 
 def batch(host: str = "h1", value: float = 1.0) -> MetricBatch:
@@ -35,13 +37,13 @@ def batch(host: str = "h1", value: float = 1.0) -> MetricBatch:
     )
 
 
-async def read_deadletters(url: str) -> list[nats.aio.msg.Msg]:
+async def read_deadletters(url: str) -> list[Msg]:
     nc = await nats.connect(url)
     js = nc.jetstream()
     sub = await js.pull_subscribe("medbay.deadletter.>", stream="DEADLETTER")
     try:
         return await sub.fetch(100, timeout=2)
-    except nats.errors.TimeoutError:
+    except TimeoutError:  # nats-py raises its own or the built-in one
         return []
     finally:
         await nc.close()
@@ -110,7 +112,7 @@ async def test_publish_dedup_deadletter_and_trace(nats_server):
     assert trace_ids[0] == root.get_span_context().trace_id
 
     letters = await read_deadletters(nats_server.url)
-    reasons = {m.headers[DL_SEQUENCE]: m.headers[DL_REASON] for m in letters}
+    reasons = {headers(m)[DL_SEQUENCE]: headers(m)[DL_REASON] for m in letters}
     assert len(letters) == 4, reasons
     by_seq = dict(sorted((int(k), v) for k, v in reasons.items()))
     texts = list(by_seq.values())

@@ -17,14 +17,28 @@ from prometheus_client import CollectorRegistry
 from medbay.cli.schema import asyncapi_document, event_schemas
 from medbay.cli.services import SERVICES
 from medbay.common.bus import declare_streams, make_broker, publish_event
-from medbay.common.events import ALL_EVENTS, MetricBatch, MetricSample
+from medbay.common.events import (
+    ALL_EVENTS,
+    ActionRequested,
+    ActionResult,
+    Approval,
+    BreakerReset,
+    MetricBatch,
+    MetricSample,
+    Plan,
+    PlanStep,
+    Risk,
+    Severity,
+)
 from medbay.common.streams import CHANNELS, METRICS
 from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def medbay(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
+def medbay(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     import os
 
     return subprocess.run(
@@ -240,7 +254,9 @@ def test_up_writes_tokens_and_gateway_config_private_and_no_anonymous_reader(tmp
 # --- which server: .medbay/up.json ----------------------------------------------------
 
 
-def medbay_here(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60):
+def medbay_here(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """`medbay` in ``cwd``, with no MEDBAY_NATS_* from this environment unless given."""
     import os
 
@@ -322,18 +338,7 @@ def test_up_file_is_private_and_only_its_writer_removes_it(tmp_path: Path):
 # --- events, one readable line each -------------------------------------------------------
 
 
-def _remediation_events():
-    from medbay.common.events import (
-        ActionRequested,
-        ActionResult,
-        Approval,
-        BreakerReset,
-        Plan,
-        PlanStep,
-        Risk,
-        Severity,
-    )
-
+def _remediation_events() -> tuple[Plan, ActionResult, Approval, ActionRequested, BreakerReset]:
     now = datetime.now(UTC)
     plan = Plan(
         plan_id="p-1",

@@ -14,11 +14,15 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nats
 import pytest
 
 from medbay.common.events import ActionResult
+
+if TYPE_CHECKING:
+    from conftest import NatsServer
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "services/gateway/dashboard"
@@ -42,7 +46,7 @@ def check_prerequisites() -> None:
 
 
 @pytest.fixture
-def nats_server(secured_nats):
+def nats_server(secured_nats: NatsServer) -> NatsServer:
     return secured_nats
 
 
@@ -111,7 +115,7 @@ async def test_dashboard_in_a_real_browser(nats_server, services, tmp_path: Path
             assert time.monotonic() < deadline, f"no result for plan {plan_id}: {results}"
             try:
                 msgs = await sub.fetch(100, timeout=1)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py raises its own or the built-in one
                 continue
             results += [ActionResult.model_validate_json(m.data) for m in msgs]
         finished = next(r for r in results if r.plan_id == plan_id and r.status == "finished")

@@ -14,18 +14,23 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 
 from medbay.common.events import IssueOpened, IssueResolved, MetricBatch
 from tests.helpers import StreamWatch, free_port, wait_port
+
+if TYPE_CHECKING:
+    from conftest import NatsServer
 
 INTERVAL = 0.5
 
 
 @pytest.fixture
-def nats_server(secured_nats):
+def nats_server(secured_nats: NatsServer) -> NatsServer:
     return secured_nats
 
 
@@ -84,7 +89,11 @@ async def test_service_down_opens_and_resolves_with_one_trace(
                 batch = MetricBatch.model_validate_json(msg.data)
                 if batch.collected_at == opened.first_seen:
                     trigger = msg
-        trace_of = lambda m: m.headers["traceparent"].split("-")[1]  # noqa: E731
+
+        def trace_of(msg: Msg) -> str:
+            assert msg.headers is not None
+            return msg.headers["traceparent"].split("-")[1]
+
         assert trace_of(opened_msg) == trace_of(trigger)
         # and the detector logged the issue inside that trace
         lines = [json.loads(x) for x in detector.logs().splitlines() if x.startswith("{")]

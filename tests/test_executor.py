@@ -11,11 +11,15 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import nats
 import psutil
 import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
 from medbay.common.bus import declare_streams, event_headers, make_broker
@@ -28,6 +32,9 @@ from medbay.common.events import (
 from medbay.common.streams import PLANS, plan_subject, subject_for
 from tests import factories
 from tests.factories import step
+
+if TYPE_CHECKING:
+    from conftest import NatsServer
 
 
 def counting_target(tmp_path: Path, name: str) -> str:
@@ -77,7 +84,7 @@ class Bus:
     """Publishes plans (each copy a new message, as a redelivery would be) and
     collects the executor's results."""
 
-    def __init__(self, nc: nats.NATS) -> None:
+    def __init__(self, nc: Client) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.results: list[ActionResult] = []
@@ -85,14 +92,16 @@ class Bus:
     async def start(self) -> None:
         await self.nc.subscribe("medbay.results.>", cb=self._on_result)
 
-    async def _on_result(self, msg) -> None:
+    async def _on_result(self, msg: Msg) -> None:
         self.results.append(ActionResult.model_validate_json(msg.data))
 
     async def publish_plan(self, plan: Plan) -> None:
         headers = {**event_headers(plan), "Nats-Msg-Id": new_event_id()}
         await self.js.publish(plan_subject(plan), plan.model_dump_json().encode(), headers=headers)
 
-    async def approve(self, plan_id: str, decision: str = "approve") -> None:
+    async def approve(
+        self, plan_id: str, decision: Literal["approve", "reject"] = "approve"
+    ) -> None:
         approval = Approval(plan_id=plan_id, decision=decision, decided_by="tester", channel="cli")
         await self.js.publish(
             subject_for(approval),
@@ -111,7 +120,7 @@ class Bus:
 
 
 @pytest.fixture
-async def bus(nats_server):
+async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
     broker = make_broker("test", nats_server.url, registry=CollectorRegistry())
     await broker.connect()
     await declare_streams(broker, [PLANS])  # the planner's stream; no planner here

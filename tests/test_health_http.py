@@ -9,7 +9,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -25,9 +25,9 @@ def ok(path: str) -> Answer:
 
 @asynccontextmanager
 async def listening(
-    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], object],
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
 ) -> AsyncIterator[int]:
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)  # type: ignore[arg-type]
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
@@ -35,7 +35,9 @@ async def listening(
 
 
 @asynccontextmanager
-async def health_server(timeout: float = 5.0, answer=ok) -> AsyncIterator[int]:
+async def health_server(
+    timeout: float = 5.0, answer: Callable[[str], Answer] = ok
+) -> AsyncIterator[int]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await serve_one(reader, writer, answer, timeout)
 

@@ -387,7 +387,7 @@ def test_the_executor_role_names_exactly_the_kubernetes_targets_of_its_config(
     wanted: dict[str, set[str]] = {}
     for target in config.targets.values():
         if target.kind == "kubernetes":
-            wanted.setdefault(target.namespace, set()).add(target.deployment)  # type: ignore[union-attr]
+            wanted.setdefault(target.namespace, set()).add(target.deployment)
     assert wanted, "config/executor.yaml has no kubernetes target"
     assert set(roles) == set(wanted), "a Role for the executor in every target namespace"
     for namespace, role in roles.items():
@@ -521,7 +521,7 @@ def test_network_policies_deny_by_default_and_allow_the_health_checks(rendered: 
         o["metadata"]["name"]: spec["containers"][0]["ports"][0]["containerPort"]
         for o, spec in workloads(rendered)
     }
-    stranger = ("default", {})
+    stranger: tuple[str, dict[str, str]] = ("default", {})
     for name in ("detector", "planner", "approver", "executor", "gateway"):
         port = (ports[name], "http")
         assert net.allows(pods["collector"], pods[name], port), f"collector -> {name}"
@@ -580,7 +580,8 @@ def test_the_generated_secrets_are_ignored_by_git():
 
 @pytest.fixture(scope="module")
 def compose() -> Obj:
-    return yaml.safe_load((COMPOSE / "compose.yaml").read_text())
+    spec: Obj = yaml.safe_load((COMPOSE / "compose.yaml").read_text())
+    return spec
 
 
 def test_the_compose_file_matches_the_compose_spec():

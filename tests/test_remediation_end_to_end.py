@@ -15,23 +15,29 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nats
 import psutil
 import pytest
+from nats.aio.msg import Msg
 
 from medbay.common.events import ActionResult, MetricBatch, Plan
 from tests.helpers import StreamWatch, free_port, wait_port
 
+if TYPE_CHECKING:
+    from conftest import NatsServer
+
 INTERVAL = 0.5
 
 
-def trace_of(msg) -> str:
+def trace_of(msg: Msg) -> str:
+    assert msg.headers is not None
     return msg.headers["traceparent"].split("-")[1]
 
 
 @pytest.fixture
-def nats_server(secured_nats):
+def nats_server(secured_nats: NatsServer) -> NatsServer:
     return secured_nats
 
 

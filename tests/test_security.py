@@ -9,11 +9,14 @@ import json
 import signal
 import time
 import urllib.request
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import nats
 import pytest
+from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.kv import KeyValue
 
 from medbay.common.access import IDENTITIES, MODELS
 from medbay.common.bus import DL_REASON, DL_SERVICE, DL_TRUNCATED, event_headers
@@ -29,13 +32,16 @@ from tests.factories import step
 
 from .helpers import StreamWatch
 
+if TYPE_CHECKING:
+    from conftest import NatsServer
+
 
 @pytest.fixture
-def nats_server(secured_nats):
+def nats_server(secured_nats: NatsServer) -> NatsServer:
     return secured_nats
 
 
-async def connect(server, identity: str | None, **options: Any) -> nats.NATS:
+async def connect(server: NatsServer, identity: str | None, **options: Any) -> Client:
     async def quiet(_: Exception) -> None:
         pass
 
@@ -51,7 +57,7 @@ async def connect(server, identity: str | None, **options: Any) -> nats.NATS:
     )
 
 
-async def declare_everything(server) -> None:
+async def declare_everything(server: NatsServer) -> None:
     """Every stream and bucket, each declared by its owner (as the services do)."""
     for spec in ALL_STREAMS:
         nc = await connect(server, spec.owner)
@@ -79,21 +85,42 @@ def plan(**changes: Any) -> Plan:
     return factories.plan(step("kill_process", "demo-web", seconds=5), **{**fields, **changes})
 
 
-async def publish(nc: nats.NATS, subject: str, data: bytes, stream: str, **headers: str) -> bool:
-    """Publish to JetStream; False when the server refused it (no PubAck comes)."""
+async def publish(
+    nc: Client, subject: str, data: bytes, stream: str, timeout: float, **headers: str
+) -> bool:
+    """Publish to JetStream; False when no PubAck came within ``timeout``."""
     try:
         await nc.jetstream().publish(
-            subject, data, stream=stream, headers=headers or None, timeout=1
+            subject, data, stream=stream, headers=headers or None, timeout=timeout
         )
     except (TimeoutError, nats.errors.Error):
         return False
     return True
 
 
+async def published(nc: Client, subject: str, data: bytes, stream: str, **headers: str) -> bool:
+    """Stored: a busy machine may take seconds to acknowledge."""
+    return await publish(nc, subject, data, stream, 15.0, **headers)
+
+
+async def refused(nc: Client, subject: str, data: bytes, stream: str) -> bool:
+    """Refused by the server: a denied publish is never acknowledged."""
+    return not await publish(nc, subject, data, stream, 1.0)
+
+
+async def plan_record(book: KeyValue, plan_id: str) -> dict[str, Any]:
+    """The plan book's record of ``plan_id``."""
+    entry = await book.get(plan_key(plan_id))
+    assert entry.value is not None
+    record: dict[str, Any] = json.loads(entry.value)
+    return record
+
+
 def healthy(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
-            return resp.status == 200
+            status: int = resp.status
+            return status == 200
     except OSError:
         return False
 
@@ -120,31 +147,31 @@ async def test_each_identity_may_publish_only_what_it_owns(nats_server):
         as_cli = telegram.model_copy(update={"channel": "cli"})
         data = forged.model_dump_json().encode()
         # what each owns works...
-        assert await publish(nc["planner"], subject_for(forged), data, "PLANS")
-        assert await publish(
+        assert await published(nc["planner"], subject_for(forged), data, "PLANS")
+        assert await published(
             nc["approver"], subject_for(telegram), telegram.model_dump_json().encode(), "APPROVALS"
         )
-        assert await publish(
+        assert await published(
             nc["gateway"],
             subject_for(as_gateway),
             as_gateway.model_dump_json().encode(),
             "APPROVALS",
         )
-        assert await publish(
+        assert await published(
             nc["cli"], subject_for(as_cli), as_cli.model_dump_json().encode(), "APPROVALS"
         )
         # ...and nothing else
         for identity in ("collector", "detector", "approver", "executor", "gateway", "cli"):
-            assert not await publish(nc[identity], subject_for(forged), data, "PLANS"), identity
+            assert await refused(nc[identity], subject_for(forged), data, "PLANS"), identity
         for identity in ("planner", "gateway", "cli", "executor"):
-            assert not await publish(
+            assert await refused(
                 nc[identity], "medbay.approvals.telegram.p1", b"{}", "APPROVALS"
             ), identity
-        assert not await publish(nc["cli"], "medbay.approvals.gateway.p1", b"{}", "APPROVALS")
-        assert not await publish(nc["gateway"], "medbay.approvals.cli.p1", b"{}", "APPROVALS")
-        assert not await publish(nc["approver"], "medbay.results.web-1", b"{}", "RESULTS")
-        assert not await publish(nc["planner"], "medbay.metrics.web-1", b"{}", "METRICS")
-        assert not await publish(nc["gateway"], "medbay.deadletter.detector.X", b"{}", "DEADLETTER")
+        assert await refused(nc["cli"], "medbay.approvals.gateway.p1", b"{}", "APPROVALS")
+        assert await refused(nc["gateway"], "medbay.approvals.cli.p1", b"{}", "APPROVALS")
+        assert await refused(nc["approver"], "medbay.results.web-1", b"{}", "RESULTS")
+        assert await refused(nc["planner"], "medbay.metrics.web-1", b"{}", "METRICS")
+        assert await refused(nc["gateway"], "medbay.deadletter.detector.X", b"{}", "DEADLETTER")
 
         # only the executor writes its KV: the gateway cannot reset a breaker there
         for identity in ("gateway", "approver", "cli", "planner"):
@@ -214,7 +241,7 @@ async def test_readers_cannot_take_over_consumers_or_redirect_messages(nats_serv
                 filter_subject="medbay.requests.gateway.web-9",
             ),
         )
-        assert await publish(
+        assert await published(
             gateway, "medbay.requests.gateway.web-9", forged.model_dump_json().encode(), "REQUESTS"
         )
         await asyncio.sleep(1.0)
@@ -247,7 +274,7 @@ async def test_a_forged_plan_waits_for_a_real_approval(nats_server, services, tm
         watch = await StreamWatch(cli.jetstream()).open("RESULTS", "DEADLETTER")
         # a high-risk step that calls itself low-risk, in a plan that says no approval is needed
         forged = plan()
-        assert await publish(
+        assert await published(
             planner,
             subject_for(forged),
             forged.model_dump_json().encode(),
@@ -257,7 +284,7 @@ async def test_a_forged_plan_waits_for_a_real_approval(nats_server, services, tm
         with pytest.raises(AssertionError):
             await watch.next_event("action.result", time.monotonic() + 3, plan_id=forged.plan_id)
         book = await cli.jetstream().key_value(PLAN_BOOK.name)
-        record = json.loads((await book.get(plan_key(forged.plan_id))).value)
+        record = await plan_record(book, forged.plan_id)
         assert record["state"] == "pending"
         assert any("high-risk kill_process" in r for r in record["approval_reasons"])
 
@@ -266,23 +293,23 @@ async def test_a_forged_plan_waits_for_a_real_approval(nats_server, services, tm
             plan_id=forged.plan_id, decision="approve", decided_by="the-boss", channel="telegram"
         )
         subject = f"medbay.approvals.gateway.{forged.plan_id}"
-        assert await publish(gateway, subject, claim.model_dump_json().encode(), "APPROVALS")
+        assert await published(gateway, subject, claim.model_dump_json().encode(), "APPROVALS")
         with pytest.raises(AssertionError):
             await watch.next_event("action.result", time.monotonic() + 2, plan_id=forged.plan_id)
-        assert json.loads((await book.get(plan_key(forged.plan_id))).value)["state"] == "pending"
+        assert (await plan_record(book, forged.plan_id))["state"] == "pending"
 
         # a real approval through the gateway's channel runs it
         real = Approval(
             plan_id=forged.plan_id, decision="approve", decided_by="alice", channel="gateway"
         )
-        assert await publish(
+        assert await published(
             gateway, subject_for(real), real.model_dump_json().encode(), "APPROVALS"
         )
         result, _ = await watch.next_event(
             "action.result", time.monotonic() + 15, plan_id=forged.plan_id, status="finished"
         )
         assert result["outcome"] == "dry_run" and result["action"] == "kill_process"
-        record = json.loads((await book.get(plan_key(forged.plan_id))).value)
+        record = await plan_record(book, forged.plan_id)
         assert record["decided_by"] == "alice" and record["channel"] == "gateway"
     finally:
         for client in (planner, gateway, cli):
@@ -325,7 +352,7 @@ async def test_a_1mib_message_on_every_consumed_stream_is_dead_lettered(
     try:
         for identity, subject, stream, _ in CONSUMED:
             nc = await connect(nats_server, identity)
-            assert await publish(nc, subject, big, stream), subject
+            assert await published(nc, subject, big, stream), subject
             await nc.close()
         expected = {(stream, c) for _, _, stream, consumers in CONSUMED for c in consumers}
         seen: set[tuple[str, str]] = set()
@@ -336,6 +363,7 @@ async def test_a_1mib_message_on_every_consumed_stream_is_dead_lettered(
             except TimeoutError:
                 continue
             for msg in msgs:
+                assert msg.headers is not None
                 assert int(msg.headers[DL_TRUNCATED]) == len(big)
                 assert len(msg.data) < len(big) and "exceeds" in msg.headers[DL_REASON]
                 seen.add((msg.subject.split(".")[-1], msg.headers[DL_SERVICE]))
@@ -368,8 +396,8 @@ async def test_nan_future_and_misaddressed_events_are_dead_lettered(nats_server,
         }
         for name, body in cases.items():
             data = json.dumps(body).encode()  # json writes NaN and Infinity as such
-            assert await publish(planner, "medbay.plans.web-1", data, "PLANS"), name
-        reasons = {}
+            assert await published(planner, "medbay.plans.web-1", data, "PLANS"), name
+        reasons: dict[str, str] = {}
         deadline = time.monotonic() + 20
         while len(reasons) < len(cases) and time.monotonic() < deadline:
             try:
@@ -377,6 +405,7 @@ async def test_nan_future_and_misaddressed_events_are_dead_lettered(nats_server,
             except TimeoutError:
                 continue
             for msg in msgs:
+                assert msg.headers is not None
                 reasons[json.loads(msg.data)["plan_id"]] = msg.headers[DL_REASON]
         assert "finite number" in reasons["nan"] and "confidence" in reasons["inf"]
         assert "in the future" in reasons["future"]
@@ -487,7 +516,7 @@ async def test_a_service_without_credentials_gets_a_clear_error(nats_server, tmp
         assert "wrong-password-x" not in logs
 
 
-def make_certificates(root) -> dict[str, str]:
+def make_certificates(root: Path) -> dict[str, str]:
     """A CA and a server certificate for 127.0.0.1, with the openssl command."""
     import shutil
     import subprocess
@@ -557,7 +586,7 @@ async def test_a_dead_letter_that_cannot_be_stored_terminates_the_message(nats_s
 
     collector = await connect(nats_server, "collector")
     await collector.jetstream().add_stream(config=METRICS.declaration())
-    assert await publish(collector, "medbay.metrics.web-1", b"not json", "METRICS")
+    assert await published(collector, "medbay.metrics.web-1", b"not json", "METRICS")
     await collector.close()
     broker = make_broker(
         "detector",

@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import nats
 import pytest
 from aiohttp import web
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
 from medbay.approver.callbacks import CallbackSigner
@@ -23,6 +25,9 @@ from medbay.common.streams import APPROVALS, PLANS, plan_subject, subject_for
 from tests import factories
 from tests.factories import step
 from tests.helpers import free_port
+
+if TYPE_CHECKING:
+    from conftest import NatsServer, StartService
 
 TOKEN = "123456:TEST-token"
 SECRET = "integration-test-secret"
@@ -145,7 +150,7 @@ async def bot_api() -> AsyncIterator[FakeBotAPI]:
 
 
 class Bus:
-    def __init__(self, nc: nats.NATS) -> None:
+    def __init__(self, nc: Client) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.approvals: list[Approval] = []
@@ -154,7 +159,7 @@ class Bus:
     async def start(self) -> None:
         await self.nc.subscribe("medbay.approvals.>", cb=self._on_approval)
 
-    async def _on_approval(self, msg: Any) -> None:
+    async def _on_approval(self, msg: Msg) -> None:
         approval = Approval.model_validate_json(msg.data)
         self.approvals.append(approval)
         self.traceparents[approval.plan_id] = (msg.headers or {}).get("traceparent", "")
@@ -195,7 +200,7 @@ class Bus:
 
 
 @pytest.fixture
-async def bus(nats_server: Any) -> AsyncIterator[Bus]:
+async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
     broker = make_broker("test", nats_server.url, registry=CollectorRegistry())
     await broker.connect()
     await declare_streams(broker, [PLANS, APPROVALS])  # no planner, no executor here
@@ -230,12 +235,18 @@ def buttons(sent: dict[str, str]) -> dict[str, str]:
     return {button["text"]: button["callback_data"] for row in rows for button in row}
 
 
-Starter = Callable[..., Any]
-SECRETS = {"MEDBAY_TELEGRAM_TOKEN": TOKEN, "MEDBAY_APPROVER_SECRET": SECRET}
+class Secrets(TypedDict):
+    """The approver's secrets, as environment variables (exactly these keys)."""
+
+    MEDBAY_TELEGRAM_TOKEN: str
+    MEDBAY_APPROVER_SECRET: str
+
+
+SECRETS = Secrets(MEDBAY_TELEGRAM_TOKEN=TOKEN, MEDBAY_APPROVER_SECRET=SECRET)
 
 
 async def test_asks_in_the_chat_and_the_first_allowed_click_decides(
-    bus: Bus, bot_api: FakeBotAPI, services: Starter, tmp_path: Path
+    bus: Bus, bot_api: FakeBotAPI, services: StartService, tmp_path: Path
 ):
     approver = services("approver", "--config", write_config(tmp_path, bot_api), **SECRETS)
     await bus.wait_consuming()
@@ -309,7 +320,7 @@ async def test_asks_in_the_chat_and_the_first_allowed_click_decides(
 
 
 async def test_an_undecided_plan_expires_into_a_rejection_shown_in_the_chat(
-    bus: Bus, bot_api: FakeBotAPI, services: Starter, tmp_path: Path
+    bus: Bus, bot_api: FakeBotAPI, services: StartService, tmp_path: Path
 ):
     services(
         "approver", "--config", write_config(tmp_path, bot_api, expiry_minutes=0.05), **SECRETS
@@ -337,7 +348,7 @@ async def test_an_undecided_plan_expires_into_a_rejection_shown_in_the_chat(
 
 
 async def test_without_a_token_plans_expire_once_across_restarts_and_instances(
-    bus: Bus, services: Starter, tmp_path: Path
+    bus: Bus, services: StartService, tmp_path: Path
 ):
     config = tmp_path / "approver.yaml"
     config.write_text("expiry_minutes: 0.1\n")  # 6 s: time to stop before it expires

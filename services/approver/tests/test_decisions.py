@@ -83,7 +83,7 @@ class Harness:
         self.now = START
         self.published: list[Approval] = []
         self.chat = RecordingChat() if chat else None
-        self.book = ApprovalBook(MemoryKV())  # type: ignore[arg-type]
+        self.book = ApprovalBook(MemoryKV())  # type: ignore[arg-type]  # a fake KeyValue
         self.fail_publish = False
         self.service = Decisions(
             self.book,

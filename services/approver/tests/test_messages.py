@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from medbay.approver import messages
 from medbay.approver.book import ApprovalRecord, Decision
 from medbay.approver.status import last_actions, open_issues
 from medbay.common.events import (
     ActionResult,
+    IssueChange,
+    IssueEvent,
     IssueOpened,
     IssueResolved,
     IssueUpdated,
@@ -19,6 +22,8 @@ from medbay.common.events import (
 from medbay.common.records import BreakerState
 from tests import factories
 from tests.factories import step
+
+IssueT = TypeVar("IssueT", bound=IssueEvent)
 
 NOW = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -134,7 +139,9 @@ def test_durations_and_windows():
     assert messages.window_text(timedelta(seconds=3)) == "3 seconds"
 
 
-def issue(kind: type, fingerprint: str, severity: Severity = Severity.WARNING, **extra: object):
+def issue(
+    kind: type[IssueT], fingerprint: str, severity: Severity = Severity.WARNING, **extra: object
+) -> IssueT:
     return kind(
         fingerprint=fingerprint,
         host="web-1",
@@ -152,7 +159,7 @@ def issue(kind: type, fingerprint: str, severity: Severity = Severity.WARNING, *
 
 
 def test_status_shows_open_issues_running_plans_last_actions_and_breakers():
-    events = [
+    events: list[IssueChange] = [
         issue(IssueOpened, "a"),
         issue(IssueOpened, "b"),
         issue(IssueResolved, "a"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats
 import pytest
@@ -30,11 +30,14 @@ from medbay.executor.plan_book import PlanBook
 from medbay.executor.rails import SafetyRails
 from medbay.executor.safety_config import SafetyConfig
 
+if TYPE_CHECKING:
+    from conftest import NatsServer
+
 NOW = datetime.now(UTC)
 
 
 @pytest.fixture
-async def nc(nats_server: Any) -> AsyncIterator[Client]:
+async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
     client = await nats.connect(nats_server.url)
     yield client
     await client.close()
@@ -86,7 +89,9 @@ async def test_nothing_is_known_before_the_other_services_ran(nc: Client):
     assert snapshot.running_plans is None and snapshot.breakers is None
 
 
-async def test_status_reads_what_the_detector_and_executor_keep(nats_server: Any, nc: Client):
+async def test_status_reads_what_the_detector_and_executor_keep(
+    nats_server: NatsServer, nc: Client
+):
     broker = make_broker("test", nats_server.url, registry=CollectorRegistry())
     await broker.connect()
     await declare_streams(broker, [ISSUES, RESULTS])

@@ -33,7 +33,9 @@ def scrape(host: str, i: int, **values: float) -> MetricBatch:
     )
 
 
-def run(engine: DetectionEngine, series: list[MetricBatch], start: int = 1):
+def run(
+    engine: DetectionEngine, series: list[MetricBatch], start: int = 1
+) -> list[tuple[str, str, str, int]]:
     return [
         (e.type, e.kind, e.severity.value, i)
         for i, b in enumerate(series, start=start)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from medbay.common.records import TargetState
-from medbay.executor.policy import FlapGuard, RateLimiter, RateWindow, SafetyPolicy
+from medbay.executor.policy import FlapGuard, RateLimiter, RateWindow, Refusal, SafetyPolicy
 from medbay.executor.safety_config import FlapConfig, RateLimitConfig, SafetyConfig
 
 MONDAY_NOON = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
@@ -24,7 +24,9 @@ def policy(**overrides: Any) -> SafetyPolicy:
     return SafetyPolicy(SafetyConfig.model_validate({**data, **overrides}))
 
 
-def refusal(p: SafetyPolicy, action: Any = "restart_service", target: str = "web", **kw: Any):
+def refusal(
+    p: SafetyPolicy, action: Any = "restart_service", target: str = "web", **kw: Any
+) -> Refusal | None:
     state: TargetState | None = kw.pop("state", None)
     window: RateWindow = kw.pop("window", RateWindow())
     now: datetime = kw.pop("now", MONDAY_NOON)

@@ -6,9 +6,9 @@ Time is passed in (``now``), so cooldowns and windows are tested without sleepin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import nats
 import pytest
@@ -21,9 +21,16 @@ from medbay.common.records import key_token, target_key
 from medbay.executor.rails import BUCKET, SafetyRails
 from medbay.executor.safety_config import MaintenanceWindow, SafetyConfig
 
+if TYPE_CHECKING:
+    from conftest import NatsServer
+
 MONDAY_NOON = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 
-Opener = Callable[..., Awaitable[SafetyRails]]
+
+class Opener(Protocol):
+    """What ``open_rails`` yields."""
+
+    async def __call__(self, cfg: SafetyConfig | None = None) -> SafetyRails: ...
 
 
 def config(**overrides: Any) -> SafetyConfig:
@@ -40,7 +47,7 @@ def config(**overrides: Any) -> SafetyConfig:
 
 
 @pytest.fixture
-async def open_rails(nats_server: Any) -> AsyncIterator[Opener]:
+async def open_rails(nats_server: NatsServer) -> AsyncIterator[Opener]:
     """``await open_rails(config)``: SafetyRails over a new connection of its own."""
     connections: list[Client] = []
 
@@ -320,7 +327,7 @@ async def test_alerting_a_person_is_only_allowlisted(open_rails: Opener) -> None
     assert refusal is not None and refusal.rule == "allowlist"
 
 
-async def test_check_changes_nothing(open_rails: Opener, nats_server: Any) -> None:
+async def test_check_changes_nothing(open_rails: Opener, nats_server: NatsServer) -> None:
     rails = await open_rails(config(cooldown_seconds=60))
     await rails.record("restart_service", "web", MONDAY_NOON)
     nc = await nats.connect(nats_server.url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,7 +62,10 @@ def test_every_kind_validates_from_yaml() -> None:
     assert kinds["shop"] == "KubernetesTarget"
     assert kinds["log"] == "NotifierTarget"
     assert len(set(kinds.values())) == 10
-    assert (targets["web"].user, targets["worker"].user, targets["hogs"].user) == (0, 0, 0)
+    web, worker, hogs = targets["web"], targets["worker"], targets["hogs"]
+    assert isinstance(web, ProcessTarget) and isinstance(worker, ProcessTarget)
+    assert isinstance(hogs, ProcessNameTarget)
+    assert (web.user, worker.user, hogs.user) == (0, 0, 0)
     assert isinstance(targets["db"], Target)
     assert targets["cache"].supports == frozenset({"clear_cache"})
 
@@ -206,7 +210,7 @@ async def test_command_target_refuses_actions_without_a_command() -> None:
         await target.perform("scale_up", {}, dry_run=True)
 
 
-async def test_refusals_come_before_any_work(tmp_path: Any) -> None:
+async def test_refusals_come_before_any_work(tmp_path: Path) -> None:
     (tmp_path / "old.log").write_text("x")
     target = FilesTarget(kind="files", directories=[tmp_path], globs=["*.log"])
     with pytest.raises(ActionRefused):

@@ -285,12 +285,13 @@ async def test_a_pidfile_process_must_have_the_configured_argv(
     def target(**fields: Any) -> ProcessTarget:
         return ProcessTarget(kind="process", command=command, pidfile=pidfile, **fields)
 
-    for found, fields in [
+    cases: list[tuple[set[int], dict[str, Any]]] = [
         ({running.pid}, {}),  # the PID alone: it may have exec'd or retitled itself
         ({running.pid}, {"argv": ["sleep", seconds]}),
         (set(), {"argv": ["sleep", seconds + "1"]}),
         (set(), {"argv": ["sleep", seconds, "x"], "match_argv_prefix": True}),
-    ]:
+    ]
+    for found, fields in cases:
         dry = await target(**fields).perform("restart_service", {}, dry_run=True)
         assert pids_in(dry.output) == found, fields
     assert running.poll() is None

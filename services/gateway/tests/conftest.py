@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
 import nats
 import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
 from medbay.common.bus import declare_streams, event_headers, make_broker
@@ -22,6 +24,7 @@ from medbay.common.events import (
     ActionResult,
     Approval,
     Event,
+    IssueKind,
     IssueOpened,
     IssueResolved,
     Plan,
@@ -33,6 +36,9 @@ from medbay.common.events import (
 )
 from medbay.common.streams import ALL_STREAMS, stream_for_subject, subject_for
 
+if TYPE_CHECKING:
+    from conftest import NatsServer, ServiceProcess, StartService
+
 OPERATOR = ("olivia", "operator-token-0123456789")
 VIEWER = ("victor", "viewer-token-0123456789abc")
 
@@ -43,7 +49,7 @@ def auth(token: str) -> dict[str, str]:
 
 @dataclass
 class Gateway:
-    process: Any  # the root conftest's ServiceProcess
+    process: ServiceProcess
     config: Path
 
     @property
@@ -86,7 +92,7 @@ class Gateway:
 
 
 @pytest.fixture
-def streams(nats_server: Any) -> None:
+def streams(nats_server: NatsServer) -> None:
     """Every Medbay stream, declared as its owners would."""
 
     async def declare() -> None:
@@ -98,8 +104,14 @@ def streams(nats_server: Any) -> None:
     asyncio.run(declare())
 
 
+class StartGateway(Protocol):
+    """What ``start_gateway`` returns: starts the gateway with ``extra`` config."""
+
+    def __call__(self, extra: str = "", **env: str) -> Gateway: ...
+
+
 @pytest.fixture
-def start_gateway(services: Any, streams: None, tmp_path: Path) -> Callable[..., Gateway]:
+def start_gateway(services: StartService, streams: None, tmp_path: Path) -> StartGateway:
     """Start the gateway with both test tokens and ``extra`` YAML in its config."""
 
     def start(extra: str = "", **env: str) -> Gateway:
@@ -109,20 +121,22 @@ def start_gateway(services: Any, streams: None, tmp_path: Path) -> Callable[...,
             f"  - {{name: {OPERATOR[0]}, token: {OPERATOR[1]}, role: operator}}\n"
             f"  - {{name: {VIEWER[0]}, token: {VIEWER[1]}, role: viewer}}\n" + extra
         )
-        return Gateway(services("gateway", "--config", str(config), **env), config)
+        return Gateway(
+            services("gateway", "--config", str(config), wait_healthy=True, **env), config
+        )
 
     return start
 
 
 @pytest.fixture
-def gateway(start_gateway: Callable[..., Gateway]) -> Gateway:
+def gateway(start_gateway: StartGateway) -> Gateway:
     return start_gateway()
 
 
 class Bus:
     """Publishes events to their streams and collects what is published on subjects."""
 
-    def __init__(self, nc: nats.NATS) -> None:
+    def __init__(self, nc: Client) -> None:
         self.nc = nc
         self.js = nc.jetstream()
 
@@ -143,7 +157,7 @@ class Bus:
         """A list that fills with the JSON of every message on ``subject`` from now on."""
         received: list[dict[str, Any]] = []
 
-        async def on_msg(msg: Any) -> None:
+        async def on_msg(msg: Msg) -> None:
             received.append(json.loads(msg.data))
 
         await self.nc.subscribe(subject, cb=on_msg)
@@ -152,14 +166,20 @@ class Bus:
 
 
 @pytest.fixture
-async def bus(nats_server: Any, streams: None) -> AsyncIterator[Bus]:
+async def bus(nats_server: NatsServer, streams: None) -> AsyncIterator[Bus]:
     nc = await nats.connect(nats_server.url)
     yield Bus(nc)
     await nc.close()
 
 
+class PublishNow(Protocol):
+    """What ``publish_now`` returns: publishes ``events`` to their streams."""
+
+    def __call__(self, *events: Event) -> None: ...
+
+
 @pytest.fixture
-def publish_now(nats_server: Any, streams: None) -> Callable[..., None]:
+def publish_now(nats_server: NatsServer, streams: None) -> PublishNow:
     """Publish events from a test that is not a coroutine."""
 
     def publish(*items: Event) -> None:
@@ -179,12 +199,14 @@ class Events:
     """Linked events: an issue, its plan, the plan's approval and results."""
 
     @staticmethod
-    def issue(host: str = "web-1", kind: str = "cpu", metric: str = "cpu_percent") -> IssueOpened:
+    def issue(
+        host: str = "web-1", kind: IssueKind = "cpu", metric: str = "cpu_percent"
+    ) -> IssueOpened:
         now = datetime.now(UTC)
         return IssueOpened(
             fingerprint=issue_fingerprint(host, kind, metric, {}),
             host=host,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             resource="cpu",
             metric=metric,
             value=97.0,
@@ -225,16 +247,16 @@ class Events:
         )
 
     @staticmethod
-    def approval(plan: Plan, decision: str = "approve") -> Approval:
+    def approval(plan: Plan, decision: Literal["approve", "reject"] = "approve") -> Approval:
         return Approval(
             plan_id=plan.plan_id,
-            decision=decision,  # type: ignore[arg-type]
+            decision=decision,
             decided_by="someone",
             channel="cli",
         )
 
     @staticmethod
-    def result(plan: Plan, status: str = "finished") -> ActionResult:
+    def result(plan: Plan, status: Literal["started", "finished"] = "finished") -> ActionResult:
         now = datetime.now(UTC)
         return ActionResult(
             plan_id=plan.plan_id,
@@ -244,7 +266,7 @@ class Events:
             action="restart_service",
             target="web",
             host=plan.host,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             outcome="success" if status == "finished" else None,
             verified=True if status == "finished" else None,
             dry_run=False,

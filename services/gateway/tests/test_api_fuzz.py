@@ -8,7 +8,10 @@ Each operation is fuzzed on its own, so a failure names the operation.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -41,7 +44,7 @@ is taken, as FastAPI does) or every valid input accepted (a random plan id is a 
 
 
 @pytest.fixture
-def hypothesis_home(tmp_path):
+def hypothesis_home(tmp_path: Path) -> Iterator[None]:
     """Hypothesis's files in the test's directory, not in the checkout."""
     set_hypothesis_home_dir(tmp_path / "hypothesis")
     yield
@@ -78,7 +81,7 @@ def test_api_answers_any_input_as_documented(gateway, publish_now, events, hypot
 
             @given(case=operation.as_strategy(generation_mode=mode))
             @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-            def fuzz(case: schemathesis.Case) -> None:
+            def fuzz(case: schemathesis.Case[Any]) -> None:
                 case.call_and_validate(headers=gateway.operator, checks=CHECKS)
 
             try:

@@ -5,6 +5,7 @@ read."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -17,14 +18,17 @@ from medbay.gateway.service import GatewayService
 TOKEN = "v" * 20
 
 
-def client(static_dir=None) -> httpx.AsyncClient:
+def client(static_dir: Path | None = None) -> httpx.AsyncClient:
     config = GatewayConfig(
         tokens=[TokenConfig(name="victor", token=SecretStr(TOKEN), role="viewer")],
         static_dir=static_dir,
     )
     registry = CollectorRegistry()
     service = GatewayService(config, registry=registry, max_event_bytes=1024)
-    starting = (False, {"service": "gateway", "status": "unhealthy", "problems": {}})
+    starting: tuple[bool, dict[str, object]] = (
+        False,
+        {"service": "gateway", "status": "unhealthy", "problems": {}},
+    )
     app = build_app(service, registry=registry, own_health=lambda: starting, static_dir=static_dir)
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://localhost:8470"

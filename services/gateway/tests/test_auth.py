@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import websockets
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from medbay.common.records import BreakerState, TargetState, target_key
 from medbay.executor.rails import SafetyRails
@@ -63,7 +65,7 @@ async def test_reading_needs_a_token_of_any_role(gateway):
     assert (await gateway.get("/healthz", headers=NO_TOKEN)).status_code == 200
 
 
-async def closed_with(url: str, **kwargs) -> tuple[int, str]:
+async def closed_with(url: str, **kwargs: Any) -> tuple[int, str]:
     async with websockets.connect(url, **kwargs) as ws:
         try:
             await asyncio.wait_for(ws.recv(), 5)
@@ -80,7 +82,7 @@ async def test_websocket_tokens_and_filters(gateway):
     assert code == 4400 and "unknown event type 'x'" in reason
 
     token = "viewer-token-0123456789abc"
-    subprotocols = ["medbay.v1", f"bearer.{token}"]
+    subprotocols = [Subprotocol("medbay.v1"), Subprotocol(f"bearer.{token}")]
     async with websockets.connect(gateway.ws_url, subprotocols=subprotocols) as ws:
         assert ws.subprotocol == "medbay.v1"
         hello = json.loads(await ws.recv())

@@ -18,8 +18,10 @@ import httpx
 import psutil
 import pytest
 import websockets
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
+from starlette.types import Message, Scope
 from websockets.exceptions import InvalidStatus
 
 from medbay.gateway.api import build_app
@@ -152,7 +154,8 @@ async def test_only_known_hosts_are_served_but_probes_are(gateway):
 
 async def hello(url: str, **kwargs: Any) -> dict[str, Any]:
     async with websockets.connect(url, **kwargs) as ws:
-        return json.loads(await asyncio.wait_for(ws.recv(), 5))
+        message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        return message
 
 
 async def test_only_the_gateways_own_pages_and_allowed_origins_open_the_socket(start_gateway):
@@ -164,42 +167,45 @@ async def test_only_the_gateways_own_pages_and_allowed_origins_open_the_socket(s
         assert refused.value.response.status_code == 403
         assert b"may not open this socket (see allowed_origins)" in refused.value.response.body
     own = f"http://127.0.0.1:{gateway.process.port}"
-    for origin in (own, "https://ops.example.com", "HTTPS://OPS.EXAMPLE.COM", None):
-        assert (await hello(url, origin=origin))["kind"] == "hello", origin
+    for allowed in (own, "https://ops.example.com", "HTTPS://OPS.EXAMPLE.COM", None):
+        assert (await hello(url, origin=allowed))["kind"] == "hello", allowed
 
 
 # --- in the process: nothing of the body is read -------------------------------------------
 
 
-def app(**config: Any) -> Any:
+def app(**config: Any) -> FastAPI:
     token = TokenConfig(name="olivia", token=SecretStr(OPERATOR_TOKEN), role="operator")
     registry = CollectorRegistry()
     service = GatewayService(
         GatewayConfig(tokens=[token], **config), registry=registry, max_event_bytes=1024
     )
-    health = (True, {"service": "gateway", "status": "ok", "problems": {}})
+    health: tuple[bool, dict[str, object]] = (
+        True,
+        {"service": "gateway", "status": "ok", "problems": {}},
+    )
     return build_app(service, registry=registry, own_health=lambda: health)
 
 
 async def call(
-    asgi: Any, method: str, path: str, headers: dict[str, str], chunks: int = 0
+    asgi: FastAPI, method: str, path: str, headers: dict[str, str], chunks: int = 0
 ) -> tuple[int, dict[str, str], int]:
     """(status, headers, body chunks read) of a request offering ``chunks`` of 16 KiB."""
     read = 0
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         nonlocal read
         if read == chunks:
             await asyncio.sleep(3600)  # the client sends nothing more
         read += 1
         return {"type": "http.request", "body": b"x" * 16384, "more_body": read < chunks}
 
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {
+    scope: Scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",

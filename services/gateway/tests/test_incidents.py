@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from nats.js.api import ObjectMeta
 
 from medbay.common.events import MetricBatch
 
 
-def types_of(detail: dict) -> list[str]:
+def types_of(detail: dict[str, Any]) -> list[str]:
     return [entry["event"]["type"] for entry in detail["timeline"]]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from medbay.common.events import Approval
 from medbay.common.records import BreakerState, RecordedAction, TargetState, target_key
@@ -14,7 +15,9 @@ from medbay.executor.rails import SafetyRails
 from medbay.executor.safety_config import SafetyConfig
 
 
-async def arrived(received: list, count: int = 1, timeout: float = 5.0) -> list:
+async def arrived(
+    received: list[dict[str, Any]], count: int = 1, timeout: float = 5.0
+) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while len(received) < count:
         assert time.monotonic() < deadline, f"only {received}"

@@ -5,13 +5,22 @@ approver's real deadlines, and the events before a page was opened."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import httpx
 import pytest
 
 from medbay.approver.book import ApprovalBook, ApprovalRecord
 from medbay.common import runtime
-from medbay.common.events import ActionRequested, MetricBatch, Plan, PlanStep, Risk, Severity
+from medbay.common.events import (
+    ActionRequested,
+    Event,
+    MetricBatch,
+    Plan,
+    PlanStep,
+    Risk,
+    Severity,
+)
 from medbay.common.records import approval_key
 from medbay.common.runtime import ServiceRuntime
 from medbay.gateway.config import HealthConfig, MetricsConfig
@@ -19,6 +28,8 @@ from medbay.gateway.health import HealthBoard
 from medbay.gateway.hub import RecentEvents
 from medbay.gateway.incidents import IncidentBook, IncidentFilter, quick_action_of
 from medbay.gateway.metrics_view import MetricsBoard
+
+EventT = TypeVar("EventT", bound=Event)
 
 
 def book() -> IncidentBook:
@@ -103,7 +114,7 @@ def test_a_recurring_issue_is_one_incident_in_episodes(events):
     start = datetime.now(UTC) - timedelta(hours=1)
     for i in range(3):
 
-        def at(minute: int, event, i=i):
+        def at(minute: int, event: EventT, i: int = i) -> EventT:
             when = start + timedelta(minutes=10 * i + minute)
             return event.model_copy(update={"event_id": f"{event.event_id}{i}", "timestamp": when})
 

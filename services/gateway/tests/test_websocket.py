@@ -11,17 +11,19 @@ import socket
 import struct
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import websockets
+from websockets.asyncio.client import ClientConnection
 
 from medbay.common.events import MetricBatch
 
 TOKEN = "operator-token-0123456789"
 
 
-async def next_event(ws, timeout: float = 5.0) -> dict:
+async def next_event(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
     while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
         if message["kind"] == "event":
             return message
 

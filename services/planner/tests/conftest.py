@@ -9,18 +9,18 @@ from collections.abc import Callable
 
 import pytest
 
-from medbay.common.events import ActionResult, IssueOpened, IssueUpdated
 from tests import factories
+from tests.factories import IssueFactory, ResultFactory
 
 
 @pytest.fixture
-def issue() -> Callable[..., IssueOpened | IssueUpdated]:
+def issue() -> IssueFactory:
     """``tests.factories.issue``: an issue event like the detector's."""
     return factories.issue
 
 
 @pytest.fixture
-def result() -> Callable[..., ActionResult]:
+def result() -> ResultFactory:
     """``tests.factories.result``: one step's outcome."""
     return factories.result
 

@@ -45,7 +45,8 @@ def test_rates_are_smoothed_level_by_level():
     )
     # an unseen target falls back on what is known for the kind
     assert rates.rate("memory", "clear_cache", "other") == pytest.approx((0 + 2 * kind) / 2)
-    assert rates.evidence("memory", "clear_cache", "redis") == (pytest.approx(target), 4)
+    rate, count = rates.evidence("memory", "clear_cache", "redis")
+    assert rate == pytest.approx(target) and count == 4
     snap = rates.snapshot()
     assert snap["actions"]["clear_cache"] == {"successes": 3, "failures": 1, "rate": 0.75}
     assert snap["kinds"]["memory"]["clear_cache"]["rate"] == 0.75

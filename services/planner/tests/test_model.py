@@ -17,6 +17,7 @@ from medbay.planner.model import (
 )
 from medbay.planner.modelfile import dumps, loads
 from medbay.planner.planning import Planner
+from tests.factories import IssueFactory, ResultFactory
 
 CONFIG = PlannerConfig.model_validate(
     {
@@ -29,7 +30,7 @@ CONFIG = PlannerConfig.model_validate(
 )
 
 
-def learn(issue, result, plans: int = 60) -> tuple[Learner, Planner]:
+def learn(issue: IssueFactory, result: ResultFactory, plans: int = 60) -> tuple[Learner, Planner]:
     """Memory issues on cache hosts (clearing the cache works, restarting does not) and
     on app hosts (the other way round); both steps of each plan report."""
     learner = Learner(CONFIG)

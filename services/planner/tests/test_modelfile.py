@@ -11,6 +11,7 @@ import pickle
 import random
 from collections.abc import AsyncIterator, Callable
 from io import BytesIO
+from typing import TYPE_CHECKING
 from zipfile import ZipFile
 
 import nats
@@ -21,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from medbay.common.events import ActionName
 from medbay.planner.config import PlannerConfig
 from medbay.planner.features import tries_feature
 from medbay.planner.learning import TrainingRow
@@ -28,9 +30,12 @@ from medbay.planner.model import ModelBundle, fit, split
 from medbay.planner.modelfile import BUNDLE_MEMBER, PIPELINE_MEMBER, RefusedModel, dumps
 from medbay.planner.store import CURRENT_MODEL, ModelStore
 
+if TYPE_CHECKING:
+    from conftest import NatsServer
+
 CONFIG = PlannerConfig.model_validate({"min_outcomes": 20})
 VERSION = "rf-test"
-ACTIONS = ("clear_cache", "restart_service")
+ACTIONS: tuple[ActionName, ...] = ("clear_cache", "restart_service")
 
 
 def memory_features(value: float) -> dict[str, float]:
@@ -56,7 +61,7 @@ def bundle() -> ModelBundle:
 
 
 @pytest.fixture
-async def store(nats_server) -> AsyncIterator[ModelStore]:
+async def store(nats_server: NatsServer) -> AsyncIterator[ModelStore]:
     nc = await nats.connect(nats_server.url)
     try:
         yield await ModelStore.open(nc.jetstream())
@@ -70,7 +75,9 @@ async def plant(store: ModelStore, version: str, blob: bytes) -> None:
     await store.kv.put(CURRENT_MODEL, version.encode())
 
 
-async def assert_refused(store: ModelStore, version: str, why: str, caplog) -> None:
+async def assert_refused(
+    store: ModelStore, version: str, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """``load_current`` logs one line naming the version and why, and gives no model;
     ``load`` raises ``RefusedModel``."""
     caplog.clear()

@@ -7,23 +7,29 @@ import json
 import math
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nats
 from faststream.nats import NatsBroker
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from medbay.common.bus import DL_REASON, declare_streams, make_broker, publish_event
 from medbay.common.events import ActionRequested, Event, Plan
-from medbay.common.streams import DEADLETTER, ISSUES, REQUESTS, RESULTS
+from medbay.common.streams import DEADLETTER, ISSUES, REQUESTS, RESULTS, StreamSpec
 from medbay.planner.planning import plan_id_for
 from medbay.planner.store import CURRENT_MODEL, ModelStore, read_success_rates
+from tests.helpers import headers
+
+if TYPE_CHECKING:
+    from conftest import ServiceProcess, StartService
 
 STARTUP_SECONDS = 90
 """Generous: importing scikit-learn takes seconds on a busy machine."""
 
 
-def start_planner(services, config: Path):
+def start_planner(services: StartService, config: Path) -> ServiceProcess:
     planner = services("planner", "--config", str(config), wait_healthy=False)
     planner.wait_healthy(STARTUP_SECONDS)
     return planner
@@ -37,19 +43,19 @@ async def upstream(url: str) -> NatsBroker:
     return broker
 
 
-async def publish(broker: NatsBroker, event: Event, stream=ISSUES) -> None:
+async def publish(broker: NatsBroker, event: Event, stream: StreamSpec = ISSUES) -> None:
     await publish_event(broker, event, stream=stream)
 
 
-async def read(js: JetStreamContext, stream: str, want: int, timeout: float = 30.0) -> list:
+async def read(js: JetStreamContext, stream: str, want: int, timeout: float = 30.0) -> list[Msg]:
     """The first ``want`` messages of ``stream`` (fewer if they do not come in time)."""
     sub = await js.pull_subscribe(f"medbay.{stream.lower()}.>", stream=stream)
-    got: list = []
+    got: list[Msg] = []
     deadline = asyncio.get_running_loop().time() + timeout
     while len(got) < want and asyncio.get_running_loop().time() < deadline:
         try:
             msgs = await sub.fetch(want - len(got), timeout=1)
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats-py raises its own or the built-in one
             continue
         for msg in msgs:
             await msg.ack()
@@ -120,13 +126,13 @@ async def test_issues_become_plans_and_bad_ones_are_dead_lettered(
         assert manual.model_version == "manual" and manual.requires_approval
 
         letters = await read(js, "DEADLETTER", len(bad))
-        reasons = [m.headers[DL_REASON] for m in letters]
+        reasons = [headers(m)[DL_REASON] for m in letters]
         assert [m.data for m in letters] == list(bad.values())
         assert "Invalid JSON" in reasons[0]
         assert "schema_version" in reasons[1]
         assert "kind" in reasons[2]
         assert "value: Input should be a finite number" in reasons[3]
-        assert planner.proc.poll() is None
+        assert planner.proc is not None and planner.proc.poll() is None
     finally:
         await nc.close()
         await broker.stop()
@@ -196,7 +202,9 @@ async def test_outcomes_train_a_model_that_survives_a_restart(
         version, rates = None, None
         for _ in range(120):
             try:
-                version = (await kv.get(CURRENT_MODEL)).value.decode()
+                current = await kv.get(CURRENT_MODEL)
+                assert current.value is not None
+                version = current.value.decode()
                 rates = await read_success_rates(js)
             except nats.js.errors.KeyNotFoundError:
                 pass
@@ -204,14 +212,17 @@ async def test_outcomes_train_a_model_that_survives_a_restart(
                 break
             await asyncio.sleep(0.5)
         assert version, planner.logs()[-3000:]
+        assert rates is not None
         assert rates["actions"]["clear_cache"] == {"successes": 8, "failures": 8, "rate": 0.5}
         assert rates["actions"]["restart_service"] == {"successes": 8, "failures": 0, "rate": 1.0}
         store = await ModelStore.open(js)
         info = await store.objects.get_info(version)
+        assert info.description is not None
         summary = json.loads(info.description)
         assert summary["version"] == version and summary["validation_accuracy"] is not None
         assert summary["candidates"] == {"memory": ["restart_service", "clear_cache"]}
-        assert (await store.load_current()).version == version
+        loaded = await store.load_current()
+        assert loaded is not None and loaded.version == version
         assert (await store.load(version)).validation_accuracy == summary["validation_accuracy"]
 
         assert planner.stop() == 0

@@ -7,7 +7,7 @@ import shlex
 import pytest
 
 from medbay.executor.targets.base import shown
-from medbay.executor.targets.redact import redact_argv, redact_text, secret_name
+from medbay.common.redact import redact_argv, redact_text, secret_name
 
 
 @pytest.mark.parametrize(

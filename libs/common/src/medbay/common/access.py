@@ -100,8 +100,8 @@ EXECUTOR_RAILS = BucketSpec(
     "medbay_executor",
     "kv",
     "executor",
-    ("approver", "gateway", CLI),
-    "Step claims, cooldowns, flap breakers, rate limit.",
+    ("planner", "approver", "gateway", CLI),
+    "Step claims, cooldowns, flap breakers, rate limit, and the catalog of its targets.",
 )
 APPROVER_BOOK = BucketSpec(
     "medbay_approver",
@@ -134,7 +134,9 @@ PUBLISHERS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "gateway": (f"{PREFIX}.approvals.gateway.*",),
         CLI: (f"{PREFIX}.approvals.cli.*",),
     },
-    RESULTS.name: {"executor": (f"{PREFIX}.results.*",)},
+    RESULTS.name: {
+        "executor": (f"{PREFIX}.results.*", f"{PREFIX}.outcomes.*", f"{PREFIX}.alerts.*")
+    },
     REQUESTS.name: {
         "gateway": (f"{PREFIX}.requests.gateway.*",),
         CLI: (f"{PREFIX}.requests.cli.*",),
@@ -167,6 +169,12 @@ class Durable:
     stream: StreamSpec
     name: str
     identity: str
+    subject: str | None = None
+    """The subjects it takes (a pattern); None: the stream's first, its main events."""
+
+    @property
+    def filter_subject(self) -> str:
+        return self.subject or self.stream.subjects[0]
 
 
 DETECTOR_METRICS = Durable(METRICS, "detector", "detector")
@@ -175,6 +183,7 @@ PLANNER_REQUESTS = Durable(REQUESTS, "planner-requests", "planner")
 PLANNER_RESULTS = Durable(RESULTS, "planner-results", "planner")
 APPROVER_PLANS = Durable(PLANS, "approver", "approver")
 APPROVER_APPROVALS = Durable(APPROVALS, "approver-approvals", "approver")
+APPROVER_ALERTS = Durable(RESULTS, "approver-alerts", "approver", f"{PREFIX}.alerts.>")
 EXECUTOR_PLANS = Durable(PLANS, "executor", "executor")
 EXECUTOR_APPROVALS = Durable(APPROVALS, "executor-approvals", "executor")
 EXECUTOR_AUDIT = Durable(AUDIT, "executor-audit", "executor")
@@ -185,6 +194,7 @@ DURABLES: tuple[Durable, ...] = (
     PLANNER_RESULTS,
     APPROVER_PLANS,
     APPROVER_APPROVALS,
+    APPROVER_ALERTS,
     EXECUTOR_PLANS,
     EXECUTOR_APPROVALS,
     EXECUTOR_AUDIT,

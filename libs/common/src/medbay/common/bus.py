@@ -509,7 +509,7 @@ def consumer(
     stream = durable.stream
     return BatchConsumer(
         rt.broker,
-        ConsumerSpec(durable.name, stream.subjects[0], stream, **options),
+        ConsumerSpec(durable.name, durable.filter_subject, stream, **options),
         service=rt.name,
         parse=parse,
         handler=handler,

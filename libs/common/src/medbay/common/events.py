@@ -136,6 +136,9 @@ class MetricSample(TypedDict):
     labels: NotRequired[Labels]
 
 
+CheckName = Annotated[str, Field(min_length=1, max_length=100)]
+
+
 class MetricBatch(Event):
     """Everything one host's collector saw in one scrape: one message per host per scrape."""
 
@@ -143,6 +146,14 @@ class MetricBatch(Event):
     host: HostName
     collected_at: AwareDatetime
     samples: list[MetricSample] = Field(max_length=20_000)
+    check_errors: Annotated[
+        dict[CheckName, Annotated[str, Field(max_length=500)]], Field(max_length=1000)
+    ] = Field(
+        default_factory=dict,
+        description="Why each failing service check failed, by service name (the "
+        "`service` label of its `service_up` sample): 'connection refused', 'no answer "
+        "within 2 s', 'HTTP 503'. Issues about the service carry it as their `detail`.",
+    )
 
 
 # --- issues --------------------------------------------------------------------
@@ -154,8 +165,22 @@ class Severity(StrEnum):
 
 
 IssueKind = Literal[
-    "cpu", "memory", "disk", "db_latency", "network_errors", "service_down", "anomaly", "other"
+    "cpu",
+    "memory",
+    "disk",
+    "db_latency",
+    "network_errors",
+    "service_down",
+    "anomaly",
+    "other",
+    "runaway_process",
+    "low_utilisation",
+    "host_silent",
 ]
+"""What kind of problem an issue is. ``runaway_process``: one process over its CPU or
+memory limit for a while (labels ``pid``, ``name``, ``command``); ``low_utilisation``:
+a scaled service with little to do (off by default); ``host_silent``: a host whose
+metrics stopped arriving."""
 
 
 def issue_fingerprint(host: str, kind: str, metric: str, labels: dict[str, str]) -> str:
@@ -182,6 +207,12 @@ class IssueEvent(Event):
         max_length=64, description="Which detector raised it: threshold, sigma3, ..."
     )
     score: Fraction | None = Field(default=None, description="Anomaly score in [0, 1].")
+    detail: str = Field(
+        default="",
+        max_length=1000,
+        description="What was wrong, in words: a failed check's reason ('connection "
+        "refused'), a runaway process's command, how long a host has been silent.",
+    )
     first_seen: AwareDatetime
     last_seen: AwareDatetime
 
@@ -306,6 +337,60 @@ class ActionResult(Event):
 # --- people's actions ------------------------------------------------------------
 
 
+PlanOutcome = Literal[
+    "verified",
+    "not_fixed",
+    "failed",
+    "refused",
+    "dry_run",
+    "alerted",
+    "interrupted",
+    "rejected",
+    "expired",
+]
+"""How a plan ended, in honest words:
+
+- ``verified``: a step ran and its fix was seen to work;
+- ``not_fixed``: steps ran but no fix could be verified;
+- ``failed``: a step could not be done (an error, a timeout) and nothing was fixed;
+- ``refused``: the executor refused a step (allowlist, cooldown, breaker, rate limit,
+  maintenance, unknown target) and nothing was fixed;
+- ``dry_run``: nothing was done; every step was reported with what it would do;
+- ``alerted``: the plan only told a person, and the message went out;
+- ``interrupted``: the executor stopped during a step, which is never run twice;
+- ``rejected`` / ``expired``: a person rejected the plan, or nobody decided in time.
+"""
+
+
+class PlanFinished(Event):
+    """A plan is over: how it ended, and whether a person was told (``escalated``)."""
+
+    type: Literal["plan.finished"] = "plan.finished"
+    plan_id: str = Field(min_length=1, max_length=64)
+    issue_fingerprint: str = Field(min_length=1, max_length=64)
+    issue_kind: IssueKind
+    host: HostName
+    outcome: PlanOutcome
+    detail: str = Field(default="", max_length=2000, description="Why, in words.")
+    steps_run: int = Field(ge=0, description="Steps that were started (not refused).")
+    escalated: bool = Field(description="Whether a person was alerted because it was not fixed.")
+    dry_run: bool
+
+
+class AlertRaised(Event):
+    """A message for people, from an ``alert_human`` step or an escalation, to be
+    delivered by the approver's Telegram bot (notifier targets ``via: telegram``)."""
+
+    type: Literal["alert.raised"] = "alert.raised"
+    alert_id: str = Field(min_length=1, max_length=64)
+    plan_id: str = Field(min_length=1, max_length=64)
+    issue_fingerprint: str = Field(min_length=1, max_length=64)
+    issue_kind: IssueKind
+    host: HostName
+    target: str = Field(min_length=1, max_length=300, description="The notifier target.")
+    message: str = Field(min_length=1, max_length=4000)
+
+
 class ActionRequested(Event):
     """A person asked for an action by hand (a quick action). The planner turns it
     into a Plan under the same approval rules as any other."""
@@ -342,4 +427,6 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     ActionResult,
     ActionRequested,
     BreakerReset,
+    PlanFinished,
+    AlertRaised,
 )

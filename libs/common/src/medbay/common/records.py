@@ -23,16 +23,19 @@ from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from medbay.common.access import APPROVER_BOOK, EXECUTOR_RAILS, PLAN_BOOK, PLANNER_STATE
-from medbay.common.events import ActionName, Plan
+from medbay.common.events import ActionName, Plan, PlanOutcome
 
 __all__ = [
     "APPROVER_BOOK",
     "EXECUTOR_RAILS",
     "PLANNER_STATE",
     "PLAN_BOOK",
+    "TARGET_CATALOG_KEY",
     "ApprovalDeadline",
     "BreakerState",
+    "CatalogTarget",
     "PlanRecord",
+    "TargetCatalog",
     "TargetState",
     "approval_key",
     "key_token",
@@ -41,6 +44,7 @@ __all__ = [
     "read_approval_deadline",
     "read_plan",
     "read_plans",
+    "read_target_catalog",
     "target_key",
 ]
 
@@ -63,6 +67,7 @@ def key_token(name: str) -> str:
 # --- the executor's plan book ------------------------------------------------------------
 
 PlanState = Literal["pending", "approved", "rejected", "running", "done"]
+"""Where a plan stands; how a ``done`` (or ``rejected``) one ended is its ``outcome``."""
 
 
 class PlanRecord(BaseModel):
@@ -78,6 +83,8 @@ class PlanRecord(BaseModel):
     channel: str = ""
     decided_at: str = ""
     note: str = ""
+    outcome: PlanOutcome | None = None
+    """How it ended (see ``medbay.common.events.PlanOutcome``); None while it is not over."""
     approval_reasons: list[str] = Field(default_factory=list)
     """Why the executor holds the plan for approval (empty: it does not)."""
 
@@ -204,6 +211,57 @@ async def open_breakers(kv: KeyValue) -> dict[str, BreakerState]:
     """The open breakers, by target (unreadable records are logged and skipped)."""
     states = await _read_all(kv, "targets.", TargetState)
     return {s.target: s.breaker for s in states.values() if s.breaker is not None}
+
+
+# --- the executor's targets ------------------------------------------------------------------
+
+TARGET_CATALOG_KEY = "catalog"
+"""In ``EXECUTOR_RAILS``: the ``TargetCatalog`` the executor writes at every start."""
+
+
+class CatalogTarget(_Stored):
+    """What the planner may know of one executor target, to name it in a step."""
+
+    kind: str
+    actions: list[ActionName]
+    """The actions this target supports and the executor's allowlist permits."""
+    covers: list[str] = Field(default_factory=list)
+    """Other names it answers to in issues: the service, process, cache, database,
+    directory or mount an issue's resource names (besides the target's own name)."""
+
+
+class TargetCatalog(_Stored):
+    """The executor's targets, so that a plan names a real target or none."""
+
+    mode: Literal["dry-run", "live"]
+    targets: dict[str, CatalogTarget]
+    written_at: AwareDatetime
+
+    def resolve(self, action: ActionName, resource: str) -> str | None:
+        """The target for ``action`` on ``resource``: the one named so, else the one
+        covering it; it must permit the action. None: there is none."""
+        named = self.targets.get(resource)
+        if named is not None and action in named.actions:
+            return resource
+        for name, target in sorted(self.targets.items()):
+            if resource in target.covers and action in target.actions:
+                return name
+        return None
+
+    def permits(self, action: ActionName, target: str) -> bool:
+        known = self.targets.get(target)
+        return known is not None and action in known.actions
+
+
+async def read_target_catalog(kv: KeyValue) -> TargetCatalog | None:
+    """The executor's catalog; None if it wrote none yet (or an unreadable one)."""
+    try:
+        entry = await kv.get(TARGET_CATALOG_KEY)
+    except (KeyNotFoundError, KeyDeletedError):
+        return None
+    if entry.value is None:
+        return None
+    return _parse(TargetCatalog, entry.value, entry.key)
 
 
 # --- the planner's state ---------------------------------------------------------------------

@@ -11,7 +11,7 @@ can silently re-declare a stream with other settings.
 | ISSUES | medbay.issues.<opened,updated,resolved>.<host> | detector | 90 d: incidents |
 | PLANS | medbay.plans.<host> | planner | 90 d: decisions and their inputs |
 | APPROVALS | medbay.approvals.<channel>.<plan_id> | executor | 90 d: audit trail |
-| RESULTS | medbay.results.<host> | executor | 90 d: outcomes, training data |
+| RESULTS | medbay.{results,outcomes,alerts}.<host> | executor | 90 d: steps, plan ends, alerts |
 | REQUESTS | medbay.requests.<channel>.<host> | planner | 90 d: actions people asked for by hand |
 | AUDIT | medbay.audit.breaker.<channel>.<target> | executor | 365 d: other changes people made |
 | DEADLETTER | medbay.deadletter.<service>.<stream> | detector | 30 d, 1 GiB: rejects, reasons |
@@ -44,6 +44,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from medbay.common.events import (
     ActionRequested,
     ActionResult,
+    AlertRaised,
     Approval,
     BreakerReset,
     Event,
@@ -52,6 +53,7 @@ from medbay.common.events import (
     IssueUpdated,
     MetricBatch,
     Plan,
+    PlanFinished,
 )
 
 PREFIX = "medbay"
@@ -140,12 +142,12 @@ APPROVALS = StreamSpec(
 )
 RESULTS = StreamSpec(
     "RESULTS",
-    (f"{PREFIX}.results.>",),
+    (f"{PREFIX}.results.>", f"{PREFIX}.outcomes.>", f"{PREFIX}.alerts.>"),
     "executor",
     90 * DAY,
     1 * GiB,
     600.0,
-    "Results of executed plan steps.",
+    "Results of executed plan steps, how each plan ended, and alerts for people.",
 )
 REQUESTS = StreamSpec(
     "REQUESTS",
@@ -223,6 +225,14 @@ def result_subject(result: ActionResult) -> str:
     return f"{PREFIX}.results.{token(result.host)}"
 
 
+def outcome_subject(event: PlanFinished) -> str:
+    return f"{PREFIX}.outcomes.{token(event.host)}"
+
+
+def alert_subject(event: AlertRaised) -> str:
+    return f"{PREFIX}.alerts.{token(event.host)}"
+
+
 def request_subject(request: ActionRequested) -> str:
     return f"{PREFIX}.requests.{request.channel}.{token(request.host)}"
 
@@ -247,6 +257,10 @@ def subject_for(event: Event) -> str:
         return approval_subject(event)
     if isinstance(event, ActionResult):
         return result_subject(event)
+    if isinstance(event, PlanFinished):
+        return outcome_subject(event)
+    if isinstance(event, AlertRaised):
+        return alert_subject(event)
     if isinstance(event, ActionRequested):
         return request_subject(event)
     if isinstance(event, BreakerReset):
@@ -294,6 +308,8 @@ CHANNELS: tuple[tuple[str, StreamSpec, type[Event]], ...] = (
     (f"{PREFIX}.plans.{{host}}", PLANS, Plan),
     (f"{PREFIX}.approvals.{{channel}}.{{plan_id}}", APPROVALS, Approval),
     (f"{PREFIX}.results.{{host}}", RESULTS, ActionResult),
+    (f"{PREFIX}.outcomes.{{host}}", RESULTS, PlanFinished),
+    (f"{PREFIX}.alerts.{{host}}", RESULTS, AlertRaised),
     (f"{PREFIX}.requests.{{channel}}.{{host}}", REQUESTS, ActionRequested),
     (f"{PREFIX}.audit.breaker.{{channel}}.{{target}}", AUDIT, BreakerReset),
 )

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medbay.common.actions import ACTIONS
 from medbay.common.events import ActionName
-from medbay.executor.targets.redact import redact_argv
+from medbay.common.redact import redact_argv
 
 T = TypeVar("T")
 

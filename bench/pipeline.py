@@ -11,11 +11,13 @@ figures compare like with like on the same machine in the same minute:
    through a pre-created ``detector`` consumer; its consumer info is polled
    every 50 ms and the rate is taken from its first ack to its last;
 4. latency: with the detector idle, scrapes are published on a clock at
-   ``--latency-rate`` samples/s; every 10th scrape of each host (staggered
-   over hosts) has ``service_up{service="bench"} = 0``, so the detector opens
-   an issue, and the next scrape resolves it. Each issue event is matched to the scrape that
-   caused it (host and ``last_seen == collected_at``); latency is its arrival
-   time minus the time just before that scrape was published.
+   ``--latency-rate`` samples/s; in every 10 scrapes of each host (staggered
+   over hosts) ``service_up{service="bench"}`` is 0 for as many scrapes in a
+   row as the default service_down rule needs (``for_samples``), so the
+   detector opens an issue, and the next scrapes resolve it. Each issue event
+   is matched to the scrape that caused it (host and ``last_seen ==
+   collected_at``); latency is its arrival time minus the time just before
+   that scrape was published.
 
 The figures are printed and written to ``bench/results/pipeline-<timestamp>.json``.
 ``--detector-command`` (hidden) replaces the detector's command line, e.g. to run
@@ -57,6 +59,7 @@ from medbay.common.access import DETECTOR_METRICS
 from medbay.common.bus import ConsumerSpec
 from medbay.common.events import IssueChange, MetricBatch
 from medbay.common.streams import DEADLETTER, METRICS, metrics_subject
+from medbay.detector.config import DetectorConfig, ThresholdRule
 
 harness = load("harness")
 
@@ -199,12 +202,14 @@ def backlog_scrapes(fleet: Fleet, n: int, start: datetime) -> list[Scrape]:
 
 
 def latency_scrapes(fleet: Fleet, n: int, msg_rate: float, start: datetime) -> list[Scrape]:
-    """N scrapes on schedule; every 10th scrape of a host has the bench service down."""
+    """N scrapes on schedule; in every 10 scrapes of a host the bench service is down
+    for as many scrapes in a row as the default rule needs to open an issue."""
     h = len(fleet.hosts)
     index = np.arange(n) % h
     values = fleet.values(index)
     # staggered by host, so crossings are spread evenly instead of all hosts at once
-    down = (np.arange(n) // h + index) % CROSSING_EVERY == CROSSING_EVERY - 1
+    phase = (np.arange(n) // h + index) % CROSSING_EVERY
+    down = phase >= CROSSING_EVERY - service_down_rule().for_samples
     values[:, 0] = np.where(down, 0.0, 1.0)  # column 0 is service_up{service="bench"}
     scrapes = []
     for i, row in enumerate(values.tolist()):
@@ -217,17 +222,27 @@ def latency_scrapes(fleet: Fleet, n: int, msg_rate: float, start: datetime) -> l
     return scrapes
 
 
+def service_down_rule() -> ThresholdRule:
+    return next(r for r in DetectorConfig().thresholds if r.metric == "service_up")
+
+
 def expected_crossings(scrapes: list[Scrape]) -> dict[tuple[str, int], None]:
-    """(event type, scrape index) of every issue the bench series must open or resolve."""
-    up: dict[str, float] = {}
+    """(event type, scrape index) of every issue the bench series must open or resolve:
+    the default rule opens after ``for_samples`` downs in a row, resolves after
+    ``clear_samples`` ups in a row."""
+    rule = service_down_rule()
+    is_open: dict[str, bool] = {}
+    streak: dict[str, int] = {}
     expected: dict[tuple[str, int], None] = {}
     for i, s in enumerate(scrapes):
-        before = up.get(s.host, 1.0)  # the backlog left every host up
-        if before >= 0.5 > s.bench_up:
-            expected[("issue.opened", i)] = None
-        elif s.bench_up >= 0.5 > before:
-            expected[("issue.resolved", i)] = None
-        up[s.host] = s.bench_up
+        opened = is_open.get(s.host, False)  # the backlog left every host up
+        wants_open = s.bench_up < 0.5
+        streak[s.host] = streak.get(s.host, 0) + 1 if wants_open != opened else 0
+        needed = rule.for_samples if wants_open else rule.clear_samples
+        if wants_open != opened and streak[s.host] >= needed:
+            expected[("issue.opened" if wants_open else "issue.resolved", i)] = None
+            is_open[s.host] = wants_open
+            streak[s.host] = 0
     return expected
 
 

@@ -21,11 +21,14 @@ from medbay.common.events import (
     ALL_EVENTS,
     ActionRequested,
     ActionResult,
+    AlertRaised,
     Approval,
     BreakerReset,
+    IssueOpened,
     MetricBatch,
     MetricSample,
     Plan,
+    PlanFinished,
     PlanStep,
     Risk,
     Severity,
@@ -435,6 +438,161 @@ async def test_events_tail_gives_each_event_a_readable_line_and_json(nats_server
     empty = medbay("events", "tail", "DEADLETTER", "--since", "1h", "--no-follow", env=env)
     assert empty.returncode == 0 and empty.stdout == ""
     assert "no events on DEADLETTER since " in empty.stderr
+
+
+async def test_events_tail_and_replay_show_plan_ends_alerts_and_what_was_wrong(nats_server):
+    import json
+
+    from medbay.common.streams import ISSUES, RESULTS
+
+    broker = make_broker("executor", nats_server.url, registry=CollectorRegistry())
+    await broker.connect()
+    await declare_streams(broker, [ISSUES, RESULTS])
+    _, result, *_ = _remediation_events()
+    finished = PlanFinished(
+        plan_id="p-1",
+        issue_fingerprint="f" * 16,
+        issue_kind="service_down",
+        host="vm",
+        outcome="not_fixed",
+        detail="demo-web still answers 503\nafter the restart",
+        steps_run=1,
+        escalated=True,
+        dry_run=False,
+    )
+    alert = AlertRaised(
+        alert_id="a-1",
+        plan_id="p-1",
+        issue_fingerprint="f" * 16,
+        issue_kind="service_down",
+        host="vm",
+        target="oncall",
+        message="demo-web is still down after a restart",
+    )
+    for event in (result, finished, alert):
+        await publish_event(broker, event, stream=RESULTS)
+    now = datetime.now(UTC)
+    opened = IssueOpened(
+        fingerprint="f" * 16,
+        host="vm",
+        kind="service_down",
+        resource="demo-web",
+        metric="service_up",
+        value=0.0,
+        threshold=0.5,
+        severity=Severity.CRITICAL,
+        detector="threshold",
+        detail="connection refused",
+        first_seen=now,
+        last_seen=now,
+    )
+    await publish_event(broker, opened, stream=ISSUES)
+    await broker.stop()
+    env = {"MEDBAY_NATS_URL": nats_server.url}
+
+    out = medbay("events", "tail", "RESULTS", "--no-follow", env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 3 and "step 1 restart_service demo-web on vm: success" in lines[0]
+    assert [line.split(" ")[3] for line in lines] == [
+        "medbay.results.vm",
+        "medbay.outcomes.vm",
+        "medbay.alerts.vm",
+    ]
+    assert (
+        "plan p-1 for service_down on vm ended not_fixed (1 step run, a person alerted): "
+        "demo-web still answers 503 trace=" in lines[1]
+    )
+    assert (
+        "alert a-1 to oncall for plan p-1 (service_down on vm): demo-web is still down "
+        "after a restart trace=" in lines[2]
+    )
+
+    alerts = medbay("events", "tail", "medbay.alerts.>", "--no-follow", "--json", env=env)
+    assert alerts.returncode == 0, alerts.stderr
+    (obj,) = [json.loads(x) for x in alerts.stdout.splitlines()]
+    assert (obj["type"], obj["alert_id"], obj["stream"], obj["seq"]) == (
+        "alert.raised",
+        "a-1",
+        "RESULTS",
+        3,
+    )
+
+    issues = medbay("events", "tail", "--no-follow", env=env)  # ISSUES by default
+    assert issues.returncode == 0, issues.stderr
+    assert (
+        "issue.opened critical service_down on vm demo-web: service_up=0 (threshold 0.5, "
+        "threshold) | connection refused" in issues.stdout
+    )
+
+    printed = medbay("replay", "--stream", "RESULTS", "--since", "10m", "--print", env=env)
+    assert printed.returncode == 0, printed.stderr
+    assert [line.split(" ")[3] for line in printed.stdout.splitlines()[:3]] == [
+        "medbay.results.vm",
+        "medbay.outcomes.vm",
+        "medbay.alerts.vm",
+    ]
+    assert "3 events printed" in printed.stdout
+
+
+async def test_plans_say_how_each_plan_ended(nats_server):
+    from medbay.common.records import PLAN_BOOK, PlanRecord, plan_key
+
+    plan = _remediation_events()[0]
+    nc = await nats.connect(nats_server.url)
+    kv = await nc.jetstream().create_key_value(bucket=PLAN_BOOK.name)
+    records = {
+        "p-wait": PlanRecord(state="pending"),
+        "p-run": PlanRecord(state="running", decided_at="2026-01-01T10:00:00+00:00"),
+        "p-ok": PlanRecord(
+            state="done",
+            outcome="verified",
+            decided_at="2026-01-01T10:01:00+00:00",
+            note="step 1 restart_service demo-web: fixed",
+        ),
+        "p-no": PlanRecord(
+            state="done",
+            outcome="not_fixed",
+            decided_at="2026-01-01T10:02:00+00:00",
+            note="demo-web still answers 503\nafter the restart",
+        ),
+        "p-late": PlanRecord(
+            state="rejected",
+            outcome="expired",
+            decided_by="expiry",
+            decided_at="2026-01-01T10:03:00+00:00",
+            note="not decided within 15 minutes",
+        ),
+    }
+    for plan_id, record in records.items():
+        record.plan = plan.model_copy(update={"plan_id": plan_id}).model_dump_json()
+        await kv.put(plan_key(plan_id), record.model_dump_json().encode())
+    await nc.close()
+    env = {"MEDBAY_NATS_URL": nats_server.url}
+
+    current = medbay("plans", env=env)
+    assert current.returncode == 0, current.stderr
+    assert [line.split()[:2] for line in current.stdout.splitlines()] == [
+        ["p-wait", "pending"],
+        ["p-run", "running"],
+    ]
+
+    everything = medbay("plans", "--all", env=env)
+    assert everything.returncode == 0, everything.stderr
+    lines = everything.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["p-wait", "pending"],
+        ["p-run", "running"],
+        ["p-ok", "verified"],
+        ["p-no", "not_fixed"],
+        ["p-late", "expired"],
+    ]
+    steps = "service_down on vm: restart_service demo-web, then alert_human oncall"
+    assert lines[3] == (
+        f"p-no  not_fixed    {steps} (confidence 0.80, risk low) | demo-web still answers 503"
+    )
+    assert lines[4].startswith("p-late  expired     by expiry  service_down on vm: ")
+    assert lines[4].endswith(" | not decided within 15 minutes")
 
 
 # --- approving only what exists ----------------------------------------------------------

@@ -2,9 +2,10 @@
 service as a process on a real nats-server, the gateway serving the built
 dashboard. The browser script (services/gateway/dashboard/e2e/run.mjs) checks
 load time and bundle size, a live metric update, an approval clicked through
-the UI, the polling fallback, a viewer's read-only view and an axe-core scan of
-every page in both themes; here we also check that the executor acted on the
-plan approved in the browser. NATS runs secured, a user per service."""
+the UI, how the approved plan ended as its incident shows it, the lab's report
+on the Automation page, the polling fallback, a viewer's read-only view and an
+axe-core scan of every page in both themes; here we also check that the executor
+acted on the plan approved in the browser. NATS runs secured, a user per service."""
 
 from __future__ import annotations
 
@@ -29,6 +30,46 @@ DASHBOARD = REPO / "services/gateway/dashboard"
 STATIC = REPO / "services/gateway/src/medbay/gateway/static"
 OPERATOR = "operator-token-for-the-browser"
 VIEWER = "viewer-token-for-the-browser"
+
+
+def lab_report() -> dict[str, object]:
+    """A report as `medbay lab` writes it: two faults, one escalated as it should be."""
+    fault = {
+        "expected": "auto_resolved",
+        "injected": 3,
+        "detected": 3,
+        "auto_resolved": 3,
+        "escalated": 0,
+        "silent": 0,
+        "needless_actions": 0,
+        "outside_policy": 0,
+        "mttr_median_s": 9.1,
+        "mttr_p90_s": 12.0,
+    }
+    escalated = {**fault, "expected": "escalated", "auto_resolved": 0, "escalated": 3}
+    return {
+        "schema": "medbay.lab/1",
+        "started_at": "2026-11-29T10:00:00Z",
+        "finished_at": "2026-11-29T10:40:00Z",
+        "commit": "41d8f32",
+        "seed": 7,
+        "rounds": 3,
+        "quiet_seconds": 120.0,
+        "planner": "rules-v1",
+        "lab_trained": False,
+        "totals": {
+            **fault,
+            "injected": 6,
+            "detected": 6,
+            "escalated": 3,
+            "mttr_median_s": 9.1,
+            "mttr_p90_s": 12.0,
+            "quiet_issues": 0,
+            "quiet_plans": 0,
+            "quiet_actions": 0,
+        },
+        "faults": {"service_killed": fault, "disk_filled": {**escalated, "mttr_median_s": None}},
+    }
 
 
 def check_prerequisites() -> None:
@@ -69,11 +110,15 @@ async def test_dashboard_in_a_real_browser(nats_server, services, tmp_path: Path
     planner.wait_healthy()
     executor.wait_healthy()
     services("approver")
+    lab = tmp_path / "lab" / "latest.json"
+    lab.parent.mkdir()
+    lab.write_text(json.dumps(lab_report()))
     (tmp_path / "gateway.yaml").write_text(
         "tokens:\n"
         f"  - {{name: ops-alice, token: {OPERATOR}, role: operator}}\n"
         f"  - {{name: wallboard, token: {VIEWER}, role: viewer}}\n"
         f"health: {{urls: {{executor: 'http://127.0.0.1:{executor.port}/healthz'}}}}\n"
+        f"lab_report: {lab}\n"
     )
     gateway = services("gateway", "--config", str(tmp_path / "gateway.yaml"))
 
@@ -104,6 +149,11 @@ async def test_dashboard_in_a_real_browser(nats_server, services, tmp_path: Path
     assert mode["mode"] == "dry-run" and mode["banner"], mode  # the banner says so
     approved = next(c for c in checks if c.get("check") == "approve")
     plan_id = approved["plan_id"]
+    ended = next(c for c in checks if c.get("check") == "honest-outcome")
+    # a dry-run executor changes nothing, and the incident says so
+    assert ended["outcome"] == "dry_run" and ended["shown"] == "Dry run, nothing done", ended
+    shown = next(c for c in checks if c.get("check") == "lab")
+    assert (shown["state"], shown["faults"]) == ("ok", 2), shown
 
     # the executor acted on the plan approved in the browser
     nc = await nats.connect(nats_server.url, **nats_server.client("cli"))

@@ -43,12 +43,13 @@ def batch(host: str, i: int, up: float) -> MetricBatch:
 
 
 def schedule(hosts: int, scrapes: int) -> list[MetricBatch]:
-    """Each host's service goes down and comes back on its own rhythm."""
+    """Each host's service goes down (two failed checks: an outage) and comes back on
+    its own rhythm."""
     out = []
     for i in range(scrapes):
         for h in range(hosts):
             period = 5 + h
-            out.append(batch(f"host-{h}", i, 0.0 if i % period == period - 1 else 1.0))
+            out.append(batch(f"host-{h}", i, 0.0 if i % period >= period - 2 else 1.0))
     return out
 
 
@@ -81,8 +82,9 @@ async def test_bad_input_is_dead_lettered_and_the_detector_goes_on(nats_server, 
     }
     for payload in bad.values():
         await js.publish("medbay.metrics.h1", payload, timeout=5)
-    # the detector still works: a real crossing after the bad messages opens an issue
+    # the detector still works: a real outage after the bad messages opens an issue
     await publish_event(broker, batch("h1", 1, 0.0), stream=METRICS)
+    await publish_event(broker, batch("h1", 2, 0.0), stream=METRICS)
 
     nc = await nats.connect(nats_server.url)
     issues = await nc.jetstream().pull_subscribe("medbay.issues.>", stream="ISSUES")
@@ -141,6 +143,7 @@ async def test_kill_9_loses_no_issue_and_opens_none_twice(nats_server, services)
         for seq, b in enumerate(batches, start=1)
         for e in oracle.process(b, seq)
     }
+    assert len({e[1] for e in expected}) == 6  # every host's service goes down
 
     broker = make_broker("collector", nats_server.url, registry=CollectorRegistry())
     await broker.connect()

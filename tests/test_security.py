@@ -327,6 +327,7 @@ CONSUMED = (
     ("planner", "medbay.plans.web-1", "PLANS", ("executor", "approver")),
     ("gateway", "medbay.approvals.gateway.p1", "APPROVALS", ("executor", "approver")),
     ("executor", "medbay.results.web-1", "RESULTS", ("planner",)),
+    ("executor", "medbay.alerts.web-1", "RESULTS", ("approver",)),
     ("gateway", "medbay.requests.gateway.web-1", "REQUESTS", ("planner",)),
     ("gateway", "medbay.audit.breaker.gateway.web", "AUDIT", ("executor",)),
 )

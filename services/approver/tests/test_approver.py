@@ -1,5 +1,6 @@
 """The approver as a real process on a real nats-server, with real polling against a
-fake Bot API server run by the test: asking, deciding once, refusing, expiring."""
+fake Bot API server run by the test: asking, deciding once, refusing, expiring, and
+passing the executor's alerts on."""
 
 from __future__ import annotations
 
@@ -19,9 +20,16 @@ from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
 from medbay.approver.callbacks import CallbackSigner
-from medbay.common.bus import declare_streams, event_headers, make_broker
-from medbay.common.events import Approval, Plan, Risk
-from medbay.common.streams import APPROVALS, PLANS, plan_subject, subject_for
+from medbay.common.bus import DL_REASON, declare_streams, event_headers, make_broker
+from medbay.common.events import AlertRaised, Approval, Plan, Risk
+from medbay.common.streams import (
+    APPROVALS,
+    DEADLETTER,
+    PLANS,
+    RESULTS,
+    plan_subject,
+    subject_for,
+)
 from tests import factories
 from tests.factories import step
 from tests.helpers import free_port
@@ -39,12 +47,15 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 class FakeBotAPI:
     """The Bot API methods the approver uses, recording every call (form data, as sent;
-    a sent message's id is recorded with it).
+    a sent message's id is recorded with it). ``failures`` are answered to the next
+    sendMessage calls instead (those are recorded in ``failed``).
 
     ``getUpdates`` long-polls for at most a second, so the server stops quickly."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, str]]] = []
+        self.failures: list[tuple[int, str]] = []
+        self.failed: list[dict[str, str]] = []
         self.updates: list[dict[str, Any]] = []
         self.arrived = asyncio.Event()
         self.next_message_id = 100
@@ -57,6 +68,12 @@ class FakeBotAPI:
             )
         method = request.match_info["method"]
         form = {k: str(v) for k, v in (await request.post()).items()}
+        if method == "sendMessage" and self.failures:
+            self.failed.append(form)
+            status, description = self.failures.pop(0)
+            return web.json_response(
+                {"ok": False, "error_code": status, "description": description}, status=status
+            )
         if method != "getUpdates":
             self.calls.append((method, form))
         result: Any = True
@@ -173,6 +190,14 @@ class Bus:
             headers=event_headers(approval),
         )
 
+    async def publish_alert(self, alert: AlertRaised, subject: str | None = None) -> None:
+        """As the executor does (on ``subject`` instead, to pretend otherwise)."""
+        await self.js.publish(
+            subject or subject_for(alert),
+            alert.model_dump_json().encode(),
+            headers=event_headers(alert),
+        )
+
     async def publish_plan(self, plan: Plan) -> None:
         headers = {**event_headers(plan), "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}
         await self.js.publish(plan_subject(plan), plan.model_dump_json().encode(), headers=headers)
@@ -184,6 +209,7 @@ class Bus:
             try:
                 await self.js.consumer_info(PLANS.name, "approver")
                 await self.js.consumer_info(APPROVALS.name, "approver-approvals")
+                await self.js.consumer_info(RESULTS.name, "approver-alerts")
                 return
             except nats.js.errors.NotFoundError:
                 assert time.monotonic() < deadline, "the approver never consumed PLANS"
@@ -203,7 +229,8 @@ class Bus:
 async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
     broker = make_broker("test", nats_server.url, registry=CollectorRegistry())
     await broker.connect()
-    await declare_streams(broker, [PLANS, APPROVALS])  # no planner, no executor here
+    # no planner, executor or detector here
+    await declare_streams(broker, [PLANS, APPROVALS, RESULTS, DEADLETTER])
     await broker.stop()
     nc = await nats.connect(nats_server.url)
     b = Bus(nc)
@@ -215,6 +242,18 @@ async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
 def make_plan(*, approval: bool = True) -> Plan:
     return factories.plan(
         step("reboot", "web-1", Risk.HIGH, 120), confidence=0.6, requires_approval=approval
+    )
+
+
+def make_alert(alert_id: str, message: str) -> AlertRaised:
+    return AlertRaised(
+        alert_id=alert_id,
+        plan_id="p-7",
+        issue_fingerprint="f" * 16,
+        issue_kind="service_down",
+        host="web-1",
+        target="oncall",
+        message=message,
     )
 
 
@@ -378,3 +417,54 @@ async def test_without_a_token_plans_expire_once_across_restarts_and_instances(
     # The subscription sees every publish, even one the stream would deduplicate.
     assert len(bus.approvals) == 4
     assert all(o.proc is not None and o.proc.poll() is None for o in others)
+
+
+async def test_an_alert_reaches_the_chat_once_through_telegram_errors_and_redeliveries(
+    bus: Bus, bot_api: FakeBotAPI, services: StartService, tmp_path: Path
+):
+    services("approver", "--config", write_config(tmp_path, bot_api), **SECRETS)
+    await bus.wait_consuming()
+    bot_api.failures.append((502, "Bad Gateway"))  # Telegram fails the first try
+    alert = make_alert("a-1", "web is down: <b>connection refused</b> & *no* answer")
+    await bus.publish_alert(alert)
+    sent = await bot_api.wait_text("sendMessage", alert.message, chat_id=str(CHAT))
+    assert sent["text"] == (
+        "🚨 Alert: service_down on web-1\n"
+        "web is down: <b>connection refused</b> & *no* answer\n\nPlan: p-7"
+    )
+    assert "parse_mode" not in sent and "reply_markup" not in sent  # plain text, as written
+    assert [f["text"] for f in bot_api.failed] == [sent["text"]]
+
+    again = alert.model_copy(update={"event_id": "a-1-once-more"})  # not deduplicated by NATS
+    await bus.publish_alert(again)
+    forged = make_alert("a-2", "from elsewhere")
+    await bus.publish_alert(forged, subject="medbay.alerts.db-1")  # body says web-1
+    later = make_alert("a-3", "disk still full")
+    await bus.publish_alert(later)
+    last = await bot_api.wait_text("sendMessage", later.message)  # the two before are handled
+    assert bot_api.sent("sendMessage") == [sent, last]  # a-1 once, nothing for the forged one
+    rejected = await bus.js.get_msg(DEADLETTER.name, 1)
+    assert rejected.headers is not None
+    assert "does not match the event" in rejected.headers[DL_REASON]
+
+
+async def test_without_a_token_an_alert_is_logged_once(
+    bus: Bus, services: StartService, tmp_path: Path
+):
+    config = tmp_path / "approver.yaml"
+    config.write_text("expiry_minutes: 15\n")
+    approver = services("approver", "--config", str(config))
+    await bus.wait_consuming()
+    alert = make_alert("a-1", "web is still down after a restart")
+    await bus.publish_alert(alert)
+    await bus.publish_alert(alert.model_copy(update={"event_id": "a-1-once-more"}))
+    await bus.publish_alert(make_alert("a-2", "the last one"))
+    deadline = time.monotonic() + 20
+    while "the last one" not in approver.logs():
+        assert time.monotonic() < deadline, approver.logs()
+        await asyncio.sleep(0.05)
+    logged = [json.loads(x) for x in approver.logs().splitlines() if "alert a-1 " in x]
+    assert [(entry["level"], entry["plan_id"]) for entry in logged] == [("warning", "p-7")]
+    line = logged[0]["msg"]
+    assert "Telegram is off" in line and "web is still down after a restart" in line
+    assert "service_down on web-1" in line

@@ -10,6 +10,7 @@ from medbay.approver.book import ApprovalRecord, Decision
 from medbay.approver.status import last_actions, open_issues
 from medbay.common.events import (
     ActionResult,
+    AlertRaised,
     IssueChange,
     IssueEvent,
     IssueOpened,
@@ -111,6 +112,22 @@ def test_a_long_reason_keeps_the_text_within_telegrams_limit():
     plan = make_plan().model_copy(update={"reason": "x" * 2000})
     text = messages.plan_text(plan, trace_id=TRACE, deadline=NOW)
     assert len(text) <= messages.MAX_CHARS and "x" * 499 + "…" in text
+
+
+def test_a_long_alert_is_cut_but_keeps_its_plan():
+    alert = AlertRaised(
+        plan_id="p-1",
+        alert_id="a-1",
+        issue_fingerprint="f" * 16,
+        issue_kind="runaway_process",
+        host="h" * 200,
+        target="oncall",
+        message="y" * 4000,
+    )
+    text = messages.alert_text(alert)
+    assert len(text) == messages.MAX_CHARS
+    assert text.startswith(f"🚨 Alert: runaway_process on {'h' * 200}\nyyy")
+    assert text.endswith("y…\n\nPlan: p-1")
 
 
 def test_pending_lists_open_approvals_soonest_first_with_time_left():

@@ -16,10 +16,12 @@ from medbay.approver import status
 from medbay.common.bus import declare_streams, event_headers, make_broker
 from medbay.common.events import (
     ActionResult,
+    AlertRaised,
     Event,
     IssueOpened,
     IssueResolved,
     Plan,
+    PlanFinished,
     PlanStep,
     Risk,
     Severity,
@@ -83,6 +85,31 @@ def result(step_index: int, status_: str) -> ActionResult:
     )
 
 
+def finished(plan_id: str) -> PlanFinished:
+    return PlanFinished(
+        plan_id=plan_id,
+        issue_fingerprint="a",
+        issue_kind="disk",
+        host="db-1",
+        outcome="verified",
+        steps_run=1,
+        escalated=False,
+        dry_run=False,
+    )
+
+
+def alert(plan_id: str) -> AlertRaised:
+    return AlertRaised(
+        alert_id=new_event_id(),
+        plan_id=plan_id,
+        issue_fingerprint="a",
+        issue_kind="disk",
+        host="db-1",
+        target="oncall",
+        message="disk cleaned up",
+    )
+
+
 async def test_nothing_is_known_before_the_other_services_ran(nc: Client):
     snapshot = await status.snapshot(nc.jetstream(), waiting=0)
     assert snapshot.open_issues is None and snapshot.last_results is None
@@ -103,6 +130,8 @@ async def test_status_reads_what_the_detector_and_executor_keep(
         issue(IssueResolved, "b", "web-1"),
         result(0, "started"),
         result(0, "finished"),
+        finished("p1"),  # plan ends and alerts share RESULTS with the step results
+        alert("p1"),
     ):
         await publish(nc, event)
     plan = Plan(

@@ -34,13 +34,24 @@ def test_example_config_loads() -> None:
     assert (api.expect_status, api.timeout_seconds) == (200, 3)
     assert isinstance(config.services[1], TcpCheck) and config.services[1].port == 22
     assert config.scrape[0].name == "node" and config.scrape[0].max_samples == 5000
+    assert config.startup_grace_seconds == 60
+    assert [config.startup_grace(s) for s in config.services] == [60, 60, 120, 60, 60]
+    logs, uploads = config.directories
+    assert (logs.name, logs.path, logs.budget_bytes, logs.max_entries) == (
+        "app-logs",
+        Path("/var/log/app"),
+        2_000_000_000,
+        100_000,
+    )
+    assert uploads.max_entries == 500_000
 
 
 def test_defaults(tmp_path: Path) -> None:
     for config in (load_config(None), load_config(write(tmp_path, ""))):
         assert config.host == socket.gethostname()
         assert (config.interval_seconds, config.top_processes) == (5, 5)
-        assert config.services == [] and config.scrape == []
+        assert config.startup_grace_seconds == 60
+        assert config.services == [] and config.scrape == [] and config.directories == []
     config = load_config(write(tmp_path, "services: [{name: sshd, check: process}]"))
     check = config.services[0]
     assert isinstance(check, ProcessCheck) and check.timeout_seconds == 2
@@ -69,6 +80,32 @@ def test_defaults(tmp_path: Path) -> None:
         ("host: 'bad host'", "host: String should match pattern"),
         ("scrape: [{name: x, url: 'ftp://x'}]", "scrape[0].url: URL scheme should be"),
         ("services: [name: a", "is not valid YAML"),
+        ("startup_grace_seconds: -1", "startup_grace_seconds: Input should be greater than"),
+        (
+            "services: [{name: a, check: process, startup_grace_seconds: 4000}]",
+            "services[0].startup_grace_seconds: Input should be less than or equal to 3600",
+        ),
+        (
+            "directories: [{name: logs, path: var/log, budget_bytes: 10}]",
+            "directories[0].path: Value error, must be an absolute path, not 'var/log'",
+        ),
+        (
+            "directories: [{name: logs, path: /var/log, budget_bytes: 0}]",
+            "directories[0].budget_bytes: Input should be greater than 0",
+        ),
+        (
+            "directories: [{name: logs, path: /var/log}]",
+            "directories[0].budget_bytes: Field required",
+        ),
+        (
+            "directories:\n  - {name: logs, path: /a, budget_bytes: 1}\n"
+            "  - {name: logs, path: /b, budget_bytes: 1}",
+            "directories: Value error, duplicate directory name 'logs'",
+        ),
+        (
+            "directories: [{name: logs, path: /a, budget_bytes: 1, max_entries: 0}]",
+            "directories[0].max_entries: Input should be greater than or equal to 1",
+        ),
         ("- just\n- a list", "expected a mapping at the top level"),
     ],
 )
@@ -96,3 +133,9 @@ def test_bad_config_exits_2_before_connecting(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "services[0].port: Input should be less than or equal to 65535" in result.stderr
     assert "starting" not in result.stderr
+
+
+def test_no_more_checks_than_a_batch_can_give_reasons_for(tmp_path: Path) -> None:
+    checks = "".join(f"  - {{name: s{i}, check: process}}\n" for i in range(1001))
+    with pytest.raises(ConfigError, match="services: List should have at most 1000 items"):
+        load_config(write(tmp_path, "services:\n" + checks))

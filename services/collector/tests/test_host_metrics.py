@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import psutil
+import pytest
 
 from medbay.collector.host_metrics import HostMetrics, mountpoints
 
@@ -58,13 +63,51 @@ def test_two_readings(as_dicts: Callable[..., list[dict[str, Any]]]) -> None:
         assert all(v >= 0 for v in values(second, name)), name
     assert {s["labels"]["interface"] for s in second if s["name"] == "net_errors"} >= {"lo"}
 
-    for rank_by in ("cpu", "memory"):
-        top = [s for s in second if s["name"] == f"process_{rank_by}_percent"]
-        assert len(top) == 3
-        assert all(s["labels"]["rank_by"] == rank_by for s in top)
+    for metric in ("process_cpu_percent", "process_memory_percent"):
+        top = [s for s in second if s["name"] == metric]
+        assert 0 < len(top) <= 3
+        assert all(set(s["labels"]) == {"pid", "name", "command"} for s in top)
         assert all(s["labels"]["pid"].isdigit() and s["labels"]["name"] for s in top)
+        assert all(s["labels"]["command"] for s in top)
         ranked = [s["value"] for s in top]
         assert ranked == sorted(ranked, reverse=True)
+
+
+SPINNER = "hold = b'x' * 2**26; print('ready', flush=True)\nwhile True: pass"
+"""Spins on one core, holding 64 MiB so that it ranks by memory too."""
+
+
+@pytest.fixture
+def spinner() -> Iterator[subprocess.Popen[str]]:
+    """A process that spins on one core, with a password and a long argument in its
+    command line."""
+    argv = [sys.executable, "-c", SPINNER, "--password=hunter2", "--note=" + "n" * 300]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_top_processes_name_the_process_and_its_command(
+    spinner: subprocess.Popen[str], as_dicts: Callable[..., list[dict[str, Any]]]
+) -> None:
+    host = HostMetrics(top_processes=100)  # the most allowed: the spinner is surely among them
+    host.read()
+    time.sleep(1)
+    samples = as_dicts(host.read())
+    for metric in ("process_cpu_percent", "process_memory_percent"):
+        top = [s for s in samples if s["name"] == metric]
+        assert len(top) <= 100
+        [mine] = [s for s in top if s["labels"]["pid"] == str(spinner.pid)]
+        assert mine["unit"] == "%" and mine["value"] > 0
+        assert mine["labels"]["name"] == psutil.Process(spinner.pid).name()
+        command = mine["labels"]["command"]
+        # one line: the newline of the program is a space
+        assert command.startswith(f"{sys.executable} -c hold = b'x' * 2**26; print(")
+        assert "flush=True) while True: pass --password=*** --note=nnn" in command
+        assert "hunter2" not in command
+        assert len(command) == 200
 
 
 def test_mounts_are_listed_once() -> None:

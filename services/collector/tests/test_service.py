@@ -70,7 +70,13 @@ async def test_collector_service(nats_server, tcp_listener, closed_port, web, tm
                 "top_processes": 2,
                 "services": [
                     {"name": "listener", "check": "tcp", "port": tcp_listener},
-                    {"name": "nothing", "check": "tcp", "port": closed_port},
+                    {
+                        "name": "nothing",
+                        "check": "tcp",
+                        "port": closed_port,
+                        "startup_grace_seconds": 0,
+                    },
+                    {"name": "starting", "check": "tcp", "port": closed_port},
                 ],
                 "scrape": [{"name": "app", "url": web.url + "/metrics"}],
             }
@@ -116,7 +122,11 @@ async def test_collector_service(nats_server, tcp_listener, closed_port, web, tm
 
         samples = batches[-1].model_dump()["samples"]
         up = {s["labels"]["service"]: s["value"] for s in samples if s["name"] == "service_up"}
-        assert up == {"listener": 1, "nothing": 0}
+        assert up == {"listener": 1, "nothing": 0}  # "starting" is within its start-up grace
+        for batch in batches:
+            assert batch.check_errors == {
+                "nothing": f"connection refused to 127.0.0.1:{closed_port}"
+            }
         names = {s["name"] for s in samples}
         assert {"cpu_percent", "memory_percent", "disk_percent", "scrape_up"} <= names
         assert any(
@@ -164,4 +174,8 @@ async def test_collector_service(nats_server, tcp_listener, closed_port, web, tm
             raise
     assert status == 0, log.read_text()
     assert time.monotonic() - stopped < 5
-    assert "Traceback" not in log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text
+    # a failing check is logged when it changes, not at every scrape
+    assert text.count("nothing (tcp check) is down: connection refused to") == 1, text
+    assert text.count("starting (tcp check) not judged yet: connection refused to") == 1, text

@@ -1,5 +1,6 @@
 """The detection engine's logic, without NATS: lifecycle, debounce, hysteresis,
-batching across hosts, idempotence and snapshots."""
+series that come and go, what each event says, batching across hosts,
+idempotence and snapshots."""
 
 from __future__ import annotations
 
@@ -10,15 +11,71 @@ from pathlib import Path
 
 import pytest
 
-from medbay.common.events import MetricBatch, MetricSample, derived_event_id
-from medbay.detector.config import ConfigError, DetectorConfig, ThresholdRule, load_config
+from medbay.common.events import IssueChange, MetricBatch, MetricSample, derived_event_id
+from medbay.detector.config import (
+    AnomalyRule,
+    ConfigError,
+    DetectorConfig,
+    ThresholdRule,
+    load_config,
+)
 from medbay.detector.engine import DetectionEngine
 from medbay.detector.snapshots import SnapshotError, decode, encode, export_host, import_host
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
+CPU = ThresholdRule(
+    metric="cpu_percent",
+    kind="cpu",
+    warning=80,
+    critical=95,
+    for_samples=3,
+    clear_samples=2,
+    hysteresis=5,
+)
+SERVICE_UP = ThresholdRule(
+    metric="service_up",
+    kind="service_down",
+    critical=0.5,
+    direction="below",
+    for_samples=2,
+    resource_label="service",
+)
+PROCESS_CPU = ThresholdRule(
+    metric="process_cpu_percent",
+    kind="runaway_process",
+    warning=90,
+    for_samples=4,
+    clear_samples=2,
+    hysteresis=10,
+    resource_label="name",
+    absent_clears=True,
+)
+PROCESS_MEMORY = ThresholdRule(
+    metric="process_memory_percent",
+    kind="runaway_process",
+    warning=30,
+    critical=60,
+    for_samples=3,
+    clear_samples=2,
+    resource_label="name",
+    absent_clears=True,
+)
+RULES = DetectorConfig(
+    thresholds=[CPU, SERVICE_UP, PROCESS_CPU, PROCESS_MEMORY],
+    anomaly=[AnomalyRule(metric="load1")],
+)
+"""One rule of each sort, with short windows."""
 
-def scrape(host: str, i: int, **values: float) -> MetricBatch:
+
+def scrape(
+    host: str,
+    i: int,
+    processes: list[MetricSample] | None = None,
+    check_errors: dict[str, str] | None = None,
+    **values: float,
+) -> MetricBatch:
+    """Scrape ``i`` of ``host`` (5 s apart): ``values`` by metric name, then ``processes``."""
     samples = []
     for name, value in values.items():
         if name == "service_up":
@@ -29,7 +86,17 @@ def scrape(host: str, i: int, **values: float) -> MetricBatch:
         event_id=derived_event_id("t", host, i),
         host=host,
         collected_at=T0 + timedelta(seconds=5 * i),
-        samples=samples,
+        samples=samples + (processes or []),
+        check_errors=check_errors or {},
+    )
+
+
+def process(pid: int, cpu: float, command: str = "", name: str = "") -> MetricSample:
+    name = name or f"worker{pid}"
+    return MetricSample(
+        name="process_cpu_percent",
+        value=cpu,
+        labels={"pid": str(pid), "name": name, "command": command or f"/usr/bin/{name} --serve"},
     )
 
 
@@ -43,12 +110,15 @@ def run(
     ]
 
 
+def events_of(
+    engine: DetectionEngine, series: list[MetricBatch], start: int = 1
+) -> list[IssueChange]:
+    return [e for i, b in enumerate(series, start=start) for e in engine.process(b, i)]
+
+
 def test_threshold_opens_once_escalates_and_resolves():
     cpu = [50] * 5 + [85] * 6 + [97] * 4 + [60] * 4
-    events = run(
-        DetectionEngine(DetectorConfig()),
-        [scrape("h", i, cpu_percent=v) for i, v in enumerate(cpu)],
-    )
+    events = run(DetectionEngine(RULES), [scrape("h", i, cpu_percent=v) for i, v in enumerate(cpu)])
     kinds = [(t, k, s) for t, k, s, _ in events if k == "cpu"]
     assert kinds == [
         ("issue.opened", "cpu", "warning"),
@@ -64,59 +134,169 @@ def test_threshold_opens_once_escalates_and_resolves():
 def test_hysteresis_keeps_a_hovering_value_from_flapping():
     hover = [85, 85, 85] + [79, 81] * 10  # dips under 80 but not under 80 - 5
     events = run(
-        DetectionEngine(DetectorConfig()),
-        [scrape("h", i, cpu_percent=v) for i, v in enumerate(hover)],
+        DetectionEngine(RULES), [scrape("h", i, cpu_percent=v) for i, v in enumerate(hover)]
     )
     assert [t for t, k, _, _ in events if k == "cpu"] == ["issue.opened"]
 
 
-def test_service_down_is_a_below_threshold():
-    ups = [1, 1, 0, 0, 0, 1, 1]
-    events = run(
-        DetectionEngine(DetectorConfig()), [scrape("h", i, service_up=v) for i, v in enumerate(ups)]
-    )
+def test_service_down_needs_two_failed_checks_in_a_row():
+    ups = [1, 0, 1, 0, 1, 1, 0, 0, 0, 1, 1]
+    events = run(DetectionEngine(RULES), [scrape("h", i, service_up=v) for i, v in enumerate(ups)])
     assert [(t, k, i) for t, k, _, i in events] == [
-        ("issue.opened", "service_down", 3),
-        ("issue.resolved", "service_down", 6),
+        ("issue.opened", "service_down", 8),  # the second 0 in a row; single ones pass
+        ("issue.resolved", "service_down", 10),
     ]
+
+
+def test_an_issue_says_what_was_wrong():
+    engine = DetectionEngine(RULES)
+    cpu = events_of(engine, [scrape("h", i, cpu_percent=97.24) for i in range(3)])
+    assert [e.detail for e in cpu] == ["cpu_percent 97.2 over 95 for 3 samples"]  # critical
+    back = events_of(engine, [scrape("h", 3 + i, cpu_percent=60) for i in range(2)], start=4)
+    assert [e.detail for e in back] == ["cpu_percent 60, back under 90 for 2 samples"]
+
+    refused = {"web": "connection refused"}
+    down = [scrape("h", 10 + i, service_up=0, check_errors=refused) for i in range(2)]
+    opened = events_of(engine, down, start=10)
+    assert [(e.resource, e.detail) for e in opened] == [("web", "connection refused")]
+    silent_check = [scrape("g", i, service_up=0) for i in range(2)]  # an older collector
+    assert [e.detail for e in events_of(engine, silent_check, start=20)] == [
+        "service_up 0 under 0.5 for 2 samples"
+    ]
+
+
+def test_a_runaway_process_opens_with_its_command_and_resolves_when_it_goes():
+    engine = DetectionEngine(RULES)
+    spinner = process(4242, 99.6, command="python spin.py --forever", name="python")
+    quiet = [process(7, 3.0)]
+    busy = [scrape("h", i, processes=[spinner, *quiet]) for i in range(4)]
+    opened = events_of(engine, busy)
+    assert [(e.type, e.kind, e.resource, e.labels["pid"]) for e in opened] == [
+        ("issue.opened", "runaway_process", "python", "4242")
+    ]
+    assert opened[0].detail == "pid 4242 (python spin.py --forever) at 100% CPU for 4 samples"
+
+    gone = [scrape("h", 4 + i, processes=quiet) for i in range(3)]  # killed: off the top list
+    resolved = events_of(engine, gone, start=5)
+    assert [(e.type, e.fingerprint, e.detail) for e in resolved] == [
+        (
+            "issue.resolved",
+            opened[0].fingerprint,
+            "pid 4242 (python spin.py --forever) no longer among the top processes",
+        )
+    ]
+    assert resolved[0].last_seen == gone[1].collected_at  # the second scrape without it
+
+
+def test_a_process_back_to_normal_on_the_list_resolves_too():
+    engine = DetectionEngine(RULES)
+    events = events_of(
+        engine,
+        [scrape("h", i, processes=[process(9, v)]) for i, v in enumerate([95] * 4 + [40] * 2)],
+    )
+    assert [e.type for e in events] == ["issue.opened", "issue.resolved"]
+    assert events[1].detail == "pid 9 (/usr/bin/worker9 --serve) back to 40% CPU for 2 samples"
+
+
+def test_a_process_dropping_off_the_list_starts_its_count_again():
+    """Missing counts as normal: busy 3 samples, gone 1, busy 3 is never 4 in a row."""
+    engine = DetectionEngine(RULES)
+    hot = process(5, 99.0)
+    present = [True, True, True, False, True, True, True, False] * 3
+    series = [
+        scrape("h", i, processes=[hot] if p else [], cpu_percent=10) for i, p in enumerate(present)
+    ]
+    assert events_of(engine, series) == []
+    assert events_of(engine, [scrape("h", 30 + i, processes=[hot]) for i in range(4)], 30)
+
+
+def test_passing_processes_do_not_pile_up():
+    """Thousands of short-lived processes over a day reuse the rows of those gone."""
+    engine = DetectionEngine(RULES)
+    rng = random.Random(5)
+    for i in range(2000):
+        procs = [process(1000 + i * 5 + k, rng.uniform(0, 60)) for k in range(5)]
+        engine.process(scrape("h", i, processes=procs, cpu_percent=30), i + 1)
+    assert len(engine.hosts["h"].index) <= 1 + 10  # cpu_percent, this scrape's and the last's
+    assert len(engine.series) <= 1 + 10
+
+
+def test_a_runaway_process_that_leaves_and_comes_back_keeps_its_issue_until_clear():
+    engine = DetectionEngine(RULES)
+    hot = process(77, 99.0)
+    opened = events_of(engine, [scrape("h", i, processes=[hot]) for i in range(4)])
+    assert [e.type for e in opened] == ["issue.opened"]
+    flicker = [scrape("h", 4, cpu_percent=10), scrape("h", 5, processes=[hot])]
+    assert events_of(engine, flicker, start=5) == []  # one missing scrape is not two
 
 
 def test_anomaly_waits_for_warmup_then_flags_a_spike():
     rng = random.Random(1)
     flat = [50 + rng.gauss(0, 1) for _ in range(200)]
-    engine = DetectionEngine(DetectorConfig())
+    engine = DetectionEngine(RULES)
     events = run(engine, [scrape("h", i, load1=v) for i, v in enumerate(flat)])
     assert not [e for e in events if e[3] <= 30]  # nothing during warm-up
     blip = [scrape("h", 200, load1=500.0), scrape("h", 201, load1=50.0)]
     assert run(engine, blip, start=201) == []  # one odd sample is no issue (for_samples=2)
-    shift = run(engine, [scrape("h", 202 + i, load1=900.0 + 50 * i) for i in range(2)], start=203)
-    assert shift == [("issue.opened", "anomaly", "warning", 204)]
+    shift = [scrape("h", 202 + i, load1=900.0 + 50 * i) for i in range(2)]
+    found = events_of(engine, shift, start=203)
+    assert [(e.type, e.kind, e.severity.value) for e in found] == [
+        ("issue.opened", "anomaly", "warning")
+    ]
+    assert found[0].detail.startswith("load1 950 anomalous (score ")
+    assert found[0].detail.endswith(", likelihood) for 2 samples")
+
+
+@pytest.mark.parametrize(("min_value", "opens"), [(None, True), (250.0, False)])
+def test_an_anomaly_below_min_value_is_no_incident(min_value: float | None, opens: bool):
+    """Latency going from about 2 ms to 40 ms under load is anomalous but harmless."""
+    config = DetectorConfig(
+        thresholds=[], anomaly=[AnomalyRule(metric="service_latency_ms", min_value=min_value)]
+    )
+    rng = random.Random(2)
+    quiet = [2 + rng.random() for _ in range(100)]
+    loaded = [40.0 + 4 * i for i in range(10)]  # each a new high: anomalous
+    engine = DetectionEngine(config)
+    series = [scrape("h", i, service_latency_ms=v) for i, v in enumerate(quiet + loaded)]
+    assert bool(events_of(engine, series)) is opens
+    if not opens:  # the same shape at a latency that matters does open
+        slow = [scrape("h", 200 + i, service_latency_ms=900.0 + 100 * i) for i in range(3)]
+        assert [e.type for e in events_of(engine, slow, start=200)] == ["issue.opened"]
 
 
 def test_redelivered_batches_are_skipped():
-    engine = DetectionEngine(DetectorConfig())
-    down = scrape("h", 0, service_up=0)
-    assert len(engine.process(down, 7)) == 1
-    assert engine.process(down, 7) == []  # a redelivery
-    assert engine.process(scrape("h", 1, service_up=0), 5) == []  # older than applied
+    engine = DetectionEngine(RULES)
+    down = [scrape("h", 0, service_up=0), scrape("h", 1, service_up=0)]
+    assert engine.process(down[0], 6) == []
+    assert len(engine.process(down[1], 7)) == 1
+    assert engine.process(down[1], 7) == []  # a redelivery
+    assert engine.process(scrape("h", 2, service_up=1), 5) == []  # older than applied
 
 
 def test_event_ids_are_derived_from_the_batch():
-    batch = scrape("h", 0, service_up=0)
-    first = DetectionEngine(DetectorConfig()).process(batch, 1)
-    again = DetectionEngine(DetectorConfig()).process(batch, 1)
+    down = [scrape("h", i, service_up=0) for i in range(2)]
+    first = events_of(DetectionEngine(RULES), down)
+    again = events_of(DetectionEngine(RULES), down)
+    assert len(first) == 1
     assert [e.event_id for e in first] == [e.event_id for e in again]
 
 
 def mixed_stream(hosts: int, scrapes: int, seed: int = 3) -> list[MetricBatch]:
+    """Every sort of rule at work: levels, down checks, anomalies, processes coming
+    and going (some running away)."""
     rng = random.Random(seed)
     out = []
     for i in range(scrapes):
         for h in range(hosts):
+            procs = [
+                process(100 * h + (i // 7 + k) % 23, rng.choice([5, 50, 99]), name=f"p{k}")
+                for k in range(rng.randint(0, 3))
+            ]
             out.append(
                 scrape(
                     f"h{h}",
                     i,
+                    processes=procs,
                     cpu_percent=rng.choice([20, 50, 85, 97]),
                     service_up=rng.choice([0, 1, 1, 1]),
                     load1=rng.gauss(2, 0.5) if rng.random() > 0.02 else 40.0,
@@ -127,29 +307,30 @@ def mixed_stream(hosts: int, scrapes: int, seed: int = 3) -> list[MetricBatch]:
 
 def test_batched_processing_equals_one_by_one():
     stream = mixed_stream(hosts=4, scrapes=80)
-    one_by_one = DetectionEngine(DetectorConfig())
+    one_by_one = DetectionEngine(RULES)
     expected = [e for i, b in enumerate(stream, 1) for e in one_by_one.process(b, i)]
-    batched = DetectionEngine(DetectorConfig())
+    assert {e.kind for e in expected} >= {"cpu", "service_down", "runaway_process", "anomaly"}
+    batched = DetectionEngine(RULES)
     got = []
     for start in range(0, len(stream), 37):  # sets spanning several scrapes per host
         chunk = [(b, i) for i, b in enumerate(stream[start : start + 37], start + 1)]
         got += [e for _, e in batched.process_many(chunk)]
     key = lambda e: (e.host, e.last_seen, e.fingerprint, e.type)  # noqa: E731
     assert sorted(map(key, got)) == sorted(map(key, expected))
-    assert [e.event_id for e in sorted(got, key=key)] == [
-        e.event_id for e in sorted(expected, key=key)
+    assert [(e.event_id, e.detail) for e in sorted(got, key=key)] == [
+        (e.event_id, e.detail) for e in sorted(expected, key=key)
     ]
 
 
 def test_snapshot_round_trip_continues_exactly():
     stream = mixed_stream(hosts=3, scrapes=120)
-    whole = DetectionEngine(DetectorConfig())
+    whole = DetectionEngine(RULES)
     expected = [e.event_id for i, b in enumerate(stream, 1) for e in whole.process(b, i)]
 
-    first = DetectionEngine(DetectorConfig())
+    first = DetectionEngine(RULES)
     half = len(stream) // 2
     got = [e.event_id for i, b in enumerate(stream[:half], 1) for e in first.process(b, i)]
-    restored = DetectionEngine(DetectorConfig())
+    restored = DetectionEngine(RULES)
     for host in first.hosts:
         import_host(restored, decode(encode(export_host(first, host))))
     got += [
@@ -166,6 +347,21 @@ def test_config_errors_name_the_field(tmp_path: Path):
     path.write_text("thresholds:\n  - {metric: x, kind: cpu, warning: 90, critical: 80}\n")
     with pytest.raises(ConfigError, match=r"thresholds\[0\].*warning must come before critical"):
         load_config(path)
+    path.write_text("thresholds:\n  - {metric: x, kind: cpu, warning: 90, absent_clear: true}\n")
+    with pytest.raises(ConfigError, match=r"thresholds\[0\]\.absent_clear.*Extra inputs"):
+        load_config(path)
+    path.write_text(
+        "thresholds:\n  - {metric: process_cpu_percent, kind: runaway_process, warning: 90,"
+        " absent_clears: true}\nanomaly:\n  - {metric: process_cpu_percent}\n"
+    )
+    with pytest.raises(ConfigError, match=r"anomaly\[0\]: process_cpu_percent .* absent_clears"):
+        load_config(path)
+    path.write_text("silence: {intervals: 1}\n")
+    with pytest.raises(ConfigError, match=r"silence\.intervals.*greater than or equal to 2"):
+        load_config(path)
+    path.write_text("anomaly:\n  - {metric: service_latency_ms, min_value: fast}\n")
+    with pytest.raises(ConfigError, match=r"anomaly\[0\]\.min_value"):
+        load_config(path)
     path.write_text("[1, 2")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
@@ -180,7 +376,7 @@ def test_unreadable_snapshots_are_refused(data: bytes):
 
 
 def _exported() -> tuple[DetectionEngine, str]:
-    engine = DetectionEngine(DetectorConfig())
+    engine = DetectionEngine(RULES)
     for i, batch in enumerate(mixed_stream(hosts=1, scrapes=40), 1):
         engine.process(batch, i)
     return engine, next(iter(engine.hosts))
@@ -197,6 +393,14 @@ def _exported() -> tuple[DetectionEngine, str]:
         ("blocks", [], "blocks: expected dict"),
         ("open", [{"row": 10**6}], "open issue row"),
         ("open", "none", "open: expected list"),
+        ("silence", [], "silence: expected dict"),
+        ("silence", {"intervals": [5, "x"]}, "silence interval: expected a finite number"),
+        (
+            "silence",
+            {"intervals": [], "last_arrival": float("nan")},
+            "silence last_arrival: expected a finite number",
+        ),
+        ("silence", {"intervals": [], "open": {"fingerprint": "f"}}, "silence first_seen"),
     ],
 )
 def test_a_malformed_snapshot_is_refused_before_anything_changes(
@@ -206,7 +410,7 @@ def test_a_malformed_snapshot_is_refused_before_anything_changes(
     first, host = _exported()
     snap = decode(encode(export_host(first, host)))
     snap.meta[field] = value
-    engine = DetectionEngine(DetectorConfig())
+    engine = DetectionEngine(RULES)
     with pytest.raises(SnapshotError, match=problem):
         import_host(engine, snap)
     assert engine.hosts == {}
@@ -217,4 +421,4 @@ def test_a_snapshot_missing_an_array_is_refused():
     snap = decode(encode(export_host(first, host)))
     del snap.arrays["level"]
     with pytest.raises(SnapshotError, match="no array 'level'"):
-        import_host(DetectionEngine(DetectorConfig()), snap)
+        import_host(DetectionEngine(RULES), snap)

@@ -22,12 +22,15 @@ from prometheus_client import CollectorRegistry
 from medbay.common.bus import declare_streams, event_headers, make_broker
 from medbay.common.events import (
     ActionResult,
+    AlertRaised,
     Approval,
     Event,
     IssueKind,
     IssueOpened,
     IssueResolved,
     Plan,
+    PlanFinished,
+    PlanOutcome,
     PlanStep,
     Risk,
     Severity,
@@ -196,7 +199,8 @@ def publish_now(nats_server: NatsServer, streams: None) -> PublishNow:
 
 
 class Events:
-    """Linked events: an issue, its plan, the plan's approval and results."""
+    """Linked events: an issue, its plan, the plan's approval, results, how it ended and
+    the alerts it raised."""
 
     @staticmethod
     def issue(
@@ -272,6 +276,34 @@ class Events:
             dry_run=False,
             started_at=now,
             finished_at=now if status == "finished" else None,
+        )
+
+    @staticmethod
+    def finished(
+        plan: Plan, outcome: PlanOutcome = "verified", *, escalated: bool = False, detail: str = ""
+    ) -> PlanFinished:
+        return PlanFinished(
+            plan_id=plan.plan_id,
+            issue_fingerprint=plan.issue_fingerprint,
+            issue_kind=plan.issue_kind,
+            host=plan.host,
+            outcome=outcome,
+            detail=detail,
+            steps_run=0 if outcome in ("refused", "dry_run", "rejected", "expired") else 1,
+            escalated=escalated,
+            dry_run=outcome == "dry_run",
+        )
+
+    @staticmethod
+    def alert(plan: Plan, target: str = "oncall") -> AlertRaised:
+        return AlertRaised(
+            alert_id=new_event_id(),
+            plan_id=plan.plan_id,
+            issue_fingerprint=plan.issue_fingerprint,
+            issue_kind=plan.issue_kind,
+            host=plan.host,
+            target=target,
+            message=f"{plan.issue_kind} on {plan.host} is not fixed",
         )
 
 

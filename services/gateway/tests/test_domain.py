@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from medbay.common.events import MetricBatch
-from medbay.common.streams import ISSUES, METRICS
+from medbay.common.streams import ISSUES, METRICS, RESULTS
 from medbay.gateway.auth import Forbidden, Principal, TokenBook, Unauthorized
 from medbay.gateway.config import MetricsConfig, TokenConfig
 from medbay.gateway.hub import EventFilter, FilterError, Hub, Subscriber, split_list
@@ -74,7 +74,7 @@ def test_results_before_their_issue_and_plan_still_make_one_incident(events):
         "action.result",
         "action.result",
     ]  # by time, not by arrival
-    assert detail.plans[0].status == "finished"
+    assert detail.plans[0].status == "running"  # until the executor says how it ended
 
 
 def test_the_first_decision_counts_and_repeats_are_ignored(events):
@@ -198,3 +198,6 @@ def test_replay_prefixes_and_subjects():
     assert subject_problem("medbay.issues", ISSUES) is not None
     assert subject_problem("medbay.>", ISSUES) is not None
     assert subject_problem("medbay.metrics.>.x", METRICS) is not None
+    for results in ("medbay.results.web-1", "medbay.outcomes.>", "medbay.alerts.*"):
+        assert subject_problem(results, RESULTS) is None  # every subject of the stream
+    assert "medbay.alerts.>" in (subject_problem("medbay.issues.>", RESULTS) or "")

@@ -23,6 +23,7 @@ CHAIN = [
     "plan.approval",
     "action.result",
     "action.result",
+    "plan.finished",
     "issue.resolved",
 ]
 
@@ -40,6 +41,7 @@ async def test_issue_plan_approval_and_results_make_one_timeline(gateway, bus, e
         events.approval(plan),
         events.result(plan, "started"),
         events.result(plan),
+        events.finished(plan, "verified"),
         events.resolved(issue),
     )
     path = f"/api/incidents/{issue.fingerprint}"
@@ -49,8 +51,9 @@ async def test_issue_plan_approval_and_results_make_one_timeline(gateway, bus, e
     assert detail["timeline"][2]["trace_id"] is None  # published without one
     assert detail["state"] == "resolved" and detail["host"] == "web-1"
     (progress,) = detail["plans"]
-    assert progress["status"] == "finished" and progress["outcome"] == "success"
-    assert progress["verified"] is True and progress["decision"]["decided_by"] == "someone"
+    assert progress["status"] == "finished" and progress["outcome"] == "verified"
+    assert progress["finished"]["outcome"] == "verified"
+    assert progress["decision"]["decided_by"] == "someone"
     assert "approved by someone via cli" in detail["timeline"][2]["summary"]
     assert (await gateway.get("/api/approvals")).json() == []
 
@@ -60,6 +63,7 @@ async def test_issue_plan_approval_and_results_make_one_timeline(gateway, bus, e
     assert (await gateway.get("/api/incidents?severity=warning")).json() == []
     listed = (await gateway.get("/api/incidents?limit=5")).json()
     assert listed[0]["plan_status"] == "finished" and listed[0]["plan_count"] == 1
+    assert listed[0]["status"] == "verified" and listed[0]["outcome"] == "verified"
     results = (await gateway.get("/api/results?host=web-1")).json()
     assert [r["plan_id"] for r in results] == [plan.plan_id]
 

@@ -135,3 +135,21 @@ async def test_replay_republishes_a_time_range_under_a_sandbox_prefix(gateway, b
     assert live.status_code == 422 and "prefix" in live.json()["detail"]
     outside = await gateway.post("/api/replay", {**body, "subject": "medbay.plans.>"})
     assert outside.status_code == 422 and "subject" in outside.json()["detail"]
+
+
+async def test_a_replay_of_results_carries_plan_outcomes_and_alerts(gateway, bus, events):
+    plan = events.plan(events.issue(), approval=False)
+    await bus.publish(events.result(plan), events.alert(plan), events.finished(plan, "not_fixed"))
+    replayed = await bus.collect("sandbox.>")
+    since = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    body = {"stream": "RESULTS", "since": since, "prefix": "sandbox.results"}
+    response = await gateway.post("/api/replay", body)
+    assert response.status_code == 200, response.text
+    assert response.json()["count"] == 3
+    assert [r["type"] for r in await arrived(replayed, 3)] == [
+        "action.result",
+        "alert.raised",
+        "plan.finished",
+    ]
+    outcomes = await gateway.post("/api/replay", {**body, "subject": "medbay.outcomes.>"})
+    assert outcomes.json()["count"] == 1

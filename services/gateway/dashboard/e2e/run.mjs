@@ -16,7 +16,8 @@
  *   CHROMIUM                the browser (default /usr/bin/chromium)
  *
  * Prints one JSON line per check ({"check", "ok", ...}: what was measured and
- * clicked, the plan id approved and what the executor did with it), then
+ * clicked, the plan id approved, what the executor did with it and how its incident
+ * reads, the lab results shown), then
  * "N passed, N failed". Exits 0 only if every check passed.
  */
 
@@ -135,10 +136,14 @@ async function show(page, name) {
   await page.goto(pageUrl(name));
   await settled(page);
   if (name === 'incidents') {
-    // one an issue opened, rather than a quick action (kind "other"): a fuller timeline
+    // one an issue opened, rather than a quick action (kind "other"), else one whose plan
+    // ended: the fullest timeline
     const incidents = page.locator('[data-fingerprint]');
     const detected = page.locator('[data-fingerprint]:not([data-kind="other"])');
-    const first = ((await detected.count()) > 0 ? detected : incidents).first();
+    const ended = page.locator('[data-fingerprint]:not(:has([data-incident-status="pending_approval"]))');
+    const choices = [detected, ended, incidents];
+    const counts = await Promise.all(choices.map((choice) => choice.count()));
+    const first = (choices[counts.findIndex((count) => count > 0)] ?? incidents).first();
     if ((await first.count()) > 0) {
       await first.getByRole('button').first().click();
       await page.getByRole('list', { name: 'Timeline' }).waitFor();
@@ -296,6 +301,53 @@ async function executorActed(planId) {
   };
 }
 
+/** How the approved plan ended, in the executor's word, is what its incident shows. */
+async function honestOutcome(page, planId) {
+  const progress = await until(
+    `the executor to say how plan ${planId} ended`,
+    async () => {
+      const plan = await api(`api/plans/${planId}`);
+      return plan.outcome !== null ? plan : null;
+    },
+    60_000,
+  );
+  const fingerprint = progress.plan?.issue_fingerprint;
+  await page.goto(pageUrl('incidents'));
+  await settled(page);
+  const chip = page.locator(
+    `[data-fingerprint="${fingerprint}"] [data-incident-status="${progress.outcome}"]`,
+  );
+  await chip.first().waitFor({ timeout: 30_000 });
+  return {
+    plan_id: planId,
+    outcome: progress.outcome,
+    escalated: progress.finished?.escalated ?? null,
+    shown: await chip.first().textContent(),
+  };
+}
+
+/** The Automation page shows the lab's latest report as the gateway reads it, or why there is none. */
+async function labResults(page) {
+  const lab = await api('api/lab');
+  await show(page, 'automation');
+  if (lab.state !== 'ok') {
+    const says = {
+      missing: 'No lab run yet',
+      unconfigured: 'No lab report configured',
+      invalid: 'The lab report cannot be shown',
+    }[lab.state];
+    await page.getByText(says, { exact: false }).waitFor();
+    return { state: lab.state, shown: says };
+  }
+  const table = page.getByRole('table', { name: 'Lab results per fault' });
+  await table.waitFor();
+  const faults = Object.keys(lab.report.faults).length;
+  const rows = await table.getByRole('row').count(); // the header, each fault, the totals
+  if (rows !== faults + 2) throw new Error(`${rows} table rows for ${faults} faults`);
+  await page.getByText(`commit ${lab.report.commit || 'unknown'}`, { exact: false }).waitFor();
+  return { state: lab.state, faults, rows };
+}
+
 async function quickAction(page) {
   await page.goto(pageUrl('dashboard'));
   await page.getByRole('button', { name: 'Restart' }).click();
@@ -393,11 +445,17 @@ try {
   await check('live-update', () => liveUpdate(page));
   await check('executor-mode', () => executorMode(page));
   const pending = await check('pending-plan', pendingPlan);
-  for (const theme of ['dark', 'light']) await check(`pages-${theme}`, () => everyPage(browser, theme));
   if (pending !== null) {
     const approved = await check('approve', () => approve(page, pending.plan_id));
-    if (approved !== null) await check('executor-acted', () => executorActed(pending.plan_id));
+    if (approved !== null) {
+      await check('executor-acted', () => executorActed(pending.plan_id));
+      await check('honest-outcome', () => honestOutcome(page, pending.plan_id));
+    }
   }
+  await check('lab', () => labResults(page));
+  // another plan left waiting, so that every page has something on it
+  await check('pending-plan-left', pendingPlan);
+  for (const theme of ['dark', 'light']) await check(`pages-${theme}`, () => everyPage(browser, theme));
   await check('quick-action', () => quickAction(page));
   await context.close();
   await check('polling-fallback', () => pollingFallback(browser));

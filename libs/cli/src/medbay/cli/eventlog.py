@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -21,13 +21,19 @@ from nats.js.errors import NotFoundError
 
 from medbay.common.bus import DL_REASON, DL_SEQUENCE, DL_STREAM, DL_SUBJECT
 from medbay.common.reading import read
-from medbay.common.streams import PREFIX, STREAMS_BY_NAME, StreamSpec, stream_for_subject
+from medbay.common.streams import STREAMS_BY_NAME, StreamSpec, stream_for_subject
 from medbay.common.telemetry import trace_id_of
+
+Getter = Callable[[str], Any]
+"""An event's ``dict.get``."""
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 FALLBACK_WIDTH = 200
 """An event of a type without its own line is shown as key=value, cut at this width."""
+WHOLE_STREAM = ">"
+"""The subject filter for everything a stream holds (RESULTS holds step results, plan
+ends and alerts, each under subjects of their own)."""
 
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:
@@ -70,18 +76,17 @@ class Selection:
     subject: str
 
     def describe(self) -> str:
-        if self.subject == self.stream.subjects[0]:
+        if self.subject == WHOLE_STREAM:
             return self.stream.name
         return f"{self.subject} ({self.stream.name})"
 
 
 def select(target: str | None) -> Selection:
-    """A stream name (ISSUES), a subject or subject pattern, or nothing (all issues)."""
-    if not target:
-        return Selection(STREAMS_BY_NAME["ISSUES"], f"{PREFIX}.issues.>")
+    """A stream name (all it holds), a subject or subject pattern, or nothing (ISSUES)."""
+    target = target or "ISSUES"
     spec = STREAMS_BY_NAME.get(target.upper())
     if spec is not None:
-        return Selection(spec, spec.subjects[0])
+        return Selection(spec, WHOLE_STREAM)
     spec = stream_for_subject(target)
     if spec is None:
         names = ", ".join(STREAMS_BY_NAME)
@@ -111,60 +116,111 @@ def _because(reason: Any) -> str:
     return f": {text}" if text else ""
 
 
+def _metric_batch(get: Getter) -> str:
+    return f"metric.batch {get('host')}: {len(get('samples') or [])} samples"
+
+
+def _issue(get: Getter) -> str:
+    threshold = get("threshold")
+    limit = f"threshold {_num(threshold)}, " if threshold is not None else ""
+    detail = _first_line(get("detail"))
+    return (
+        f"{get('type')} {get('severity')} {get('kind')} on {get('host')} {get('resource')}: "
+        f"{get('metric')}={_num(get('value'))} ({limit}{get('detector')})"
+    ) + (f" | {detail}" if detail else "")
+
+
+def _plan(get: Getter) -> str:
+    steps = ", then ".join(
+        f"{s.get('action')} {s.get('target')}" for s in get("steps") or [] if isinstance(s, dict)
+    )
+    confidence = get("confidence")
+    conf = f"{confidence:.2f}" if isinstance(confidence, int | float) else str(confidence)
+    approval = "needs approval" if get("requires_approval") else "no approval needed"
+    why = _first_line(get("reason"), 120)
+    return (
+        f"plan {get('plan_id')} for {get('issue_kind')} on {get('host')}: {steps} "
+        f"(confidence {conf}, risk {get('risk')}, {approval}{': ' + why if why else ''})"
+    )
+
+
+def _result(get: Getter) -> str:
+    index = get("step_index")
+    step = index + 1 if isinstance(index, int) else index
+    if get("status") == "started":
+        state = "started"
+    else:
+        state = str(get("outcome") or "finished").replace("_", "-")
+        verified = get("verified")
+        if verified is not None:
+            state += ", verified" if verified else ", not verified"
+    dry = " (dry-run)" if get("dry_run") else ""
+    out = _first_line(get("output"))
+    return f"step {step} {get('action')} {get('target')} on {get('host')}: {state}{dry}" + (
+        f" | {out}" if out else ""
+    )
+
+
+def _plan_finished(get: Getter) -> str:
+    steps = get("steps_run")
+    how = [f"{steps} step{'' if steps == 1 else 's'} run"]
+    if get("escalated"):
+        how.append("a person alerted")
+    if get("dry_run") and get("outcome") != "dry_run":
+        how.append("dry-run")
+    return (
+        f"plan {get('plan_id')} for {get('issue_kind')} on {get('host')} ended "
+        f"{get('outcome')} ({', '.join(how)}){_because(get('detail'))}"
+    )
+
+
+def _alert(get: Getter) -> str:
+    return (
+        f"alert {get('alert_id')} to {get('target')} for plan {get('plan_id')} "
+        f"({get('issue_kind')} on {get('host')}){_because(get('message'))}"
+    )
+
+
+def _approval(get: Getter) -> str:
+    return (
+        f"{get('decision')} plan {get('plan_id')} by {get('decided_by')} "
+        f"({get('channel')}){_because(get('reason'))}"
+    )
+
+
+def _request(get: Getter) -> str:
+    return (
+        f"request {get('action')} {get('target')} on {get('host')} by "
+        f"{get('requested_by')} ({get('channel')}){_because(get('reason'))}"
+    )
+
+
+def _breaker_reset(get: Getter) -> str:
+    return f"breaker reset for {get('target')} by {get('reset_by')} ({get('channel')})"
+
+
+DESCRIBERS: dict[str, Callable[[Getter], str]] = {
+    "metric.batch": _metric_batch,
+    "issue.opened": _issue,
+    "issue.updated": _issue,
+    "issue.resolved": _issue,
+    "plan.created": _plan,
+    "action.result": _result,
+    "plan.finished": _plan_finished,
+    "alert.raised": _alert,
+    "plan.approval": _approval,
+    "action.requested": _request,
+    "breaker.reset": _breaker_reset,
+}
+"""Each event type's line, by its ``type``."""
+
+
 def describe(event: dict[str, Any]) -> str:
     """What one event says, in words (without time, subject or trace)."""
     kind = str(event.get("type", "?"))
-    get = event.get
-    if kind == "metric.batch":
-        return f"metric.batch {get('host')}: {len(get('samples') or [])} samples"
-    if kind.startswith("issue."):
-        threshold = get("threshold")
-        limit = f"threshold {_num(threshold)}, " if threshold is not None else ""
-        return (
-            f"{kind} {get('severity')} {get('kind')} on {get('host')} {get('resource')}: "
-            f"{get('metric')}={_num(get('value'))} ({limit}{get('detector')})"
-        )
-    if kind == "plan.created":
-        steps = ", then ".join(
-            f"{s.get('action')} {s.get('target')}"
-            for s in get("steps") or []
-            if isinstance(s, dict)
-        )
-        confidence = get("confidence")
-        conf = f"{confidence:.2f}" if isinstance(confidence, int | float) else str(confidence)
-        approval = "needs approval" if get("requires_approval") else "no approval needed"
-        why = _first_line(get("reason"), 120)
-        return (
-            f"plan {get('plan_id')} for {get('issue_kind')} on {get('host')}: {steps} "
-            f"(confidence {conf}, risk {get('risk')}, {approval}{': ' + why if why else ''})"
-        )
-    if kind == "action.result":
-        index = get("step_index")
-        step = index + 1 if isinstance(index, int) else index
-        if get("status") == "started":
-            state = "started"
-        else:
-            state = str(get("outcome") or "finished").replace("_", "-")
-            verified = get("verified")
-            if verified is not None:
-                state += ", verified" if verified else ", not verified"
-        dry = " (dry-run)" if get("dry_run") else ""
-        out = _first_line(get("output"))
-        return f"step {step} {get('action')} {get('target')} on {get('host')}: {state}{dry}" + (
-            f" | {out}" if out else ""
-        )
-    if kind == "plan.approval":
-        return (
-            f"{get('decision')} plan {get('plan_id')} by {get('decided_by')} "
-            f"({get('channel')}){_because(get('reason'))}"
-        )
-    if kind == "action.requested":
-        return (
-            f"request {get('action')} {get('target')} on {get('host')} by "
-            f"{get('requested_by')} ({get('channel')}){_because(get('reason'))}"
-        )
-    if kind == "breaker.reset":
-        return f"breaker reset for {get('target')} by {get('reset_by')} ({get('channel')})"
+    line = DESCRIBERS.get(kind)
+    if line is not None:
+        return line(event.get)
     fields = (f"{k}={v}" for k, v in event.items() if k not in ("type", "timestamp"))
     return f"{kind} " + " ".join(fields)[:FALLBACK_WIDTH]
 

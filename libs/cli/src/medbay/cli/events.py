@@ -15,8 +15,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tail = events.add_parser(
         "tail",
         help="print events, then follow new ones",
-        description=f"Print events of a stream ({', '.join(STREAM_NAMES)}) or subject pattern, "
-        "one readable line each with its trace id, or one JSON object each with --json.",
+        description=f"Print events of a stream ({', '.join(STREAM_NAMES)}: all it holds) or "
+        "subject pattern (medbay.alerts.>: only those), one readable line each with its trace "
+        "id, or one JSON object each with --json.",
     )
     tail.add_argument("target", nargs="?", help="stream name or subject (default: ISSUES)")
     tail.add_argument(

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "schema",
     "detect",
     "bench",
+    "lab",
 )
 
 

@@ -1,5 +1,10 @@
 """``medbay plans``, ``medbay approve PLAN_ID``, ``medbay reject PLAN_ID``.
 
+``medbay plans`` shows where each plan stands (pending, approved, running) and, for
+a plan that is over, how it ended: its outcome in the plan book (verified,
+not_fixed, failed, refused, dry_run, alerted, interrupted, rejected, expired; see
+``medbay.common.events.PlanOutcome``) and the executor's note on why.
+
 Approving publishes an ``Approval`` (channel ``cli``) that the executor acts on,
 exactly as the Telegram approver and the gateway do. The executor decides each
 plan once: a plan that is already decided says so and nothing changes. A plan
@@ -21,13 +26,15 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.js.kv import KeyValue
 
+    from medbay.common.records import PlanRecord
+
 RECENT_PLANS = 10_000
 """How many of the latest PLANS messages a decision looks through for an unknown id."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("plans", help="plans the executor knows, and where each stands")
-    p.add_argument("--all", action="store_true", help="include finished plans")
+    p = sub.add_parser("plans", help="plans the executor knows: where each stands, or how it ended")
+    p.add_argument("--all", action="store_true", help="include plans that are over")
     p.set_defaults(func=lambda a: asyncio.run(list_plans(a)))
     for decision in ("approve", "reject"):
         d = sub.add_parser(decision, help=f"{decision} a plan that awaits approval")
@@ -65,22 +72,34 @@ async def list_plans(args: argparse.Namespace) -> int:
         await nc.close()
     shown = 0
     for plan_id, record in sorted(records.items(), key=lambda kv: kv[1].decided_at):
-        if record.state == "done" and not args.all:
+        if is_over(record) and not args.all:
             continue
-        plan = record.parsed_plan()
-        what = (
-            "(plan not seen yet)"
-            if plan is None
-            else f"{plan.issue_kind} on {plan.host}: "
-            + ", then ".join(f"{s.action} {s.target}" for s in plan.steps)
-            + f" (confidence {plan.confidence:.2f}, risk {plan.risk.value})"
-        )
-        who = f" by {record.decided_by}" if record.decided_by else ""
-        print(f"{plan_id}  {record.state:<9}{who}  {what}")
+        print(plan_line(plan_id, record))
         shown += 1
     if not shown:
         print("no plans" + ("" if args.all else " waiting or running (--all shows finished ones)"))
     return 0
+
+
+def is_over(record: PlanRecord) -> bool:
+    return record.outcome is not None or record.state in ("done", "rejected")
+
+
+def plan_line(plan_id: str, record: PlanRecord) -> str:
+    """Id, where it stands or how it ended, who decided, the plan, the executor's note."""
+    plan = record.parsed_plan()
+    what = (
+        "(plan not seen yet)"
+        if plan is None
+        else f"{plan.issue_kind} on {plan.host}: "
+        + ", then ".join(f"{s.action} {s.target}" for s in plan.steps)
+        + f" (confidence {plan.confidence:.2f}, risk {plan.risk.value})"
+    )
+    who = f" by {record.decided_by}" if record.decided_by else ""
+    note = record.note.strip().splitlines()[0] if record.note.strip() else ""
+    return f"{plan_id}  {record.outcome or record.state:<11}{who}  {what}" + (
+        f" | {note}" if note else ""
+    )
 
 
 async def recently_planned(nc: Client, plan_id: str, last: int = RECENT_PLANS) -> bool:

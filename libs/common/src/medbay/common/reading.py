@@ -46,7 +46,8 @@ async def read(  # noqa: C901 - every start and end option in one loop
     idle_seconds: float = 1.0,
     on_nothing_pending: Callable[[], None] | None = None,
 ) -> AsyncIterator[list[Msg]]:
-    """Batches of stored messages on ``subject`` (default: all of the stream's).
+    """Batches of stored messages on ``subject`` (default: the stream's first subject
+    space, its main events; ``">"`` for everything it holds).
 
     Start at ``start_seq``, at ``since``, at the ``last`` N messages of the stream,
     or (none given) at its first. Stop at the message stored last when called

@@ -1,4 +1,5 @@
-"""The approver's own record of each plan it asks about, in a JetStream KV bucket.
+"""The approver's own record of each plan it asks about, and of each alert it
+delivers, in a JetStream KV bucket.
 
 Bucket ``medbay_approver``, one key per plan: ``plans.<plan_id>`` (the id made a
 safe key token), holding an ``ApprovalRecord`` as JSON. Every change is a
@@ -7,6 +8,9 @@ clicks and redelivered updates race for it: the first write of a decision wins
 and everyone else sees it. A record keeps the plan's deadline, so expiry survives
 restarts, and what is still to do after a decision (publishing it, showing it in
 the chats), so a crash in between is made good later.
+
+One key per alert too: ``alerts.<alert_id>``, an ``AlertRecord`` saying which chats
+have it, so a redelivered alert is not sent again.
 """
 
 from __future__ import annotations
@@ -26,13 +30,14 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from medbay.common import kv as kv_records
 from medbay.common.access import APPROVER_BOOK
 from medbay.common.events import Approval, Plan, derived_event_id
-from medbay.common.records import approval_key
+from medbay.common.records import approval_key, key_token
 from medbay.common.telemetry import trace_id_of
 
 log = logging.getLogger(__name__)
 
 BUCKET = APPROVER_BOOK.name
 KEY_PREFIX = "plans."
+ALERT_KEY_PREFIX = "alerts."
 RETENTION = timedelta(days=30)
 """How long a record outlives its last change (the bucket's max age)."""
 
@@ -43,6 +48,10 @@ Channel = Literal["telegram", "gateway", "cli", "expiry"]
 
 def plan_key(plan_id: str) -> str:
     return approval_key(plan_id)
+
+
+def alert_key(alert_id: str) -> str:
+    return ALERT_KEY_PREFIX + key_token(alert_id)
 
 
 def approval_event_id(plan_id: str) -> str:
@@ -123,6 +132,25 @@ class ApprovalRecord(_Stored):
         return self.pending and self.deadline is not None and now >= self.deadline
 
 
+class AlertRecord(_Stored):
+    """How far the delivery of one ``AlertRaised`` got."""
+
+    alert_id: str
+    plan_id: str
+    sending_since: AwareDatetime | None = None
+    """When an instance set out to send it (a lease against sending it twice); None: nobody is."""
+    sent: list[ChatMessage] = Field(default_factory=list)
+    """The chats that have it."""
+    refused: list[int] = Field(default_factory=list)
+    """The chats that would not take it (no such chat, the bot removed): given up on."""
+    done: bool = False
+    """Whether every chat has it or refused it (or, without Telegram, it was logged)."""
+
+    @property
+    def settled_chats(self) -> set[int]:
+        return {m.chat_id for m in self.sent} | set(self.refused)
+
+
 @dataclass(frozen=True)
 class Change:
     """What a compare-and-swap found and wrote; ``new`` is None when nothing was written."""
@@ -132,7 +160,17 @@ class Change:
     revision: int
 
 
+@dataclass(frozen=True)
+class AlertChange:
+    """As ``Change``, for an alert's record."""
+
+    old: AlertRecord | None
+    new: AlertRecord | None
+    revision: int
+
+
 Transition = Callable[[ApprovalRecord | None], ApprovalRecord | None]
+AlertTransition = Callable[[AlertRecord | None], AlertRecord | None]
 
 
 class ApprovalBook:
@@ -165,6 +203,12 @@ class ApprovalBook:
         """
         return Change(
             *await kv_records.change(self.kv, plan_key(plan_id), ApprovalRecord, transition)
+        )
+
+    async def change_alert(self, alert_id: str, transition: AlertTransition) -> AlertChange:
+        """As ``change``, for the record of an alert."""
+        return AlertChange(
+            *await kv_records.change(self.kv, alert_key(alert_id), AlertRecord, transition)
         )
 
     async def watch(self) -> AsyncIterator[tuple[str, int, ApprovalRecord | None]]:

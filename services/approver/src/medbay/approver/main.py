@@ -1,8 +1,9 @@
-"""``python -m medbay.approver.main``: PLANS and APPROVALS in, APPROVALS out.
+"""``python -m medbay.approver.main``: PLANS, APPROVALS and the alerts on RESULTS in,
+APPROVALS out (and alerts to Telegram).
 
-Wiring only: the bus handlers are in ``service``, the logic in ``decisions``, the
-records in ``book``, the buttons in ``callbacks``, the texts in ``messages``,
-Telegram in ``telegram`` and the ``/status`` sources in ``status``.
+Wiring only: the bus handlers are in ``service``, the logic in ``decisions`` and
+``alerts``, the records in ``book``, the buttons in ``callbacks``, the texts in
+``messages``, Telegram in ``telegram`` and the ``/status`` sources in ``status``.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import os
 
+from medbay.approver import alerts
 from medbay.approver.config import ApproverConfig, load_config
 from medbay.approver.service import ApproverService
-from medbay.common.access import APPROVER_APPROVALS, APPROVER_PLANS
+from medbay.common.access import APPROVER_ALERTS, APPROVER_APPROVALS, APPROVER_PLANS
 from medbay.common.bus import consumer, wait_for_streams
-from medbay.common.events import Approval, Plan
+from medbay.common.events import AlertRaised, Approval, Plan
 from medbay.common.runtime import ServiceRuntime
 from medbay.common.settings import config_from_command_line
-from medbay.common.streams import APPROVALS, PLANS
+from medbay.common.streams import APPROVALS, PLANS, RESULTS
 
 
 async def serve(config: ApproverConfig) -> None:
@@ -34,12 +36,26 @@ async def serve(config: ApproverConfig) -> None:
         batch_size=64,
         deliver_new=True,
     )
+    alert_consumer = consumer(
+        rt,
+        APPROVER_ALERTS,
+        approver.handle_alerts,
+        AlertRaised,
+        batch_size=16,
+        max_deliver=alerts.ATTEMPTS,
+        retry_delay=alerts.RETRY_SECONDS,
+        start_back_seconds=alerts.BACKLOG_SECONDS,
+    )
 
     async def consume_approvals() -> None:
         await wait_for_streams(rt.broker, [APPROVALS])  # the executor's; may come later
         await approvals.run()
 
-    tasks = [plans.run, consume_approvals, approver.watch, approver.sweep]
+    async def consume_alerts() -> None:
+        await wait_for_streams(rt.broker, [RESULTS])  # the executor's too
+        await alert_consumer.run()
+
+    tasks = [plans.run, consume_approvals, consume_alerts, approver.watch, approver.sweep]
     if approver.bot is not None:
         tasks.append(approver.poll_telegram)
 

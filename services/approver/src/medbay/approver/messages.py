@@ -1,4 +1,5 @@
-"""What people read in Telegram: plain text (no parse mode, so nothing needs escaping)."""
+"""What people read in Telegram: plain text (no parse mode, so nothing needs escaping:
+an alert's ``<b>`` or ``*`` shows as it is)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from medbay.approver.book import ApprovalRecord, Decision
-from medbay.common.events import ActionResult, IssueOpened, IssueUpdated, Plan, Severity
+from medbay.common.events import (
+    ActionResult,
+    AlertRaised,
+    IssueOpened,
+    IssueUpdated,
+    Plan,
+    Severity,
+)
 from medbay.common.records import BreakerState
 
 MAX_CHARS = 4096
@@ -108,6 +116,12 @@ def final_text(record: ApprovalRecord) -> str:
     assert plan is not None and record.deadline is not None and record.decision is not None
     question = plan_text(plan, trace_id=record.trace_id, deadline=record.deadline)
     return _fit(question, suffix="\n\n" + decision_line(record.decision))
+
+
+def alert_text(alert: AlertRaised) -> str:
+    """An alert for people: what the executor says, about which issue, from which plan."""
+    head = f"🚨 Alert: {alert.issue_kind} on {alert.host}\n{alert.message}"
+    return _fit(head, suffix=f"\n\nPlan: {alert.plan_id}")
 
 
 def already_decided(decision: Decision) -> str:

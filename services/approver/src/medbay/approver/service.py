@@ -1,9 +1,10 @@
 """The approver's bus side: what its consumers call, what it publishes, its loops.
 
 ``ApproverService`` turns deliveries from PLANS and APPROVALS into calls on
-``decisions.Decisions`` (the logic), publishes the decisions to APPROVALS within
-the plan's trace, follows the approval records of every instance and polls
-Telegram. ``main`` wires it to the bus.
+``decisions.Decisions`` (the logic) and alerts from RESULTS into calls on
+``alerts.Alerts``, publishes the decisions to APPROVALS within the plan's trace,
+follows the approval records of every instance and polls Telegram. ``main`` wires
+it to the bus.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import logging
 from opentelemetry import propagate, trace
 
 from medbay.approver import status
+from medbay.approver.alerts import Alerts
 from medbay.approver.book import ApprovalBook
 from medbay.approver.callbacks import CallbackSigner
 from medbay.approver.config import ApproverConfig
 from medbay.approver.decisions import Decisions
 from medbay.approver.telegram import TelegramChat, make_bot, poll
 from medbay.common.bus import Delivery, jetstream, publish_event
-from medbay.common.events import Approval, Plan
+from medbay.common.events import AlertRaised, Approval, Plan
 from medbay.common.runtime import ServiceRuntime, current_task_cancelling
 from medbay.common.streams import APPROVALS
 
@@ -40,16 +42,20 @@ class ApproverService:
             else None
         )
         self.decisions: Decisions | None = None
+        self.alerts: Alerts | None = None
 
     async def start(self) -> None:
         js = jetstream(self.rt.broker)
         config = self.config
+        book = await ApprovalBook.open(js)
+        chat = None if self.bot is None else TelegramChat(self.bot, config.chat_ids)
+        self.alerts = Alerts(book, chat)
         self.decisions = Decisions(
-            await ApprovalBook.open(js),
+            book,
             self.publish,
             expiry=config.expiry,
             allowed_user_ids=config.allowed_user_ids,
-            chat=None if self.bot is None else TelegramChat(self.bot, config.chat_ids),
+            chat=chat,
             signer=None
             if config.secret is None
             else CallbackSigner(config.secret.get_secret_value()),
@@ -59,7 +65,7 @@ class ApproverService:
         if self.bot is None:
             log.warning(
                 "Telegram is off (no token configured): plans are tracked and expire after "
-                "%g min; decide through the gateway or `medbay approve`",
+                "%g min; decide through the gateway or `medbay approve`; alerts are only logged",
                 config.expiry_minutes,
             )
         else:
@@ -96,6 +102,12 @@ class ApproverService:
         for d in deliveries:
             with trace.use_span(d.span("approver.receive_approval"), end_on_exit=True):
                 await self.decisions.on_approval(d.event)
+
+    async def handle_alerts(self, deliveries: list[Delivery[AlertRaised]]) -> None:
+        assert self.alerts is not None
+        for d in deliveries:
+            with trace.use_span(d.span("approver.deliver_alert"), end_on_exit=True):
+                await self.alerts.on_alert(d.event)
 
     async def watch(self) -> None:
         """Follow the records of every instance (this keeps the expiry timers armed)."""

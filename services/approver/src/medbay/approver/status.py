@@ -1,6 +1,7 @@
-"""``/status`` from what others keep: the recent ISSUES and RESULTS events, the
-executor's plan book and its breakers. Every source may be missing (its owner has
-not run yet), and then shows as unknown rather than failing the command."""
+"""``/status`` from what others keep: the recent ISSUES events and step results (of
+RESULTS, which also holds plan ends and alerts), the executor's plan book and its
+breakers. Every source may be missing (its owner has not run yet), and then shows as
+unknown rather than failing the command."""
 
 from __future__ import annotations
 
@@ -29,12 +30,14 @@ from medbay.common.records import (
     open_breakers,
     read_plans,
 )
-from medbay.common.streams import ISSUES, RESULTS, StreamSpec
+from medbay.common.streams import ISSUES, PREFIX, RESULTS, StreamSpec
 
 ISSUE_EVENTS = 5000
 """How many of the latest issue events are read to find the open issues."""
 RESULT_EVENTS = 200
-"""How many of the latest results are read for the last actions."""
+"""How many of the latest RESULTS messages are read for the last actions."""
+RESULT_SUBJECTS = f"{PREFIX}.results.>"
+"""The step results on RESULTS (not the plan ends and alerts beside them)."""
 LAST_ACTIONS = 5
 
 _ISSUE = TypeAdapter[IssueChange](Annotated[IssueChange, Field(discriminator="type")])
@@ -60,10 +63,13 @@ def last_actions(results: Iterable[ActionResult], count: int = LAST_ACTIONS) -> 
     return finished[::-1][:count]
 
 
-async def recent(js: JetStreamContext, stream: StreamSpec, count: int) -> list[bytes] | None:
-    """The payloads of the last ``count`` messages of ``stream``; None if it does not exist."""
+async def recent(
+    js: JetStreamContext, stream: StreamSpec, count: int, subject: str | None = None
+) -> list[bytes] | None:
+    """The payloads of those of the last ``count`` messages of ``stream`` that are on
+    ``subject`` (default: its first subject pattern); None if the stream does not exist."""
     try:
-        return [m.data async for msgs in read(js, stream, last=count) for m in msgs]
+        return [m.data async for msgs in read(js, stream, subject, last=count) for m in msgs]
     except NotFoundError:
         return None
 
@@ -108,7 +114,7 @@ async def breakers(js: JetStreamContext) -> dict[str, BreakerState] | None:
 
 async def snapshot(js: JetStreamContext, waiting: int) -> StatusSnapshot:
     issue_payloads = await recent(js, ISSUES, ISSUE_EVENTS)
-    result_payloads = await recent(js, RESULTS, RESULT_EVENTS)
+    result_payloads = await recent(js, RESULTS, RESULT_EVENTS, RESULT_SUBJECTS)
     return StatusSnapshot(
         open_issues=None if issue_payloads is None else open_issues(_issues(issue_payloads)),
         running_plans=await running_plans(js),

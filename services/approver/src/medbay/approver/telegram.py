@@ -1,4 +1,5 @@
-"""Telegram through aiogram 3: sending and editing plan messages, buttons, commands.
+"""Telegram through aiogram 3: sending and editing plan messages, buttons, commands,
+and alerts. Every text goes as plain text (no parse mode).
 
 Updates come by long polling (``getUpdates``), so one bot token serves one
 polling approver at a time (Telegram refuses a second concurrent poller).
@@ -25,6 +26,7 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, User
 
 from medbay.approver import messages
+from medbay.approver.alerts import TryLater, Undeliverable
 from medbay.approver.book import ChatMessage
 from medbay.approver.decisions import Decisions, Person
 
@@ -38,7 +40,8 @@ RETRY_SECONDS = 5.0
 
 HELP = (
     "Medbay approver. Plans that need a person are posted here with Approve and Reject "
-    "buttons.\n/pending: plans waiting for approval, with the time left\n"
+    "buttons, and alerts from the executor.\n/pending: plans waiting for approval, with the "
+    "time left\n"
     "/status: open issues, running plans, last actions, open breakers"
 )
 
@@ -52,7 +55,7 @@ def person(user: User) -> Person:
 
 
 class TelegramChat:
-    """The configured chats, as the service's ``Chat``."""
+    """The configured chats, as the service's ``Chat`` and as the alerts' ``Messenger``."""
 
     def __init__(self, bot: Bot, chat_ids: Sequence[int]) -> None:
         self.bot = bot
@@ -80,6 +83,15 @@ class TelegramChat:
                 continue
             sent.append(ChatMessage(chat_id=chat_id, message_id=message.message_id))
         return sent
+
+    async def send(self, chat_id: int, text: str) -> ChatMessage:
+        try:
+            message = await self.bot.send_message(chat_id, text)
+        except TRANSIENT as exc:
+            raise TryLater(str(exc)) from exc
+        except TelegramAPIError as exc:
+            raise Undeliverable(str(exc)) from exc
+        return ChatMessage(chat_id=chat_id, message_id=message.message_id)
 
     async def show(self, sent: Sequence[ChatMessage], text: str) -> bool:
         done = True

@@ -1,14 +1,16 @@
-"""One scrape of everything: host metrics, service checks and scrape targets."""
+"""One scrape of everything: host metrics, service checks, directories and scrape targets."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import httpx
 
-from medbay.collector.checks import run_checks
+from medbay.collector.checks import CheckJudge, run_checks
 from medbay.collector.config import CollectorConfig
+from medbay.collector.directories import DirectoryBudgets
 from medbay.collector.host_metrics import HostMetrics
 from medbay.collector.scrape import scrape_all
 from medbay.common.events import MetricBatch, MetricSample, utc_now
@@ -19,6 +21,20 @@ MAX_SAMPLES = 20_000
 """The most samples a MetricBatch may hold."""
 
 
+def fresh_connection_client() -> httpx.AsyncClient:
+    """The HTTP client of checks and scrapes: a new connection for every request.
+
+    A kept-alive connection would sit idle for an interval between two checks,
+    about as long as servers keep idle connections open (uvicorn: 5 s), so now
+    and then a check would go out on a connection the server was just closing
+    and fail with the server up. ``Connection: close`` makes both sides close
+    it after the response instead; the price is a TCP handshake per request,
+    which ``service_latency_ms`` then includes, as it does for every other check.
+    """
+    # Direct connections: a proxy from the environment would be measured instead.
+    return httpx.AsyncClient(trust_env=False, headers={"Connection": "close"})
+
+
 class Collector:
     def __init__(self, config: CollectorConfig, *, max_batch_bytes: int | None = None) -> None:
         """``max_batch_bytes``: drop samples from the end (scraped ones first) above this size."""
@@ -26,19 +42,25 @@ class Collector:
         self.max_batch_bytes = max_batch_bytes
         self.last_dropped = 0
         self.host_metrics = HostMetrics(config.top_processes)
-        # Direct connections: a proxy from the environment would be measured instead.
-        self.http = httpx.AsyncClient(trust_env=False)
+        self.directories = DirectoryBudgets(config.directories)
+        self.judge = CheckJudge(config, started_at=time.monotonic())
+        self.http = fresh_connection_client()
 
     async def collect_once(self) -> MetricBatch:
         collected_at = utc_now()
-        host, checks, scraped = await asyncio.gather(
+        host, directories, results, scraped = await asyncio.gather(
             asyncio.to_thread(self.host_metrics.read),
+            asyncio.to_thread(self.directories.read),
             run_checks(self.config.services, self.http),
             scrape_all(self.config.scrape, self.http),
         )
-        samples: list[MetricSample] = [*host, *checks, *scraped]
+        checks = self.judge.judge(results, now=time.monotonic())
+        samples: list[MetricSample] = [*host, *directories, *checks.samples, *scraped]
         batch = MetricBatch(
-            host=self.config.host, collected_at=collected_at, samples=samples[:MAX_SAMPLES]
+            host=self.config.host,
+            collected_at=collected_at,
+            samples=samples[:MAX_SAMPLES],
+            check_errors=checks.errors,
         )
         return self._fit(batch, len(samples))
 

@@ -20,7 +20,11 @@ from medbay.common.settings import ConfigError, load_yaml_config
 __all__ = ["CollectorConfig", "ConfigError", "load_config"]
 
 Seconds = Annotated[float, Field(gt=0, le=3600)]
+GraceSeconds = Annotated[float, Field(ge=0, le=3600)]
 ServiceName = Annotated[str, Field(min_length=1, max_length=100)]
+
+MAX_CHECKS = 1000
+"""As many failing checks as one MetricBatch can give reasons for."""
 
 
 class _Strict(BaseModel):
@@ -30,6 +34,11 @@ class _Strict(BaseModel):
 class _Check(_Strict):
     name: ServiceName = Field(description="Service name, the `service` label; unique.")
     timeout_seconds: Seconds = 2.0
+    startup_grace_seconds: GraceSeconds | None = Field(
+        default=None,
+        description="Until its first success, failures this long after the collector "
+        "started are not reported; defaults to the collector's `startup_grace_seconds`.",
+    )
 
 
 class ProcessCheck(_Check):
@@ -37,6 +46,7 @@ class ProcessCheck(_Check):
     process: str | None = Field(
         default=None,
         min_length=1,
+        max_length=255,
         description="Process name (or argv[0] basename) to find alive; defaults to `name`.",
     )
 
@@ -76,7 +86,28 @@ class ScrapeTarget(_Strict):
     max_samples: int = Field(default=5000, ge=1, le=20_000)
 
 
-def _unique_names(items: list[ServiceCheck] | list[ScrapeTarget], what: str) -> None:
+class DirectoryBudget(_Strict):
+    name: ServiceName = Field(description="The `directory` label; unique.")
+    path: Path = Field(description="Absolute path of the directory to measure.")
+    budget_bytes: int = Field(gt=0, description="Bytes the directory may hold: 100 %.")
+    max_entries: int = Field(
+        default=100_000,
+        ge=1,
+        le=10_000_000,
+        description="Stop counting after this many entries (files, directories, links).",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError(f"must be an absolute path, not {str(value)!r}")
+        return value
+
+
+def _unique_names(
+    items: list[ServiceCheck] | list[ScrapeTarget] | list[DirectoryBudget], what: str
+) -> None:
     seen: set[str] = set()
     for item in items:
         if item.name in seen:
@@ -88,8 +119,13 @@ class CollectorConfig(_Strict):
     host: HostName = Field(default_factory=socket.gethostname)
     interval_seconds: Seconds = 5.0
     top_processes: int = Field(default=5, ge=0, le=100)
-    services: list[ServiceCheck] = Field(default_factory=list)
+    startup_grace_seconds: GraceSeconds = Field(
+        default=60.0,
+        description="Default of each check's `startup_grace_seconds`.",
+    )
+    services: list[ServiceCheck] = Field(default_factory=list, max_length=MAX_CHECKS)
     scrape: list[ScrapeTarget] = Field(default_factory=list)
+    directories: list[DirectoryBudget] = Field(default_factory=list)
 
     @field_validator("services")
     @classmethod
@@ -102,6 +138,18 @@ class CollectorConfig(_Strict):
     def _unique_scrapes(cls, value: list[ScrapeTarget]) -> list[ScrapeTarget]:
         _unique_names(value, "scrape")
         return value
+
+    @field_validator("directories")
+    @classmethod
+    def _unique_directories(cls, value: list[DirectoryBudget]) -> list[DirectoryBudget]:
+        _unique_names(value, "directory")
+        return value
+
+    def startup_grace(self, check: ServiceCheck) -> float:
+        """Seconds after start during which ``check`` is not judged until it first succeeds."""
+        if check.startup_grace_seconds is not None:
+            return check.startup_grace_seconds
+        return self.startup_grace_seconds
 
 
 def load_config(path: Path | None) -> CollectorConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import os
 import time
 from dataclasses import dataclass
@@ -11,8 +12,10 @@ import psutil
 
 from medbay.collector.samples import BYTES, BYTES_PER_SECOND, PERCENT, sample
 from medbay.common.events import MetricSample
+from medbay.common.redact import redact_argv
 
 _SKIPPED_DISKS = ("loop", "ram", "zram")
+MAX_COMMAND_CHARS = 200
 
 
 @dataclass
@@ -27,6 +30,8 @@ class HostMetrics:
     """Reads the host; keeps the previous reading so it can report rates and deltas.
 
     The first reading has no CPU percentages, rates or deltas: all need two points.
+    ``process_cpu_percent`` is per core, as psutil gives it: 100 is one core's
+    worth, and a process busy on several cores goes above 100.
     """
 
     def __init__(self, top_processes: int = 5) -> None:
@@ -113,36 +118,54 @@ class HostMetrics:
 
     def _processes(self, *, with_cpu: bool) -> list[MetricSample]:
         # process_iter caches Process objects, so cpu_percent is the use since the last call.
-        procs = [
-            p.info for p in psutil.process_iter(["pid", "name", "cpu_percent", "memory_percent"])
-        ]
+        procs = list(psutil.process_iter(["name", "cpu_percent", "memory_percent"]))
         samples = [sample("process_count", len(procs))]
-        n = self.top_processes
+        top: list[tuple[str, psutil.Process]] = []
         if with_cpu:
-            by_cpu = sorted(
-                (p for p in procs if p["cpu_percent"] is not None),
-                key=lambda p: p["cpu_percent"],
-                reverse=True,
+            top += [("cpu_percent", p) for p in _largest(procs, "cpu_percent", self.top_processes)]
+        top += [
+            ("memory_percent", p) for p in _largest(procs, "memory_percent", self.top_processes)
+        ]
+        commands: dict[int, str | None] = {}
+        for attr, proc in top:
+            if proc.pid not in commands:
+                commands[proc.pid] = _command(proc)
+            command = commands[proc.pid]
+            if command is None:  # gone since: nothing left to report
+                continue
+            samples.append(
+                sample(
+                    f"process_{attr}",
+                    proc.info[attr],
+                    PERCENT,
+                    pid=str(proc.pid),
+                    name=proc.info["name"] or "?",
+                    command=command,
+                )
             )
-            samples += [_process_sample(p, "cpu") for p in by_cpu[:n]]
-        by_memory = sorted(
-            (p for p in procs if p["memory_percent"] is not None),
-            key=lambda p: p["memory_percent"],
-            reverse=True,
-        )
-        samples += [_process_sample(p, "memory") for p in by_memory[:n]]
         return samples
 
 
-def _process_sample(info: dict[str, Any], rank_by: str) -> MetricSample:
-    return sample(
-        f"process_{rank_by}_percent",
-        info[f"{rank_by}_percent"],
-        PERCENT,
-        pid=str(info["pid"]),
-        name=info["name"] or "?",
-        rank_by=rank_by,
-    )
+def _largest(procs: list[psutil.Process], attr: str, n: int) -> list[psutil.Process]:
+    known = (p for p in procs if p.info[attr] is not None)
+    return heapq.nlargest(n, known, key=lambda p: float(p.info[attr]))
+
+
+def _command(proc: psutil.Process) -> str | None:
+    """The command line on one line, secrets hidden, cut to ``MAX_COMMAND_CHARS``;
+    None if the process has exited.
+
+    Read for the top processes only: one more file each, not one for every process.
+    """
+    try:
+        argv = proc.cmdline()
+    except psutil.NoSuchProcess:  # zombies too: nothing runs any more
+        return None
+    except psutil.AccessDenied:
+        argv = []
+    if not argv:  # a kernel thread, or not ours to read: shown as ps does
+        return f"[{proc.info['name'] or '?'}]"
+    return " ".join(" ".join(redact_argv(argv)).split())[:MAX_COMMAND_CHARS]
 
 
 def mountpoints() -> list[str]:

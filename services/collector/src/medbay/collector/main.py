@@ -23,11 +23,12 @@ async def serve(config: CollectorConfig) -> None:
     rt = ServiceRuntime("collector")
     service = CollectorService(rt, config)
     log.info(
-        "collecting for host %s every %s s: %d checks, %d scrape targets",
+        "collecting for host %s every %s s: %d checks, %d scrape targets, %d directories",
         config.host,
         config.interval_seconds,
         len(config.services),
         len(config.scrape),
+        len(config.directories),
     )
     await rt.run(tasks=[service.scrape_forever], on_stop=service.collector.aclose)
 

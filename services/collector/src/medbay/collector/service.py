@@ -2,7 +2,7 @@
 
 ``CollectorService`` schedules the scrapes, publishes each batch and reports its
 own health and metrics; what a scrape reads is in ``collector`` (host metrics,
-service checks, scrape targets). ``main`` wires it to the bus.
+service checks, directory budgets, scrape targets). ``main`` wires it to the bus.
 """
 
 from __future__ import annotations

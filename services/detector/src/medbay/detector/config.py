@@ -1,8 +1,12 @@
-"""The detector's configuration: threshold rules and anomaly rules per metric.
+"""The detector's configuration: threshold rules, anomaly rules and host silence.
 
-Defaults follow the product report (CPU 80/95 %, memory 85/95 %, disk 90/95 %,
-DB latency over 1000 ms, network errors over 100, service down). A YAML file
-named by ``MEDBAY_DETECTOR_CONFIG`` (or ``--config``) replaces them.
+The defaults are for production and raise nothing on a healthy machine, however
+busy: a host's CPU or memory counts only when it stays high for minutes, one lost
+check is no outage, and raw host metrics (which move with normal load) are not
+scored for anomalies. Every action's trigger has a rule: a service down, a
+runaway process, a slow query, Redis or a directory near its limit, a disk
+filling up. A YAML file named by ``MEDBAY_DETECTOR_CONFIG`` (or ``--config``)
+replaces them; the README's detector section explains each choice.
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ class ThresholdRule(BaseModel):
     resource_label: str | None = Field(
         default=None, description="The label naming the affected resource (mount, service...)."
     )
+    absent_clears: bool = Field(
+        default=False,
+        description="A series missing from its host's scrape counts as back to normal (for "
+        "series that come and go, like the top processes); it is forgotten once normal.",
+    )
 
     @model_validator(mode="after")
     def _check_levels(self) -> ThresholdRule:
@@ -60,6 +69,13 @@ class ThresholdRule(BaseModel):
                     f"warning must come before critical for direction {self.direction}"
                 )
         return self
+
+    def level(self, level: int) -> float:
+        """The threshold of ``level`` (1 warning, 2 critical), which the rule must have."""
+        value = self.critical if level == 2 else self.warning
+        if value is None:
+            raise ValueError(f"the {self.metric} rule has no level {level}")
+        return value
 
     def signed_levels(self) -> tuple[float, float]:
         """(warning, critical) as 'above' thresholds on the signed value."""
@@ -84,6 +100,11 @@ class AnomalyRule(BaseModel):
         default=30, ge=0, le=100_000, description="No issue before a series has this many."
     )
     labels: dict[str, str] = Field(default_factory=dict)
+    min_value: float | None = Field(
+        default=None,
+        description="An anomalous score counts only when the value is at least this "
+        "(latency going from 2 ms to 40 ms under load is no incident).",
+    )
 
     @model_validator(mode="after")
     def _known_detector(self) -> AnomalyRule:
@@ -96,37 +117,80 @@ class AnomalyRule(BaseModel):
 
 def _default_thresholds() -> list[ThresholdRule]:
     return [
+        # A busy host is not a broken one: only saturation lasting minutes is worth a look.
         ThresholdRule(
             metric="cpu_percent",
             kind="cpu",
-            warning=80,
-            critical=95,
-            for_samples=3,
-            clear_samples=2,
-            hysteresis=5,
+            warning=95,
+            for_samples=60,
+            clear_samples=6,
+            hysteresis=10,
         ),
+        # Running out of memory hurts sooner than running hot: sustained, but shorter.
         ThresholdRule(
             metric="memory_percent",
             kind="memory",
-            warning=85,
-            critical=95,
-            for_samples=3,
-            clear_samples=2,
-            hysteresis=2,
+            warning=90,
+            critical=97,
+            for_samples=24,
+            clear_samples=6,
+            hysteresis=3,
         ),
         ThresholdRule(
             metric="disk_percent",
             kind="disk",
             warning=90,
             critical=95,
+            for_samples=3,
+            clear_samples=3,
             hysteresis=1,
             resource_label="mount",
+        ),
+        ThresholdRule(
+            metric="directory_budget_percent",
+            kind="disk",
+            warning=90,
+            critical=100,
+            for_samples=2,
+            clear_samples=2,
+            hysteresis=2,
+            resource_label="directory",
+        ),
+        ThresholdRule(
+            metric="process_cpu_percent",
+            kind="runaway_process",
+            warning=90,
+            for_samples=12,
+            clear_samples=2,
+            hysteresis=10,
+            resource_label="name",
+            absent_clears=True,
+        ),
+        ThresholdRule(
+            metric="process_memory_percent",
+            kind="runaway_process",
+            warning=30,
+            critical=60,
+            for_samples=3,
+            clear_samples=2,
+            hysteresis=2,
+            resource_label="name",
+            absent_clears=True,
         ),
         ThresholdRule(
             metric="postgres_query_latency_ms",
             kind="db_latency",
             warning=1000,
             critical=5000,
+            for_samples=3,
+            clear_samples=2,
+            resource_label="service",
+        ),
+        ThresholdRule(
+            metric="postgres_longest_query_seconds",
+            kind="db_latency",
+            warning=60,
+            critical=300,
             for_samples=2,
             resource_label="service",
         ),
@@ -135,7 +199,18 @@ def _default_thresholds() -> list[ThresholdRule]:
             kind="db_latency",
             warning=1000,
             critical=5000,
+            for_samples=3,
+            clear_samples=2,
+            resource_label="service",
+        ),
+        ThresholdRule(
+            metric="redis_memory_percent",
+            kind="memory",
+            warning=90,
+            critical=98,
             for_samples=2,
+            clear_samples=2,
+            hysteresis=2,
             resource_label="service",
         ),
         ThresholdRule(
@@ -143,6 +218,7 @@ def _default_thresholds() -> list[ThresholdRule]:
             kind="network_errors",
             warning=100,
             critical=1000,
+            for_samples=2,
             resource_label="interface",
         ),
         ThresholdRule(
@@ -150,18 +226,33 @@ def _default_thresholds() -> list[ThresholdRule]:
             kind="service_down",
             critical=0.5,
             direction="below",
+            for_samples=2,
             resource_label="service",
         ),
     ]
 
 
 def _default_anomaly() -> list[AnomalyRule]:
-    return [
-        AnomalyRule(metric="cpu_percent"),
-        AnomalyRule(metric="memory_percent"),
-        AnomalyRule(metric="load1"),
-        AnomalyRule(metric="service_latency_ms"),
-    ]
+    return [AnomalyRule(metric="service_latency_ms", for_samples=3, min_value=250)]
+
+
+class SilenceConfig(BaseModel):
+    """When a host whose metrics stopped arriving opens a ``host_silent`` issue.
+
+    A host is silent after ``max(intervals x its usual interval, min_seconds)``
+    without a batch; its usual interval is learnt from its batches' times.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    intervals: float = Field(
+        default=6, ge=2, le=1000, description="Usual intervals without a batch before silence."
+    )
+    min_seconds: float = Field(default=30, gt=0, le=86_400)
+    check_seconds: float = Field(
+        default=5, gt=0, le=3600, description="How often hosts are checked for silence."
+    )
 
 
 class DetectorConfig(BaseModel):
@@ -169,8 +260,22 @@ class DetectorConfig(BaseModel):
 
     thresholds: list[ThresholdRule] = Field(default_factory=_default_thresholds)
     anomaly: list[AnomalyRule] = Field(default_factory=_default_anomaly)
+    silence: SilenceConfig = Field(default_factory=SilenceConfig)
     snapshot_interval_seconds: float = Field(default=5.0, gt=0)
     batch_size: int = Field(default=256, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _no_anomalies_on_passing_series(self) -> DetectorConfig:
+        """A series that comes and goes (``absent_clears``) is forgotten when it goes,
+        so it has no history to score."""
+        passing = {r.metric for r in self.thresholds if r.absent_clears}
+        for i, rule in enumerate(self.anomaly):
+            if rule.metric in passing:
+                raise ValueError(
+                    f"anomaly[{i}]: {rule.metric} has a threshold rule with absent_clears, "
+                    "whose series are forgotten when they go; it cannot be scored for anomalies"
+                )
+        return self
 
     def fingerprint(self) -> str:
         return hashlib.sha1(self.model_dump_json().encode()).hexdigest()[:12]

@@ -1,4 +1,4 @@
-"""Turning metric batches into issue events: thresholds, anomalies, lifecycle.
+"""Turning metric batches into issue events: thresholds, anomalies, silence, lifecycle.
 
 Everything here is plain Python and numpy, with no knowledge of NATS.
 
@@ -9,11 +9,20 @@ scrape per host (so per-series order is kept), and each wave is one pass. Only
 the rare state changes are handled one by one. An issue is opened once per
 fingerprint, updated when its severity changes and resolved when the condition
 clears: never re-emitted per sample.
+
+Series that come and go (a rule with ``absent_clears``, e.g. the top processes)
+count as normal while missing from their host's scrape, and their rows are
+forgotten and reused once they are, so passing processes do not pile up.
+
+A host whose batches stop arriving opens a ``host_silent`` issue when
+``check_silence`` is called with the time; its next batch resolves it.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+import statistics
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +52,17 @@ LabelItems = tuple[tuple[str, str], ...]
 SeriesKey = tuple[str, LabelItems]  # (metric name, sorted labels) within one host
 
 LEVEL_SEVERITY = {1: Severity.WARNING, 2: Severity.CRITICAL}
+SILENCE_METRIC = "metrics_age_seconds"
+SILENCE_DETECTOR = "silence"
+INTERVAL_HISTORY = 9
+"""Batch intervals kept per host; their median is the host's usual interval."""
+STALL_CHECKS = 3
+"""A silence check later than this many check intervals after the last one means the
+detector was not watching in between (NATS unreachable, a backlog, the detector
+stalled): its window starts again."""
+MAX_DETAIL = 1000
+PROCESS_RESOURCE = {"process_cpu_percent": "% CPU", "process_memory_percent": "% memory"}
+_FREE_ROW: tuple[str, str, LabelItems] = ("", "", ())
 _NAME = itemgetter("name")
 _VALUE = itemgetter("value")
 
@@ -53,6 +73,12 @@ def _matches(labels: dict[str, str], wanted: dict[str, str]) -> bool:
 
 def _cat(parts: list[NDArray[Any]], dtype: type) -> NDArray[Any]:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def _number(value: float) -> str:
+    """A value for people: one decimal at most, small values to two significant digits."""
+    text = f"{value:.1f}" if abs(value) >= 1 else f"{value:.2g}"
+    return text.rstrip("0").rstrip(".") if "." in text and "e" not in text else text
 
 
 class Debounce:
@@ -69,6 +95,11 @@ class Debounce:
         self.level = np.concatenate([self.level, zeros])
         self.pending = np.concatenate([self.pending, zeros])
         self.count = np.concatenate([self.count, zeros])
+
+    def reset(self, rows: list[int]) -> None:
+        self.level[rows] = 0
+        self.pending[rows] = 0
+        self.count[rows] = 0
 
     def advance(
         self, rows: IntArray, target: IntArray, up: IntArray, down: IntArray
@@ -89,6 +120,37 @@ class Debounce:
         return changed, current[changed], target[changed]
 
 
+class RuleParams:
+    """Each row's threshold rule as arrays: its levels on the signed value (see
+    ``ThresholdRule.signed_levels``), hysteresis, sign and windows. A row without a
+    rule has levels that nothing passes."""
+
+    def __init__(self) -> None:
+        self.warn = np.zeros(0)
+        self.crit = np.zeros(0)
+        self.hyst = np.zeros(0)
+        self.sign = np.zeros(0)
+        self.up = np.zeros(0, dtype=np.intp)
+        self.down = np.zeros(0, dtype=np.intp)
+
+    def grow(self, n: int) -> None:
+        self.warn = np.concatenate([self.warn, np.full(n, np.inf)])
+        self.crit = np.concatenate([self.crit, np.full(n, np.inf)])
+        self.hyst = np.concatenate([self.hyst, np.zeros(n)])
+        self.sign = np.concatenate([self.sign, np.ones(n)])
+        self.up = np.concatenate([self.up, np.ones(n, dtype=np.intp)])
+        self.down = np.concatenate([self.down, np.ones(n, dtype=np.intp)])
+
+    def set(self, rows: list[int], rules: list[ThresholdRule | None]) -> None:
+        levels = [r.signed_levels() if r else (math.inf, math.inf) for r in rules]
+        self.warn[rows] = [w for w, _ in levels]
+        self.crit[rows] = [c for _, c in levels]
+        self.hyst[rows] = [r.hysteresis if r else 0.0 for r in rules]
+        self.sign[rows] = [-1.0 if r and r.direction == "below" else 1.0 for r in rules]
+        self.up[rows] = [r.for_samples if r else 1 for r in rules]
+        self.down[rows] = [r.clear_samples if r else 1 for r in rules]
+
+
 class AnomalyBlock:
     """All series (of all hosts) scored by one anomaly detector."""
 
@@ -98,6 +160,7 @@ class AnomalyBlock:
         self.for_samples = np.zeros(0, dtype=np.intp)
         self.clear_samples = np.zeros(0, dtype=np.intp)
         self.warmup = np.zeros(0, dtype=np.intp)
+        self.min_value = np.zeros(0)
         self.seen = np.zeros(0, dtype=np.intp)  # samples scored per row
         self.debounce = Debounce()
         self.last_score = np.zeros(0)
@@ -109,6 +172,9 @@ class AnomalyBlock:
         self.for_samples = np.append(self.for_samples, [r.for_samples for r in rules])
         self.clear_samples = np.append(self.clear_samples, [r.clear_samples for r in rules])
         self.warmup = np.append(self.warmup, [r.warmup_samples for r in rules])
+        self.min_value = np.append(
+            self.min_value, [-math.inf if r.min_value is None else r.min_value for r in rules]
+        )
         self.seen = np.append(self.seen, np.zeros(len(rows), dtype=np.intp))
         self.debounce.grow(len(rows))
         self.last_score = np.concatenate([self.last_score, np.zeros(len(rows))])
@@ -124,6 +190,16 @@ class OpenIssue:
     first_seen: datetime
 
 
+@dataclass
+class SilentIssue:
+    """An open ``host_silent`` issue: since when (epoch seconds) and the limit it passed."""
+
+    fingerprint: str
+    first_seen: datetime
+    since: float
+    limit: float
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where the samples of a scrape of a given shape go; computed once per shape."""
@@ -132,6 +208,7 @@ class Layout:
     picks: IntArray  # the sample each row takes its value from
     ruled: IntArray  # positions in ``rows`` with a threshold rule
     blocks: dict[str, tuple[IntArray, IntArray]]  # detector: positions in rows, block rows
+    absent: IntArray  # rows of the host's passing series (absent_clears) not in this scrape
 
 
 @dataclass
@@ -141,6 +218,14 @@ class HostState:
     index: dict[SeriesKey, int] = field(default_factory=dict)
     open: dict[tuple[int, str], OpenIssue] = field(default_factory=dict)
     shape: tuple[list[str], list[dict[str, str] | None], Layout] | None = None
+    passing_rows: set[int] = field(default_factory=set)
+    """Rows whose rule has ``absent_clears``."""
+    last_arrival: float | None = None
+    """When its last batch reached the bus (epoch seconds)."""
+    last_collected: float | None = None
+    intervals: deque[float] = field(default_factory=lambda: deque(maxlen=INTERVAL_HISTORY))
+    """Seconds between its last batches, by their ``collected_at``."""
+    silent: SilentIssue | None = None
 
 
 @dataclass
@@ -167,9 +252,18 @@ class DetectionEngine:
         self.block_of: list[tuple[str, int] | None] = []
         self.last_value = np.zeros(0)
         self.thresholds = Debounce()
+        self.params = RuleParams()
         self.blocks: dict[str, AnomalyBlock] = {}
-        self._params: tuple[NDArray[Any], ...] = ()
-        self._params_rows = -1
+        self.free_rows: list[int] = []  # rows of forgotten series, reused first
+        self._thresholds_of: dict[str, list[ThresholdRule]] = defaultdict(list)
+        for rule in config.thresholds:
+            self._thresholds_of[rule.metric].append(rule)
+        self._anomaly_of: dict[str, list[AnomalyRule]] = defaultdict(list)
+        for arule in config.anomaly:
+            self._anomaly_of[arule.metric].append(arule)
+        self.watch_from: float | None = None
+        """Silence counts only from here (epoch seconds): the detector's start or restore."""
+        self.last_check: float | None = None
 
     # -- series ---------------------------------------------------------------
 
@@ -180,28 +274,38 @@ class DetectionEngine:
         return state
 
     def add_series(self, host: str, keys: Sequence[SeriesKey]) -> list[int]:
-        """Create rows for new series, with their rules and detectors."""
-        start = len(self.series)
-        rows = list(range(start, start + len(keys)))
+        """Create rows for new series (reusing forgotten ones), with their rules and detectors."""
+        keep = max(0, len(self.free_rows) - len(keys))
+        reused = self.free_rows[keep:]
+        del self.free_rows[keep:]
+        fresh = len(keys) - len(reused)
+        if fresh:
+            self.series += [_FREE_ROW] * fresh
+            self.rule_of += [None] * fresh
+            self.block_of += [None] * fresh
+            self.thresholds.grow(fresh)
+            self.params.grow(fresh)
+            self.last_value = np.concatenate([self.last_value, np.zeros(fresh)])
+        if reused:
+            self.thresholds.reset(reused)
+            self.last_value[reused] = 0.0
+        rows = reused + list(range(len(self.series) - fresh, len(self.series)))
+        state = self.host(host)
         by_block: dict[str, tuple[list[int], list[AnomalyRule]]] = defaultdict(lambda: ([], []))
         for row, (name, items) in zip(rows, keys, strict=True):
             labels = dict(items)
-            self.series.append((host, name, items))
-            self.rule_of.append(
-                next(
-                    (
-                        r
-                        for r in self.config.thresholds
-                        if r.metric == name and _matches(labels, r.labels)
-                    ),
-                    None,
-                )
-            )
-            arule = next(
-                (r for r in self.config.anomaly if r.metric == name and _matches(labels, r.labels)),
+            self.series[row] = (host, name, items)
+            rule = next(
+                (r for r in self._thresholds_of.get(name, ()) if _matches(labels, r.labels)),
                 None,
             )
-            self.block_of.append(None)
+            self.rule_of[row] = rule
+            if rule is not None and rule.absent_clears:
+                state.passing_rows.add(row)
+            arule = next(
+                (r for r in self._anomaly_of.get(name, ()) if _matches(labels, r.labels)), None
+            )
+            self.block_of[row] = None
             if arule is not None:
                 by_block[arule.detector][0].append(row)
                 by_block[arule.detector][1].append(arule)
@@ -211,25 +315,23 @@ class DetectionEngine:
                 block = self.blocks[detector] = AnomalyBlock(make_detector(detector))
             for row, brow in zip(brows_of, block.add(brows_of, rules), strict=True):
                 self.block_of[row] = (detector, brow)
-        self.thresholds.grow(len(keys))
-        self.last_value = np.concatenate([self.last_value, np.zeros(len(keys))])
-        self.host(host).index.update(zip(keys, rows, strict=True))
+        state.index.update(zip(keys, rows, strict=True))
+        self.params.set(rows, [self.rule_of[row] for row in rows])
         return rows
 
-    def _rule_params(self) -> tuple[NDArray[Any], ...]:
-        """(warning, critical, hysteresis, sign, for, clear) per row, rebuilt when rows grow."""
-        if self._params_rows != len(self.series):
-            levels = [r.signed_levels() if r else (np.inf, np.inf) for r in self.rule_of]
-            self._params = (
-                np.array([w for w, _ in levels], dtype=np.float64),
-                np.array([c for _, c in levels], dtype=np.float64),
-                np.array([r.hysteresis if r else 0.0 for r in self.rule_of]),
-                np.array([-1.0 if r and r.direction == "below" else 1.0 for r in self.rule_of]),
-                np.array([r.for_samples if r else 1 for r in self.rule_of], dtype=np.intp),
-                np.array([r.clear_samples if r else 1 for r in self.rule_of], dtype=np.intp),
-            )
-            self._params_rows = len(self.series)
-        return self._params
+    def _forget(self, state: HostState, rows: list[int]) -> None:
+        """Drop series that went and are back to normal; their rows are reused.
+
+        Only passing series are forgotten, and the config keeps anomaly rules off
+        them, so a forgotten row never has a detector block."""
+        for row in rows:
+            _, name, items = self.series[row]
+            del state.index[(name, items)]
+            state.passing_rows.discard(row)
+            self.series[row] = _FREE_ROW
+            self.rule_of[row] = None
+        self.free_rows += rows
+        state.shape = None  # its cached layout still lists them as absent
 
     def layout(self, state: HostState, batch: MetricBatch) -> Layout:
         """Where the batch's samples go.
@@ -250,11 +352,12 @@ class DetectionEngine:
         new = [key for key in positions if key not in state.index]
         if new:
             self.add_series(state.host, new)
-        rows = np.array([state.index[key] for key in positions], dtype=np.intp)
+        row_list = [state.index[key] for key in positions]
+        rows = np.array(row_list, dtype=np.intp)
         picks = np.fromiter(positions.values(), dtype=np.intp, count=len(positions))
-        ruled = np.flatnonzero([self.rule_of[r] is not None for r in rows.tolist()])
+        ruled = np.flatnonzero([self.rule_of[r] is not None for r in row_list])
         members: dict[str, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
-        for pos, row in enumerate(rows.tolist()):
+        for pos, row in enumerate(row_list):
             if (where := self.block_of[row]) is not None:
                 members[where[0]][0].append(pos)
                 members[where[0]][1].append(where[1])
@@ -262,26 +365,35 @@ class DetectionEngine:
             name: (np.array(pos, dtype=np.intp), np.array(brows, dtype=np.intp))
             for name, (pos, brows) in members.items()
         }
-        layout = Layout(rows, picks, ruled.astype(np.intp), blocks)
+        absent = np.array(sorted(state.passing_rows.difference(row_list)), dtype=np.intp)
+        layout = Layout(rows, picks, ruled.astype(np.intp), blocks, absent)
         state.shape = (names, labels, layout)
         return layout
 
     # -- processing -----------------------------------------------------------
 
-    def process(self, batch: MetricBatch, seq: int) -> list[IssueChange]:
-        return [event for _, event in self.process_many([(batch, seq)])]
+    def process(
+        self, batch: MetricBatch, seq: int, received_at: datetime | None = None
+    ) -> list[IssueChange]:
+        received = None if received_at is None else [received_at]
+        return [event for _, event in self.process_many([(batch, seq)], received)]
 
     def process_many(
-        self, batches: Sequence[tuple[MetricBatch, int]]
+        self,
+        batches: Sequence[tuple[MetricBatch, int]],
+        received_at: Sequence[datetime] | None = None,
     ) -> list[tuple[int, IssueChange]]:
         """Apply batches given in stream order with their stream sequence numbers.
 
-        Returns the issue events, each with the position of the batch that caused
-        it. A batch at or below its host's last applied sequence was applied
-        already (a redelivery, or a replay after restart) and is skipped.
+        ``received_at`` says when each reached the bus (its stream time; by default
+        its ``collected_at``): what host silence is measured from. Returns the
+        issue events, each with the position of the batch that caused it. A batch
+        at or below its host's last applied sequence was applied already (a
+        redelivery, or a replay after restart) and is skipped.
         """
         waves: list[list[_Item]] = []
         depth: dict[str, int] = defaultdict(int)
+        events: list[tuple[int, IssueChange]] = []
         for index, (batch, seq) in enumerate(batches):
             state = self.host(batch.host)
             if seq <= state.last_seq:
@@ -289,6 +401,9 @@ class DetectionEngine:
             state.last_seq = seq
             self.max_seq = max(self.max_seq, seq)
             self.dirty.add(batch.host)
+            received = batch.collected_at if received_at is None else received_at[index]
+            if (back := self._heard_from(state, batch, received.timestamp())) is not None:
+                events.append((index, back))
             if not batch.samples:
                 continue
             layout = self.layout(state, batch)
@@ -298,9 +413,10 @@ class DetectionEngine:
             if wave == len(waves):
                 waves.append([])
             waves[wave].append(_Item(index, batch, state, layout, values))
-        events: list[tuple[int, IssueChange]] = []
         for items in waves:
             self._wave(items, events)
+        if waves:  # every host with a scrape here has one in the first wave
+            self._forget_gone([it.state for it in waves[0]])
         return events
 
     def _wave(self, items: list[_Item], events: list[tuple[int, IssueChange]]) -> None:
@@ -310,11 +426,23 @@ class DetectionEngine:
         self.last_value[rows] = values
         self.samples_seen += len(values)
 
-        ruled = [it.layout.ruled for it in items]
-        r_rows = _cat([it.layout.rows[p] for it, p in zip(items, ruled, strict=True)], np.intp)
+        # Ruled samples, then each host's missing passing series as NaN: a NaN is
+        # past no level, so it counts as back to normal.
+        r_rows_parts: list[IntArray] = []
+        r_value_parts: list[FloatArray] = []
+        counts: list[int] = []
+        for it in items:
+            ruled, absent = it.layout.ruled, it.layout.absent
+            r_rows_parts.append(it.layout.rows[ruled])
+            r_value_parts.append(it.values[ruled])
+            if len(absent):
+                r_rows_parts.append(absent)
+                r_value_parts.append(np.full(len(absent), np.nan))
+            counts.append(len(ruled) + len(absent))
+        r_rows = _cat(r_rows_parts, np.intp)
         if len(r_rows):
-            r_values = _cat([it.values[p] for it, p in zip(items, ruled, strict=True)], np.float64)
-            owners = np.repeat(np.arange(len(items)), [len(p) for p in ruled])
+            r_values = _cat(r_value_parts, np.float64)
+            owners = np.repeat(np.arange(len(items)), counts)
             self._thresholds(items, r_rows, r_values, owners, events)
         for name, block in self.blocks.items():
             parts = [it.layout.blocks.get(name) for it in items]
@@ -330,6 +458,18 @@ class DetectionEngine:
             )
             self._anomalies(items, name, block, brows, b_values, owners, events)
 
+    def _forget_gone(self, states: list[HostState]) -> None:
+        """Forget the missing passing series of these hosts that are back to normal."""
+        th = self.thresholds
+        for state in states:
+            if state.shape is None or not len(absent := state.shape[2].absent):
+                continue
+            quiet = absent[(th.level[absent] == 0) & (th.count[absent] == 0)].tolist()
+            with_issue = {row for row, _ in state.open}
+            gone = [row for row in quiet if row not in with_issue]
+            if gone:
+                self._forget(state, gone)
+
     def _thresholds(
         self,
         items: list[_Item],
@@ -338,20 +478,22 @@ class DetectionEngine:
         owners: IntArray,
         events: list[tuple[int, IssueChange]],
     ) -> None:
-        warn_all, crit_all, hyst_all, sign_all, up_all, down_all = self._rule_params()
-        warn, crit, hyst = warn_all[rows], crit_all[rows], hyst_all[rows]
-        v = values * sign_all[rows]
+        params = self.params
+        warn, crit, hyst = params.warn[rows], params.crit[rows], params.hyst[rows]
+        v = values * params.sign[rows]
         raised = np.where(v > crit, 2, np.where(v > warn, 1, 0))
         holding = np.where(v > crit - hyst, 2, np.where(v > warn - hyst, 1, 0))
         current = self.thresholds.level[rows]
         target = np.where(raised > current, raised, np.minimum(current, holding))
-        changed, old, new = self.thresholds.advance(rows, target, up_all[rows], down_all[rows])
+        changed, old, new = self.thresholds.advance(
+            rows, target, params.up[rows], params.down[rows]
+        )
         for pos, before, after in zip(changed.tolist(), old.tolist(), new.tolist(), strict=True):
             row = int(rows[pos])
             rule = self.rule_of[row]
             assert rule is not None
-            crossed = rule.critical if max(before, after) == 2 else rule.warning
             item = items[owners[pos]]
+            absent = bool(np.isnan(values[pos]))
             events.append(
                 (
                     item.index,
@@ -362,12 +504,46 @@ class DetectionEngine:
                         rule.kind,
                         before,
                         after,
-                        crossed if crossed is not None else rule.critical,
+                        rule.level(max(before, after)),
                         None,
                         rule.resource_label,
+                        self._threshold_detail(rule, row, before, after, absent),
                     ),
                 )
             )
+
+    def _threshold_detail(
+        self, rule: ThresholdRule, row: int, before: int, after: int, absent: bool
+    ) -> str:
+        """The change in words: value against threshold, and for how many samples."""
+        _, metric, items = self.series[row]
+        value = float(self.last_value[row])
+        rising = after > before
+        samples = rule.for_samples if rising else rule.clear_samples
+        if rule.kind == "runaway_process":
+            labels = dict(items)
+            who = f"pid {labels.get('pid', '?')} ({labels.get('command') or labels.get('name')})"
+            if absent:
+                return f"{who} no longer among the top processes"
+            amount = f"{value:.0f}{PROCESS_RESOURCE.get(metric, ' ' + metric)}"
+            if after:
+                return f"{who} at {amount} for {samples} samples"
+            return f"{who} back to {amount} for {samples} samples"
+        if absent:
+            return f"{metric} no longer reported, for {samples} samples"
+        above = rule.direction == "above"
+        if rising:
+            crossed = rule.level(after)
+            return (
+                f"{metric} {_number(value)} {'over' if above else 'under'} {_number(crossed)} "
+                f"for {samples} samples"
+            )
+        held = rule.level(before)
+        limit = held - rule.hysteresis if above else held + rule.hysteresis
+        return (
+            f"{metric} {_number(value)}, back {'under' if above else 'over'} {_number(limit)} "
+            f"for {samples} samples"
+        )
 
     def _anomalies(
         self,
@@ -384,25 +560,38 @@ class DetectionEngine:
         seen = block.seen[brows] + 1
         block.seen[brows] = seen
         warm = seen > block.warmup[brows]
-        target = (warm & (scores >= block.detector.threshold)).astype(np.intp)
+        anomalous = (scores >= block.detector.threshold) & (values >= block.min_value[brows])
+        target = (warm & anomalous).astype(np.intp)
         changed, old, new = block.debounce.advance(
             brows, target, block.for_samples[brows], block.clear_samples[brows]
         )
         for pos, before, after in zip(changed.tolist(), old.tolist(), new.tolist(), strict=True):
             item = items[owners[pos]]
+            brow = int(brows[pos])
+            row = block.rows[brow]
+            score = float(scores[pos])
+            metric = self.series[row][1]
+            value = _number(float(values[pos]))
+            if after:
+                samples = int(block.for_samples[brow])
+                detail = f"{metric} {value} anomalous (score {score:.6g}, {name})"
+            else:
+                samples = int(block.clear_samples[brow])
+                detail = f"{metric} {value} normal again (score {score:.6g}, {name})"
             events.append(
                 (
                     item.index,
                     self._transition(
                         item,
-                        block.rows[int(brows[pos])],
+                        row,
                         name,
                         "anomaly",
                         before,
                         after,
                         None,
-                        float(scores[pos]),
+                        score,
                         None,
+                        f"{detail} for {samples} samples",
                     ),
                 )
             )
@@ -420,6 +609,7 @@ class DetectionEngine:
         threshold: float | None,
         score: float | None,
         resource_label: str | None,
+        detail: str,
     ) -> IssueChange:
         host, metric, label_items = self.series[row]
         labels = dict(label_items)
@@ -428,6 +618,8 @@ class DetectionEngine:
             metric + ("{" + ",".join(f"{k}={v}" for k, v in label_items) + "}" if labels else "")
         )
         batch = item.batch
+        if after and (reason := batch.check_errors.get(labels.get("service", ""))):
+            detail = reason  # the failed check says best what is wrong with its service
         now = batch.collected_at
         common = {
             "fingerprint": fingerprint,
@@ -440,6 +632,7 @@ class DetectionEngine:
             "threshold": threshold,
             "detector": source,
             "score": score,
+            "detail": detail[:MAX_DETAIL],
             "last_seen": now,
         }
         open_issues = item.state.open
@@ -469,4 +662,105 @@ class DetectionEngine:
             previous_severity=previous,
             first_seen=issue.first_seen,
             **common,
+        )
+
+    # -- silence --------------------------------------------------------------
+
+    def watch(self, now: datetime) -> None:
+        """Start judging silence afresh from ``now`` (the detector started or restored):
+        no host is silent before a whole silence window has passed."""
+        self.watch_from = now.timestamp()
+
+    def silence_limit(self, state: HostState) -> float:
+        """Seconds without a batch after which ``state``'s host is silent."""
+        silence = self.config.silence
+        if not state.intervals:
+            return silence.min_seconds
+        usual = statistics.median(state.intervals)
+        return max(silence.intervals * usual, silence.min_seconds)
+
+    def check_silence(self, now: datetime) -> list[IssueChange]:
+        """Open a ``host_silent`` issue for each host that has sent nothing for longer
+        than its limit. Call it only while every published batch has been applied."""
+        silence = self.config.silence
+        t = now.timestamp()
+        stalled = STALL_CHECKS * silence.check_seconds
+        if self.last_check is not None and t - self.last_check > stalled:
+            self.watch(now)
+        self.last_check = t
+        start = self.watch_from
+        events: list[IssueChange] = []
+        for state in self.hosts.values():
+            heard = state.last_arrival if state.last_arrival is not None else start
+            if state.silent is not None or heard is None:
+                continue
+            watched = heard if start is None else max(heard, start)
+            if t - watched <= silence.min_seconds:
+                continue
+            limit = self.silence_limit(state)
+            if t - watched <= limit:
+                continue
+            events.append(self._silent(state, now, heard, limit))
+        return events
+
+    def withdraw_silence(self, host: str) -> None:
+        """Take back a ``host_silent`` issue whose opening could not be published: the
+        next check judges the host again, and its event has the same id."""
+        self.hosts[host].silent = None
+
+    def _silent(self, state: HostState, now: datetime, heard: float, limit: float) -> IssueOpened:
+        fingerprint = issue_fingerprint(state.host, "host_silent", SILENCE_METRIC, {})
+        state.silent = SilentIssue(fingerprint, now, heard, limit)
+        self.dirty.add(state.host)
+        age = now.timestamp() - heard
+        usual = (
+            f"; usually one every {_number(statistics.median(state.intervals))} s"
+            if state.intervals
+            else ""
+        )
+        return IssueOpened(
+            # the same silence re-judged after a restart has the same id
+            event_id=derived_event_id(fingerprint, "silent", state.last_seq, "opened"),
+            fingerprint=fingerprint,
+            host=state.host,
+            kind="host_silent",
+            resource=state.host,
+            metric=SILENCE_METRIC,
+            value=age,
+            threshold=limit,
+            severity=Severity.CRITICAL,
+            detector=SILENCE_DETECTOR,
+            detail=f"no metrics for {age:.0f} s (limit {limit:.0f} s{usual})",
+            first_seen=now,
+            last_seen=now,
+        )
+
+    def _heard_from(
+        self, state: HostState, batch: MetricBatch, received: float
+    ) -> IssueResolved | None:
+        """Note a batch's times; if its host was silent, the event resolving that."""
+        collected = batch.collected_at.timestamp()
+        if state.last_collected is None or collected > state.last_collected:
+            if state.last_collected is not None:
+                state.intervals.append(collected - state.last_collected)
+            state.last_collected = collected
+        state.last_arrival = received
+        issue, state.silent = state.silent, None
+        if issue is None:
+            return None
+        gap = max(0.0, received - issue.since)
+        return IssueResolved(
+            event_id=derived_event_id(batch.event_id, issue.fingerprint, "resolved"),
+            fingerprint=issue.fingerprint,
+            host=state.host,
+            kind="host_silent",
+            resource=state.host,
+            metric=SILENCE_METRIC,
+            value=gap,
+            threshold=issue.limit,
+            severity=Severity.CRITICAL,
+            detector=SILENCE_DETECTOR,
+            detail=f"metrics again after {gap:.0f} s without",
+            first_seen=issue.first_seen,
+            last_seen=batch.collected_at,
         )

@@ -1,7 +1,7 @@
 """``python -m medbay.detector.main``: METRICS in, ISSUES out.
 
-Wiring only: the bus handlers are in ``service``, the logic in ``engine`` (what is
-wrong) and ``anomaly``, and surviving restarts in ``snapshots``.
+Wiring only: the bus handlers and the silence clock are in ``service``, the logic
+in ``engine`` (what is wrong) and ``anomaly``, and surviving restarts in ``snapshots``.
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ async def serve(config: DetectorConfig) -> None:
         await detector.start()
         await metrics.open()  # before ready: nothing published from then on is missed
 
+    silence = [detector.silence_loop] if config.silence.enabled else []
     await rt.run(
         needs=[METRICS],
         on_start=start,
-        tasks=[metrics.run, detector.snapshot_loop],
+        tasks=[metrics.run, detector.snapshot_loop, *silence],
         on_stop=detector.flush,
     )
 

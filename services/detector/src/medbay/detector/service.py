@@ -1,9 +1,9 @@
 """The detector's bus side: what its consumer calls, what it publishes, its snapshots.
 
 ``DetectorService`` feeds each fetched set of METRICS batches to the
-``engine.DetectionEngine``, publishes the issue events it finds to ISSUES, and
-keeps its state in the ``snapshots`` store (restoring and replaying on start).
-``main`` wires it to the bus.
+``engine.DetectionEngine``, publishes the issue events it finds to ISSUES, keeps
+its state in the ``snapshots`` store (restoring and replaying on start), and
+checks for silent hosts on a clock. ``main`` wires it to the bus.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
+from medbay.common.access import DETECTOR_METRICS
 from medbay.common.bus import Delivery, jetstream, publish_event
-from medbay.common.events import IssueChange, MetricBatch
+from medbay.common.events import IssueChange, MetricBatch, utc_now
 from medbay.common.reading import read
 from medbay.common.runtime import ServiceRuntime, current_task_cancelling
 from medbay.common.streams import ISSUES, METRICS
@@ -37,6 +38,9 @@ class DetectorService:
         self.config = config
         self.engine = DetectionEngine(config)
         self.store: SnapshotStore | None = None
+        self.evaluating = asyncio.Lock()
+        """Held from evaluating to publishing, so a batch and a silence check never
+        publish one issue's events out of order."""
         self.tracer = trace.get_tracer("medbay.detector")
         reg = rt.registry
         self.samples = Counter("medbay_detector_samples", "Samples evaluated", registry=reg)
@@ -51,6 +55,7 @@ class DetectorService:
 
     async def start(self) -> None:
         await self.restore(jetstream(self.rt.broker))
+        self.engine.watch(utc_now())  # what happened while it was away is no host's silence
         self.tune_gc()
 
     async def restore(self, js: JetStreamContext) -> None:
@@ -95,13 +100,15 @@ class DetectorService:
         count = 0
         async for msgs in read(js, METRICS, start_seq=start_seq, batch=512, idle_seconds=2):
             items: list[tuple[MetricBatch, int]] = []
+            received = []
             for msg in msgs:
                 try:
                     batch = MetricBatch.model_validate_json(msg.data)
                 except ValidationError:
                     continue  # dead-lettered when it was first delivered
                 items.append((batch, msg.metadata.sequence.stream))
-            for _, event in self.engine.process_many(items):
+                received.append(msg.metadata.timestamp)
+            for _, event in self.engine.process_many(items, received):
                 await self.publish(event)
             count += len(items)
         await self.flush()
@@ -137,22 +144,31 @@ class DetectorService:
         with self.handle_seconds.time():
             spans = [d.span("detector.evaluate") for d in deliveries]
             try:
-                before = self.engine.samples_seen
-                found = self.engine.process_many([(d.event, d.seq) for d in deliveries])
-                self.samples.inc(self.engine.samples_seen - before)
-                self.batches.inc(len(deliveries))
-                if found:
-                    # One issue's events in order; different issues concurrently.
-                    by_issue: dict[str, list[tuple[IssueChange, trace.Span]]] = {}
-                    for index, event in found:
-                        by_issue.setdefault(event.fingerprint, []).append((event, spans[index]))
-                    await asyncio.gather(*(self.publish_all(e) for e in by_issue.values()))
-                    # Persist right away: a restart then never re-derives these events.
-                    await self.flush({event.host for _, event in found})
-                    self._update_gauge()
+                async with self.evaluating:
+                    await self._evaluate(deliveries, spans)
             finally:
                 for span in spans:
                     span.end()
+
+    async def _evaluate(
+        self, deliveries: list[Delivery[MetricBatch]], spans: list[trace.Span]
+    ) -> None:
+        before = self.engine.samples_seen
+        found = self.engine.process_many(
+            [(d.event, d.seq) for d in deliveries],
+            [d.msg.metadata.timestamp for d in deliveries],
+        )
+        self.samples.inc(self.engine.samples_seen - before)
+        self.batches.inc(len(deliveries))
+        if found:
+            # One issue's events in order; different issues concurrently.
+            by_issue: dict[str, list[tuple[IssueChange, trace.Span]]] = {}
+            for index, event in found:
+                by_issue.setdefault(event.fingerprint, []).append((event, spans[index]))
+            await asyncio.gather(*(self.publish_all(e) for e in by_issue.values()))
+            # Persist right away: a restart then never re-derives these events.
+            await self.flush({event.host for _, event in found})
+            self._update_gauge()
 
     async def flush(self, hosts: set[str] | None = None) -> None:
         """Write snapshots of changed hosts (all of them, or just ``hosts``); after a
@@ -181,5 +197,38 @@ class DetectorService:
                     raise
                 log.exception("snapshot failed; will retry")
 
+    async def silence_loop(self) -> None:
+        """Every ``silence.check_seconds``, look for hosts whose metrics stopped."""
+        js = jetstream(self.rt.broker)
+        while True:
+            await asyncio.sleep(self.config.silence.check_seconds)
+            try:
+                await self.check_silence(js)
+            except Exception as exc:
+                if current_task_cancelling():
+                    raise
+                # the engine starts a new window after checks it missed
+                log.warning("silence check skipped: %r", exc)
+
+    async def check_silence(self, js: JetStreamContext) -> None:
+        """Judge silence only when this detector has every published batch: while it
+        is behind, a quiet host may just be waiting in its backlog."""
+        info = await js.consumer_info(METRICS.name, DETECTOR_METRICS.name)
+        if info.num_pending:
+            return
+        async with self.evaluating:
+            found = self.engine.check_silence(utc_now())
+            for done, event in enumerate(found):
+                try:
+                    await self.publish(event)
+                except Exception:
+                    for unsent in found[done:]:
+                        self.engine.withdraw_silence(unsent.host)
+                    raise
+            if found:
+                await self.flush({event.host for event in found})
+                self._update_gauge()
+
     def _update_gauge(self) -> None:
-        self.open_issues.set(sum(len(h.open) for h in self.engine.hosts.values()))
+        hosts = self.engine.hosts.values()
+        self.open_issues.set(sum(len(h.open) + (h.silent is not None) for h in hosts))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import struct
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +34,15 @@ from nats.js.kv import KeyValue
 from medbay.common.access import DETECTOR_STATE
 from medbay.common.events import Severity
 from medbay.common.streams import token
-from medbay.detector.engine import DetectionEngine, FloatArray, OpenIssue, SeriesKey
+from medbay.detector.engine import (
+    INTERVAL_HISTORY,
+    DetectionEngine,
+    FloatArray,
+    HostState,
+    OpenIssue,
+    SeriesKey,
+    SilentIssue,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +141,26 @@ def export_host(engine: DetectionEngine, host: str) -> HostSnapshot:
             }
             for issue in state.open.values()
         ],
+        "silence": _export_silence(state),
     }
     return HostSnapshot(meta, arrays)
+
+
+def _export_silence(state: HostState) -> dict[str, object]:
+    silent = state.silent
+    return {
+        "last_arrival": state.last_arrival,
+        "last_collected": state.last_collected,
+        "intervals": list(state.intervals),
+        "open": None
+        if silent is None
+        else {
+            "fingerprint": silent.fingerprint,
+            "first_seen": silent.first_seen.isoformat(),
+            "since": silent.since,
+            "limit": silent.limit,
+        },
+    }
 
 
 def _expect(value: object, kind: type, what: str) -> Any:
@@ -216,6 +243,56 @@ def _open_issue(value: object, count: int) -> _OpenItem:
     )
 
 
+def _seconds(value: object, what: str) -> float:
+    """A finite number of (epoch) seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SnapshotError(f"snapshot {what}: expected a finite number, got {value!r:.80}")
+    return float(value)
+
+
+def _optional_seconds(value: object, what: str) -> float | None:
+    return None if value is None else _seconds(value, what)
+
+
+@dataclass(frozen=True)
+class _Silence:
+    last_arrival: float | None
+    last_collected: float | None
+    intervals: list[float]
+    silent: SilentIssue | None
+
+
+def _silence(value: object) -> _Silence:
+    """The ``silence`` part; a snapshot written before it existed has none."""
+    if value is None:
+        return _Silence(None, None, [], None)
+    item = _expect(value, dict, "silence")
+    intervals = [
+        _seconds(v, "silence interval") for v in _expect(item.get("intervals"), list, "intervals")
+    ]
+    silent = None
+    if (issue := item.get("open")) is not None:
+        issue = _expect(issue, dict, "silence open")
+        try:
+            first_seen = datetime.fromisoformat(
+                _expect(issue.get("first_seen"), str, "silence first_seen")
+            )
+        except ValueError as exc:
+            raise SnapshotError(f"snapshot silence open: {exc}") from None
+        silent = SilentIssue(
+            _expect(issue.get("fingerprint"), str, "silence fingerprint"),
+            first_seen,
+            _seconds(issue.get("since"), "silence since"),
+            _seconds(issue.get("limit"), "silence limit"),
+        )
+    return _Silence(
+        _optional_seconds(item.get("last_arrival"), "silence last_arrival"),
+        _optional_seconds(item.get("last_collected"), "silence last_collected"),
+        intervals[-INTERVAL_HISTORY:],
+        silent,
+    )
+
+
 @dataclass(frozen=True)
 class _Checked:
     host: str
@@ -223,6 +300,7 @@ class _Checked:
     last_seq: int
     blocks: dict[str, list[int]]
     opened: list[_OpenItem]
+    silence: _Silence
 
 
 def _check(snap: HostSnapshot) -> _Checked:
@@ -235,7 +313,7 @@ def _check(snap: HostSnapshot) -> _Checked:
         _rows(arrays, name, len(keys))
     blocks = _blocks(meta.get("blocks"), arrays, len(keys))
     opened = [_open_issue(item, len(keys)) for item in _expect(meta.get("open"), list, "open")]
-    return _Checked(host, keys, last_seq, blocks, opened)
+    return _Checked(host, keys, last_seq, blocks, opened, _silence(meta.get("silence")))
 
 
 def _check_detector_state(
@@ -270,6 +348,11 @@ def import_host(engine: DetectionEngine, snap: HostSnapshot) -> None:
     rows = np.array(engine.add_series(host, checked.keys), dtype=np.intp)
     state = engine.host(host)
     state.last_seq = checked.last_seq
+    silence = checked.silence
+    state.last_arrival = silence.last_arrival
+    state.last_collected = silence.last_collected
+    state.intervals.extend(silence.intervals)
+    state.silent = silence.silent
     th = engine.thresholds
     th.level[rows] = arrays["level"].astype(np.intp)
     th.pending[rows] = arrays["pending"].astype(np.intp)

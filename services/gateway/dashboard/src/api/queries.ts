@@ -8,6 +8,7 @@ import type {
   HostMetrics,
   IncidentDetail,
   IncidentSummary,
+  LabReportState,
   PendingApproval,
   PlannerModel,
   ServiceHealth,
@@ -15,7 +16,7 @@ import type {
 
 /** How often event-driven views poll while the WebSocket is down. */
 export const POLL_MS = 5000;
-/** Views no event announces (service health, breakers, the model) poll all the time. */
+/** Views no event announces (service health, breakers, the model, the lab) poll all the time. */
 const SLOW_POLL_MS = 15_000;
 /** Points in the performance chart. */
 export const CHART_POINTS = 20;
@@ -30,6 +31,7 @@ export const queryKeys = {
   checkedServices: ['checked-services'] as const,
   recentEvents: ['recent-events'] as const,
   model: ['model'] as const,
+  lab: ['lab'] as const,
   breakers: ['breakers'] as const,
   config: ['config'] as const,
 };
@@ -151,6 +153,15 @@ export function usePlannerModel() {
   return useQuery({
     queryKey: queryKeys.model,
     queryFn: () => apiRequest<PlannerModel>('api/model'),
+    refetchInterval: SLOW_POLL_MS,
+  });
+}
+
+/** The lab's latest report (`medbay lab`), or why there is none. */
+export function useLabReport() {
+  return useQuery({
+    queryKey: queryKeys.lab,
+    queryFn: () => apiRequest<LabReportState>('api/lab'),
     refetchInterval: SLOW_POLL_MS,
   });
 }

@@ -7,7 +7,17 @@ export type Role = 'viewer' | 'operator';
 export type Severity = 'warning' | 'critical';
 export type Risk = 'low' | 'medium' | 'high';
 export type IssueKind =
-  'cpu' | 'memory' | 'disk' | 'db_latency' | 'network_errors' | 'service_down' | 'anomaly' | 'other';
+  | 'cpu'
+  | 'memory'
+  | 'disk'
+  | 'db_latency'
+  | 'network_errors'
+  | 'service_down'
+  | 'anomaly'
+  | 'other'
+  | 'runaway_process'
+  | 'low_utilisation'
+  | 'host_silent';
 export type ActionName =
   | 'restart_service'
   | 'clear_cache'
@@ -20,7 +30,34 @@ export type ActionName =
   | 'reboot'
   | 'alert_human';
 export type StepOutcome = 'success' | 'failure' | 'refused' | 'dry_run';
+/** Where a plan stands; `finished` only once the executor said how it ended. */
 export type PlanStatus = 'pending_approval' | 'rejected' | 'queued' | 'running' | 'finished';
+/** How a plan ended (medbay.common.events.PlanOutcome); only `verified` means fixed. */
+export type PlanOutcome =
+  | 'verified'
+  | 'not_fixed'
+  | 'failed'
+  | 'refused'
+  | 'dry_run'
+  | 'alerted'
+  | 'interrupted'
+  | 'rejected'
+  | 'expired';
+/** What was done about an incident: no plan, a plan not over yet, or how it ended. */
+export type IncidentStatus =
+  | 'not_planned'
+  | 'pending_approval'
+  | 'queued'
+  | 'running'
+  | 'verified'
+  | 'not_fixed'
+  | 'failed'
+  | 'refused'
+  | 'dry_run'
+  | 'alerted'
+  | 'interrupted'
+  | 'rejected'
+  | 'expired';
 export type IncidentState = 'open' | 'resolved' | 'unknown';
 
 export interface Me {
@@ -77,6 +114,8 @@ export interface MetricBatch extends EventBase {
   host: string;
   collected_at: string;
   samples: MetricSample[];
+  /** Why each failing service check failed, by service. */
+  check_errors: Record<string, string>;
 }
 
 interface IssueEventBase extends EventBase {
@@ -91,6 +130,8 @@ interface IssueEventBase extends EventBase {
   severity: Severity;
   detector: string;
   score: number | null;
+  /** What was wrong, in words; may be empty. */
+  detail: string;
   first_seen: string;
   last_seen: string;
 }
@@ -165,6 +206,33 @@ export interface ActionResult extends EventBase {
   finished_at: string | null;
 }
 
+/** How a plan ended, from the executor. */
+export interface PlanFinished extends EventBase {
+  type: 'plan.finished';
+  plan_id: string;
+  issue_fingerprint: string;
+  issue_kind: IssueKind;
+  host: string;
+  outcome: PlanOutcome;
+  detail: string;
+  steps_run: number;
+  /** A person was alerted because it was not fixed. */
+  escalated: boolean;
+  dry_run: boolean;
+}
+
+/** A message for people, raised by a plan. */
+export interface AlertRaised extends EventBase {
+  type: 'alert.raised';
+  alert_id: string;
+  plan_id: string;
+  issue_fingerprint: string;
+  issue_kind: IssueKind;
+  host: string;
+  target: string;
+  message: string;
+}
+
 export interface ActionRequested extends EventBase {
   type: 'action.requested';
   host: string;
@@ -191,6 +259,8 @@ export type MedbayEvent =
   | Plan
   | Approval
   | ActionResult
+  | PlanFinished
+  | AlertRaised
   | ActionRequested
   | BreakerReset;
 
@@ -204,6 +274,8 @@ export const EVENT_TYPES: readonly EventType[] = [
   'plan.created',
   'plan.approval',
   'action.result',
+  'plan.finished',
+  'alert.raised',
   'action.requested',
   'breaker.reset',
 ];
@@ -219,6 +291,7 @@ export interface IssueSummary {
   labels: Record<string, string>;
   severity: Severity;
   state: 'open' | 'resolved';
+  detail: string;
   value: number;
   threshold: number | null;
   detector: string;
@@ -235,8 +308,10 @@ export interface PlanProgress {
   status: PlanStatus;
   decision: Approval | null;
   results: ActionResult[];
-  outcome: StepOutcome | null;
-  verified: boolean | null;
+  /** How it ended; null while it is not over. */
+  outcome: PlanOutcome | null;
+  finished: PlanFinished | null;
+  alerts: AlertRaised[];
 }
 
 /** What a quick action's plan does, and who asked for it. */
@@ -255,18 +330,23 @@ export interface IncidentSummary {
   severity: Severity | null;
   state: IncidentState;
   resource: string | null;
+  /** What was wrong, in words; may be empty. */
+  detail: string;
   opened_at: string | null;
   resolved_at: string | null;
   last_activity: string;
   plan_count: number;
   plan_status: PlanStatus | null;
+  outcome: PlanOutcome | null;
+  status: IncidentStatus;
   pending_approval: boolean;
   /** How often the issue opened again after it was resolved. */
   recurrences: number;
   quick_action: QuickActionInfo | null;
 }
 
-export type TimelineEvent = IssueOpened | IssueUpdated | IssueResolved | Plan | Approval | ActionResult;
+export type TimelineEvent =
+  IssueOpened | IssueUpdated | IssueResolved | Plan | Approval | ActionResult | PlanFinished | AlertRaised;
 
 export interface TimelineEntry {
   at: string;
@@ -391,6 +471,8 @@ export interface ActionRate {
 
 export interface PlannerModel {
   version: string | null;
+  /** What the model learned from: live outcomes or the lab; null without a model. */
+  trained_on: 'live' | 'lab' | null;
   validation_accuracy: number | null;
   trained_at: string | null;
   training_outcomes: number | null;
@@ -398,6 +480,55 @@ export interface PlannerModel {
   candidates: Record<string, string[]>;
   success_rates: Record<string, ActionRate>;
   success_rates_by_kind: Record<string, Record<string, ActionRate>>;
+}
+
+// --- the lab's report ------------------------------------------------------------------
+
+interface LabCounts {
+  injected: number;
+  detected: number;
+  auto_resolved: number;
+  escalated: number;
+  /** Injected and never detected. */
+  silent: number;
+  needless_actions: number;
+  outside_policy: number;
+  /** null: nothing was resolved. */
+  mttr_median_s: number | null;
+  mttr_p90_s: number | null;
+}
+
+export interface LabFault extends LabCounts {
+  expected: 'auto_resolved' | 'escalated';
+}
+
+export interface LabTotals extends LabCounts {
+  quiet_issues: number;
+  quiet_plans: number;
+  quiet_actions: number;
+}
+
+/** What `medbay lab` measured: faults injected into a sandbox, and what Medbay did. */
+export interface LabReport {
+  schema: 'medbay.lab/1';
+  started_at: string;
+  finished_at: string;
+  /** Empty if unknown. */
+  commit: string;
+  seed: number;
+  rounds: number;
+  quiet_seconds: number;
+  planner: string;
+  lab_trained: boolean;
+  totals: LabTotals;
+  faults: Record<string, LabFault>;
+}
+
+/** The lab's latest report, or why there is none to show. */
+export interface LabReportState {
+  state: 'ok' | 'missing' | 'invalid' | 'unconfigured';
+  problem: string | null;
+  report: LabReport | null;
 }
 
 // --- the WebSocket ---------------------------------------------------------------------

@@ -1,6 +1,7 @@
 import Chip, { type ChipProps } from '@mui/material/Chip';
-import type { PlanStatus, Risk, Severity, StepOutcome } from '../api/types';
+import type { IncidentStatus, Risk, Severity, StepOutcome } from '../api/types';
 import { humanize } from '../lib/format';
+import { STATUS_LABELS } from '../lib/labels';
 
 type Color = ChipProps['color'];
 
@@ -12,12 +13,21 @@ const OUTCOME: Record<StepOutcome, Color> = {
   refused: 'warning',
   dry_run: 'info',
 };
-const PLAN_STATUS: Record<PlanStatus, Color> = {
+/** Green for a verified fix only; red for every way of not fixing it. */
+const STATUS: Record<IncidentStatus, Color> = {
+  not_planned: 'default',
   pending_approval: 'warning',
-  rejected: 'default',
   queued: 'info',
   running: 'info',
-  finished: 'success',
+  verified: 'success',
+  not_fixed: 'error',
+  failed: 'error',
+  refused: 'error',
+  dry_run: 'default',
+  alerted: 'warning',
+  interrupted: 'error',
+  rejected: 'default',
+  expired: 'default',
 };
 
 export function SeverityChip({ severity }: { severity: Severity }) {
@@ -32,6 +42,16 @@ export function OutcomeChip({ outcome }: { outcome: StepOutcome }) {
   return <Chip size="small" variant="outlined" label={humanize(outcome)} color={OUTCOME[outcome]} />;
 }
 
-export function PlanStatusChip({ status }: { status: PlanStatus }) {
-  return <Chip size="small" variant="outlined" label={humanize(status)} color={PLAN_STATUS[status]} />;
+/** What was done about an incident, or how a plan ended (a plan outcome is one of these). */
+export function IncidentStatusChip({ status }: { status: IncidentStatus }) {
+  const color = STATUS[status];
+  return (
+    <Chip
+      size="small"
+      variant={color === 'success' || color === 'error' ? 'filled' : 'outlined'}
+      label={STATUS_LABELS[status]}
+      color={color}
+      data-incident-status={status}
+    />
+  );
 }

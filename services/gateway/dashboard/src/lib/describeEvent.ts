@@ -1,5 +1,6 @@
 import type { MedbayEvent } from '../api/types';
 import { humanize, shortId } from './format';
+import { STATUS_LABELS } from './labels';
 
 /** One line saying what an event is about. */
 export function describeEvent(event: MedbayEvent): string {
@@ -16,6 +17,10 @@ export function describeEvent(event: MedbayEvent): string {
       return `plan ${shortId(event.plan_id)} ${event.decision === 'approve' ? 'approved' : 'rejected'} by ${event.decided_by} via ${event.channel}`;
     case 'action.result':
       return `plan ${shortId(event.plan_id)} step ${event.step_index + 1} ${humanize(event.action)} ${event.target}: ${event.outcome === null ? event.status : humanize(event.outcome)}`;
+    case 'plan.finished':
+      return `plan ${shortId(event.plan_id)} ended: ${STATUS_LABELS[event.outcome].toLowerCase()}${event.detail ? ` (${event.detail})` : ''}`;
+    case 'alert.raised':
+      return `alert sent to ${event.target}: ${event.message}`;
     case 'action.requested':
       return `${humanize(event.action)} ${event.target} requested by ${event.requested_by} via ${event.channel}`;
     case 'breaker.reset':

@@ -11,10 +11,11 @@ import {
   parseInputDateTime,
   timeZoneLabel,
 } from './format';
+import { describeEvent } from './describeEvent';
 import { summarizeHost } from './hostSummary';
 import { traceUrl } from './jaeger';
 import { levelOf } from './thresholds';
-import { hostMetrics } from '../test/fixtures';
+import { alert, finished, hostMetrics } from '../test/fixtures';
 
 describe('levelOf', () => {
   it("follows the detector's thresholds", () => {
@@ -98,5 +99,16 @@ describe('traceUrl', () => {
   it("opens the trace in Jaeger's UI", () => {
     expect(traceUrl('http://jaeger:16686', 'abc123')).toBe('http://jaeger:16686/trace/abc123');
     expect(traceUrl('http://jaeger:16686/ui/', 'abc')).toBe('http://jaeger:16686/ui/trace/abc');
+  });
+});
+
+describe('describeEvent', () => {
+  it('says how a plan ended and whom an alert went to, without flattering', () => {
+    const refused = finished('a7de28ab0000', 'refused', { detail: 'breaker open' });
+    expect(describeEvent(refused)).toBe('plan a7de28ab ended: refused, not fixed (breaker open)');
+    expect(describeEvent(finished('a7de28ab0000', 'dry_run'))).toBe(
+      'plan a7de28ab ended: dry run, nothing done',
+    );
+    expect(describeEvent(alert('p1'))).toBe('alert sent to oncall: demo-web on web-1 is still down');
   });
 });

@@ -17,6 +17,7 @@ function batch(host: string, at: string, cpu: number): MetricBatch {
       { name: 'cpu_percent', value: cpu, unit: '%' },
       { name: 'memory_percent', value: 50, unit: '%' },
     ],
+    check_errors: {},
   };
 }
 
@@ -58,5 +59,7 @@ describe('staleViews', () => {
     expect(staleViews('plan.created')).toContainEqual(queryKeys.approvals);
     expect(staleViews('breaker.reset')).toEqual([queryKeys.breakers]);
     expect(staleViews('metric.batch')).toEqual([]);
+    expect(staleViews('plan.finished')).toContainEqual(['incidents']);
+    expect(staleViews('alert.raised')).toContainEqual(['incident']);
   });
 });

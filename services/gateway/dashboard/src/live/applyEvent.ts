@@ -10,6 +10,8 @@ const STALE_VIEWS: Record<Exclude<EventType, 'metric.batch'>, QueryKey[]> = {
   'plan.created': [['incidents'], ['incident'], queryKeys.approvals],
   'plan.approval': [['incidents'], ['incident'], queryKeys.approvals],
   'action.result': [['incidents'], ['incident'], queryKeys.approvals, queryKeys.model, queryKeys.breakers],
+  'plan.finished': [['incidents'], ['incident'], queryKeys.approvals, queryKeys.model],
+  'alert.raised': [['incidents'], ['incident']],
   'action.requested': [],
   'breaker.reset': [queryKeys.breakers],
 };

@@ -1,10 +1,13 @@
 import type {
   ActionResult,
+  AlertRaised,
   Approval,
   HostMetrics,
   IncidentDetail,
   PendingApproval,
   Plan,
+  PlanFinished,
+  PlanOutcome,
   PlanProgress,
   TimelineEntry,
 } from '../api/types';
@@ -116,7 +119,47 @@ export function result(planId: string, overrides: Partial<ActionResult> = {}): A
   };
 }
 
-export function incidentDetail(): IncidentDetail {
+export function finished(
+  planId: string,
+  outcome: PlanOutcome = 'verified',
+  overrides: Partial<PlanFinished> = {},
+): PlanFinished {
+  return {
+    event_id: 'e1',
+    schema_version: 1,
+    timestamp: NOW,
+    type: 'plan.finished',
+    plan_id: planId,
+    issue_fingerprint: 'f1',
+    issue_kind: 'service_down',
+    host: 'web-1',
+    outcome,
+    detail: '',
+    steps_run: 1,
+    escalated: false,
+    dry_run: false,
+    ...overrides,
+  };
+}
+
+export function alert(planId: string): AlertRaised {
+  return {
+    event_id: 'al1',
+    schema_version: 1,
+    timestamp: NOW,
+    type: 'alert.raised',
+    alert_id: 'al1',
+    plan_id: planId,
+    issue_fingerprint: 'f1',
+    issue_kind: 'service_down',
+    host: 'web-1',
+    target: 'oncall',
+    message: 'demo-web on web-1 is still down',
+  };
+}
+
+/** A resolved incident whose plan ended as `ending` says (verified by default). */
+export function incidentDetail(ending: PlanFinished = finished(plan().plan_id)): IncidentDetail {
   const p = plan();
   const progress: PlanProgress = {
     plan: p,
@@ -124,13 +167,15 @@ export function incidentDetail(): IncidentDetail {
     status: 'finished',
     decision: approval(p.plan_id),
     results: [result(p.plan_id)],
-    outcome: 'success',
-    verified: true,
+    outcome: ending.outcome,
+    finished: ending,
+    alerts: [],
   };
   const timeline: TimelineEntry[] = [
     { at: NOW, stream: 'PLANS', summary: 'plan', event: p, trace_id: TRACE_ID },
     { at: NOW, stream: 'APPROVALS', summary: 'approved', event: approval(p.plan_id) },
     { at: NOW, stream: 'RESULTS', summary: 'result', event: result(p.plan_id) },
+    { at: NOW, stream: 'RESULTS', summary: 'ended', event: ending },
   ];
   return {
     fingerprint: 'f1',
@@ -139,11 +184,14 @@ export function incidentDetail(): IncidentDetail {
     severity: 'critical',
     state: 'resolved',
     resource: 'demo-web',
+    detail: 'connection refused',
     opened_at: NOW,
     resolved_at: NOW,
     last_activity: NOW,
     plan_count: 1,
     plan_status: 'finished',
+    outcome: ending.outcome,
+    status: ending.outcome,
     pending_approval: false,
     recurrences: 0,
     quick_action: null,

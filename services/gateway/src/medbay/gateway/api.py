@@ -10,6 +10,7 @@ any route (``Host``, ``Origin``, token, body size) are in ``medbay.gateway.guard
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -35,6 +36,7 @@ from medbay.gateway.config import Role
 from medbay.gateway.guards import BodyLimit, OriginCheck, TokenGate, TrustedHosts
 from medbay.gateway.health import OwnHealth
 from medbay.gateway.incidents import IncidentFilter
+from medbay.gateway.lab_report import read_lab_report
 from medbay.gateway.operations import Conflict, NotFound, Operations, Unavailable
 from medbay.gateway.schemas import (
     ActionAccepted,
@@ -51,6 +53,7 @@ from medbay.gateway.schemas import (
     IncidentState,
     IncidentSummary,
     IssueSummary,
+    LabReportState,
     Me,
     PendingApproval,
     PlannerModel,
@@ -310,6 +313,14 @@ async def planner_model(service: Service) -> PlannerModel:
     """The planner's current model, its validation accuracy and the actions' success rates."""
     assert service.model is not None  # set before ready
     return await service.model.read()
+
+
+@api.get("/lab", tags=["planner"])
+async def lab_report(service: Service) -> LabReportState:
+    """The lab's latest report (``medbay lab``: faults injected into a sandbox, and what
+    Medbay did about each), read from the file of the ``lab_report`` option; or why none
+    is shown: no run yet, the file is not a report, or no file is configured."""
+    return await asyncio.to_thread(read_lab_report, service.config.lab_report)
 
 
 @api.get("/breakers", tags=["breakers"])

@@ -24,6 +24,7 @@ gateway nobody may use is a mistake, and one that everybody may use must be mean
       urls: {executor: "http://executor:9475/healthz"}
     replay: {max_messages: 100000}
     static_dir: /srv/medbay/dashboard   # default: the package's static/ folder, if any
+    lab_report: /var/lib/medbay/lab/latest.json  # the lab's latest report; default: none
 
 More tokens may come from ``MEDBAY_GATEWAY_TOKENS``: ``name:role:token`` entries
 separated by commas (see ``tokens_from_env``).
@@ -40,6 +41,10 @@ gateway's own (an ``Origin`` whose host and port are the request's ``Host``), th
 may open ``/ws``; a browser's handshake from any other page is refused with 403.
 Clients that send no ``Origin`` (scripts, not browsers) are let through to the
 token check.
+
+``lab_report`` names the JSON report ``medbay lab`` writes (``medbay up`` passes
+``<data-dir>/lab/latest.json``): the Automation page shows it. The file may be
+missing (no lab run yet) and is read when asked for, so a new run shows at once.
 
 ``max_body_bytes`` (1 KiB to 64 MiB) bounds every request body: a larger one is
 answered 413 before it is read, or, streamed, as soon as it passes the limit.
@@ -229,6 +234,10 @@ class GatewayConfig(_Section):
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     static_dir: Path | None = Field(
         default=None, description="Dashboard files served at /; must exist when given."
+    )
+    lab_report: Path | None = Field(
+        default=None,
+        description="The lab's latest report (JSON, by `medbay lab`); it may not exist yet.",
     )
 
     @model_validator(mode="after")

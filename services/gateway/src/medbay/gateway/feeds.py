@@ -5,7 +5,9 @@ consumer that acknowledges nothing, so every replica has its own, sees every
 event, and takes none from another. It starts at a point in time (the history the views need) or at
 new messages only, reads to the end (``caught_up``) and keeps following. If
 the consumer disappears (a NATS restart), a new one resumes after the last
-message handled, so nothing is missed or seen twice.
+message handled, so nothing is missed or seen twice. A feed reads every subject
+of its stream (``WHOLE_STREAM``): RESULTS holds step results, plan outcomes and
+alerts, each under subjects of their own.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ Handler = Callable[[StreamSpec, Msg, bool], None]
 """Called with the stream, the message and whether it is live (not history)."""
 
 _RETRYABLE = (NatsError, TimeoutError)
+
+WHOLE_STREAM = ">"
+"""The subject filter for everything a stream holds (it holds only its own subjects)."""
 
 
 class StreamFeed:
@@ -71,6 +76,7 @@ class StreamFeed:
         async for msgs in read(
             self.js,
             self.spec,
+            WHOLE_STREAM,
             follow=True,
             batch=self.batch,
             idle_seconds=self.idle_seconds,

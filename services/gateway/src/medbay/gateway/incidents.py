@@ -1,16 +1,23 @@
-"""Incidents: each issue with its plans, approvals and results, as one timeline.
+"""Incidents: each issue with its plans, approvals, results, outcomes and alerts, as
+one timeline.
 
-An incident is keyed by the issue's fingerprint; plans and results name it
-(``issue_fingerprint``), approvals name their plan. Events of different streams
-arrive in any order (an approval may come before its plan, a result before its
-issue), so every part is optional and joined whenever it turns up: an approval
-whose plan is not known yet waits, bounded, until the plan arrives.
+An incident is keyed by the issue's fingerprint; plans, results, plan outcomes
+(``PlanFinished``) and alerts name it (``issue_fingerprint``), approvals name their
+plan. Events of different streams arrive in any order (an approval may come before
+its plan, a result before its issue), so every part is optional and joined whenever
+it turns up: an approval whose plan is not known yet waits, bounded, until the plan
+arrives.
 
 An issue that is resolved and opens again stays the same incident (the same
 fingerprint): each opening starts an episode (opened ... resolved, with the plans
 made for it, their approvals and results), and the incident counts how often it
 recurred. A quick action (a plan made from an action someone asked for) is an
 incident of its own, described by what was asked, for which target and by whom.
+
+What was done about an incident (its ``status``) is said honestly: a plan is over
+only when the executor says how it ended (``PlanFinished``), and only ``verified``
+means fixed; an issue no plan was made for (in its current opening) reads
+``not_planned``. See ``incident_status``.
 
 Bounded by ``history_hours`` (an incident with no event since is dropped) and by
 ``max_incidents`` (the least recently active go first); a timeline keeps its
@@ -36,6 +43,7 @@ from pydantic import Field, TypeAdapter
 
 from medbay.common.events import (
     ActionResult,
+    AlertRaised,
     Approval,
     IssueEvent,
     IssueKind,
@@ -43,12 +51,15 @@ from medbay.common.events import (
     IssueResolved,
     IssueUpdated,
     Plan,
+    PlanFinished,
+    PlanOutcome,
     Severity,
 )
 from medbay.gateway.schemas import (
     Episode,
     IncidentDetail,
     IncidentState,
+    IncidentStatus,
     IncidentSummary,
     IssueState,
     IssueSummary,
@@ -56,11 +67,21 @@ from medbay.gateway.schemas import (
     PlanProgress,
     PlanStatus,
     QuickActionInfo,
-    StepOutcome,
     TimelineEntry,
 )
 
-TimelineEvent = IssueOpened | IssueUpdated | IssueResolved | Plan | Approval | ActionResult
+TimelineEvent = (
+    IssueOpened
+    | IssueUpdated
+    | IssueResolved
+    | Plan
+    | Approval
+    | ActionResult
+    | PlanFinished
+    | AlertRaised
+)
+PlanEvent = ActionResult | PlanFinished | AlertRaised
+"""What the executor publishes about a plan: each names the plan's issue and host."""
 _PARSE: TypeAdapter[TimelineEvent] = TypeAdapter(
     Annotated[TimelineEvent, Field(discriminator="type")]
 )
@@ -129,38 +150,67 @@ class _Identity(NamedTuple):
 @dataclass(slots=True)
 class _PlanTrack:
     plan_id: str
+    since: datetime
+    """The time of the earliest event about the plan."""
     plan: bytes | None = None
     planned_at: datetime | None = None
     needs_approval: bool = False
     decision: Approval | None = None
     results: dict[tuple[int, str], bytes] = field(default_factory=dict)
     """(step index, started/finished) -> the result's JSON."""
-    finished: dict[int, tuple[StepOutcome | None, bool | None]] = field(default_factory=dict)
-    """Step index -> (outcome, verified) of each finished step."""
+    ended: PlanOutcome | None = None
+    """How the plan ended, as its ``PlanFinished`` says; None until that arrives."""
+    finished: bytes | None = None
+    """The ``PlanFinished``'s JSON."""
+    alerts: list[bytes] = field(default_factory=list)
+    """The JSON of each ``AlertRaised`` for the plan."""
+
+    def outcome(self) -> PlanOutcome | None:
+        """How the plan ended: the executor's word, else a rejection; None: not over."""
+        if self.ended is not None:
+            return self.ended
+        if self.decision is not None and self.decision.decision == "reject":
+            return "expired" if self.decision.channel == "expiry" else "rejected"
+        return None
 
     def status(self) -> PlanStatus:
-        if self.decision is not None and self.decision.decision == "reject":
+        outcome = self.outcome()
+        if outcome in ("rejected", "expired"):
             return "rejected"
-        if any(i not in self.finished for i, s in self.results if s == "started"):
-            return "running"
-        if self.finished:
+        if outcome is not None:
             return "finished"
+        if self.results:  # and the executor has not said it is over: steps may follow
+            return "running"
         if self.needs_approval and self.decision is None:
             return "pending_approval"
         return "queued"
 
     def progress(self) -> PlanProgress:
         keys = sorted(self.results, key=lambda k: (k[0], k[1] != "started"))
-        last = self.finished[max(self.finished)] if self.finished else (None, None)
         return PlanProgress(
             plan=None if self.plan is None else Plan.model_validate_json(self.plan),
             plan_id=self.plan_id,
             status=self.status(),
             decision=self.decision,
             results=[ActionResult.model_validate_json(self.results[k]) for k in keys],
-            outcome=last[0],
-            verified=last[1],
+            outcome=self.outcome(),
+            finished=None
+            if self.finished is None
+            else PlanFinished.model_validate_json(self.finished),
+            alerts=[AlertRaised.model_validate_json(raw) for raw in self.alerts],
         )
+
+
+def incident_status(plan: PlanStatus | None, outcome: PlanOutcome | None) -> IncidentStatus:
+    """What was done about an incident, from its latest plan's status and outcome
+    (both None: no plan was made for the issue)."""
+    if outcome is not None:
+        return outcome
+    if plan is None:
+        return "not_planned"
+    if plan in ("pending_approval", "queued"):
+        return plan
+    return "running"  # "finished" and "rejected" always come with an outcome
 
 
 @dataclass(slots=True)
@@ -186,6 +236,14 @@ class _Incident:
             return "unknown"
         return "resolved" if isinstance(self.issue, IssueResolved) else "open"
 
+    def current_plan(self) -> _PlanTrack | None:
+        """The latest plan, unless the issue opened again after it was made: then none
+        was made for this opening (yet)."""
+        latest = max(self.plans.values(), key=lambda t: t.since, default=None)
+        if latest is None or self.openings < 2 or self.opened_at is None:
+            return latest  # a first opening's plans are its own, whatever the clocks say
+        return latest if latest.since >= self.opened_at else None
+
     def about(self) -> tuple[str, IssueKind, Severity | None, str | None]:
         """Host, kind, severity and resource."""
         if self.issue is not None:
@@ -196,6 +254,20 @@ class _Incident:
 
     def knows(self, event_id: str) -> bool:
         return any(entry.event_id == event_id for entry in self.timeline)
+
+
+ENDINGS: dict[PlanOutcome, str] = {
+    "verified": "fixed, and the fix was verified",
+    "not_fixed": "not fixed: no fix could be verified",
+    "failed": "failed: nothing was fixed",
+    "refused": "refused by the executor: nothing was fixed",
+    "dry_run": "dry run: nothing was done",
+    "alerted": "a person was alerted",
+    "interrupted": "interrupted: not fixed",
+    "rejected": "rejected",
+    "expired": "expired: nobody decided in time",
+}
+"""How each plan outcome reads in a timeline summary."""
 
 
 def summarize(event: TimelineEvent) -> str:
@@ -224,6 +296,12 @@ def summarize(event: TimelineEvent) -> str:
         verb = "approved" if event.decision == "approve" else "rejected"
         reason = f": {event.reason}" if event.reason else ""
         return f"{verb} by {event.decided_by} via {event.channel}{reason}"
+    if isinstance(event, PlanFinished):
+        detail = f" ({event.detail})" if event.detail else ""
+        told = ", a person was alerted" if event.escalated and event.outcome != "alerted" else ""
+        return f"plan {event.plan_id} ended: {ENDINGS[event.outcome]}{detail}{told}"
+    if isinstance(event, AlertRaised):
+        return f"alert sent to {event.target}"
     what = f"step {event.step_index + 1} {event.action} {event.target}"
     if event.status == "started":
         return f"{what} started"
@@ -305,6 +383,7 @@ def issue_summary(issue: IssueEvent, incident: _Incident) -> IssueSummary:
         labels=issue.labels,
         severity=issue.severity,
         state=state,
+        detail=issue.detail,
         value=issue.value,
         threshold=issue.threshold,
         detector=issue.detector,
@@ -362,7 +441,7 @@ class IncidentBook:
         elif isinstance(event, Plan):
             self._apply_plan(incident, event, raw)
         else:
-            self._apply_result(incident, event, raw)
+            self._apply_plan_event(incident, event, raw)
         self._record(incident, event.timestamp, stream, event.event_id, raw, trace_id)
         self._evict()
 
@@ -380,7 +459,7 @@ class IncidentBook:
         incident.issue = issue
 
     def _apply_plan(self, incident: _Incident, plan: Plan, raw: bytes) -> None:
-        track = self._track(incident, plan.plan_id)
+        track = self._track(incident, plan.plan_id, plan.timestamp)
         track.plan, track.planned_at = raw, plan.timestamp
         track.needs_approval = plan.requires_approval
         incident.identity = _Identity(plan.host, plan.issue_kind, plan.severity)
@@ -391,14 +470,19 @@ class IncidentBook:
             self._decide(incident, track, *waiting, "APPROVALS")
         self._update_pending(incident.fingerprint, track)
 
-    def _apply_result(self, incident: _Incident, result: ActionResult, raw: bytes) -> None:
-        track = self._track(incident, result.plan_id)
-        track.results.setdefault((result.step_index, result.status), raw)
-        if result.status == "finished":
-            track.finished.setdefault(result.step_index, (result.outcome, result.verified))
-            self._results.append(_Result(result.timestamp, result.host, result.outcome, raw))
+    def _apply_plan_event(self, incident: _Incident, event: PlanEvent, raw: bytes) -> None:
+        track = self._track(incident, event.plan_id, event.timestamp)
+        if isinstance(event, ActionResult):
+            track.results.setdefault((event.step_index, event.status), raw)
+            if event.status == "finished":
+                self._results.append(_Result(event.timestamp, event.host, event.outcome, raw))
+        elif isinstance(event, PlanFinished):
+            if track.finished is None:  # the first word on it counts
+                track.ended, track.finished = event.outcome, raw
+        elif raw not in track.alerts:
+            track.alerts.append(raw)
         if incident.identity is None:
-            incident.identity = _Identity(result.host, result.issue_kind, None)
+            incident.identity = _Identity(event.host, event.issue_kind, None)
         self._update_pending(incident.fingerprint, track)
 
     def _apply_approval(
@@ -413,7 +497,7 @@ class IncidentBook:
                 self._waiting_approvals.popitem(last=False)
             return
         self._touch(incident.fingerprint, approval.timestamp)
-        track = self._track(incident, approval.plan_id)
+        track = self._track(incident, approval.plan_id, approval.timestamp)
         self._decide(incident, track, approval, raw, trace_id, stream)
 
     def _decide(
@@ -441,10 +525,13 @@ class IncidentBook:
             self._incidents.move_to_end(fingerprint)
         return incident
 
-    def _track(self, incident: _Incident, plan_id: str) -> _PlanTrack:
+    def _track(self, incident: _Incident, plan_id: str, at: datetime) -> _PlanTrack:
+        """The plan's track; ``at``: the time of the event about it."""
         track = incident.plans.get(plan_id)
         if track is None:
-            track = incident.plans[plan_id] = _PlanTrack(plan_id)
+            track = incident.plans[plan_id] = _PlanTrack(plan_id, at)
+        else:
+            track.since = min(track.since, at)
         return track
 
     def _record(
@@ -604,7 +691,9 @@ class IncidentBook:
 
     def _summary(self, incident: _Incident) -> IncidentSummary:
         host, kind, severity, resource = incident.about()
-        latest = next(reversed(incident.plans.values()), None)
+        current = incident.current_plan()
+        plan_status = None if current is None else current.status()
+        outcome = None if current is None else current.outcome()
         return IncidentSummary(
             fingerprint=incident.fingerprint,
             host=host,
@@ -612,11 +701,14 @@ class IncidentBook:
             severity=severity,
             state=incident.state,
             resource=resource,
+            detail="" if incident.issue is None else incident.issue.detail,
             opened_at=incident.opened_at,
             resolved_at=incident.resolved_at,
             last_activity=incident.last_activity,
             plan_count=len(incident.plans),
-            plan_status=None if latest is None else latest.status(),
+            plan_status=plan_status,
+            outcome=outcome,
+            status=incident_status(plan_status, outcome),
             pending_approval=any(p in self._pending for p in incident.plans),
             recurrences=max(0, incident.openings - 1),
             quick_action=incident.quick_action,

@@ -4,13 +4,17 @@ The planner's storage is named in ``medbay.common.records``: KV bucket
 ``PLANNER_STATE`` (the current version's name; the success rates as JSON) and
 object store ``MODELS`` (one object per version, its description a JSON
 summary). Only the descriptions are read here, never a model itself.
+
+A description says what its model learned from (``trained_on``: ``live`` outcomes or
+the ``lab``'s injected faults); one without it comes from before models were
+trained in the lab, so from live outcomes.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, ObjectNotFoundError
@@ -35,6 +39,7 @@ M = TypeVar("M", bound=_Lenient)
 
 
 class _Description(_Lenient):
+    trained_on: Literal["live", "lab"] = "live"
     validation_accuracy: float | None = None
     trained_at: datetime | None = None
     training_outcomes: int | None = None
@@ -55,10 +60,10 @@ class PlannerModelReader:
         try:
             kv = await self.js.key_value(PLANNER_BUCKET)
         except BucketNotFoundError:  # the planner has not run yet
-            return _model(None, _Description(), _Rates())
+            return _model(None, None, _Rates())
         version = await _get(kv, CURRENT_MODEL_KEY)
-        rates = _parse(_Rates, await _get(kv, SUCCESS_RATES_KEY), "success rates")
-        description = _Description()
+        rates = _parse(_Rates, await _get(kv, SUCCESS_RATES_KEY), "success rates") or _Rates()
+        description = None
         if version:
             try:
                 objects = await self.js.object_store(MODELS_BUCKET)
@@ -77,24 +82,29 @@ async def _get(kv: KeyValue, key: str) -> str | None:
     return (entry.value or b"").decode() or None
 
 
-def _parse(model: type[M], text: str | None, what: str) -> M:
+def _parse(model: type[M], text: str | None, what: str) -> M | None:
+    """``text`` read as ``model``; None if there is none, or it cannot be read (logged)."""
     if not text:
-        return model()
+        return None
     try:
         return model.model_validate_json(text)
     except ValidationError as exc:
         log.warning("unreadable %s from the planner: %s", what, exc.errors()[:1])
-        return model()
+        return None
 
 
-def _model(version: str | None, description: _Description, rates: _Rates) -> PlannerModel:
+def _model(version: str | None, description: _Description | None, rates: _Rates) -> PlannerModel:
+    """The model as the API shows it; what its ``description`` (None: unknown) does not say
+    is None."""
+    known = description or _Description()
     return PlannerModel(
         version=version,
-        validation_accuracy=description.validation_accuracy,
-        trained_at=description.trained_at,
-        training_outcomes=description.training_outcomes,
-        holdout_outcomes=description.holdout_outcomes,
-        candidates=description.candidates,
+        trained_on=None if description is None else description.trained_on,
+        validation_accuracy=known.validation_accuracy,
+        trained_at=known.trained_at,
+        training_outcomes=known.training_outcomes,
+        holdout_outcomes=known.holdout_outcomes,
+        candidates=known.candidates,
         success_rates=rates.actions,
         success_rates_by_kind=rates.kinds,
     )

@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 
 from medbay.common.reading import read
 from medbay.common.streams import StreamSpec, sandbox_prefix_problem
+from medbay.gateway.feeds import WHOLE_STREAM
 
 _TOKEN = r"[A-Za-z0-9_-]+"
 _PATTERN_TOKEN = re.compile(rf"^({_TOKEN}|\*|>)$")
@@ -32,10 +33,11 @@ def subject_problem(pattern: str, spec: StreamSpec) -> str | None:
     tokens = pattern.split(".")
     if not all(_PATTERN_TOKEN.match(t) for t in tokens) or ">" in tokens[:-1]:
         return "not a NATS subject pattern"
-    base = spec.subjects[0].removesuffix(".>").split(".")
-    if len(tokens) <= len(base) or tokens[: len(base)] != base:
-        return f"not inside the stream's subjects ({spec.subjects[0]})"
-    return None
+    for subjects in spec.subjects:
+        base = subjects.removesuffix(".>").split(".")
+        if len(tokens) > len(base) and tokens[: len(base)] == base:
+            return None
+    return f"not inside the stream's subjects ({', '.join(spec.subjects)})"
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,13 @@ async def replay_range(
     prefix: str,
     max_messages: int,
 ) -> Replayed:
-    """Re-publish the messages stored from ``since`` to ``until`` under ``prefix``."""
+    """Re-publish the messages stored from ``since`` to ``until`` under ``prefix``: those
+    on ``subject``, or (None) every one of the stream."""
     count = 0
     try:
-        async for msgs in read(js, spec, subject, since=since, until=until, idle_seconds=2.0):
+        async for msgs in read(
+            js, spec, subject or WHOLE_STREAM, since=since, until=until, idle_seconds=2.0
+        ):
             for msg in msgs:
                 if count >= max_messages:
                     return Replayed(count, True)

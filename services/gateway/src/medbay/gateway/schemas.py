@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,6 +21,7 @@ from medbay.common.events import (
     ActionName,
     ActionRequested,
     ActionResult,
+    AlertRaised,
     Approval,
     BreakerReset,
     HostName,
@@ -28,6 +30,8 @@ from medbay.common.events import (
     IssueResolved,
     IssueUpdated,
     Plan,
+    PlanFinished,
+    PlanOutcome,
     Severity,
 )
 from medbay.common.streams import STREAMS_BY_NAME
@@ -117,7 +121,29 @@ class CheckedService(_Out):
 IssueState = Literal["open", "resolved"]
 IncidentState = Literal["open", "resolved", "unknown"]
 PlanStatus = Literal["pending_approval", "rejected", "queued", "running", "finished"]
+"""Where a plan stands: ``running`` from its first step until the executor says how it
+ended (``PlanFinished``); only then ``finished``. ``rejected``: a person, or the expiry, said no."""
 StepOutcome = Literal["success", "failure", "refused", "dry_run"]
+IncidentStatus = Literal[
+    "not_planned",
+    "pending_approval",
+    "queued",
+    "running",
+    "verified",
+    "not_fixed",
+    "failed",
+    "refused",
+    "dry_run",
+    "alerted",
+    "interrupted",
+    "rejected",
+    "expired",
+]
+"""What was done about an incident, from the latest plan for its issue's current opening:
+``not_planned`` (the issue was raised and no plan made for it), ``pending_approval``,
+``queued`` and ``running`` while its plan is not over, then how the plan ended (a
+``PlanOutcome``). Only ``verified`` means it was fixed."""
+assert set(get_args(PlanOutcome)) <= set(get_args(IncidentStatus)), "every outcome is a status"
 
 
 class IssueSummary(_Out):
@@ -129,6 +155,7 @@ class IssueSummary(_Out):
     labels: dict[str, str]
     severity: Severity
     state: IssueState
+    detail: str = Field(description="What was wrong, in words (empty if the detector said none).")
     value: float
     threshold: float | None
     detector: str
@@ -145,8 +172,12 @@ class PlanProgress(_Out):
     status: PlanStatus
     decision: Approval | None
     results: list[ActionResult] = Field(description="Step results, by step, started first.")
-    outcome: StepOutcome | None = Field(description="The outcome of the last finished step.")
-    verified: bool | None = Field(description="Whether the last finished step's fix was seen.")
+    outcome: PlanOutcome | None = Field(
+        description="How the plan ended: the executor's PlanFinished, or a rejection (rejected, "
+        "expired) before it arrives; None while it is not over."
+    )
+    finished: PlanFinished | None = Field(description="The executor's word on how it ended.")
+    alerts: list[AlertRaised] = Field(description="Messages for people the plan raised.")
 
 
 class QuickActionInfo(_Out):
@@ -166,11 +197,21 @@ class IncidentSummary(_Out):
     severity: Severity | None = Field(description="None while no issue or plan is known.")
     state: IncidentState = Field(description="unknown: no issue event seen (e.g. out of history).")
     resource: str | None = Field(description="None while no issue event is known.")
+    detail: str = Field(description="What was wrong, in words, from the latest issue event.")
     opened_at: datetime | None
     resolved_at: datetime | None
     last_activity: datetime
     plan_count: int
-    plan_status: PlanStatus | None = Field(description="The status of the latest plan.")
+    plan_status: PlanStatus | None = Field(
+        description="The status of the latest plan for the issue's current opening; None: none."
+    )
+    outcome: PlanOutcome | None = Field(
+        description="How that plan ended; None: no plan, or it is not over."
+    )
+    status: IncidentStatus = Field(
+        description="What was done about it: not_planned, pending_approval, queued, running, "
+        "or the plan's outcome. Only verified means fixed."
+    )
     pending_approval: bool
     recurrences: int = Field(
         description="How often the issue opened again after it was resolved, in the history held."
@@ -181,7 +222,14 @@ class IncidentSummary(_Out):
 
 
 TimelineEvent = Annotated[
-    IssueOpened | IssueUpdated | IssueResolved | Plan | Approval | ActionResult,
+    IssueOpened
+    | IssueUpdated
+    | IssueResolved
+    | Plan
+    | Approval
+    | ActionResult
+    | PlanFinished
+    | AlertRaised,
     Field(discriminator="type"),
 ]
 
@@ -364,6 +412,10 @@ class ActionRate(_Out):
 
 class PlannerModel(_Out):
     version: str | None = Field(description="None while the planner plans by rules only.")
+    trained_on: Literal["live", "lab"] | None = Field(
+        description="What the model learned from: live outcomes, or the lab's injected faults "
+        "(`medbay lab`); None without a model, or when its description cannot be read."
+    )
     validation_accuracy: float | None
     trained_at: datetime | None
     training_outcomes: int | None
@@ -373,6 +425,67 @@ class PlannerModel(_Out):
     success_rates_by_kind: dict[str, dict[str, ActionRate]] = Field(
         description="Issue kind -> action -> rate."
     )
+
+
+# --- the lab's report --------------------------------------------------------------------
+
+Count = Annotated[int, Field(ge=0)]
+Seconds = Annotated[float, Field(ge=0)]
+
+
+class _LabPart(BaseModel):
+    """Part of the lab's report file: what is shown is checked; other keys are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class LabCounts(_LabPart):
+    injected: Count
+    detected: Count
+    auto_resolved: Count
+    escalated: Count
+    silent: Count = Field(description="Injected and never detected.")
+    needless_actions: Count
+    outside_policy: Count
+    mttr_median_s: Seconds | None = Field(description="None: nothing was resolved.")
+    mttr_p90_s: Seconds | None
+
+
+class LabFault(LabCounts):
+    expected: Literal["auto_resolved", "escalated"]
+
+
+class LabTotals(LabCounts):
+    quiet_issues: Count = Field(description="Issues raised in the quiet time, with no fault.")
+    quiet_plans: Count
+    quiet_actions: Count
+
+
+class LabReport(_LabPart):
+    """What ``medbay lab`` measured: faults injected into a sandbox and what Medbay did."""
+
+    schema_: Literal["medbay.lab/1"] = Field(alias="schema")
+    started_at: AwareDatetime
+    finished_at: AwareDatetime
+    commit: str = Field(max_length=100, description="The git commit run; empty if unknown.")
+    seed: int
+    rounds: Count
+    quiet_seconds: Seconds
+    planner: str = Field(max_length=200, description="rules-v1, or the model version.")
+    lab_trained: bool
+    totals: LabTotals
+    faults: dict[Annotated[str, Field(max_length=100)], LabFault] = Field(max_length=1000)
+
+
+class LabReportState(_Out):
+    """The lab's latest report, or why there is none to show."""
+
+    state: Literal["ok", "missing", "invalid", "unconfigured"] = Field(
+        description="missing: no lab run yet; invalid: the file is unreadable or not a report; "
+        "unconfigured: the gateway's lab_report option is not set."
+    )
+    problem: str | None = Field(description="What is wrong with the file (invalid only).")
+    report: LabReport | None
 
 
 class EventMessage(_Out):

@@ -1,13 +1,14 @@
 import { screen, waitFor, within } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { describe, expect, it } from 'vitest';
-import type { PlannerModel } from '../../api/types';
+import type { LabFault, LabReport, PlannerModel } from '../../api/types';
 import { NOW } from '../../test/fixtures';
 import { mockApi, renderWithProviders } from '../../test/render';
 import AutomationPage from './AutomationPage';
 
 const MODEL: PlannerModel = {
   version: 'forest-20260110-1200',
+  trained_on: 'lab',
   validation_accuracy: 0.873,
   trained_at: NOW,
   training_outcomes: 120,
@@ -27,11 +28,55 @@ const BREAKER = {
   actions: [['restart_service', NOW]],
 };
 
+const FAULT: LabFault = {
+  expected: 'auto_resolved',
+  injected: 3,
+  detected: 3,
+  auto_resolved: 3,
+  escalated: 0,
+  silent: 0,
+  needless_actions: 0,
+  outside_policy: 0,
+  mttr_median_s: 9.1,
+  mttr_p90_s: 12,
+};
+
+const LAB: LabReport = {
+  schema: 'medbay.lab/1',
+  started_at: '2026-01-10T11:20:00Z',
+  finished_at: NOW,
+  commit: '41d8f32',
+  seed: 7,
+  rounds: 3,
+  quiet_seconds: 120,
+  planner: 'rules-v1',
+  lab_trained: false,
+  totals: {
+    ...FAULT,
+    injected: 6,
+    detected: 5,
+    auto_resolved: 4,
+    escalated: 1,
+    silent: 1,
+    mttr_p90_s: 31,
+    quiet_issues: 0,
+    quiet_plans: 0,
+    quiet_actions: 0,
+  },
+  faults: {
+    service_killed: FAULT,
+    disk_filled: { ...FAULT, auto_resolved: 1, escalated: 1, silent: 1, detected: 2, mttr_median_s: null },
+  },
+};
+
+const lab = (state: string, more = {}) => ({ state, problem: null, report: null, ...more });
+
 describe('AutomationPage', () => {
   it("shows the planner's model and each action's success rate", async () => {
-    mockApi({ 'api/model': MODEL, 'api/breakers': [] });
+    mockApi({ 'api/model': MODEL, 'api/breakers': [], 'api/lab': lab('missing') });
     renderWithProviders(<AutomationPage />, 'viewer');
     expect(await screen.findByText('forest-20260110-1200')).toBeInTheDocument();
+    expect(screen.getByText('Learned from').nextSibling).toHaveTextContent('Lab runs');
     expect(screen.getByText('87.3 %')).toBeInTheDocument();
     expect(screen.getByText('120 / 30')).toBeInTheDocument();
     const table = screen.getByRole('table', { name: 'Success rate per action' });
@@ -65,5 +110,56 @@ describe('AutomationPage', () => {
     renderWithProviders(<AutomationPage />, 'viewer');
     expect(await screen.findByRole('table', { name: 'Open breakers' })).toBeInTheDocument();
     expect(screen.queryByRole('button', { name: /Reset/ })).not.toBeInTheDocument();
+  });
+});
+
+describe('AutomationPage, the lab', () => {
+  it("shows the lab's latest run: each fault, the totals, its date and commit", async () => {
+    mockApi({ 'api/model': MODEL, 'api/breakers': [], 'api/lab': lab('ok', { report: LAB }) });
+    renderWithProviders(<AutomationPage />, 'viewer');
+    const table = await screen.findByRole('table', { name: 'Lab results per fault' });
+    const rows = within(table).getAllByRole('row');
+    const cells = (row: HTMLElement) =>
+      within(row)
+        .getAllByRole('cell')
+        .map((c) => c.textContent);
+    expect(rows.map((r) => within(r).queryByRole('rowheader')?.textContent)).toEqual([
+      undefined, // the header
+      'Disk filled',
+      'Service killed',
+      'Total',
+    ]);
+    const [, disk, killed, total] = rows as [HTMLElement, HTMLElement, HTMLElement, HTMLElement];
+    expect(cells(killed)).toEqual(['Auto-resolved', '3', '3', '3', '0', '0', '0', '0', '9.1 s', '12.0 s']);
+    // what did not go as it should: said to screen readers too, not by colour alone
+    const bad = (n: number) => `${n} (not as it should be)`;
+    expect(cells(total)).toEqual(['', '6', bad(5), '4', '1', bad(1), '0', '0', '9.1 s', '31.0 s']);
+    expect(cells(disk)).toEqual(['Auto-resolved', '3', bad(2), bad(1), '1', bad(1), '0', '0', '—', '12.0 s']);
+    expect(
+      screen.getByText(
+        /^Latest run: 2026-01-10 \d\d:00:00 \(40 min 0 s\) · commit 41d8f32 · planner rules-v1 · 3 rounds, seed 7$/,
+      ),
+    ).toBeInTheDocument();
+    expect(
+      screen.getByText(/With no fault injected \(2 min 0 s\): 0 issues, 0 plans, 0 actions/),
+    ).toBeInTheDocument();
+  });
+
+  it('says when there is no lab run yet, and what is wrong with a report it cannot show', async () => {
+    let answer = lab('missing');
+    mockApi({ 'api/model': MODEL, 'api/breakers': [], 'api/lab': () => ({ status: 200, body: answer }) });
+    const { client } = renderWithProviders(<AutomationPage />, 'viewer');
+    expect(await screen.findByText(/No lab run yet: run/)).toHaveTextContent(
+      'No lab run yet: run medbay lab.',
+    );
+    answer = lab('invalid', { problem: '/data/lab/latest.json is not a lab report: seed: Field required' });
+    await client.invalidateQueries();
+    expect(await screen.findByRole('alert')).toHaveTextContent(
+      'The lab report cannot be shown: /data/lab/latest.json is not a lab report: seed: Field required',
+    );
+    answer = lab('unconfigured');
+    await client.invalidateQueries();
+    expect(await screen.findByText(/No lab report configured/)).toBeInTheDocument();
+    expect(screen.queryByRole('table', { name: 'Lab results per fault' })).not.toBeInTheDocument();
   });
 });

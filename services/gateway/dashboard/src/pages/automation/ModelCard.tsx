@@ -18,7 +18,10 @@ function Fact({ label, value }: { label: string; value: string }) {
   );
 }
 
-/** The planner's current model: which, how accurate on held-out outcomes, when trained. */
+const LEARNED_FROM = { live: 'Live outcomes', lab: 'Lab runs', unknown: '—' } as const;
+
+/** The planner's current model: which, how accurate on held-out outcomes, when trained, and
+ * whether it learned from live outcomes or in the lab (`medbay lab`). */
 export function ModelCard({ model }: { model: PlannerModel }) {
   if (model.version === null) {
     return (
@@ -46,6 +49,7 @@ export function ModelCard({ model }: { model: PlannerModel }) {
             value={model.validation_accuracy === null ? '—' : formatPercent(model.validation_accuracy * 100)}
           />
           <Fact label="Trained" value={model.trained_at === null ? '—' : formatDateTime(model.trained_at)} />
+          <Fact label="Learned from" value={LEARNED_FROM[model.trained_on ?? 'unknown']} />
           <Fact
             label="Outcomes (training / held out)"
             value={outcomes.map((n) => (n === null ? '—' : String(n))).join(' / ')}

@@ -29,6 +29,7 @@ const batch: MedbayEvent = {
   host: 'web-1',
   collected_at: NOW,
   samples: [],
+  check_errors: {},
 };
 
 describe('EventsPage', () => {

@@ -6,12 +6,13 @@ import Box from '@mui/material/Box';
 import Chip from '@mui/material/Chip';
 import Typography from '@mui/material/Typography';
 import type { IncidentSummary } from '../../api/types';
-import { PlanStatusChip, SeverityChip } from '../../components/Chips';
+import { IncidentStatusChip, SeverityChip } from '../../components/Chips';
 import { formatAgo, humanize } from '../../lib/format';
 import { askedBy, KIND_LABELS, quickActionTitle } from '../../lib/labels';
 import { IncidentTimeline } from './IncidentTimeline';
 
-/** One incident's line; expanded, its episodes (loaded only then). */
+/** One incident's line (what is wrong, and what was done about it); expanded, its
+ * episodes (loaded only then). */
 export function IncidentItem({ incident }: { incident: IncidentSummary }) {
   const summaryId = `incident-${incident.fingerprint}`;
   const quick = incident.quick_action;
@@ -40,6 +41,11 @@ export function IncidentItem({ incident }: { incident: IncidentSummary }) {
                 {askedBy(quick)}
               </Typography>
             )}
+            {incident.detail && (
+              <Typography component="span" variant="body2" color="text.secondary" sx={{ display: 'block' }}>
+                {incident.detail}
+              </Typography>
+            )}
           </Typography>
           {recurrences > 0 && (
             <Chip
@@ -57,7 +63,7 @@ export function IncidentItem({ incident }: { incident: IncidentSummary }) {
               variant={incident.state === 'open' ? 'filled' : 'outlined'}
             />
           )}
-          {incident.plan_status && <PlanStatusChip status={incident.plan_status} />}
+          <IncidentStatusChip status={incident.status} />
           <Typography component="span" variant="body2" color="text.secondary">
             {formatAgo(incident.last_activity)}
           </Typography>

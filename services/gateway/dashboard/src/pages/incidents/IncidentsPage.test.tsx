@@ -1,8 +1,8 @@
 import { screen, within } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { describe, expect, it } from 'vitest';
-import type { IncidentDetail, IncidentSummary } from '../../api/types';
-import { incidentDetail } from '../../test/fixtures';
+import type { IncidentDetail, IncidentStatus, IncidentSummary } from '../../api/types';
+import { alert, finished, incidentDetail, plan } from '../../test/fixtures';
 import { mockApi, renderWithProviders } from '../../test/render';
 import IncidentsPage from './IncidentsPage';
 
@@ -40,18 +40,28 @@ describe('IncidentsPage', () => {
     });
     renderWithProviders(<IncidentsPage />);
     const user = userEvent.setup();
-    await user.click(await screen.findByRole('button', { name: /Service down on web-1: demo-web/ }));
+    const incident = await screen.findByRole('button', { name: /Service down on web-1: demo-web/ });
+    expect(within(incident).getByText('connection refused')).toBeInTheDocument(); // what was wrong
+    expect(within(incident).getByText('Fixed, verified')).toBeInTheDocument();
+    await user.click(incident);
     const timeline = await screen.findByRole('list', { name: 'Timeline' });
     const entries = within(timeline)
       .getAllByRole('listitem')
       .filter((li) => li.dataset.type);
-    expect(entries.map((li) => li.dataset.type)).toEqual(['plan.created', 'plan.approval', 'action.result']);
+    expect(entries.map((li) => li.dataset.type)).toEqual([
+      'plan.created',
+      'plan.approval',
+      'action.result',
+      'plan.finished',
+    ]);
     expect(within(timeline).getByText('Confidence 42 %')).toBeInTheDocument();
     expect(within(timeline).getByText('Low risk')).toBeInTheDocument();
     expect(within(timeline).getByText('Approved')).toBeInTheDocument();
     expect(within(timeline).getByText(/by alice via gateway: looks right/)).toBeInTheDocument();
     expect(within(timeline).getByText('Success')).toBeInTheDocument();
     expect(within(timeline).getByText('Fix verified')).toBeInTheDocument();
+    expect(within(timeline).getByText('Plan ended', { exact: false })).toBeInTheDocument();
+    expect(within(timeline).getByText('Fixed, verified')).toBeInTheDocument();
     const trace = await within(timeline).findByRole('link', { name: /Trace of plan a7de28ab in Jaeger/ });
     expect(trace.getAttribute('href')).toBe(
       'http://jaeger.example:16686/trace/4bf92f3577b34da6a3ce929d0e0e4736',
@@ -85,7 +95,7 @@ describe('IncidentsPage', () => {
       within(latest)
         .getAllByRole('listitem')
         .filter((li) => li.dataset.type),
-    ).toHaveLength(3);
+    ).toHaveLength(4);
     expect(screen.getAllByRole('list', { name: 'Timeline' })).toHaveLength(1); // older ones folded
     const older = screen.getByRole('button', {
       name: /^Episode 1 · opened 2026-01-01 \d\d:00:00 · resolved/,
@@ -110,5 +120,89 @@ describe('IncidentsPage', () => {
     const item = await screen.findByRole('button', { name: /Quick action: Restart service nginx on vm/ });
     expect(within(item).getByText('asked by olivia via gateway')).toBeInTheDocument();
     expect(screen.queryByText(/Other on vm/)).not.toBeInTheDocument();
+  });
+});
+
+describe('IncidentsPage, honestly', () => {
+  /** Each status, as the list says it, and whether its chip is the green one. */
+  const STATUSES: [IncidentStatus, string][] = [
+    ['verified', 'Fixed, verified'],
+    ['refused', 'Refused, not fixed'],
+    ['failed', 'Failed, not fixed'],
+    ['not_fixed', 'Not fixed'],
+    ['interrupted', 'Interrupted, not fixed'],
+    ['dry_run', 'Dry run, nothing done'],
+    ['alerted', 'A person was alerted'],
+    ['not_planned', 'Raised, not planned'],
+    ['running', 'Running'],
+    ['pending_approval', 'Awaiting approval'],
+    ['queued', 'Queued'],
+    ['rejected', 'Rejected'],
+    ['expired', 'Expired, nobody decided'],
+  ];
+
+  it('says what was done about each incident, and only a verified fix is green', async () => {
+    mockApi({
+      'api/incidents': STATUSES.map(([status], i) => ({
+        ...summary,
+        fingerprint: `f${i}`,
+        host: `web-${i}`,
+        status,
+        plan_status: status === 'not_planned' ? null : summary.plan_status,
+      })),
+    });
+    renderWithProviders(<IncidentsPage />);
+    for (const [i, [status, label]] of STATUSES.entries()) {
+      const item = await screen.findByRole('button', { name: new RegExp(`on web-${i}: demo-web`) });
+      const chip = within(item).getByText(label).closest('[data-incident-status]');
+      expect(chip).toHaveAttribute('data-incident-status', status);
+      expect(chip?.classList.contains('MuiChip-colorSuccess')).toBe(status === 'verified');
+      const notFixed = ['refused', 'failed', 'not_fixed', 'interrupted'].includes(status);
+      expect(chip?.classList.contains('MuiChip-colorError')).toBe(notFixed);
+    }
+  });
+
+  it('shows a refused plan, the alert it raised and that a person was told', async () => {
+    const p = plan();
+    const ending = finished(p.plan_id, 'refused', {
+      detail: 'restart_service demo-web: breaker open',
+      escalated: true,
+      steps_run: 0,
+    });
+    const detail = incidentDetail(ending);
+    const [episode] = detail.episodes;
+    if (!episode) throw new Error('the fixture has an episode');
+    const entry = {
+      at: ending.timestamp,
+      stream: 'RESULTS',
+      summary: 'alert sent to oncall',
+      event: alert(p.plan_id),
+    };
+    const timeline = [...episode.timeline.slice(0, -1), entry, ...episode.timeline.slice(-1)];
+    mockApi({
+      'api/incidents': [{ ...summary, status: 'refused', outcome: 'refused' }],
+      'api/incidents/f1': { ...detail, episodes: [{ ...episode, timeline }] },
+    });
+    renderWithProviders(<IncidentsPage />);
+    const user = userEvent.setup();
+    const item = await screen.findByRole('button', { name: /Service down on web-1: demo-web/ });
+    expect(within(item).getByText('Refused, not fixed')).toBeInTheDocument();
+    expect(within(item).queryByText(/Finished/)).not.toBeInTheDocument();
+    await user.click(item);
+    const list = await screen.findByRole('list', { name: 'Timeline' });
+    const ended = within(list)
+      .getAllByRole('listitem')
+      .find((li) => li.dataset.type === 'plan.finished');
+    if (!ended) throw new Error('no plan.finished entry');
+    expect(within(ended).getByText('Refused, not fixed')).toBeInTheDocument();
+    expect(within(ended).getByText('A person was alerted')).toBeInTheDocument();
+    expect(within(ended).getByText('restart_service demo-web: breaker open')).toBeInTheDocument();
+    expect(within(ended).getByText(/0 steps run/)).toBeInTheDocument();
+    const sent = within(list)
+      .getAllByRole('listitem')
+      .find((li) => li.dataset.type === 'alert.raised');
+    if (!sent) throw new Error('no alert.raised entry');
+    expect(within(sent).getByText('Alert sent to oncall')).toBeInTheDocument();
+    expect(within(sent).getByText('demo-web on web-1 is still down')).toBeInTheDocument();
   });
 });

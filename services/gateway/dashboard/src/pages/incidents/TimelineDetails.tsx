@@ -4,8 +4,17 @@ import Chip from '@mui/material/Chip';
 import Link from '@mui/material/Link';
 import Stack from '@mui/material/Stack';
 import Typography from '@mui/material/Typography';
-import type { ActionResult, Approval, IssueOpened, IssueResolved, IssueUpdated, Plan } from '../../api/types';
-import { OutcomeChip, RiskChip, SeverityChip } from '../../components/Chips';
+import type {
+  ActionResult,
+  AlertRaised,
+  Approval,
+  IssueOpened,
+  IssueResolved,
+  IssueUpdated,
+  Plan,
+  PlanFinished,
+} from '../../api/types';
+import { IncidentStatusChip, OutcomeChip, RiskChip, SeverityChip } from '../../components/Chips';
 import { humanize, shortId } from '../../lib/format';
 import { visuallyHidden } from '../../components/layout';
 
@@ -13,13 +22,16 @@ const CHIPS = { direction: 'row', sx: { gap: 1, flexWrap: 'wrap', alignItems: 'c
 
 export function IssueDetails({ issue }: { issue: IssueOpened | IssueUpdated | IssueResolved }) {
   return (
-    <Stack {...CHIPS}>
-      <SeverityChip severity={issue.severity} />
-      <Typography variant="body2" color="text.secondary">
-        {issue.metric} = {issue.value}
-        {issue.threshold !== null && ` (threshold ${issue.threshold})`} · detected by {issue.detector}
-      </Typography>
-    </Stack>
+    <Box sx={{ display: 'grid', gap: 0.5 }}>
+      <Stack {...CHIPS}>
+        <SeverityChip severity={issue.severity} />
+        <Typography variant="body2" color="text.secondary">
+          {issue.metric} = {issue.value}
+          {issue.threshold !== null && ` (threshold ${issue.threshold})`} · detected by {issue.detector}
+        </Typography>
+      </Stack>
+      {issue.detail && <Typography variant="body2">{issue.detail}</Typography>}
+    </Box>
   );
 }
 
@@ -123,6 +135,40 @@ export function ResultDetails({ result }: { result: ActionResult }) {
           {result.output}
         </Box>
       )}
+    </Box>
+  );
+}
+
+/** How the plan ended, as the executor says: only a verified fix is shown as fixed. */
+export function FinishedDetails({ finished }: { finished: PlanFinished }) {
+  const steps = `${finished.steps_run} ${finished.steps_run === 1 ? 'step' : 'steps'} run`;
+  return (
+    <Box sx={{ display: 'grid', gap: 0.5 }}>
+      <Stack {...CHIPS}>
+        <IncidentStatusChip status={finished.outcome} />
+        {finished.escalated && finished.outcome !== 'alerted' && (
+          <Chip size="small" variant="outlined" color="warning" label="A person was alerted" />
+        )}
+        <Typography variant="body2" color="text.secondary">
+          plan {shortId(finished.plan_id)} · {steps}
+        </Typography>
+      </Stack>
+      {finished.detail && <Typography variant="body2">{finished.detail}</Typography>}
+    </Box>
+  );
+}
+
+export function AlertDetails({ alert }: { alert: AlertRaised }) {
+  return (
+    <Box sx={{ display: 'grid', gap: 0.5 }}>
+      <Typography variant="body2">Alert sent to {alert.target}</Typography>
+      <Typography
+        variant="body2"
+        color="text.secondary"
+        sx={{ whiteSpace: 'pre-wrap', wordBreak: 'break-word' }}
+      >
+        {alert.message}
+      </Typography>
     </Box>
   );
 }

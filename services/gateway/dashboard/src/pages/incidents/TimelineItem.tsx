@@ -2,7 +2,14 @@ import Box from '@mui/material/Box';
 import Typography from '@mui/material/Typography';
 import type { TimelineEntry } from '../../api/types';
 import { formatTime } from '../../lib/format';
-import { ApprovalDetails, IssueDetails, PlanDetails, ResultDetails } from './TimelineDetails';
+import {
+  AlertDetails,
+  ApprovalDetails,
+  FinishedDetails,
+  IssueDetails,
+  PlanDetails,
+  ResultDetails,
+} from './TimelineDetails';
 
 const LABELS = {
   'issue.opened': 'Issue opened',
@@ -11,6 +18,8 @@ const LABELS = {
   'plan.created': 'Plan',
   'plan.approval': 'Decision',
   'action.result': 'Step result',
+  'plan.finished': 'Plan ended',
+  'alert.raised': 'Alert',
 } as const;
 
 function Details({ entry, traceUrl }: { entry: TimelineEntry; traceUrl: string | null }) {
@@ -26,6 +35,10 @@ function Details({ entry, traceUrl }: { entry: TimelineEntry; traceUrl: string |
       return <ApprovalDetails approval={event} />;
     case 'action.result':
       return <ResultDetails result={event} />;
+    case 'plan.finished':
+      return <FinishedDetails finished={event} />;
+    case 'alert.raised':
+      return <AlertDetails alert={event} />;
   }
 }
 

@@ -1,0 +1,264 @@
+"""Running the lab: build the sandbox, inject faults in a seeded random order, measure.
+
+A run is a first quiet period (nothing injected: whatever Medbay raises then is
+a false alarm), then ``rounds`` rounds of every selected fault, each round in its
+own shuffled order, each fault after a short random quiet gap. An episode lasts
+until its fault is settled as expected (fixed and verified, or a person told),
+everything Medbay opened meanwhile has resolved and no plan is still running, or
+until ``episode_timeout`` passes; then the lab repairs what is left and resets
+any breaker the fault opened, so the next one starts from a healthy sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from medbay.cli.lab.faults import Fault
+from medbay.cli.lab.observe import Observer
+from medbay.cli.lab.sandbox import LabConfig, Sandbox
+from medbay.cli.lab.score import (
+    Episode,
+    EpisodeResult,
+    Policy,
+    QuietFigures,
+    judge,
+    report,
+    table,
+)
+from medbay.common.events import BreakerReset, PlanFinished
+from medbay.common.streams import AUDIT, subject_for
+
+log = logging.getLogger("medbay.lab")
+SCHEMA = "medbay.lab/1"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    seed: int
+    rounds: int
+    faults: tuple[Fault, ...]
+    quiet_seconds: float
+    """The first quiet period."""
+    gap_seconds: tuple[float, float] = (3.0, 10.0)
+    """Each fault comes after a random quiet gap of this many seconds."""
+    episode_timeout: float = 120.0
+    settle_timeout: float = 60.0
+    lab: LabConfig = field(default_factory=LabConfig)
+    keep: bool = False
+
+
+class Progress:
+    """One line that says where the run is (redrawn on a terminal, printed otherwise)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.tty = sys.stderr.isatty()
+
+    def show(self, text: str) -> None:
+        width = 30
+        filled = width * self.done // max(self.total, 1)
+        bar = "#" * filled + "." * (width - filled)
+        line = f"[{bar}] {self.done}/{self.total} {text}"
+        if self.tty:
+            print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def git_commit() -> str:
+    repo = Path(__file__).resolve().parents[5]
+    done = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip()
+
+
+class Lab:
+    def __init__(self, sandbox: Sandbox, observer: Observer, options: RunOptions) -> None:
+        self.sandbox = sandbox
+        self.observer = observer
+        self.options = options
+        self.results: list[EpisodeResult] = []
+        self.quiet = QuietFigures()
+        allow = sandbox.executor_config()["safety"]["allow"]
+        self.policy = Policy(allow=allow)
+
+    async def quiet_period(self, seconds: float, progress: Progress, label: str) -> None:
+        progress.show(f"{label}: {seconds:.0f} s with no fault")
+        start = time.monotonic()
+        await asyncio.sleep(seconds)
+        window = [s for s in self.observer.seen if s.at >= start]
+        self.quiet.add(time.monotonic() - start, window)
+        for issue in self.quiet.issues[-3:]:
+            log.warning("raised with no fault: %s", issue)
+
+    async def episode(self, fault: Fault, progress: Progress) -> EpisodeResult:
+        progress.show(f"{fault.kind}: {fault.description}")
+        injected_at = time.monotonic()
+        await fault.inject(self.sandbox)
+        episode = Episode(fault, injected_at)
+
+        def settled() -> bool:
+            seen = [s for s in self.observer.seen if s.at >= injected_at]
+            finished = [s.event for s in seen if isinstance(s.event, PlanFinished)]
+            if fault.expected == "auto_resolved":
+                done = any(f.outcome == "verified" for f in finished)
+            else:
+                done = any(f.escalated or f.outcome == "alerted" for f in finished)
+            return done
+
+        await self.observer.wait_for(settled, self.options.episode_timeout)
+        await fault.repair(self.sandbox)
+        await self.reset_breakers()
+        await self.observer.wait_for(self.calm, self.options.settle_timeout)
+        episode.ended_at = time.monotonic()
+        episode.seen = [s for s in self.observer.seen if injected_at <= s.at <= episode.ended_at]
+        result = judge(episode, self.observer.seen, self.policy)
+        self.results.append(result)
+        progress.done += 1
+        verdict = "as expected" if result.as_expected else "NOT as expected"
+        mttr = f", fixed in {result.mttr_s:.1f} s" if result.mttr_s is not None else ""
+        progress.show(f"{fault.kind}: {verdict}{mttr}")
+        return result
+
+    def calm(self) -> bool:
+        """Nothing open, nothing running."""
+        return not self.observer.open_issues() and not self.observer.plans_running()
+
+    async def reset_breakers(self) -> None:
+        """Close every open breaker, as the person told of it would once the cause is gone."""
+        from medbay.common.access import EXECUTOR_RAILS
+        from medbay.common.bus import event_headers
+        from medbay.common.records import open_breakers
+
+        js = self.observer.nc.jetstream()
+        kv = await js.key_value(EXECUTOR_RAILS.name)
+        for target in await open_breakers(kv):
+            event = BreakerReset(target=target, reset_by="medbay lab", channel="cli")
+            await js.publish(
+                subject_for(event),
+                event.model_dump_json().encode(),
+                headers=event_headers(event),
+                stream=AUDIT.name,
+                timeout=5,
+            )
+
+    async def run(self) -> dict[str, Any]:
+        options = self.options
+        rng = random.Random(options.seed)
+        total = options.rounds * len(options.faults)
+        progress = Progress(total)
+        started_at = datetime.now(UTC)
+        if not await self.observer.wait_for(self.calm, 120):
+            log.warning("the sandbox did not start calm: %s", list(self.observer.open_issues()))
+        await self.quiet_period(options.quiet_seconds, progress, "quiet")
+        for number in range(1, options.rounds + 1):
+            order = list(options.faults)
+            rng.shuffle(order)
+            for fault in order:
+                gap = rng.uniform(*options.gap_seconds)
+                await self.quiet_period(gap, progress, f"round {number}")
+                await self.episode(fault, progress)
+        progress.finish()
+        summary = report(self.results, self.quiet, options.faults)
+        return {
+            "schema": SCHEMA,
+            "started_at": started_at.isoformat(),
+            "finished_at": datetime.now(UTC).isoformat(),
+            "commit": git_commit(),
+            "seed": options.seed,
+            "rounds": options.rounds,
+            "quiet_seconds": summary["totals"]["quiet_seconds"],
+            "planner": self.planner_versions(),
+            "lab_trained": options.lab.train,
+            **summary,
+            "episodes": [
+                {
+                    "kind": r.kind,
+                    "expected": r.expected,
+                    "as_expected": r.as_expected,
+                    "auto_resolved": r.auto_resolved,
+                    "escalated": r.escalated,
+                    "mttr_s": r.mttr_s,
+                    "issues": r.issues,
+                    "needless_actions": r.needless_actions,
+                    "outside_policy": r.outside_policy,
+                }
+                for r in self.results
+            ],
+            "quiet": {"issues": self.quiet.issues, "actions": self.quiet.actions},
+        }
+
+    def planner_versions(self) -> str:
+        from medbay.common.events import Plan
+
+        versions = sorted(
+            {s.event.model_version for s in self.observer.seen if isinstance(s.event, Plan)}
+        )
+        return ", ".join(versions)
+
+
+async def run_lab(options: RunOptions, root: Path | None = None) -> dict[str, Any]:
+    """Build the sandbox, run, and tear it all down (the sandbox's files stay with ``keep``)."""
+    made = root is None
+    base = Path(tempfile.mkdtemp(prefix="medbay-lab-")) if root is None else root
+    sandbox = Sandbox(base, options.lab)
+    observer: Observer | None = None
+    try:
+        await asyncio.to_thread(sandbox.start)
+        observer = await Observer.connect(sandbox.nats_url, sandbox.cli_password())
+        await observer.start()
+        return await Lab(sandbox, observer, options).run()
+    finally:
+        if observer is not None:
+            await observer.close()
+        await asyncio.to_thread(sandbox.stop)
+        if made and not options.keep:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            print(f"sandbox kept in {base}", file=sys.stderr)
+
+
+def write_report(summary: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(summary, indent=2) + "\n")
+    temporary.replace(path)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    totals = summary["totals"]
+    print(table(summary))
+    fixable = totals["fixable"]
+    share = 100.0 * totals["fixable_auto_resolved"] / fixable if fixable else 0.0
+    print(
+        f"\nfixable faults auto-resolved and verified: {totals['fixable_auto_resolved']}/"
+        f"{fixable} ({share:.1f} %); as expected in all: {totals['as_expected']}/"
+        f"{totals['injected']}; silent: {totals['silent']}"
+    )
+    print(
+        f"quiet: {totals['quiet_seconds']:.0f} s with no fault: {totals['quiet_issues']} issues, "
+        f"{totals['quiet_plans']} plans, {totals['quiet_actions']} actions"
+    )
+    print(f"planner: {summary['planner'] or '(no plans)'}; commit {summary['commit'] or '?'}")
+

@@ -1,0 +1,167 @@
+"""The lab's latest report for the Automation page: read from the file the
+``lab_report`` option names, each time it is asked for; no file, an invalid one, or
+no option at all are answered with what is the matter. And whether the planner's
+current model learned in the lab."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.js.api import ObjectMeta
+
+from medbay.gateway.lab_report import MAX_REPORT_BYTES, read_lab_report
+
+
+def report(**changes: Any) -> dict[str, Any]:
+    """A report as ``medbay lab`` writes it, with keys the gateway does not show."""
+    fault = {
+        "expected": "auto_resolved",
+        "injected": 3,
+        "detected": 3,
+        "auto_resolved": 3,
+        "escalated": 0,
+        "silent": 0,
+        "needless_actions": 0,
+        "outside_policy": 0,
+        "mttr_median_s": 9.1,
+        "mttr_p90_s": 12.0,
+        "examples": ["kept in the file, not shown"],
+    }
+    return {
+        "schema": "medbay.lab/1",
+        "started_at": "2026-11-29T10:00:00Z",
+        "finished_at": "2026-11-29T10:40:00+00:00",
+        "commit": "41d8f32",
+        "seed": 7,
+        "rounds": 3,
+        "quiet_seconds": 120,
+        "planner": "rules-v1",
+        "lab_trained": False,
+        "totals": {
+            "injected": 6,
+            "detected": 6,
+            "auto_resolved": 3,
+            "escalated": 3,
+            "silent": 0,
+            "needless_actions": 0,
+            "outside_policy": 0,
+            "mttr_median_s": 9.1,
+            "mttr_p90_s": 12.0,
+            "quiet_issues": 0,
+            "quiet_plans": 0,
+            "quiet_actions": 0,
+        },
+        "faults": {
+            "service_killed": fault,
+            "disk_filled": {
+                **fault,
+                "expected": "escalated",
+                "auto_resolved": 0,
+                "escalated": 3,
+                "mttr_median_s": None,
+                "mttr_p90_s": None,
+            },
+        },
+        "host": "lab",
+        **changes,
+    }
+
+
+def test_a_valid_report_is_read_with_its_faults_and_totals(tmp_path):
+    path = tmp_path / "latest.json"
+    path.write_text(json.dumps(report()))
+    found = read_lab_report(path)
+    assert found.state == "ok" and found.problem is None and found.report is not None
+    assert found.report.commit == "41d8f32" and found.report.finished_at.hour == 10
+    assert found.report.totals.auto_resolved == 3 and found.report.quiet_seconds == 120.0
+    assert found.report.faults["disk_filled"].expected == "escalated"
+    assert found.report.faults["disk_filled"].mttr_median_s is None
+    served = found.model_dump(mode="json", by_alias=True)["report"]
+    assert served["schema"] == "medbay.lab/1" and "host" not in served
+    assert "examples" not in served["faults"]["service_killed"]
+
+
+def test_no_option_and_no_file_are_not_errors(tmp_path):
+    assert read_lab_report(None).state == "unconfigured"
+    missing = read_lab_report(tmp_path / "lab" / "latest.json")
+    assert missing.state == "missing" and missing.problem is None and missing.report is None
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("{not json", "is not a lab report: Invalid JSON"),
+        ("[]", "is not a lab report: Input should be an object"),
+        (json.dumps(report(schema="medbay.lab/2")), "schema: Input should be 'medbay.lab/1'"),
+        (json.dumps(report(totals={"injected": 1})), "totals.detected: Field required"),
+        (json.dumps(report(seed="7")), "seed: Input should be a valid integer"),
+        (
+            json.dumps(
+                report(faults={"x": {**report()["faults"]["service_killed"], "silent": -1}})
+            ),
+            "faults.x.silent: Input should be greater than or equal to 0",
+        ),
+        (
+            json.dumps(report()).replace('"mttr_p90_s": 12.0', '"mttr_p90_s": NaN', 1),
+            "Input should be a finite number",
+        ),
+        (" " * (MAX_REPORT_BYTES + 1), "is over 1024 KiB: not a lab report"),
+    ],
+)
+def test_an_invalid_file_is_answered_with_what_is_wrong(tmp_path, content, problem):
+    path = tmp_path / "latest.json"
+    path.write_text(content)
+    found = read_lab_report(path)
+    assert found.state == "invalid" and found.report is None
+    assert found.problem is not None and problem in found.problem, found.problem
+    assert str(path) in found.problem
+
+
+def test_a_file_that_cannot_be_read_is_answered_too(tmp_path):
+    found = read_lab_report(tmp_path)  # a directory
+    assert found.state == "invalid" and found.problem is not None
+    assert found.problem.startswith(f"cannot read {tmp_path}: ")
+
+
+async def test_the_api_reads_the_file_when_asked(start_gateway, tmp_path: Path):
+    path = tmp_path / "lab" / "latest.json"
+    gateway = start_gateway(f"lab_report: {path}\n")
+
+    assert (await gateway.get("/api/lab")).json() == {
+        "state": "missing",
+        "problem": None,
+        "report": None,
+    }
+    path.parent.mkdir()
+    path.write_text(json.dumps(report()))  # a lab run ends: shown without a restart
+    body = (await gateway.get("/api/lab")).json()  # as a viewer
+    assert body["state"] == "ok" and body["report"]["totals"]["injected"] == 6
+    assert set(body["report"]["faults"]) == {"service_killed", "disk_filled"}
+    path.write_text("{}")
+    invalid = await gateway.get("/api/lab")
+    assert invalid.status_code == 200 and invalid.json()["state"] == "invalid"
+    assert "started_at: Field required" in invalid.json()["problem"]
+    assert (await gateway.get("/api/lab", headers={})).status_code == 401
+
+
+async def test_without_the_option_the_api_says_so(gateway):
+    assert (await gateway.get("/api/lab")).json()["state"] == "unconfigured"
+
+
+async def test_the_model_says_whether_it_learned_in_the_lab(gateway, bus):
+    assert (await gateway.get("/api/model")).json()["trained_on"] is None  # no model
+    kv = await bus.js.create_key_value(bucket="medbay_planner")
+    objects = await bus.js.create_object_store("medbay_models")
+    descriptions: list[tuple[str, dict[str, Any], str]] = [
+        ("model-lab", {"trained_on": "lab", "validation_accuracy": 0.9}, "lab"),
+        ("model-old", {"validation_accuracy": 0.8}, "live"),  # from before lab training
+    ]
+    for version, description, trained_on in descriptions:
+        meta = ObjectMeta(name=version, description=json.dumps(description))
+        await objects.put(version, b"not a real model", meta=meta)
+        await kv.put("current_model", version.encode())
+        model = (await gateway.get("/api/model")).json()
+        assert (model["version"], model["trained_on"]) == (version, trained_on)

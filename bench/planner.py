@@ -1,4 +1,5 @@
-"""Planner model accuracy against the rule table, and planning latency.
+"""Planner model accuracy against the rule table, with and without exploring, and
+planning latency.
 
 ``medbay bench planner [--sizes 50,100,200,500,1000] [--runs 5] [--test-incidents 2000]
 [--latency-issues 2000] [--explore 0.2] [--skill 0.5] [--flip 0.05] [--seed 7]``
@@ -17,8 +18,8 @@ issue; the known best action is the most likely one:
 | service_down | 1.0 | service_up 0 for the host's service | restart_service (0.90) | |
 | db_postgres | 0.7 | postgres latency 1-9 s on db-* | optimize_query (0.85) | |
 | db_redis | 0.7 | redis latency 1-9 s on cache-* | clear_cache (0.80) | rules: optimize_query |
-| cpu_leak | 0.8 | cpu_percent 80.5-95.5 on app-* | restart_service (0.85) | critical above 95 |
-| cpu_surge | 0.8 | cpu_percent 95.5-100 on app-* | scale_up (0.85) | rules: restart_service |
+| cpu_leak | 0.8 | cpu_percent 80.5-95.5 on app-* | restart_service (0.85) | rules: scale_up |
+| cpu_surge | 0.8 | cpu_percent 95.5-100 on app-* | scale_up (0.85) | critical, as leaks above 95 |
 | network | 0.5 | net_errors{interface=eth0} 100-5000 | alert_human (0.70) | |
 | anomaly | 0.4 | load1 anomaly (no threshold) | alert_human (0.70) | |
 | other | 0.2 | a custom metric | alert_human (0.70) | |
@@ -31,31 +32,46 @@ disk issue and database latency differ only in host or resource, so the model
 has to learn them from the per-target success rates; the CPU ones differ only
 in value.
 
+**Targets.** The planner names only targets of a simulated executor catalog
+(``CATALOG``): the host role's service (redis, api, postgres, nginx) for its
+restarts, scaling, cache and queries, an ``api-cache``, ``logs`` and ``data``
+directories covering the two mounts, a reboot target per role covering its
+service, and ``oncall``. It permits every action a scenario finds plausible
+where that action names the issue's own resource or the host's service, so the
+model chooses among the same actions as before targets were checked, except
+restarting a service for network errors on ``eth0`` (not the service: a
+needless action the planner no longer takes).
+
 **Learning loop.** Incidents arrive one by one. The real ``Planner`` plans
 each (rule table until ``min_outcomes`` = 50, then the current model), except
 that with probability ``--explore`` (default 0.2) an operator acts first with a
 quick action. Steps run in order and stop at the first verified fix, as in the
 executor; when every step of a plan failed, an operator tries another plausible
-action, and so on until one works. An operator picks the best action with
-probability ``--skill`` (default 0.5, if not tried yet on this incident), else a
-random plausible one. Each outcome goes through the real ``Learner`` (success
-rates, training rows) and the real ``train_and_validate`` runs every 50
-outcomes, replacing the model only if it validates at least as well. The loop
-runs ``--runs`` times (default 5) with different seeds: a loop's early luck
-decides which actions get tried, so single runs vary.
+action (one with a target), and so on until one works. An operator picks the
+best action with probability ``--skill`` (default 0.5, if not tried yet on this
+incident), else a random plausible one. Each outcome goes through the real
+``Learner`` (success rates, training rows) and the real ``train_and_validate``
+runs every 50 outcomes, replacing the model only if it validates at least as
+well. The loop runs ``--runs`` times (default 5) with different seeds: a loop's
+early luck decides which actions get tried, so single runs vary.
+
+Every loop runs twice from the same seed: with the planner's exploring off
+(``explore_rate: 0``) and at its default rate (``PlannerConfig().explore_rate``,
+5 %: a model plan tries the second-best action first when that is safe; see
+``medbay.planner.exploration``). No breaker is open in the simulation.
 
 **Accuracy.** For each size N the real model is trained on the loop's first N
 outcomes (80 % fit, 20 % held out for its validation accuracy: whether it
 predicts each held-out step's success right) and, with the success rates as
-they stood after N outcomes, plans ``--test-incidents`` fresh incidents: top-1
-accuracy is the share whose first step is the best action. The rule table plans
-the same incidents as the baseline.
+they stood after N outcomes, plans ``--test-incidents`` fresh incidents with
+exploring off: top-1 accuracy is the share whose first step is the best action.
+The rule table plans the same incidents as the baseline.
 
-**Latency.** ``Planner.plan`` (features, one batched prediction for all
-candidate actions, the Plan) timed per issue with the first loop's largest
-model, over ``--latency-issues`` incidents. The forest runs on one thread; its
-trees are evaluated directly (``ModelBundle.probabilities``), which gives the
-same numbers as ``predict_proba`` about ten times faster.
+**Latency.** ``Planner.plan`` (targets, features, one batched prediction for all
+candidate actions, the Plan) timed per issue with the first exploring loop's
+largest model, over ``--latency-issues`` incidents. The forest runs on one
+thread; its trees are evaluated directly (``ModelBundle.probabilities``), which
+gives the same numbers as ``predict_proba`` about ten times faster.
 
 Figures are printed and written to ``bench/results/planner-<timestamp>.json``.
 """
@@ -80,10 +96,12 @@ from medbay.common.events import (
     ActionResult,
     IssueKind,
     IssueOpened,
+    Plan,
     PlanStep,
     Severity,
     issue_fingerprint,
 )
+from medbay.common.records import TargetCatalog
 from medbay.planner.config import PlannerConfig
 from medbay.planner.learning import Learner, TrainingRow
 from medbay.planner.model import ModelBundle, NotEnoughData, train_and_validate
@@ -101,17 +119,59 @@ HOSTS = {
 }
 SERVICE_OF = {"cache": "redis", "app": "api", "db": "postgres", "web": "nginx"}
 
+EXPLORE_RATE = PlannerConfig().explore_rate
 CONFIG = PlannerConfig.model_validate(
     {
-        "action_targets": {"alert_human": "oncall"},
         "host_targets": {
             "cache-*": {"clear_cache": "redis", "restart_service": "redis", "scale_up": "redis"},
-            "app-*": {"restart_service": "api", "scale_up": "api", "kill_process": "api"},
+            "app-*": {
+                "clear_cache": "api-cache",
+                "restart_service": "api",
+                "scale_up": "api",
+                "kill_process": "api",
+            },
             "db-*": {"restart_service": "postgres", "scale_up": "postgres"},
             "web-*": {"restart_service": "nginx"},
         },
+        "explore_rate": 0.0,
     }
 )
+EXPLORING = CONFIG.model_copy(update={"explore_rate": EXPLORE_RATE})
+CATALOG = TargetCatalog.model_validate(
+    {
+        "mode": "live",
+        "written_at": T0,
+        "targets": {
+            "redis": {
+                "kind": "command",
+                "actions": ["clear_cache", "restart_service", "scale_up", "optimize_query"],
+            },
+            "api": {"kind": "command", "actions": ["restart_service", "scale_up", "kill_process"]},
+            "api-cache": {"kind": "redis", "actions": ["clear_cache"]},
+            "postgres": {
+                "kind": "command",
+                "actions": ["restart_service", "scale_up", "optimize_query"],
+            },
+            "nginx": {"kind": "systemd", "actions": ["restart_service"]},
+            "logs": {
+                "kind": "files",
+                "actions": ["rotate_logs", "cleanup_disk"],
+                "covers": ["/var/log"],
+            },
+            "data": {
+                "kind": "files",
+                "actions": ["rotate_logs", "cleanup_disk"],
+                "covers": ["/data"],
+            },
+            **{
+                f"{role}-hosts": {"kind": "command", "actions": ["reboot"], "covers": [service]}
+                for role, service in SERVICE_OF.items()
+            },
+            "oncall": {"kind": "notifier", "actions": ["alert_human"]},
+        },
+    }
+)
+NO_BREAKERS: frozenset[str] = frozenset()
 
 
 class Scenario(NamedTuple):
@@ -240,31 +300,36 @@ class Snapshot(NamedTuple):
 
 
 def simulate(
-    sizes: list[int], seed: int, explore: float, flip: float, skill: float
+    sizes: list[int], seed: int, config: PlannerConfig, args: argparse.Namespace
 ) -> tuple[dict[int, Snapshot], dict[str, Any]]:
     """Run the loop until the largest size; the learner's state at each size."""
     rng = random.Random(seed + 1)
-    learner = Learner(CONFIG)
-    planner = Planner(CONFIG, learner.rates)
+    learner = Learner(config)
+    planner = Planner(config, learner.rates)
     snapshots: dict[int, Snapshot] = {}
-    stats = {"incidents": 0, "explored": 0, "operator": 0, "trainings": 0, "accepted": 0}
+    stats: dict[str, Any] = {
+        "incidents": 0,
+        "explored": 0,
+        "planner_explored": 0,
+        "operator": 0,
+        "trainings": 0,
+        "accepted": 0,
+    }
     pending = sorted(sizes)
     n = 0
     while pending:
         incident = make_incident(rng, n, "loop")
         n += 1
-        plan = planner.plan(incident.issue)
         sc = incident.scenario
-        if rng.random() < explore:
-            # an operator acts first, with a quick action
-            action = operator_pick(rng, sc, set(), skill) or sc.best
-            step = PlanStep(
-                action=action,
-                target=planner.targets(incident.issue)[action],
-                risk=ACTIONS[action].risk,
-                estimated_seconds=ACTIONS[action].typical_seconds,
-            )
-            plan = plan.model_copy(update={"steps": [step]})
+        choices = planner.targets(incident.issue, CATALOG).items()
+        targets = {a: c.target for a, c in choices if c.target is not None}
+        made = planner.plan(incident.issue, CATALOG, NO_BREAKERS)
+        if not isinstance(made, Plan):
+            raise RuntimeError(f"{sc.name} not planned: {made.why}")
+        plan = made
+        stats["planner_explored"] += "exploring" in plan.reason
+        if rng.random() < args.explore:
+            plan = operator_first(rng, plan, sc, targets, args.skill)
             stats["explored"] += 1
         learner.remember(plan)
         tried: list[tuple[ActionName, str]] = [(s.action, s.target) for s in plan.steps]
@@ -272,7 +337,7 @@ def simulate(
         while index < len(tried):
             action, target = tried[index]
             worked = rng.random() < sc.success.get(action, 0.02)
-            if rng.random() < flip:
+            if rng.random() < args.flip:
                 worked = not worked
             learner.record(result(plan.plan_id, incident, index, action, target, worked))
             while pending and len(learner.rows) >= pending[0]:
@@ -283,29 +348,57 @@ def simulate(
             index += 1
             if index == len(tried):
                 # the plan failed: an operator tries another plausible action
-                pick = operator_pick(rng, sc, {t[0] for t in tried}, skill)
+                pick = operator_pick(rng, sc, targets, {t[0] for t in tried}, args.skill)
                 if pick is not None:
-                    tried.append((pick, planner.targets(incident.issue)[pick]))
+                    tried.append((pick, targets[pick]))
                     stats["operator"] += 1
         if learner.training_due():
-            stats["trainings"] += 1
-            try:
-                training = train_and_validate(learner.take_training_set(), CONFIG, planner.model)
-            except NotEnoughData:
-                continue
-            if training.accepted:
-                stats["accepted"] += 1
-                planner.model = training.bundle
+            retrain(learner, planner, stats)
     stats["incidents"] = n
     return snapshots, stats
 
 
+def retrain(learner: Learner, planner: Planner, stats: dict[str, int]) -> None:
+    """What the planner does in the background once enough outcomes came in."""
+    stats["trainings"] += 1
+    try:
+        training = train_and_validate(learner.take_training_set(), planner.config, planner.model)
+    except NotEnoughData:
+        return
+    if training.accepted:
+        stats["accepted"] += 1
+        planner.model = training.bundle
+
+
+def operator_first(
+    rng: random.Random,
+    plan: Plan,
+    sc: Scenario,
+    targets: dict[ActionName, str],
+    skill: float,
+) -> Plan:
+    """``plan`` replaced by the quick action of an operator who acts first."""
+    action = operator_pick(rng, sc, targets, set(), skill) or sc.best
+    step = PlanStep(
+        action=action,
+        target=targets[action],
+        risk=ACTIONS[action].risk,
+        estimated_seconds=ACTIONS[action].typical_seconds,
+    )
+    return plan.model_copy(update={"steps": [step]})
+
+
 def operator_pick(
-    rng: random.Random, sc: Scenario, tried: set[str], skill: float
+    rng: random.Random,
+    sc: Scenario,
+    targets: dict[ActionName, str],
+    tried: set[str],
+    skill: float,
 ) -> ActionName | None:
     """What an operator tries next: the best action with probability ``skill`` (if not
-    tried yet), else a random plausible action not tried yet; None when all were."""
-    left = [a for a in sc.success if a not in tried]
+    tried yet), else a random plausible action with a target (in ``targets``), not
+    tried yet; None when all were."""
+    left = [a for a in sc.success if a not in tried and a in targets]
     if not left:
         return None
     if sc.best in left and rng.random() < skill:
@@ -334,8 +427,13 @@ def result(
     )
 
 
+def first_action(planner: Planner, incident: Incident) -> ActionName | None:
+    made = planner.plan(incident.issue, CATALOG, NO_BREAKERS)
+    return made.steps[0].action if isinstance(made, Plan) else None
+
+
 def top1(planner: Planner, incidents: list[Incident]) -> float:
-    hits = sum(planner.plan(i.issue).steps[0].action == i.scenario.best for i in incidents)
+    hits = sum(first_action(planner, i) == i.scenario.best for i in incidents)
     return hits / len(incidents)
 
 
@@ -343,7 +441,7 @@ def latency(planner: Planner, incidents: list[Incident]) -> dict[str, float]:
     times = []
     for incident in incidents:
         started = time.perf_counter()
-        planner.plan(incident.issue)
+        planner.plan(incident.issue, CATALOG, NO_BREAKERS)
         times.append(time.perf_counter() - started)
     ms = np.array(times) * 1000
     return {
@@ -354,75 +452,93 @@ def latency(planner: Planner, incidents: list[Incident]) -> dict[str, float]:
     }
 
 
+VARIANTS = {"without exploring": CONFIG, "exploring": EXPLORING}
+"""The learning loop's planner config; test incidents are always planned with exploring off."""
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     test = corpus(args.seed, args.test_incidents, "test")
-    per_size: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
-    loops = []
+    per_size: dict[str, dict[int, list[dict[str, Any]]]] = {
+        name: {n: [] for n in sizes} for name in VARIANTS
+    }
+    loops: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
     largest: tuple[ModelBundle, SuccessRates] | None = None
     for run_index in range(args.runs):
-        started = time.monotonic()
         seed = args.seed + 1000 * (run_index + 1)
-        snapshots, stats = simulate(sizes, seed, args.explore, args.flip, args.skill)
-        stats["seconds"] = time.monotonic() - started
-        loops.append(stats)
-        print(
-            f"learning loop {run_index + 1}/{args.runs}: {stats['incidents']} incidents, "
-            f"{stats['explored']} handled by operators first, {stats['operator']} operator "
-            f"tries after failed plans, {stats['trainings']} trainings "
-            f"({stats['accepted']} accepted), {stats['seconds']:.1f} s"
-        )
-        for size in sizes:
-            snap = snapshots[size]
-            t = time.monotonic()
-            bundle = train_and_validate(snap.rows, CONFIG, None).bundle
-            fit_seconds = time.monotonic() - t
-            per_size[size].append(
+        for name, config in VARIANTS.items():
+            started = time.monotonic()
+            snapshots, stats = simulate(sizes, seed, config, args)
+            stats["seconds"] = time.monotonic() - started
+            loops[name].append(stats)
+            print(
+                f"learning loop {run_index + 1}/{args.runs} {name}: {stats['incidents']} "
+                f"incidents, {stats['planner_explored']} plans exploring, {stats['explored']} "
+                f"handled by operators first, {stats['operator']} operator tries after failed "
+                f"plans, {stats['trainings']} trainings ({stats['accepted']} accepted), "
+                f"{stats['seconds']:.1f} s"
+            )
+            for size in sizes:
+                snap = snapshots[size]
+                t = time.monotonic()
+                bundle = train_and_validate(snap.rows, CONFIG, None).bundle
+                fit_seconds = time.monotonic() - t
+                per_size[name][size].append(
+                    {
+                        "model_top1": top1(Planner(CONFIG, snap.rates, bundle), test),
+                        "rules_top1": top1(Planner(CONFIG, snap.rates, None), test),
+                        "validation_accuracy": bundle.validation_accuracy,
+                        "fit_seconds": fit_seconds,
+                    }
+                )
+                if run_index == 0 and config is EXPLORING:
+                    largest = bundle, snap.rates
+    assert largest is not None
+    accuracy: dict[str, list[dict[str, Any]]] = {}
+    for name, sized in per_size.items():
+        accuracy[name] = []
+        for size, runs in sized.items():
+            model = [r["model_top1"] for r in runs]
+            accuracy[name].append(
                 {
-                    "model_top1": top1(Planner(CONFIG, snap.rates, bundle), test),
-                    "rules_top1": top1(Planner(CONFIG, snap.rates, None), test),
-                    "validation_accuracy": bundle.validation_accuracy,
-                    "fit_seconds": fit_seconds,
+                    "outcomes": size,
+                    "model_top1_mean": float(np.mean(model)),
+                    "model_top1_min": min(model),
+                    "model_top1_max": max(model),
+                    "rules_top1": float(np.mean([r["rules_top1"] for r in runs])),
+                    "validation_accuracy": float(
+                        np.mean([r["validation_accuracy"] or 0.0 for r in runs])
+                    ),
+                    "fit_seconds": float(np.mean([r["fit_seconds"] for r in runs])),
+                    "runs": runs,
                 }
             )
-            if run_index == 0:
-                largest = bundle, snap.rates
-    assert largest is not None
-    accuracy = []
-    for size, runs in per_size.items():
-        model = [r["model_top1"] for r in runs]
-        accuracy.append(
-            {
-                "outcomes": size,
-                "model_top1_mean": float(np.mean(model)),
-                "model_top1_min": min(model),
-                "model_top1_max": max(model),
-                "rules_top1": float(np.mean([r["rules_top1"] for r in runs])),
-                "validation_accuracy": float(
-                    np.mean([r["validation_accuracy"] or 0.0 for r in runs])
-                ),
-                "fit_seconds": float(np.mean([r["fit_seconds"] for r in runs])),
-                "runs": runs,
-            }
-        )
     lat_set = corpus(args.seed + 1, args.latency_issues, "lat")
     planner = Planner(CONFIG, largest[1], largest[0])
     latency(planner, lat_set[:100])  # warm-up
-    return {"loops": loops, "accuracy": accuracy, "latency": latency(planner, lat_set)}
+    return {
+        "explore_rate": EXPLORE_RATE,
+        "loops": loops,
+        "accuracy": accuracy,
+        "latency": latency(planner, lat_set),
+    }
 
 
 def table(report: dict[str, Any]) -> str:
-    runs = len(report["loops"])
-    lines = [
-        f"top-1 accuracy on held-out incidents (mean, min-max over {runs} learning loops)",
-        f"{'outcomes':>9}{'model':>9}{'min-max':>15}{'rules':>9}{'validation':>12}{'fit s':>8}",
-    ]
-    for r in report["accuracy"]:
-        spread = f"{r['model_top1_min']:.1%}-{r['model_top1_max']:.1%}"
-        lines.append(
-            f"{r['outcomes']:>9}{r['model_top1_mean']:>9.1%}{spread:>15}{r['rules_top1']:>9.1%}"
-            f"{r['validation_accuracy']:>12.1%}{r['fit_seconds']:>8.2f}"
-        )
+    runs = len(next(iter(report["loops"].values())))
+    lines = [f"top-1 accuracy on held-out incidents (mean, min-max over {runs} learning loops)"]
+    for name, rows in report["accuracy"].items():
+        lines += [
+            f"learning {name}"
+            + (f" ({report['explore_rate']:.0%})" if name == "exploring" else ""),
+            f"{'outcomes':>9}{'model':>9}{'min-max':>15}{'rules':>9}{'validation':>12}{'fit s':>8}",
+        ]
+        for r in rows:
+            spread = f"{r['model_top1_min']:.1%}-{r['model_top1_max']:.1%}"
+            lines.append(
+                f"{r['outcomes']:>9}{r['model_top1_mean']:>9.1%}{spread:>15}"
+                f"{r['rules_top1']:>9.1%}{r['validation_accuracy']:>12.1%}{r['fit_seconds']:>8.2f}"
+            )
     lat = report["latency"]
     lines.append(
         f"planning latency over {lat['issues']} issues (largest model): "

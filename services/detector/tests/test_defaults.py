@@ -42,7 +42,7 @@ TRIGGERS = [
     ("service down", sample("service_up", 0, service="api", check="http"), 2, "service_down",
      "critical", "api"),
     ("cpu spinner", sample("process_cpu_percent", 99.5, pid="812", name="python",
-     command="python spin.py"), 12, "runaway_process", "warning", "python"),
+     command="python spin.py"), 60, "runaway_process", "warning", "python"),
     ("memory hog", sample("process_memory_percent", 65, pid="90", name="java",
      command="java -jar app.jar"), 3, "runaway_process", "critical", "java"),
     ("slow query", sample("postgres_longest_query_seconds", 400, service="db"), 2, "db_latency",
@@ -140,10 +140,10 @@ def test_a_busy_healthy_machine_raises_nothing(seed: int):
 
 
 def test_the_busy_machine_with_a_real_fault_raises_just_that():
-    """The same noise with a process spinning for two minutes: one issue, then resolved."""
+    """The same noise with a process spinning for six minutes: one issue, then resolved."""
     scrapes = busy_day(0.5, seed=4)
     spinner = sample("process_cpu_percent", 99.9, pid="4321", name="spin", command="spin --hard")
-    for b in scrapes[100:124]:
+    for b in scrapes[100:172]:
         b.samples.append(spinner)
     events = feed(DetectionEngine(DetectorConfig()), scrapes)
     assert [(e.type, e.kind, e.labels.get("pid")) for e in events] == [

@@ -9,6 +9,12 @@ from medbay.planner.config import PlannerConfig
 from medbay.planner.learning import Learner, outcome_of
 from medbay.planner.planning import Planner
 from medbay.planner.rates import SuccessRates
+from services.planner.tests.conftest import make_catalog
+
+CATALOG = make_catalog(
+    {"cache": ["clear_cache"], "api": ["restart_service", "scale_up"], "oncall": ["alert_human"]}
+)
+TARGETS = {"clear_cache": "cache", "restart_service": "api"}
 
 
 @pytest.mark.parametrize(
@@ -53,15 +59,17 @@ def test_rates_are_smoothed_level_by_level():
     assert snap["targets"]["memory"]["clear_cache"]["redis"]["successes"] == 3
 
 
-def test_learner_joins_results_to_plans_and_counts_each_step_once(issue, result):
-    config = PlannerConfig(min_outcomes=2, retrain_every=2)
+def test_learner_joins_results_to_plans_and_counts_each_step_once(issue, result, planned):
+    config = PlannerConfig(min_outcomes=2, retrain_every=2, action_targets=TARGETS)
     learner = Learner(config)
-    plan = Planner(config, learner.rates).plan(issue("memory", severity="critical"))
+    plan = planned(
+        Planner(config, learner.rates).plan(issue("memory", severity="critical"), CATALOG)
+    )
     learner.remember(plan)
-    first = result(plan.plan_id, 0, "clear_cache", "memory_percent", verified=False)
+    first = result(plan.plan_id, 0, "clear_cache", "cache", verified=False)
     assert learner.record(first) is False
     assert learner.record(first) is None  # redelivered
-    assert learner.record(result(plan.plan_id, 1, "restart_service", "memory_percent")) is True
+    assert learner.record(result(plan.plan_id, 1, "restart_service", "api")) is True
     assert [(r.action, r.success, r.severity) for r in learner.rows] == [
         ("clear_cache", False, "critical"),
         ("restart_service", True, "critical"),
@@ -75,11 +83,11 @@ def test_learner_joins_results_to_plans_and_counts_each_step_once(issue, result)
     assert learner.rates.by_action["clear_cache"].tries == 2
 
 
-def test_learner_keeps_only_recent_plans(issue):
+def test_learner_keeps_only_recent_plans(issue, planned):
     config = PlannerConfig(recent_plans=100)
     learner = Learner(config)
     planner = Planner(config, learner.rates)
-    plans = [planner.plan(issue("cpu", n=n)) for n in range(101)]
+    plans = [planned(planner.plan(issue("cpu", n=n), CATALOG)) for n in range(101)]
     for plan in plans:
         learner.remember(plan)
     assert not learner.knows(plans[0].plan_id) and learner.knows(plans[-1].plan_id)

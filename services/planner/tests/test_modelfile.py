@@ -1,4 +1,5 @@
-"""Stored model versions on a real nats-server: a round trip, and blobs refused unrun."""
+"""Stored model versions on a real nats-server: a round trip, blobs refused unrun, model
+files (what the lab copies out and a planner adopts), and old bundles."""
 
 from __future__ import annotations
 
@@ -24,11 +25,19 @@ from sklearn.preprocessing import StandardScaler
 
 from medbay.common.events import ActionName
 from medbay.planner.config import PlannerConfig
-from medbay.planner.features import tries_feature
+from medbay.planner.features import ISSUE_FEATURES, tries_feature
 from medbay.planner.learning import TrainingRow
 from medbay.planner.model import ModelBundle, fit, split
-from medbay.planner.modelfile import BUNDLE_MEMBER, PIPELINE_MEMBER, RefusedModel, dumps
-from medbay.planner.store import CURRENT_MODEL, ModelStore
+from medbay.planner.modelfile import (
+    BUNDLE_MEMBER,
+    PIPELINE_MEMBER,
+    RefusedModel,
+    dumps,
+    loads,
+    read_file,
+    write_file,
+)
+from medbay.planner.store import CURRENT_MODEL, ModelStore, read_current_model
 
 if TYPE_CHECKING:
     from conftest import NatsServer
@@ -216,3 +225,77 @@ async def test_a_tampered_or_corrupted_blob_is_refused(store, bundle, case, capl
     make, why = TAMPERED[case]
     await plant(store, VERSION, make(bundle))
     await assert_refused(store, VERSION, why, caplog)
+
+
+# --- model files: what the lab copies out and a planner adopts ----------------------------
+
+OLD_FEATURES = tuple(
+    f
+    for f in ISSUE_FEATURES
+    if f not in ("kind:runaway_process", "kind:low_utilisation", "kind:host_silent")
+)
+
+
+def test_a_model_file_round_trip_keeps_what_it_was_trained_on(bundle, tmp_path):
+    lab = dataclasses.replace(bundle, trained_on="lab")
+    path = tmp_path / "model.zip"
+    write_file(lab, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]
+    read = read_file(path)
+    assert (read.version, read.trained_on) == (VERSION, "lab")
+    assert read.rank("memory", memory_features(95)) == bundle.rank("memory", memory_features(95))
+    with ZipFile(path) as archive:
+        assert json.loads(archive.read(BUNDLE_MEMBER))["trained_on"] == "lab"
+    assert read_file(path).description()["trained_on"] == "lab"
+
+
+def test_a_model_file_that_is_not_a_model_is_refused_naming_it(tmp_path, pickle_bomb):
+    marker = tmp_path / "pickle-ran"
+    planted = tmp_path / "planted.zip"
+    planted.write_bytes(pickle_bomb(marker))
+    with pytest.raises(RefusedModel, match=f"model file {planted} refused: unreadable"):
+        read_file(planted)
+    assert not marker.exists()
+    with pytest.raises(RefusedModel, match="No such file"):
+        read_file(tmp_path / "missing.zip")
+
+
+def test_an_old_bundle_loads_and_ranks(monkeypatch):
+    """A bundle from before ``trained_on`` and the newer issue kinds: it reads as
+    trained on live outcomes, and ranks issues that carry features it never saw."""
+    monkeypatch.setattr("medbay.planner.model.ISSUE_FEATURES", OLD_FEATURES)
+    rng = random.Random(1)
+    rows = []
+    for n in range(200):
+        action = rng.choice(ACTIONS)
+        value = rng.uniform(80, 100)
+        features = {"value": value, "kind:memory": 1.0} | {tries_feature(a): 10.0 for a in ACTIONS}
+        success = (action == "clear_cache") == (value > 90)
+        rows.append(TrainingRow(f"p{n}", "memory", action, "redis", "warning", features, success))
+    train, held = split(rows, 0.2)
+    old = fit(train, CONFIG, holdout=held, version="rf-old")
+    assert old.issue_features == OLD_FEATURES
+    doc = json.loads(ZipFile(BytesIO(dumps(old))).read(BUNDLE_MEMBER))
+    del doc["trained_on"]
+    loaded = loads(rezip(dumps(old), {BUNDLE_MEMBER: json.dumps(doc).encode()}))
+    assert loaded.trained_on == "live"
+    today = memory_features(95) | {"kind:runaway_process": 0.0, "targeted:clear_cache": 1.0}
+    assert loaded.rank("memory", today)[0].action == "clear_cache"
+    assert loaded.rank("runaway_process", today | {"kind:runaway_process": 1.0}) == []
+
+
+async def test_the_cli_identity_reads_the_current_model(secured_nats, bundle, tmp_path):
+    """What the lab does to copy its planner's model out, with the CLI's permissions."""
+    planner = await nats.connect(secured_nats.url, **secured_nats.client("planner"))
+    cli = await nats.connect(secured_nats.url, **secured_nats.client("cli"))
+    try:
+        assert await read_current_model(cli.jetstream()) is None  # no planner ran yet
+        await (await ModelStore.open(planner.jetstream())).save(bundle)
+        copied = await read_current_model(cli.jetstream())
+        assert copied is not None and copied.version == VERSION
+        write_file(copied, tmp_path / "model.zip")
+        assert read_file(tmp_path / "model.zip").version == VERSION
+    finally:
+        await planner.close()
+        await cli.close()
+    assert secured_nats.violations() == []

@@ -1,4 +1,5 @@
-"""Features, the rule table, targets, approval and which issue events get a plan."""
+"""Features, the rule table, targets from the executor's catalog, approval and which
+issue events get a plan."""
 
 from __future__ import annotations
 
@@ -11,13 +12,33 @@ import pytest
 from medbay.common.events import ActionRequested, IssueResolved
 from medbay.planner.config import ConfigError, PlannerConfig, load_config
 from medbay.planner.features import ACTION_NAMES, ISSUE_FEATURES, KINDS, issue_features
-from medbay.planner.planning import Planner, approval_reasons, plan_id_for, wants_plan
+from medbay.planner.planning import NotPlanned, Planner, approval_reasons, plan_id_for, wants_plan
 from medbay.planner.rates import SuccessRates
-from medbay.planner.rules import RULES, RULES_VERSION
+from medbay.planner.rules import FALLBACK_CONFIDENCE, RULES, RULES_VERSION
+from services.planner.tests.conftest import KIND_ISSUES, make_catalog
+
+FULL = make_catalog(
+    {
+        "cache": ["clear_cache"],
+        "api": (["restart_service", "scale_up", "scale_down"], ["web", "worker"]),
+        "logs": (["rotate_logs", "cleanup_disk"], ["/var/log"]),
+        "postgres": ["optimize_query"],
+        "workers": (["kill_process"], ["worker"]),
+        "h1": ["reboot"],
+        "oncall": ["alert_human"],
+    }
+)
+"""A target for every step of the rule table, with the config of ``rules_planner``."""
+ONCALL = make_catalog({"oncall": ["alert_human"]})
 
 
 def rules_planner(**config: object) -> Planner:
-    return Planner(PlannerConfig.model_validate(config), SuccessRates())
+    defaults = {"action_targets": {"clear_cache": "cache", "restart_service": "api"}}
+    return Planner(PlannerConfig.model_validate(defaults | config), SuccessRates())
+
+
+def any_issue(issue, kind_issue, kind: str, **changes):
+    return kind_issue(kind, **changes) if kind in KIND_ISSUES else issue(kind, **changes)
 
 
 # --- features ----------------------------------------------------------------------
@@ -33,6 +54,12 @@ def test_issue_features(issue):
     assert set(f) == set(ISSUE_FEATURES)
 
 
+def test_every_issue_kind_is_a_feature(kind_issue):
+    assert len(KINDS) == 11
+    f = issue_features(kind_issue("runaway_process"))
+    assert [k for k in KINDS if f[f"kind:{k}"] == 1.0] == ["runaway_process"]
+
+
 def test_features_without_a_usable_threshold(issue):
     anomaly = issue_features(issue("anomaly", value=7.0))
     assert anomaly["threshold"] == 0.0 and anomaly["has_threshold"] == 0.0
@@ -41,23 +68,34 @@ def test_features_without_a_usable_threshold(issue):
     assert zero["has_threshold"] == 1.0 and zero["severity_ratio"] == 1.0
 
 
-def test_plan_features_hold_rate_and_tries_of_every_action(issue):
+def test_plan_features_hold_rate_tries_and_target_of_every_action(issue, planned):
     planner = rules_planner()
-    planner.rates.record("memory", "clear_cache", "memory_percent", True, "warning")
-    features = planner.plan(issue("memory")).features
-    assert all(f"rate:{a}" in features and f"tries:{a}" in features for a in ACTION_NAMES)
+    planner.rates.record("memory", "clear_cache", "cache", True, "warning")
+    features = planned(planner.plan(issue("memory"), FULL)).features
+    assert len(ACTION_NAMES) == 10
+    for action in ACTION_NAMES:
+        assert {f"rate:{action}", f"tries:{action}", f"targeted:{action}"} <= set(features)
     assert features["tries:clear_cache"] == 1.0 and features["tries:reboot"] == 0.0
     assert features["rate:clear_cache"] > features["rate:reboot"] == 0.5
+    # which actions have a permitted target for a memory issue on h1
+    assert [a for a in ACTION_NAMES if features[f"targeted:{a}"]] == [
+        "restart_service",
+        "clear_cache",
+        "alert_human",
+    ]
 
 
 # --- the rule table ------------------------------------------------------------------
 
 EXPECTED_RULES = {
+    "service_down": ["restart_service"],
+    "runaway_process": ["restart_service", "kill_process"],
     "memory": ["clear_cache", "restart_service"],
     "disk": ["rotate_logs", "cleanup_disk"],
-    "service_down": ["restart_service"],
     "db_latency": ["optimize_query"],
-    "cpu": ["restart_service", "scale_up"],
+    "cpu": ["scale_up"],
+    "low_utilisation": ["scale_down"],
+    "host_silent": ["reboot"],
     "network_errors": ["alert_human"],
     "anomaly": ["alert_human"],
     "other": ["alert_human"],
@@ -65,28 +103,38 @@ EXPECTED_RULES = {
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_rule_table(issue, kind):
-    plan = rules_planner().plan(issue(kind))
+def test_rule_table(issue, kind_issue, planned, kind):
+    targets = {"clear_cache": "cache", "restart_service": "api", "scale_up": "api"}
+    planner = rules_planner(action_targets=targets)
+    plan = planned(planner.plan(any_issue(issue, kind_issue, kind), FULL))
     assert [s.action for s in plan.steps] == EXPECTED_RULES[kind]
     assert plan.model_version == RULES_VERSION
     assert plan.confidence == RULES[kind].confidence
+    assert set(RULES) == set(KINDS)
 
 
-def test_multi_step_plan_sums_durations_and_takes_the_highest_risk(issue):
-    plan = rules_planner().plan(issue("cpu"))
+def test_every_action_has_a_rule():
+    assert {a for rule in RULES.values() for a in rule.actions} == set(ACTION_NAMES)
+
+
+def test_multi_step_plan_sums_durations_and_takes_the_highest_risk(kind_issue, planned):
+    targets = {
+        "worker": (["restart_service"], ["worker"]),
+        "workers": (["kill_process"], ["worker"]),
+    }
+    plan = planned(rules_planner().plan(kind_issue("runaway_process"), make_catalog(targets)))
     assert [(s.action, s.risk, s.estimated_seconds) for s in plan.steps] == [
         ("restart_service", "low", 30),
-        ("scale_up", "medium", 120),
+        ("kill_process", "high", 5),
     ]
-    assert plan.estimated_seconds == 150 and plan.risk == "medium"
-    assert not plan.requires_approval
+    assert plan.estimated_seconds == 35 and plan.risk == "high"
 
 
-def test_plan_carries_the_issue_and_a_deterministic_id(issue):
+def test_plan_carries_the_issue_and_a_deterministic_id(issue, planned):
     event = issue("disk", host="db-1", severity="critical", value=97.0)
-    plan = rules_planner().plan(event)
+    plan = planned(rules_planner().plan(event, FULL))
     assert plan.plan_id == plan.event_id == plan_id_for(event.event_id)
-    assert rules_planner().plan(event).plan_id == plan.plan_id
+    assert planned(rules_planner().plan(event, FULL)).plan_id == plan.plan_id
     assert (plan.issue_event_id, plan.issue_fingerprint) == (event.event_id, event.fingerprint)
     assert (plan.host, plan.issue_kind, plan.metric, plan.labels) == (
         "db-1",
@@ -101,46 +149,162 @@ def test_plan_carries_the_issue_and_a_deterministic_id(issue):
 # --- targets ---------------------------------------------------------------------------
 
 
-def test_targets_default_to_the_resource_with_overrides_per_action_and_host(issue):
+def test_a_configured_target_is_used_only_if_the_executor_permits_the_action(issue, planned):
     planner = rules_planner(
         action_targets={"clear_cache": "redis", "restart_service": "app"},
         host_targets={"cache-*": {"restart_service": "redis"}, "cache-9": {"clear_cache": "x"}},
     )
-    app = planner.plan(issue("memory", host="app-1"))
-    assert [(s.action, s.target) for s in app.steps] == [
-        ("clear_cache", "redis"),
-        ("restart_service", "app"),
+    catalog = make_catalog({"redis": ["clear_cache", "restart_service"], "app": ["scale_up"]})
+    app = planned(planner.plan(issue("memory", host="app-1"), catalog))
+    assert [(s.action, s.target) for s in app.steps] == [("clear_cache", "redis")]
+    assert (
+        "restart_service dropped: the executor does not permit it on app, and no executor "
+        "target named or covering memory_percent permits it"
+    ) in app.reason
+    cache = planned(planner.plan(issue("memory", host="cache-9"), catalog))
+    assert [s.target for s in cache.steps] == ["redis", "redis"]  # the first pattern wins
+
+
+def test_a_configured_target_never_stands_for_another_named_thing(issue, planned):
+    planner = rules_planner(action_targets={}, host_targets={"app-*": {"restart_service": "api"}})
+    catalog = make_catalog({"api": ["restart_service"], "oncall": ["alert_human"]})
+    # the heaviest service on the host, for an issue about the host's memory...
+    memory = planned(planner.plan(issue("memory", host="app-1"), catalog))
+    assert [(s.action, s.target) for s in memory.steps] == [("restart_service", "api")]
+    # ...but web being down is no reason to restart api
+    down = planner.plan(issue("service_down", host="app-1"), catalog)
+    assert down == NotPlanned(
+        "no_target",
+        "restart_service dropped: the configured api is not web and does not cover it, and "
+        "no executor target named or covering web permits it",
+    )
+    with_web = make_catalog({"api": ["restart_service"], "web": ["restart_service"]})
+    web = planned(planner.plan(issue("service_down", host="app-1"), with_web))
+    assert [(s.action, s.target) for s in web.steps] == [("restart_service", "web")]
+    covering = make_catalog({"api": (["restart_service"], ["web"])})
+    api = planned(planner.plan(issue("service_down", host="app-1"), covering))
+    assert [(s.action, s.target) for s in api.steps] == [("restart_service", "api")]
+
+
+def test_the_catalog_resolves_the_issues_resource(issue, planned):
+    catalog = make_catalog({"app-logs": (["rotate_logs", "cleanup_disk"], ["/var/log"])})
+    disk = planned(rules_planner().plan(issue("disk"), catalog))
+    assert [(s.action, s.target) for s in disk.steps] == [
+        ("rotate_logs", "app-logs"),
+        ("cleanup_disk", "app-logs"),
     ]
-    cache = planner.plan(issue("memory", host="cache-9"))  # first matching pattern wins
-    assert [s.target for s in cache.steps] == ["redis", "redis"]
-    disk = planner.plan(issue("disk"))
-    assert [s.target for s in disk.steps] == ["/var/log", "/var/log"]
+    down = planned(
+        rules_planner().plan(issue("service_down"), make_catalog({"web": ["restart_service"]}))
+    )
+    assert [(s.action, s.target) for s in down.steps] == [("restart_service", "web")]
+
+
+def test_a_metric_is_never_a_target_a_person_is_told_instead(issue, planned):
+    plan = planned(rules_planner().plan(issue("cpu", severity="critical", value=97.0), ONCALL))
+    [step] = plan.steps
+    assert (step.action, step.target) == ("alert_human", "oncall")
+    assert step.params["message"] == (
+        "critical cpu on h1: cpu_percent 97 (threshold 80); Medbay may not scale_up here"
+    )
+    assert plan.reason == (
+        "rules-v1: high CPU: scale up; scale_up dropped: no executor target named or "
+        "covering cpu_percent permits it; alerting oncall instead"
+    )
+    assert plan.confidence == FALLBACK_CONFIDENCE and not plan.requires_approval
+
+
+def test_no_plan_for_a_service_that_is_not_a_target(issue):
+    made = rules_planner(action_targets={}).plan(issue("service_down"), ONCALL)
+    assert made == NotPlanned(
+        "no_target",
+        "restart_service dropped: no executor target named or covering web permits it",
+    )
+
+
+def test_no_plan_when_not_even_a_person_can_be_told(issue):
+    catalog = make_catalog({"pager": ["restart_service"]})
+    memory = rules_planner().plan(issue("memory"), catalog)
+    assert isinstance(memory, NotPlanned) and memory.reason == "no_target"
+    assert memory.why.endswith(
+        "alert_human (the fallback) dropped: oncall is not an executor target, and no "
+        "executor target named or covering memory_percent permits it"
+    )
+    assert isinstance(rules_planner().plan(issue("network_errors"), catalog), NotPlanned)
+
+
+def test_alerts_go_to_oncall_unless_the_config_names_another(issue, planned):
+    catalog = make_catalog({"pager": ["alert_human"], "oncall": ["alert_human"]})
+    assert planned(rules_planner().plan(issue("anomaly"), catalog)).steps[0].target == "oncall"
+    paged = rules_planner(action_targets={"alert_human": "pager"})
+    assert planned(paged.plan(issue("anomaly"), catalog)).steps[0].target == "pager"
+
+
+def test_a_runaway_process_is_restarted_then_killed_by_name(kind_issue, planned):
+    issue = kind_issue("runaway_process")
+    both = make_catalog(
+        {
+            "worker": (["restart_service"], ["worker"]),
+            "strays": (["kill_process"], ["worker", "crawler"]),
+            "oncall": ["alert_human"],
+        }
+    )
+    plan = planned(rules_planner(action_targets={}).plan(issue, both))
+    assert [(s.action, s.target, s.params) for s in plan.steps] == [
+        ("restart_service", "worker", {}),
+        ("kill_process", "strays", {"name": "worker"}),
+    ]
+    assert plan.requires_approval and "high-risk kill_process" in plan.reason
+    kill_only = make_catalog({"strays": (["kill_process"], ["worker"])})
+    only = planned(rules_planner().plan(issue, kill_only))
+    assert [s.action for s in only.steps] == ["kill_process"] and only.requires_approval
+    alert = planned(rules_planner().plan(issue, ONCALL))
+    assert [s.action for s in alert.steps] == ["alert_human"]
+    assert "worker" in str(alert.steps[0].params["message"])
+
+
+def test_a_silent_host_is_rebooted_only_with_approval(kind_issue, planned):
+    issue = kind_issue("host_silent", host="db-7")
+    catalog = make_catalog({"power": (["reboot"], ["db-7"]), "oncall": ["alert_human"]})
+    plan = planned(rules_planner().plan(issue, catalog))
+    assert [(s.action, s.target) for s in plan.steps] == [("reboot", "power")]
+    assert plan.requires_approval
+    alert = planned(rules_planner().plan(issue, ONCALL))
+    assert [s.action for s in alert.steps] == ["alert_human"] and not alert.requires_approval
+
+
+def test_an_idle_service_is_scaled_down_or_left_alone(kind_issue, planned):
+    issue = kind_issue("low_utilisation")
+    plan = planned(rules_planner().plan(issue, make_catalog({"api": ["scale_down"]})))
+    assert [(s.action, s.target) for s in plan.steps] == [("scale_down", "api")]
+    assert isinstance(rules_planner().plan(issue, ONCALL), NotPlanned)
 
 
 # --- approval --------------------------------------------------------------------------
 
 
-def test_approval_for_high_risk_low_confidence_and_policy(issue):
-    config = PlannerConfig.model_validate(
-        {
-            "min_confidence": 0.65,
-            "require_approval": {"kinds": ["disk"], "actions": ["scale_up"], "hosts": ["db-*"]},
-        }
+def test_approval_for_high_risk_low_confidence_and_policy(issue, planned):
+    planner = rules_planner(
+        action_targets={"clear_cache": "cache", "restart_service": "api", "scale_up": "api"},
+        min_confidence=0.65,
+        require_approval={"kinds": ["disk"], "actions": ["scale_up"], "hosts": ["db-*"]},
     )
-    planner = Planner(config, SuccessRates())
-    assert not planner.plan(issue("memory", host="app-1")).requires_approval  # 0.70
-    assert planner.plan(issue("db_latency", host="app-1")).requires_approval  # 0.60
-    assert planner.plan(issue("disk", host="app-1")).requires_approval
-    assert planner.plan(issue("cpu", host="app-1")).requires_approval  # scale_up
-    held = planner.plan(issue("service_down", host="db-2"))
+
+    def plan(kind: str, host: str):
+        return planned(planner.plan(issue(kind, host=host), FULL))
+
+    assert not plan("memory", "app-1").requires_approval  # 0.70
+    assert plan("db_latency", "app-1").requires_approval  # 0.60
+    assert plan("disk", "app-1").requires_approval
+    assert plan("cpu", "app-1").requires_approval  # scale_up
+    held = plan("service_down", "db-2")
     assert held.requires_approval and "hosts db-*" in held.reason
     # alerting a person changes nothing: low confidence alone does not hold it
-    assert not planner.plan(issue("anomaly", host="app-1")).requires_approval
+    assert not plan("anomaly", "app-1").requires_approval
 
 
-def test_high_risk_steps_need_approval(issue):
+def test_high_risk_steps_need_approval(issue, planned):
     planner = rules_planner()
-    plan = planner.plan(issue("service_down"))
+    plan = planned(planner.plan(issue("service_down"), FULL))
     reboot = plan.steps[0].model_copy(update={"action": "reboot", "risk": "high"})
     why = approval_reasons(planner.config, "service_down", "h1", [reboot], 0.99)
     assert why == ["high-risk reboot"]
@@ -204,8 +368,9 @@ def test_config_is_strict_and_names_the_field(tmp_path: Path):
 
 def test_the_example_config_loads():
     config = load_config(Path(__file__).parents[1] / "planner.example.yaml")
-    assert config.target_for("restart_service", "cache-2", "memory_percent") == "redis"
-    assert config.target_for("alert_human", "cache-2", "memory_percent") == "oncall"
+    assert config.named_target("restart_service", "cache-2") == "redis"
+    assert config.named_target("alert_human", "cache-2") == "oncall"
+    assert config.named_target("rotate_logs", "cache-2") is None
 
 
 def test_bad_config_exits_with_status_2(tmp_path: Path):
@@ -219,3 +384,31 @@ def test_bad_config_exits_with_status_2(tmp_path: Path):
     )
     assert out.returncode == 2
     assert "forest.trees" in out.stderr and "greater than or equal to 1" in out.stderr
+
+
+def test_exploring_and_the_initial_model_are_checked(tmp_path: Path):
+    path = tmp_path / "planner.yaml"
+    path.write_text(f"explore_rate: 0.5\ninitial_model: {tmp_path / 'missing.zip'}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "explore_rate: Input should be less than or equal to 0.2" in text
+    assert "initial_model: Path does not point to a file" in text
+    assert PlannerConfig().explore_rate == 0.05 and PlannerConfig().trained_on == "live"
+
+
+def test_an_initial_model_that_is_refused_exits_with_status_2(tmp_path: Path, pickle_bomb):
+    marker = tmp_path / "pickle-ran"
+    model = tmp_path / "model.zip"
+    model.write_bytes(pickle_bomb(marker))
+    path = tmp_path / "planner.yaml"
+    path.write_text(f"initial_model: {model}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "medbay.planner.main", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert f"bad config: initial_model: model file {model} refused: unreadable" in out.stderr
+    assert not marker.exists()

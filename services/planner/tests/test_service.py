@@ -1,4 +1,5 @@
-"""The planner as a real process on a real nats-server."""
+"""The planner as a real process on a real nats-server; the tests stand in for the
+detector and the executor (whose target catalog they write)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import asyncio
 import json
 import math
 import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,13 +16,16 @@ import nats
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
 from prometheus_client import CollectorRegistry
 
 from medbay.common.bus import DL_REASON, declare_streams, make_broker, publish_event
 from medbay.common.events import ActionRequested, Event, Plan
+from medbay.common.records import EXECUTOR_RAILS, TARGET_CATALOG_KEY
 from medbay.common.streams import DEADLETTER, ISSUES, REQUESTS, RESULTS, StreamSpec
 from medbay.planner.planning import plan_id_for
 from medbay.planner.store import CURRENT_MODEL, ModelStore, read_success_rates
+from services.planner.tests.conftest import Targets, make_catalog
 from tests.helpers import headers
 
 if TYPE_CHECKING:
@@ -33,6 +39,31 @@ def start_planner(services: StartService, config: Path) -> ServiceProcess:
     planner = services("planner", "--config", str(config), wait_healthy=False)
     planner.wait_healthy(STARTUP_SECONDS)
     return planner
+
+
+async def write_catalog(js: JetStreamContext, targets: Targets) -> None:
+    """What the executor does at start: its targets, in its KV bucket."""
+    kv = await js.create_key_value(KeyValueConfig(bucket=EXECUTOR_RAILS.name))
+    await kv.put(TARGET_CATALOG_KEY, make_catalog(targets).model_dump_json().encode())
+
+
+def metrics(planner: ServiceProcess) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{planner.port}/metrics", timeout=5) as r:
+        text: str = r.read().decode()
+    return text
+
+
+def healthz(planner: ServiceProcess) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{planner.port}/healthz", timeout=5) as r:
+        body: dict[str, object] = json.loads(r.read())
+    return body
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"no {what} in {timeout} s"
+        await asyncio.sleep(0.2)
 
 
 async def upstream(url: str) -> NatsBroker:
@@ -74,9 +105,18 @@ async def test_issues_become_plans_and_bad_ones_are_dead_lettered(
         "require_approval: {hosts: ['db-*']}\n"
     )
     broker = await upstream(nats_server.url)
-    planner = start_planner(services, config)
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
+    await write_catalog(
+        js,
+        {
+            "redis": ["clear_cache"],
+            "api": ["restart_service"],
+            "logs": (["rotate_logs", "cleanup_disk"], ["/var/log"]),
+            "oncall": ["alert_human"],
+        },
+    )
+    planner = start_planner(services, config)
     try:
         good = issue("memory", host="app-1")
         data = good.model_dump(mode="json")
@@ -99,6 +139,8 @@ async def test_issues_become_plans_and_bad_ones_are_dead_lettered(
         await publish(broker, issue("cpu", host="app-1", severity="warning", previous="critical"))
         escalated = issue("disk", host="db-1", severity="critical", previous="warning")
         await publish(broker, escalated)
+        # a service that is not a target of the executor: not planned
+        await publish(broker, issue("service_down", host="app-1"))
         request = ActionRequested(
             host="web-1", action="reboot", target="web-1", requested_by="ada", channel="cli"
         )
@@ -119,7 +161,10 @@ async def test_issues_become_plans_and_bad_ones_are_dead_lettered(
         assert memory.estimated_seconds == 40 and memory.risk == "low"
         assert not memory.requires_approval
         assert memory.features["kind:memory"] == 1.0 and memory.features["value"] == good.value
-        assert [s.action for s in disk.steps] == ["rotate_logs", "cleanup_disk"]
+        assert [(s.action, s.target) for s in disk.steps] == [
+            ("rotate_logs", "logs"),
+            ("cleanup_disk", "logs"),
+        ]
         assert disk.requires_approval and "db-*" in disk.reason
         manual = by_event[request.event_id]
         assert [(s.action, s.target) for s in manual.steps] == [("reboot", "web-1")]
@@ -132,6 +177,12 @@ async def test_issues_become_plans_and_bad_ones_are_dead_lettered(
         assert "schema_version" in reasons[1]
         assert "kind" in reasons[2]
         assert "value: Input should be a finite number" in reasons[3]
+        skipped = 'medbay_planner_events_skipped_total{reason="no_target"} 1.0'
+        await until(lambda: skipped in metrics(planner), "no_target count")
+        assert (
+            "not planned: service_down on app-1 (web): restart_service dropped: the configured "
+            "api is not web and does not cover it"
+        ) in planner.logs()
         assert planner.proc is not None and planner.proc.poll() is None
     finally:
         await nc.close()
@@ -149,6 +200,7 @@ async def test_a_planted_pickle_is_refused_unrun_and_the_rules_plan(
     store = await ModelStore.open(js)
     await store.objects.put("rf-planted", pickle_bomb(marker))
     await store.kv.put(CURRENT_MODEL, b"rf-planted")
+    await write_catalog(js, {"api": ["restart_service"], "oncall": ["alert_human"]})
     broker = await upstream(nats_server.url)
     planner = start_planner(services, config)
     try:
@@ -176,9 +228,17 @@ async def test_outcomes_train_a_model_that_survives_a_restart(
         "  'app-*': {clear_cache: app-cache, restart_service: api}\n"
     )
     broker = await upstream(nats_server.url)
-    planner = start_planner(services, config)
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
+    await write_catalog(
+        js,
+        {
+            "redis": ["clear_cache", "restart_service"],
+            "app-cache": ["clear_cache"],
+            "api": ["restart_service"],
+        },
+    )
+    planner = start_planner(services, config)
     try:
         hosts = [f"cache-{i}" for i in range(8)] + [f"app-{i}" for i in range(8)]
         for n, host in enumerate(hosts):
@@ -229,10 +289,8 @@ async def test_outcomes_train_a_model_that_survives_a_restart(
         planner.start(wait_healthy=False)
         planner.wait_healthy(STARTUP_SECONDS)
         # rebuilt from PLANS and RESULTS, and planning with the stored model
-        with urllib.request.urlopen(f"http://127.0.0.1:{planner.port}/metrics", timeout=5) as r:
-            metrics = r.read().decode()
         assert 'medbay_planner_action_success_rate{action="clear_cache",kind="memory"} 0.5' in (
-            metrics
+            metrics(planner)
         )
         fresh = issue("memory", host="cache-3", n=100)
         await publish(broker, fresh)
@@ -240,6 +298,103 @@ async def test_outcomes_train_a_model_that_survives_a_restart(
         assert later[-1].issue_event_id == fresh.event_id
         assert later[-1].model_version == version
         assert later[-1].steps[0].action == "clear_cache"
+    finally:
+        await nc.close()
+        await broker.stop()
+
+
+async def test_nothing_is_planned_until_the_executor_writes_its_catalog(
+    nats_server, services, issue, tmp_path: Path
+):
+    config = tmp_path / "planner.yaml"
+    config.write_text("catalog_refresh_seconds: 0.2\nmax_event_age_seconds: 60\n")
+    broker = await upstream(nats_server.url)
+    planner = start_planner(services, config)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    try:
+        warning = "no target catalog from the executor yet"
+        await until(lambda: warning in planner.logs(), "warning")
+        assert healthz(planner)["info"] == {
+            "target_catalog": "none yet: waiting for the executor to write it"
+        }
+        recent = issue("disk", host="db-1")
+        stale = issue("disk", host="db-2", timestamp=datetime.now(UTC) - timedelta(minutes=5))
+        await publish(broker, recent)
+        await publish(broker, stale)
+        # they wait in ISSUES: the planner does not even fetch them
+        await asyncio.sleep(1.0)  # five more reads of the catalog
+        info = await js.consumer_info("ISSUES", "planner")
+        assert (info.num_pending, info.num_ack_pending) == (2, 0)
+        assert (await js.stream_info("PLANS")).state.messages == 0
+
+        await write_catalog(js, {"logs": (["rotate_logs", "cleanup_disk"], ["/var/log"])})
+        [plan] = [Plan.model_validate_json(m.data) for m in await read(js, "PLANS", 1)]
+        assert plan.issue_event_id == recent.event_id
+        assert [s.target for s in plan.steps] == ["logs", "logs"]
+        skipped = 'medbay_planner_events_skipped_total{reason="stale"} 1.0'
+        await until(lambda: skipped in metrics(planner), "stale count")
+        assert planner.logs().count(warning) == 1
+        assert "target catalog of the executor (live, written" in planner.logs()
+        catalog = healthz(planner)["info"]
+        assert isinstance(catalog, dict) and catalog["target_catalog"]["targets"] == 1
+    finally:
+        await nc.close()
+        await broker.stop()
+
+
+async def test_an_initial_model_is_adopted_when_there_is_none(
+    nats_server, services, tmp_path: Path
+):
+    from medbay.planner.config import PlannerConfig
+    from medbay.planner.learning import TrainingRow
+    from medbay.planner.model import fit, split
+    from medbay.planner.modelfile import write_file
+
+    def lab_model(version: str) -> Path:
+        config = PlannerConfig(min_outcomes=20, trained_on="lab")
+        rows = [
+            TrainingRow(
+                f"{version}-{n}",
+                "memory",
+                "clear_cache" if n % 2 else "restart_service",
+                "redis",
+                "warning",
+                {"value": 80.0 + n % 20, "kind:memory": 1.0},
+                n % 3 != 0,
+            )
+            for n in range(100)
+        ]
+        train, held = split(rows, 0.2)
+        path = tmp_path / f"{version}.zip"
+        write_file(fit(train, config, holdout=held, version=version), path)
+        return path
+
+    config = tmp_path / "planner.yaml"
+    config.write_text(f"initial_model: {lab_model('rf-lab-1')}\n")
+    broker = await upstream(nats_server.url)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    planner = start_planner(services, config)
+    try:
+        store = await ModelStore.open(js)
+        assert await store.current_version() == "rf-lab-1"
+        assert (await store.load("rf-lab-1")).trained_on == "lab"
+        assert "adopted initial model rf-lab-1 (trained on lab" in planner.logs()
+        assert "there was no current model" in planner.logs()
+
+        # another file, with a current model: judged on held-out outcomes, of which
+        # there are none yet, so the current model stays; each file is judged once
+        assert planner.stop() == 0
+        config.write_text(f"initial_model: {lab_model('rf-lab-2')}\n")
+        for _ in range(2):
+            planner.start(wait_healthy=False)
+            planner.wait_healthy(STARTUP_SECONDS)
+            assert planner.stop() == 0
+        assert await store.current_version() == "rf-lab-1"
+        logs = planner.logs()
+        assert logs.count("initial model rf-lab-2 not adopted: it validates at None") == 1
+        assert logs.count("initial model rf-lab-2 was judged before; keeping rf-lab-1") == 1
     finally:
         await nc.close()
         await broker.stop()

@@ -160,7 +160,7 @@ def _default_thresholds() -> list[ThresholdRule]:
             metric="process_cpu_percent",
             kind="runaway_process",
             warning=90,
-            for_samples=12,
+            for_samples=60,
             clear_samples=2,
             hysteresis=10,
             resource_label="name",

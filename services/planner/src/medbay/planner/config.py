@@ -1,4 +1,4 @@
-"""The planner's configuration: learning, approval policy and step targets.
+"""The planner's configuration: learning, exploration, approval policy and step targets.
 
 A YAML file named by ``MEDBAY_PLANNER_CONFIG`` (or ``--config``); every field
 has a default, so the file holds only what differs.
@@ -7,27 +7,29 @@ has a default, so the file holds only what differs.
 
     min_outcomes: 50          # outcomes needed before a model replaces the rule table
     retrain_every: 50         # new outcomes between two trainings
+    explore_rate: 0.05        # share of model plans that try the second-best action first
     min_confidence: 0.5       # plans below this need approval
     require_approval:         # policy: plans matching any of these need approval
       kinds: [disk]
       actions: [scale_up]
       hosts: ["db-*"]         # shell-style patterns
-    action_targets:           # step target per action (default: the issue's resource,
-                              # and alert_human -> oncall, the executor's notifier)
+    action_targets:           # step target per action, if the executor permits the
+                              # action on it (else the target covering the issue's
+                              # resource); alert_human -> oncall unless named
       clear_cache: redis
-      alert_human: oncall
     host_targets:             # per host pattern, first match wins; beats action_targets
       "cache-*": {restart_service: redis}
       "app-*": {restart_service: api, scale_up: api}
+    initial_model: /etc/medbay/lab-model.zip   # adopt a model trained elsewhere
 """
 
 from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, model_validator
 
 from medbay.common.approval import ApprovalPolicy
 from medbay.common.events import ActionName
@@ -35,9 +37,12 @@ from medbay.common.settings import ConfigError, load_yaml_config
 
 __all__ = ["ConfigError", "PlannerConfig", "load_config"]
 
+ALERT_TARGET: Final = "oncall"
+"""Where ``alert_human`` steps go unless the config names another target: the
+executor's notifier target by convention."""
 
-def _default_action_targets() -> dict[ActionName, str]:
-    return {"alert_human": "oncall"}
+TrainedOn = Literal["live", "lab"]
+"""Where a model's outcomes came from: real incidents, or faults the lab injected."""
 
 
 class ForestSettings(BaseModel):
@@ -71,13 +76,27 @@ class PlannerConfig(BaseModel):
     )
     require_approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     action_targets: dict[ActionName, str] = Field(
-        default_factory=_default_action_targets,
-        description="Step target per action instead of the resource. Alerts go to the "
-        "executor's notifier target named `oncall` unless this says otherwise.",
+        default_factory=dict,
+        description="Step target per action, used if the executor's catalog permits the "
+        "action on it. Alerts go to the notifier target named `oncall` unless this says "
+        "otherwise.",
     )
     host_targets: dict[str, dict[ActionName, str]] = Field(
         default_factory=dict,
         description="Per host pattern (first match wins): step target per action.",
+    )
+    catalog_refresh_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often the executor's target catalog is read again.",
+    )
+    explore_rate: float = Field(
+        default=0.05,
+        ge=0,
+        le=0.2,
+        description="Share of model-made plans that try the second-best action first, "
+        "when that is safe (see `exploration`); 0 turns exploring off.",
     )
     max_steps: int = Field(default=2, ge=1, le=10, description="Steps in a model-made plan.")
     min_step_probability: float = Field(
@@ -124,6 +143,17 @@ class PlannerConfig(BaseModel):
         default=10, ge=1, le=1000, description="Model versions kept in the object store."
     )
     batch_size: int = Field(default=64, ge=1, le=10_000)
+    trained_on: TrainedOn = Field(
+        default="live",
+        description="What this planner's outcomes come from; recorded in every model it "
+        "trains (the lab sets `lab`).",
+    )
+    initial_model: FilePath | None = Field(
+        default=None,
+        description="A model file (the zip of `medbay.planner.modelfile`) to adopt at "
+        "start: at once if there is no current model, else only if it validates at least "
+        "as well on the current held-out outcomes.",
+    )
 
     @model_validator(mode="after")
     def _can_train(self) -> PlannerConfig:
@@ -131,15 +161,16 @@ class PlannerConfig(BaseModel):
             raise ValueError("max_training_outcomes must be at least min_outcomes")
         return self
 
-    def target_for(self, action: ActionName, host: str, resource: str) -> str:
-        """The step target: the first matching host pattern's choice, else the action's,
-        else the issue's resource."""
+    def named_target(self, action: ActionName, host: str) -> str | None:
+        """The target the config names for ``action`` on ``host``: the first matching
+        host pattern's choice, else the action's (``oncall`` for alerts); None: none."""
         for pattern, targets in self.host_targets.items():
             if fnmatch.fnmatchcase(host, pattern):
                 if action in targets:
                     return targets[action]
                 break
-        return self.action_targets.get(action, resource)
+        default = ALERT_TARGET if action == "alert_human" else None
+        return self.action_targets.get(action, default)
 
 
 def load_config(path: Path | None) -> PlannerConfig:

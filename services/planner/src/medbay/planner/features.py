@@ -6,11 +6,13 @@ severity ratio (value / threshold; 1 without a usable threshold), severity
 observation that raised it (``last_seen``, so a re-derived issue gives the same
 numbers). For every action in the catalog: ``rate:<action>``, its smoothed
 historical success rate for this kind of issue and the target it would get
-here, and ``tries:<action>``, the outcomes that rate rests on.
+here, ``tries:<action>``, the outcomes that rate rests on, and
+``targeted:<action>``, 1 if the executor permits the action on a target here
+(0: the action cannot be a step, and its rate is the kind's).
 
 A plan stores all of these in ``Plan.features``. The model sees one row per
 candidate action: the issue features, the action one-hot, that action's rate
-and its tries.
+and its tries (``targeted:`` only decides which actions are candidates).
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ def tries_feature(action: str) -> str:
     return f"tries:{action}"
 
 
+def targeted_feature(action: str) -> str:
+    return f"targeted:{action}"
+
+
 def _finite(x: float) -> float:
     return min(max(x, -LIMIT), LIMIT) if math.isfinite(x) else 0.0
 
@@ -72,13 +78,16 @@ def issue_features(issue: IssueEvent) -> dict[str, float]:
 
 
 def plan_features(
-    issue: IssueEvent, evidence: Callable[[ActionName], tuple[float, int]]
+    issue: IssueEvent,
+    evidence: Callable[[ActionName], tuple[float, int]],
+    targeted: Callable[[ActionName], bool],
 ) -> dict[str, float]:
-    """The issue's features, and the rate and tries of every action
-    (``evidence(action)`` gives both)."""
+    """The issue's features, and the rate, tries and whether there is a target of
+    every action (``evidence(action)`` gives the first two)."""
     features = issue_features(issue)
     for action in ACTION_NAMES:
         rate, tries = evidence(action)
         features[rate_feature(action)] = rate
         features[tries_feature(action)] = float(tries)
+        features[targeted_feature(action)] = 1.0 if targeted(action) else 0.0
     return features

@@ -2,16 +2,18 @@
 
 Wiring only: the bus handlers are in ``service``; the config is read first, and
 the service (and scikit-learn with it, seconds to import) loads only once the
-config is known to be good, so a bad config is reported at once.
+config is known to be good, so a bad config is reported at once. So is an
+``initial_model`` file that cannot be read or is refused (exit status 2).
+The issue consumer starts fetching once the executor's target catalog is known.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import sys
 
 from medbay.common.access import PLANNER_ISSUES, PLANNER_REQUESTS, PLANNER_RESULTS
-from medbay.common.bus import BatchConsumer, consumer
+from medbay.common.bus import consumer
 from medbay.common.events import ActionRequested, ActionResult
 from medbay.common.runtime import ServiceRuntime
 from medbay.common.settings import config_from_command_line
@@ -20,49 +22,59 @@ from medbay.planner.config import PlannerConfig, load_config
 
 
 async def serve(config: PlannerConfig) -> None:
+    from medbay.planner.modelfile import RefusedModel, read_file
     from medbay.planner.service import PlannerService, parse_issue
 
+    initial = None
+    if config.initial_model is not None:
+        try:
+            initial = read_file(config.initial_model)
+        except RefusedModel as exc:
+            print(f"medbay planner: bad config: initial_model: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     rt = ServiceRuntime("planner")
-    service = PlannerService(rt, config)
+    service = PlannerService(rt, config, initial)
     # When first created, the durables start with what is recent enough to plan
     # for (issues and requests) or with what comes next (results).
     size, back = config.batch_size, config.max_event_age_seconds
-    consumers: list[BatchConsumer[Any]] = [
-        consumer(
-            rt,
-            PLANNER_ISSUES,
-            service.handle_issues,
-            parse=parse_issue,
-            batch_size=size,
-            deliver_new=True,
-            start_back_seconds=back,
-        ),
-        consumer(
-            rt,
-            PLANNER_REQUESTS,
-            service.handle_requests,
-            ActionRequested,
-            batch_size=size,
-            deliver_new=True,
-            start_back_seconds=back,
-        ),
-        consumer(
-            rt,
-            PLANNER_RESULTS,
-            service.handle_results,
-            ActionResult,
-            batch_size=size,
-            deliver_new=True,
-        ),
-    ]
+    issues = consumer(
+        rt,
+        PLANNER_ISSUES,
+        service.handle_issues,
+        parse=parse_issue,
+        batch_size=size,
+        deliver_new=True,
+        start_back_seconds=back,
+    )
+    requests = consumer(
+        rt,
+        PLANNER_REQUESTS,
+        service.handle_requests,
+        ActionRequested,
+        batch_size=size,
+        deliver_new=True,
+        start_back_seconds=back,
+    )
+    results = consumer(
+        rt,
+        PLANNER_RESULTS,
+        service.handle_results,
+        ActionResult,
+        batch_size=size,
+        deliver_new=True,
+    )
 
     async def start() -> None:
-        await service.start([c.spec for c in consumers])
+        await service.start([issues.spec, requests.spec, results.spec])
+
+    async def plan_issues() -> None:
+        await service.wait_for_catalog()
+        await issues.run()
 
     await rt.run(
         needs=[ISSUES, RESULTS, DEADLETTER],
         on_start=start,
-        tasks=[c.run for c in consumers],
+        tasks=[service.watch_catalog, plan_issues, requests.run, results.run],
         on_stop=service.stop,
     )
 

@@ -7,10 +7,11 @@ ranks them; a plan's confidence is the top probability.
 
 The candidates for a kind are the actions with at least ``min_action_outcomes``
 outcomes for that kind in the training set, and of those, for one issue, the
-ones tried at least ``min_target_outcomes`` times on the target they would get
-(``tries:<action>`` in the plan's features, so the ranking stays reproducible):
-the model never proposes an action it has seen nothing of here. An issue with
-no candidates is planned by the rule table.
+ones with a permitted target here (``targeted:<action>``) that were tried at
+least ``min_target_outcomes`` times on it (``tries:<action>``; both are in the
+plan's features, so the ranking stays reproducible): the model never proposes
+an action it has seen nothing of here, or one nothing may do. An issue with no
+candidates is planned by the rule table.
 
 Training rows carry the rates and tries of their plan's features, but
 recomputed out of fold (see ``out_of_fold_rates``).
@@ -20,7 +21,13 @@ out in every training or in none. A model is thus never scored on outcomes it
 learnt from, and a new model and the current one are compared on the same
 held-out outcomes. Validation accuracy is the share of held-out outcomes
 predicted right (P(success) >= 0.5 against what happened). A new model replaces
-the current one only if it is at least as accurate there.
+the current one only if it is at least as accurate there, and so does a model
+trained elsewhere (``judge_adoption``, for the config's ``initial_model``).
+
+Every action is a possible candidate, and every issue kind a one-hot feature; a
+model records the features it was trained with, so a model from before a kind
+existed still loads and ranks (the new kind's feature is not among its inputs,
+and it has no candidates for that kind).
 """
 
 from __future__ import annotations
@@ -40,8 +47,14 @@ from sklearn.preprocessing import StandardScaler
 
 from medbay.common.actions import ACTIONS, RISK_ORDER
 from medbay.common.events import ActionName, Plan
-from medbay.planner.config import ForestSettings, PlannerConfig
-from medbay.planner.features import ACTION_NAMES, ISSUE_FEATURES, rate_feature, tries_feature
+from medbay.planner.config import ForestSettings, PlannerConfig, TrainedOn
+from medbay.planner.features import (
+    ACTION_NAMES,
+    ISSUE_FEATURES,
+    rate_feature,
+    targeted_feature,
+    tries_feature,
+)
 from medbay.planner.learning import TrainingRow
 from medbay.planner.rates import NEUTRAL, SuccessRates
 
@@ -74,6 +87,8 @@ class ModelBundle:
     holdout: int
     validation_accuracy: float | None
     trained_at: datetime
+    trained_on: TrainedOn = "live"
+    """Live incidents, or faults injected in the lab."""
 
     def matrix(
         self, features: Sequence[dict[str, float]], actions: Sequence[ActionName]
@@ -107,13 +122,15 @@ class ModelBundle:
     def rank(self, kind: str, features: dict[str, float]) -> list[RankedAction]:
         """The candidate actions, most likely to succeed first (empty: no candidates).
 
-        Candidates are the kind's actions the model learnt about that were also
-        tried on this target, scored in one batch;
-        ties go to the lower risk."""
+        Candidates are the kind's actions the model learnt about that have a
+        target here (plans from before targets were checked have no
+        ``targeted:`` features: theirs all had one) and were tried on it, scored
+        in one batch; ties go to the lower risk."""
         actions = [
             a
             for a in self.candidates.get(kind, ())
-            if features.get(tries_feature(a), 0.0) >= self.min_target_tries
+            if features.get(targeted_feature(a), 1.0) != 0.0
+            and features.get(tries_feature(a), 0.0) >= self.min_target_tries
         ]
         if not actions:
             return []
@@ -141,18 +158,19 @@ class ModelBundle:
             "holdout_outcomes": self.holdout,
             "training_outcomes": self.outcomes - self.holdout,
             "trained_at": self.trained_at.isoformat(),
+            "trained_on": self.trained_on,
             "candidates": {k: list(v) for k, v in sorted(self.candidates.items())},
         }
 
 
-def _unit_hash(salt: str, plan_id: str) -> float:
-    """A stable number in [0, 1) for ``plan_id``."""
+def unit_hash(salt: str, plan_id: str) -> float:
+    """A stable number in [0, 1) for ``plan_id``, a different one per ``salt``."""
     digest = hashlib.sha1(f"{salt}|{plan_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def is_held_out(plan_id: str, fraction: float) -> bool:
-    return _unit_hash("holdout", plan_id) < fraction
+    return unit_hash("holdout", plan_id) < fraction
 
 
 def split(
@@ -175,7 +193,7 @@ def out_of_fold_rates(
     first plans of a kind; a training row gets them from every outcome except
     those of its own fold (plans are assigned to folds by id), so early rows
     teach as much as late ones and no row sees its own outcome."""
-    fold_of = [int(_unit_hash("fold", r.plan_id) * folds) for r in rows]
+    fold_of = [int(unit_hash("fold", r.plan_id) * folds) for r in rows]
     by_fold: list[SuccessRates] = []
     for fold in range(folds):
         rates = SuccessRates(strength)
@@ -238,6 +256,7 @@ def fit(
         holdout=len(holdout),
         validation_accuracy=None,
         trained_at=now,
+        trained_on=config.trained_on,
     )
     informed = out_of_fold_rates(train, config.prior_strength)
     x = bundle.matrix([r.features for r in informed], [r.action for r in informed])
@@ -270,13 +289,40 @@ def train_and_validate(
     if current is None:
         return Training(bundle, True, None)
     current_accuracy = current.accuracy(held)
-    new_accuracy = bundle.validation_accuracy
-    accepted = (
-        new_accuracy is not None
-        and current_accuracy is not None
-        and new_accuracy >= current_accuracy
-    )
+    accepted = _no_worse(bundle.validation_accuracy, current_accuracy)
     return Training(bundle, accepted, current_accuracy)
+
+
+def _no_worse(new: float | None, current: float | None) -> bool:
+    """Whether accuracy ``new`` is at least ``current``; unknown (no held-out outcomes) is not."""
+    return new is not None and current is not None and new >= current
+
+
+@dataclasses.dataclass(frozen=True)
+class Adoption:
+    adopt: bool
+    accuracy: float | None
+    """The candidate's accuracy on the held-out outcomes (None: not compared)."""
+    current_accuracy: float | None
+
+
+def judge_adoption(
+    candidate: ModelBundle,
+    current: ModelBundle | None,
+    rows: Sequence[TrainingRow],
+    config: PlannerConfig,
+) -> Adoption:
+    """Whether a model trained elsewhere (``candidate``) replaces ``current``.
+
+    It does if there is no current model; else by the rule new models follow:
+    if it is at least as accurate on this planner's held-out outcomes (the
+    plans ``split`` holds out of ``rows``); with none, they cannot be compared,
+    so it does not."""
+    if current is None:
+        return Adoption(True, None, None)
+    _, held = split(rows, config.holdout_fraction)
+    accuracy, current_accuracy = candidate.accuracy(held), current.accuracy(held)
+    return Adoption(_no_worse(accuracy, current_accuracy), accuracy, current_accuracy)
 
 
 def reproduce_ranking(plan: Plan, bundle: ModelBundle) -> list[RankedAction]:

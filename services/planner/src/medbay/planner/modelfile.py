@@ -9,6 +9,12 @@ A blob is a zip archive of two members:
   names, and only objects of trusted types: skops' defaults (scikit-learn
   estimators, numpy arrays, builtins) and ``TRUSTED``, fixed here.
 
+The same zip is the file a model travels in between planners (``write_file``,
+``read_file``): the lab copies out the model its planner trained, and a
+planner adopts it through its config's ``initial_model``. ``bundle.json``
+records what the model was trained on (``trained_on``: ``live`` or ``lab``;
+bundles from before it was recorded read as ``live``).
+
 Zip, because the standard library reads it and a skops file is one already.
 Loading refuses, with ``RefusedModel``, anything else: not such a zip, another
 format version, JSON that does not validate, a type outside the allow-list, or
@@ -20,7 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from io import BytesIO
+from pathlib import Path
 from typing import Annotated, Any, Final
 from zipfile import ZIP_DEFLATED, ZipFile
 
@@ -35,6 +43,7 @@ from sklearn.tree._tree import TREE_LEAF, Tree
 from skops.io.exceptions import UntrustedTypesFoundException
 
 from medbay.common.events import ActionName
+from medbay.planner.config import TrainedOn
 from medbay.planner.model import ModelBundle
 
 FORMAT_VERSION: Final = 1
@@ -69,6 +78,7 @@ class BundleFile(BaseModel):
     holdout: NonNegativeInt
     validation_accuracy: Annotated[float, Field(ge=0, le=1)] | None
     trained_at: AwareDatetime
+    trained_on: TrainedOn = "live"
 
 
 def dumps(bundle: ModelBundle) -> bytes:
@@ -107,6 +117,29 @@ def _loads(data: bytes) -> ModelBundle:
         raise RefusedModel(f"{PIPELINE_MEMBER}: {str(exc).splitlines()[0]}") from None
     _check_pipeline(pipeline, len(doc.issue_features) + len(doc.actions) + 2)
     return ModelBundle(pipeline=pipeline, **doc.model_dump(exclude={"format"}))
+
+
+def write_file(bundle: ModelBundle, path: Path) -> None:
+    """Write ``bundle`` to ``path`` (replaced whole: a reader never sees half a file)."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(dumps(bundle))
+    os.replace(partial, path)
+
+
+def read_file(path: Path) -> ModelBundle:
+    """The bundle in the file at ``path``, checked as ``loads`` checks a stored one;
+    ``RefusedModel`` if it cannot be read or is refused, saying which file and why."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_UNPACKED_BYTES + 1)
+    except OSError as exc:
+        raise RefusedModel(f"model file {path}: {exc.strerror or exc}") from None
+    try:
+        if len(data) > MAX_UNPACKED_BYTES:
+            raise RefusedModel(f"it is larger than {MAX_UNPACKED_BYTES} bytes")
+        return loads(data)
+    except RefusedModel as exc:
+        raise RefusedModel(f"model file {path} refused: {exc}") from None
 
 
 def _check_size(data: bytes) -> None:

@@ -8,12 +8,16 @@ yields the same plan and JetStream drops the repeat.
 Steps escalate: the executor runs a step only if the fix of the step before
 could not be verified. With a model, the steps are the best-ranked action and
 then the next ones at least ``min_step_probability`` likely to succeed, up to
-``max_steps``; the confidence is the best action's probability. Without a model,
-or for an issue kind the model knows no actions for, the rule table decides
-(see ``rules``).
+``max_steps``; the confidence is the best action's probability. A few model
+plans explore: they try the second-best action first (see ``exploration``).
+Without a model, or for an issue the model ranks no action for, the rule table
+decides (see ``rules``).
 
-A step's target is the issue's resource unless the config names another for
-the action (``action_targets``) or for the action on this host (``host_targets``).
+Every step names a target the executor's ``TargetCatalog`` permits its action
+on (see ``targets``). The model ranks only such actions; a rule step without
+one is dropped, and the reason says which and why. A rule left with no step
+falls back to alerting a person where the rule says so; otherwise the issue is
+not planned (``NotPlanned``, with why).
 
 A plan requires approval when a step is high-risk, when its confidence is under
 ``min_confidence`` (except a plan that only alerts a person: it changes
@@ -23,11 +27,15 @@ of its actions or its host.
 An action a person requested by hand (``ActionRequested``, a quick action)
 becomes a one-step plan under the same approval rules: issue kind ``other``,
 metric ``manual_request``, no threshold, confidence 1, model version
-``manual``. Its id is derived from the request's, like an issue's plan.
+``manual``. Its id is derived from the request's, like an issue's plan. Its
+target is the one the person named: the executor refuses it, visibly, if it
+is not one of its targets.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import TypeGuard
 
 from medbay.common.actions import ACTIONS, highest_risk
@@ -43,12 +51,15 @@ from medbay.common.events import (
     Severity,
     derived_event_id,
 )
+from medbay.common.records import TargetCatalog
 from medbay.planner.config import PlannerConfig
-from medbay.planner.features import ACTION_NAMES, plan_features
+from medbay.planner.exploration import explored_action
+from medbay.planner.features import plan_features
 from medbay.planner.learning import MANUAL_VERSION
-from medbay.planner.model import ModelBundle
+from medbay.planner.model import ModelBundle, RankedAction
 from medbay.planner.rates import SuccessRates
-from medbay.planner.rules import RULES, RULES_VERSION
+from medbay.planner.rules import FALLBACK, FALLBACK_CONFIDENCE, RULES, RULES_VERSION
+from medbay.planner.targets import TargetChoice, choose_targets, step_params
 
 
 def plan_id_for(issue_event_id: str) -> str:
@@ -79,8 +90,26 @@ def approval_reasons(
     )
 
 
+@dataclass(frozen=True)
+class NotPlanned:
+    """An issue that gets no plan: no step has a target, and there is no fallback."""
+
+    reason: str
+    """A short label, for counting."""
+    why: str
+
+
+@dataclass(frozen=True)
+class _Decision:
+    steps: list[PlanStep]
+    confidence: float
+    version: str
+    reason: str
+
+
 class Planner:
-    """Makes plans from the current model (if any), the rule table and the success rates."""
+    """Makes plans from the current model (if any), the rule table, the success
+    rates and the executor's target catalog."""
 
     def __init__(
         self, config: PlannerConfig, rates: SuccessRates, model: ModelBundle | None = None
@@ -89,49 +118,45 @@ class Planner:
         self.rates = rates
         self.model = model
 
-    def targets(self, issue: IssueOpened | IssueUpdated) -> dict[ActionName, str]:
-        resource = issue.resource or issue.metric
-        return {a: self.config.target_for(a, issue.host, resource) for a in ACTION_NAMES}
+    def targets(
+        self, issue: IssueOpened | IssueUpdated, catalog: TargetCatalog
+    ) -> dict[ActionName, TargetChoice]:
+        return choose_targets(self.config, catalog, issue)
 
-    def plan(self, issue: IssueOpened | IssueUpdated) -> Plan:
-        targets = self.targets(issue)
+    def explores(self) -> bool:
+        """Whether some plans may explore (so the open breakers are worth reading)."""
+        return self.model is not None and self.config.explore_rate > 0
+
+    def plan(
+        self,
+        issue: IssueOpened | IssueUpdated,
+        catalog: TargetCatalog,
+        open_breakers: Collection[str] | None = None,
+    ) -> Plan | NotPlanned:
+        """The plan for ``issue``; ``open_breakers`` (targets whose flap breaker is
+        open; None: not known) only matter to exploring."""
+        choices = self.targets(issue, catalog)
+        targets = {a: c.target for a, c in choices.items()}
+        severity = issue.severity.value
         features = plan_features(
             issue,
-            lambda action: self.rates.evidence(
-                issue.kind, action, targets[action], issue.severity.value
-            ),
+            lambda action: self.rates.evidence(issue.kind, action, targets[action], severity),
+            lambda action: targets[action] is not None,
         )
+        plan_id = plan_id_for(issue.event_id)
         model = self.model
         ranked = model.rank(issue.kind, features) if model is not None else []
+        decision: _Decision | NotPlanned
         if model is not None and ranked:
-            best = ranked[0]
-            later = [r for r in ranked[1:] if r.probability >= self.config.min_step_probability]
-            chosen = [best, *later][: self.config.max_steps]
-            actions = [r.action for r in chosen]
-            confidence = best.probability
-            version = model.version
-            reason = f"{version}: " + ", ".join(
-                f"{r.action} {r.probability:.2f}" for r in ranked[:4]
-            )
+            decision = self._by_model(model.version, ranked, issue, plan_id, targets, open_breakers)
         else:
-            rule = RULES[issue.kind]
-            actions = list(rule.actions)
-            confidence = rule.confidence
-            version = RULES_VERSION
-            reason = f"{RULES_VERSION}: {rule.why}"
-        steps = [
-            PlanStep(
-                action=a,
-                target=targets[a],
-                risk=ACTIONS[a].risk,
-                estimated_seconds=ACTIONS[a].typical_seconds,
-            )
-            for a in actions
-        ]
-        held = approval_reasons(self.config, issue.kind, issue.host, steps, confidence)
+            decision = self._by_rules(issue, choices)
+        if isinstance(decision, NotPlanned):
+            return decision
+        steps, reason = decision.steps, decision.reason
+        held = approval_reasons(self.config, issue.kind, issue.host, steps, decision.confidence)
         if held:
             reason += "; needs approval: " + "; ".join(held)
-        plan_id = plan_id_for(issue.event_id)
         return Plan(
             event_id=plan_id,
             plan_id=plan_id,
@@ -145,14 +170,86 @@ class Planner:
             threshold=issue.threshold,
             severity=issue.severity,
             steps=steps,
-            confidence=min(max(confidence, 0.0), 1.0),
+            confidence=min(max(decision.confidence, 0.0), 1.0),
             risk=highest_risk([s.risk for s in steps]),
             estimated_seconds=sum(s.estimated_seconds for s in steps),
             requires_approval=bool(held),
             reason=reason[:2000],
-            model_version=version,
+            model_version=decision.version,
             features=features,
         )
+
+    def _by_model(
+        self,
+        version: str,
+        ranked: list[RankedAction],
+        issue: IssueOpened | IssueUpdated,
+        plan_id: str,
+        targets: dict[ActionName, str | None],
+        open_breakers: Collection[str] | None,
+    ) -> _Decision:
+        best = ranked[0]
+        later = [r for r in ranked[1:] if r.probability >= self.config.min_step_probability]
+        chosen = [best, *later][: self.config.max_steps]
+        ranking = ", ".join(f"{r.action} {r.probability:.2f}" for r in ranked[:4])
+        steps = self._steps([r.action for r in chosen], targets, issue)
+        second = explored_action(plan_id, ranked, targets, open_breakers, self.config)
+        if second is not None:
+            order = [second, best, *(r for r in later if r != second)][: self.config.max_steps]
+            exploring = self._steps([r.action for r in order], targets, issue)
+            if not any(
+                approval_reasons(self.config, issue.kind, issue.host, s, best.probability)
+                for s in (steps, exploring)
+            ):
+                why = f"{version}: exploring {second.action} before {best.action}; {ranking}"
+                return _Decision(exploring, best.probability, version, why)
+        return _Decision(steps, best.probability, version, f"{version}: {ranking}")
+
+    def _by_rules(
+        self, issue: IssueOpened | IssueUpdated, choices: dict[ActionName, TargetChoice]
+    ) -> _Decision | NotPlanned:
+        rule = RULES[issue.kind]
+        targets = {a: c.target for a, c in choices.items()}
+        kept = [a for a in rule.actions if targets[a] is not None]
+        missing = [a for a in rule.actions if targets[a] is None]
+        dropped = [f"{a} dropped: {choices[a].why}" for a in missing]
+        reason = "; ".join([f"{RULES_VERSION}: {rule.why}", *dropped])
+        if kept:
+            return _Decision(
+                self._steps(kept, targets, issue), rule.confidence, RULES_VERSION, reason
+            )
+        fallback = choices[FALLBACK]
+        if rule.alert and fallback.target is not None:
+            note = f"Medbay may not {' or '.join(missing)} here"
+            steps = self._steps([FALLBACK], targets, issue, note)
+            reason += f"; alerting {fallback.target} instead"
+            return _Decision(steps, FALLBACK_CONFIDENCE, RULES_VERSION, reason)
+        if rule.alert:
+            dropped.append(f"{FALLBACK} (the fallback) dropped: {fallback.why}")
+        return NotPlanned("no_target", "; ".join(dropped))
+
+    @staticmethod
+    def _steps(
+        actions: list[ActionName],
+        targets: dict[ActionName, str | None],
+        issue: IssueOpened | IssueUpdated,
+        note: str = "",
+    ) -> list[PlanStep]:
+        steps = []
+        for action in actions:
+            target = targets[action]
+            assert target is not None, "only actions with a target become steps"
+            spec = ACTIONS[action]
+            steps.append(
+                PlanStep(
+                    action=action,
+                    target=target,
+                    params=step_params(action, issue, note),
+                    risk=spec.risk,
+                    estimated_seconds=spec.typical_seconds,
+                )
+            )
+        return steps
 
     def plan_request(self, request: ActionRequested) -> Plan:
         spec = ACTIONS[request.action]

@@ -73,12 +73,16 @@ class SuccessRates:
             else:
                 tally.failures += 1
 
-    def rate(self, kind: str, action: str, target: str, severity: str | None = None) -> float:
+    def rate(
+        self, kind: str, action: str, target: str | None, severity: str | None = None
+    ) -> float:
         """The smoothed success rate of ``action`` on ``target`` for ``kind`` issues
-        (of ``severity``, if given)."""
+        (of ``severity``, if given); with no target, the kind's."""
         m = self.strength
         overall = self.by_action.get(action, _EMPTY).smoothed(NEUTRAL, m)
         for_kind = self.by_kind.get((kind, action), _EMPTY).smoothed(overall, m)
+        if target is None:
+            return for_kind
         for_target = self.by_target.get((kind, action, target), _EMPTY).smoothed(for_kind, m)
         if severity is None:
             return for_target
@@ -87,10 +91,11 @@ class SuccessRates:
         )
 
     def evidence(
-        self, kind: str, action: str, target: str, severity: str | None = None
+        self, kind: str, action: str, target: str | None, severity: str | None = None
     ) -> tuple[float, int]:
-        """The smoothed rate and the number of outcomes on this very target."""
-        tries = self.by_target.get((kind, action, target), _EMPTY).tries
+        """The smoothed rate and the number of outcomes on this very target (none
+        without a target)."""
+        tries = self.by_target.get((kind, action, target), _EMPTY).tries if target else 0
         return self.rate(kind, action, target, severity), tries
 
     def snapshot(self) -> dict[str, Any]:

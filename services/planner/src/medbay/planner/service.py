@@ -3,7 +3,14 @@ the object store.
 
 This module only consumes, publishes and schedules: ``planning`` makes plans,
 ``learning`` joins outcomes to plans, ``model`` trains and validates, ``store``
-keeps models and reads history back. ``main`` wires it to the bus.
+keeps models and reads history back, ``executor_rails`` reads the executor's
+target catalog and breakers. ``main`` wires it to the bus.
+
+Issues are planned only once the executor's target catalog is known: until
+the executor has written one, the issue consumer does not fetch, so issues wait
+in ISSUES (nothing is lost if the planner restarts meanwhile) and are planned
+when the catalog appears, except those older than ``max_event_age_seconds`` by
+then. The catalog is read again every ``catalog_refresh_seconds``.
 """
 
 from __future__ import annotations
@@ -24,12 +31,20 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from medbay.common.bus import ConsumerSpec, Delivery, jetstream, publish_event
 from medbay.common.events import ActionRequested, ActionResult, Event, IssueChange, Plan
+from medbay.common.records import EXECUTOR_RAILS, TARGET_CATALOG_KEY, TargetCatalog
 from medbay.common.runtime import ServiceRuntime
 from medbay.common.streams import PLANS, RESULTS
 from medbay.planner.config import PlannerConfig
+from medbay.planner.executor_rails import ExecutorRails
 from medbay.planner.learning import Learner, TrainingRow
-from medbay.planner.model import NotEnoughData, Training, train_and_validate
-from medbay.planner.planning import Planner, plan_id_for, wants_plan
+from medbay.planner.model import (
+    ModelBundle,
+    NotEnoughData,
+    Training,
+    judge_adoption,
+    train_and_validate,
+)
+from medbay.planner.planning import NotPlanned, Planner, plan_id_for, wants_plan
 from medbay.planner.store import ModelStore, read_recent
 
 log = logging.getLogger("medbay.planner")
@@ -50,13 +65,21 @@ def parse_issue(data: bytes) -> IssueChange:
 class PlannerService:
     """Plans issues, learns from results, retrains in the background."""
 
-    def __init__(self, rt: ServiceRuntime, config: PlannerConfig) -> None:
+    def __init__(
+        self, rt: ServiceRuntime, config: PlannerConfig, initial_model: ModelBundle | None = None
+    ) -> None:
+        """``initial_model``: the model of the config's ``initial_model`` file, read."""
         self.rt = rt
         self.config = config
+        self.initial_model = initial_model
         self.learner = Learner(config)
         self.planner = Planner(config, self.learner.rates)
         self.store: ModelStore | None = None
+        self.rails: ExecutorRails | None = None
+        self.catalog: TargetCatalog | None = None
+        self.catalog_known = asyncio.Event()
         self.training: asyncio.Task[None] | None = None
+        rt.info["target_catalog"] = "none yet: waiting for the executor to write it"
         reg = rt.registry
         self.plans = Counter(
             "medbay_planner_plans",
@@ -66,7 +89,8 @@ class PlannerService:
         )
         self.skipped = Counter(
             "medbay_planner_events_skipped",
-            "Issue events and requests not planned",
+            "Issue events and requests not planned, by reason (no_target: no step has a "
+            "target the executor permits, and there is no fallback)",
             ["reason"],
             registry=reg,
         )
@@ -98,14 +122,14 @@ class PlannerService:
 
     async def start(self, consumers: Sequence[ConsumerSpec] = ()) -> None:
         """Load the current model, create ``consumers`` (the durables it is fed by),
-        then rebuild outcomes and rates from history."""
+        rebuild outcomes and rates from history, then judge the initial model."""
         js = jetstream(self.rt.broker)
         self.store = await ModelStore.open(js, keep=self.config.keep_models)
+        self.rails = ExecutorRails(js)
         model = await self.store.load_current()
         if model is not None:
-            self.planner.model = model
-            self.accuracy.set(model.validation_accuracy or 0.0)
-            log.info("loaded model %s", model.version)
+            self.use_model(model)
+            log.info("loaded model %s (trained on %s)", model.version, model.trained_on)
         else:
             log.info("no model yet: planning by rules")
         # Consumers first: what is published while history is read is not missed.
@@ -113,10 +137,60 @@ class PlannerService:
             await ensure_consumer(js, spec)
         await self.rebuild(js)
         self.export_rates()
+        if self.initial_model is not None:
+            await self.judge_initial_model(self.initial_model)
         # Outcomes the current model has not seen count towards the next training.
+        model = self.planner.model
         seen = model.outcomes if model is not None else 0
+        if model is not None and model.trained_on != self.config.trained_on:
+            seen = 0
         self.learner.new_rows = max(0, len(self.learner.rows) - seen)
         self.maybe_retrain()
+
+    def use_model(self, model: ModelBundle) -> None:
+        self.planner.model = model
+        self.accuracy.set(model.validation_accuracy or 0.0)
+
+    async def judge_initial_model(self, bundle: ModelBundle) -> None:
+        """Adopt the config's ``initial_model`` if there is no current model, or if it
+        validates at least as well on the held-out outcomes; each file version once."""
+        assert self.store is not None
+        current = self.planner.model
+        if current is not None:
+            if current.version == bundle.version:
+                return
+            if await self.store.judged_initial_model() == bundle.version:
+                log.info(
+                    "initial model %s was judged before; keeping %s",
+                    bundle.version,
+                    current.version,
+                )
+                return
+        judged = judge_adoption(bundle, current, self.learner.rows, self.config)
+        if judged.adopt:
+            await self.store.save(bundle)
+            self.use_model(bundle)
+            log.info(
+                "adopted initial model %s (trained on %s, from %s): %s",
+                bundle.version,
+                bundle.trained_on,
+                self.config.initial_model,
+                "there was no current model"
+                if current is None
+                else f"validates at {judged.accuracy} against {judged.current_accuracy} "
+                f"for {current.version}",
+            )
+        else:
+            assert current is not None
+            log.info(
+                "initial model %s not adopted: it validates at %s against %s for the "
+                "current %s on this planner's held-out outcomes",
+                bundle.version,
+                judged.accuracy,
+                judged.current_accuracy,
+                current.version,
+            )
+        await self.store.record_judged_initial_model(bundle.version)
 
     async def rebuild(self, js: JetStreamContext) -> None:
         """Recent plans from PLANS, then their outcomes from RESULTS."""
@@ -143,17 +217,83 @@ class PlannerService:
             len(self.learner.rows),
         )
 
+    # -- the executor's targets ---------------------------------------------------
+
+    async def watch_catalog(self) -> None:
+        """Read the executor's target catalog now and every ``catalog_refresh_seconds``."""
+        assert self.rails is not None
+        warned = False
+        while True:
+            try:
+                catalog = await self.rails.catalog()
+            except Exception as exc:  # NATS away for a moment: keep what is known
+                log.warning("could not read the executor's target catalog: %r", exc)
+            else:
+                if catalog is not None:
+                    self.use_catalog(catalog)
+                elif self.catalog is None and not warned:
+                    warned = True
+                    log.warning(
+                        "no target catalog from the executor yet (key %s of KV bucket %s): "
+                        "start the executor (medbay run executor). Nothing is planned until "
+                        "it has written one; issues wait in ISSUES and are planned then, "
+                        "unless older than max_event_age_seconds (%g s)",
+                        TARGET_CATALOG_KEY,
+                        EXECUTOR_RAILS.name,
+                        self.config.max_event_age_seconds,
+                    )
+            await asyncio.sleep(self.config.catalog_refresh_seconds)
+
+    def use_catalog(self, catalog: TargetCatalog) -> None:
+        if catalog == self.catalog:
+            return
+        self.catalog = catalog
+        self.rt.info["target_catalog"] = {
+            "mode": catalog.mode,
+            "targets": len(catalog.targets),
+            "written_at": catalog.written_at.isoformat(),
+        }
+        log.info(
+            "target catalog of the executor (%s, written %s): %s",
+            catalog.mode,
+            catalog.written_at.isoformat(),
+            ", ".join(
+                f"{name} ({', '.join(t.actions) or 'no actions'})"
+                for name, t in sorted(catalog.targets.items())
+            )
+            or "no targets",
+        )
+        self.catalog_known.set()
+
+    async def wait_for_catalog(self) -> None:
+        await self.catalog_known.wait()
+
+    async def read_open_breakers(self) -> frozenset[str] | None:
+        """The targets whose breaker is open; None if they cannot be read (then no plan
+        explores)."""
+        assert self.rails is not None
+        try:
+            return await self.rails.open_breakers()
+        except Exception as exc:
+            log.warning("could not read the executor's breakers (%r); not exploring", exc)
+            return None
+
     # -- issues -> plans ----------------------------------------------------------
 
     async def handle_issues(self, deliveries: list[Delivery[IssueChange]]) -> None:
+        """Plan a batch of issue events; only called once the catalog is known."""
+        catalog = self.catalog
+        assert catalog is not None, "issues are consumed once the target catalog is known"
         now = datetime.now(UTC)
+        breakers = await self.read_open_breakers() if self.planner.explores() else None
         for delivery in deliveries:
             issue = delivery.event
             if not wants_plan(issue):
                 self.skipped.labels("not_opened_or_escalated").inc()
                 continue
             if self.should_plan(issue, now):
-                await self.plan_and_publish(delivery, partial(self.planner.plan, issue))
+                make = partial(self.planner.plan, issue, catalog, breakers)
+                await self.plan_and_publish(delivery, make)
 
     async def handle_requests(self, deliveries: list[Delivery[ActionRequested]]) -> None:
         now = datetime.now(UTC)
@@ -172,15 +312,32 @@ class PlannerService:
             return False
         return True
 
-    async def plan_and_publish(self, delivery: Delivery[Any], make: Callable[[], Plan]) -> None:
+    async def plan_and_publish(
+        self, delivery: Delivery[Any], make: Callable[[], Plan | NotPlanned]
+    ) -> None:
         span = delivery.span("planner.plan")
         try:
             with trace.use_span(span), self.plan_seconds.time():
                 plan = make()
+            if isinstance(plan, NotPlanned):
+                self.not_planned(delivery.event, plan)
+                return
             with trace.use_span(span):
                 await self.publish(plan)
         finally:
             span.end()
+
+    def not_planned(self, issue: IssueChange, why: NotPlanned) -> None:
+        self.skipped.labels(why.reason).inc()
+        log.info(
+            "not planned: %s on %s (%s): %s. To act on it, make it a target of the "
+            "executor (or add it to a target's covers) and allow the action there",
+            issue.kind,
+            issue.host,
+            issue.resource or issue.metric,
+            why.why,
+            extra={"event_id": issue.event_id},
+        )
 
     async def publish(self, plan: Plan) -> None:
         fresh = await publish_event(
@@ -266,8 +423,7 @@ class PlannerService:
             self.trainings.labels("failed").inc()
             log.exception("could not store model %s; keeping the current one", new.version)
             return
-        self.planner.model = new
-        self.accuracy.set(new.validation_accuracy or 0.0)
+        self.use_model(new)
         self.trainings.labels("accepted").inc()
         log.info(
             "model %s now current: validation accuracy %s on %d outcomes (previous %s), "

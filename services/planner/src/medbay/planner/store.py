@@ -5,7 +5,11 @@
   nothing that can run code); its description is a JSON summary with the
   validation accuracy. The latest ``keep_models`` versions are kept.
 * KV bucket ``medbay_planner``: ``current_model`` holds the name of the current
-  version, ``success_rates`` the raw success rates as JSON (``SuccessRates.snapshot``).
+  version, ``success_rates`` the raw success rates as JSON (``SuccessRates.snapshot``),
+  ``initial_model`` the version of the last ``initial_model`` file judged, so
+  that each file is judged once.
+* ``read_current_model`` reads the current model as any identity allowed to
+  read both buckets does (the gateway, the CLI and so the lab), creating nothing.
 * ``read_recent`` reads the latest messages of a stream once, through an
   ephemeral consumer that acknowledges nothing: at start-up the planner rebuilds
   its recent plans and their outcomes from PLANS and RESULTS with it.
@@ -43,6 +47,7 @@ BUCKET = PLANNER_STATE.name
 MODELS = MODELS_BUCKET.name
 CURRENT_MODEL = CURRENT_MODEL_KEY
 SUCCESS_RATES = SUCCESS_RATES_KEY
+INITIAL_MODEL = "initial_model"
 
 
 class ModelStore:
@@ -82,14 +87,7 @@ class ModelStore:
         """A stored model version, e.g. the one a plan names (``Plan.model_version``).
 
         Raises ``RefusedModel`` if the object is not a model this planner will load."""
-        result = await self.objects.get(version)
-        try:
-            bundle = loads(result.data or b"")
-            if bundle.version != version:
-                raise RefusedModel(f"it holds model {bundle.version}")
-        except RefusedModel as exc:
-            raise RefusedModel(f"model {version} refused: {exc}") from exc
-        return bundle
+        return await _load(self.objects, version)
 
     async def load_current(self) -> ModelBundle | None:
         """The current model, or None when there is none (or it cannot be read)."""
@@ -123,6 +121,44 @@ class ModelStore:
 
     async def save_rates(self, snapshot: dict[str, Any]) -> None:
         await self.kv.put(SUCCESS_RATES, json.dumps(snapshot, sort_keys=True).encode())
+
+    async def judged_initial_model(self) -> str | None:
+        """The version of the last ``initial_model`` file judged (adopted or not)."""
+        try:
+            entry = await self.kv.get(INITIAL_MODEL)
+        except KeyNotFoundError:
+            return None
+        return (entry.value or b"").decode() or None
+
+    async def record_judged_initial_model(self, version: str) -> None:
+        await self.kv.put(INITIAL_MODEL, version.encode())
+
+
+async def _load(objects: ObjectStore, version: str) -> ModelBundle:
+    result = await objects.get(version)
+    try:
+        bundle = loads(result.data or b"")
+        if bundle.version != version:
+            raise RefusedModel(f"it holds model {bundle.version}")
+    except RefusedModel as exc:
+        raise RefusedModel(f"model {version} refused: {exc}") from exc
+    return bundle
+
+
+async def read_current_model(js: JetStreamContext) -> ModelBundle | None:
+    """The planner's current model, read without writing anything (so by any identity
+    that may read ``medbay_planner`` and ``medbay_models``); None if there is none yet.
+
+    Raises ``RefusedModel`` if it is not a model a planner would load."""
+    try:
+        kv = await js.key_value(BUCKET)
+        entry = await kv.get(CURRENT_MODEL)
+    except (BucketNotFoundError, KeyNotFoundError):
+        return None
+    version = (entry.value or b"").decode()
+    if not version:
+        return None
+    return await _load(await js.object_store(MODELS), version)
 
 
 async def read_success_rates(js: JetStreamContext) -> dict[str, Any] | None:

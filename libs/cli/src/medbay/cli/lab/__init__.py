@@ -54,6 +54,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="no faults: a soak of DURATION (e.g. 30m) with the machine kept busy, "
         "counting issues, plans and actions (all must be zero)",
     )
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="let the planner learn from the lab's outcomes and copy the model it trains "
+        "(labelled lab-trained) to DATA_DIR/lab/model.zip, for a real planner to adopt",
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE")
     p.add_argument(
         "--data-dir",

@@ -24,13 +24,16 @@ def main(args: argparse.Namespace) -> int:
             f"known: {', '.join(FAULTS_BY_KIND)}"
         )
     soak = args.quiet is not None
+    if soak and args.train:
+        raise SystemExit("medbay lab: --train learns from faults; --quiet injects none")
     options = RunOptions(
         seed=args.seed,
         rounds=0 if soak else args.rounds,
         faults=() if soak else tuple(FAULTS_BY_KIND[k] for k in chosen) or FAULTS,
         quiet_seconds=args.quiet if soak else args.quiet_period,
-        lab=LabConfig(busy=soak),
+        lab=LabConfig(busy=True, interval_seconds=5.0) if soak else LabConfig(train=args.train),
         keep=args.keep,
+        model_file=args.data_dir / "lab" / "model.zip" if args.train else None,
     )
     try:
         summary = asyncio.run(run_lab(options))

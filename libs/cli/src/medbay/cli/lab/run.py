@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from medbay.cli.lab.faults import Fault
-from medbay.cli.lab.observe import Observer
+from medbay.cli.lab.observe import Observer, Seen
 from medbay.cli.lab.sandbox import LabConfig, Sandbox
 from medbay.cli.lab.score import (
     Episode,
@@ -37,7 +37,7 @@ from medbay.cli.lab.score import (
     report,
     table,
 )
-from medbay.common.events import BreakerReset, PlanFinished
+from medbay.common.events import ActionResult, BreakerReset, PlanFinished
 from medbay.common.streams import AUDIT, subject_for
 
 log = logging.getLogger("medbay.lab")
@@ -57,6 +57,8 @@ class RunOptions:
     settle_timeout: float = 60.0
     lab: LabConfig = field(default_factory=LabConfig)
     keep: bool = False
+    model_file: Path | None = None
+    """Where ``--train`` copies the trained model to."""
 
 
 class Progress:
@@ -80,6 +82,19 @@ class Progress:
     def finish(self) -> None:
         if self.tty:
             print(file=sys.stderr)
+
+
+def learned_outcomes(seen: list[Seen]) -> dict[str, int]:
+    """The step outcomes a planner learns from: finished live steps, verified or not."""
+    counts = {"success": 0, "failure": 0}
+    for s in seen:
+        result = s.event
+        if isinstance(result, ActionResult) and result.status == "finished" and not result.dry_run:
+            if result.outcome == "success" and result.verified is True:
+                counts["success"] += 1
+            elif result.outcome == "failure" or result.verified is False:
+                counts["failure"] += 1
+    return counts
 
 
 def git_commit() -> str:
@@ -180,6 +195,7 @@ class Lab:
                 await self.quiet_period(gap, progress, f"round {number}")
                 await self.episode(fault, progress)
         progress.finish()
+        model = await self.export_model() if options.model_file is not None else None
         summary = report(self.results, self.quiet, options.faults)
         return {
             "schema": SCHEMA,
@@ -207,6 +223,36 @@ class Lab:
                 for r in self.results
             ],
             "quiet": {"issues": self.quiet.issues, "actions": self.quiet.actions},
+            "model": model,
+        }
+
+    async def export_model(self) -> dict[str, Any]:
+        """Copy the planner's current model out of the sandbox (``--train``), or say why
+        there is none."""
+        from medbay.planner.modelfile import write_file
+        from medbay.planner.store import read_current_model
+
+        assert self.options.model_file is not None
+        outcomes = learned_outcomes(self.observer.seen)
+        bundle = await read_current_model(self.observer.nc.jetstream())
+        if bundle is None:
+            return {
+                "file": None,
+                "why_none": "the planner trains once it has "
+                f"{self.options.lab.min_outcomes} outcomes with successes and failures "
+                f"both; this run gave {outcomes['success']} successes and "
+                f"{outcomes['failure']} failures",
+                **outcomes,
+            }
+        self.options.model_file.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(write_file, bundle, self.options.model_file)
+        return {
+            "file": str(self.options.model_file),
+            "version": bundle.version,
+            "trained_on": bundle.trained_on,
+            "validation_accuracy": bundle.validation_accuracy,
+            "trained_outcomes": bundle.outcomes,
+            **outcomes,
         }
 
     def planner_versions(self) -> str:
@@ -261,4 +307,14 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"{totals['quiet_plans']} plans, {totals['quiet_actions']} actions"
     )
     print(f"planner: {summary['planner'] or '(no plans)'}; commit {summary['commit'] or '?'}")
-
+    model = summary.get("model")
+    if model is not None and model["file"]:
+        accuracy = model["validation_accuracy"]
+        shown = "-" if accuracy is None else f"{100 * accuracy:.1f} %"
+        print(
+            f"lab-trained model {model['version']} ({model['trained_outcomes']} outcomes, "
+            f"validation accuracy {shown}) written to {model['file']}; a planner adopts it "
+            f"with `initial_model: {model['file']}` in its config"
+        )
+    elif model is not None:
+        print(f"no model was trained: {model['why_none']}")

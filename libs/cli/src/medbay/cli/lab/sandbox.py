@@ -60,11 +60,12 @@ class SandboxError(RuntimeError):
 class LabConfig:
     interval_seconds: float = 1.0
     train: bool = False
-    """The planner learns as a lab planner (its models are labelled lab-trained) and
-    trains after every ``min_outcomes`` outcomes."""
-    min_outcomes: int = 50
+    """The planner's models are labelled lab-trained, and it trains once it has
+    ``min_outcomes`` outcomes (instead of the shipped 50)."""
+    min_outcomes: int = 30
     busy: bool = False
-    """Keep the machine busy (``load``), as a quiet soak does."""
+    """The quiet soak: keep the machine busy (``load``), scrape at the shipped
+    interval (5 s) and apply every shipped detector rule besides the lab's own."""
 
 
 def free_port() -> int:
@@ -372,9 +373,16 @@ class Sandbox:
                         "absent_clears": True,
                     }
                 )
+        anomaly: list[dict[str, Any]] = []
+        if self.config.busy:
+            from medbay.detector.config import DetectorConfig
+
+            shipped = DetectorConfig().model_dump(mode="json")
+            rules += shipped["thresholds"]  # after the lab's: the first matching rule applies
+            anomaly = shipped["anomaly"]
         return {
             "thresholds": rules,
-            "anomaly": [],
+            "anomaly": anomaly,
             "silence": {
                 "min_seconds": 6 * self.config.interval_seconds + 2,
                 "check_seconds": self.config.interval_seconds,
@@ -382,9 +390,13 @@ class Sandbox:
         }
 
     def planner_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"min_outcomes": self.config.min_outcomes}
+        config: dict[str, Any] = {"catalog_refresh_seconds": 1}
         if self.config.train:
-            config.update(trained_on="lab", retrain_every=self.config.min_outcomes)
+            config.update(
+                trained_on="lab",
+                min_outcomes=self.config.min_outcomes,
+                retrain_every=max(10, self.config.min_outcomes // 2),
+            )
         return config
 
     def executor_config(self) -> dict[str, Any]:

@@ -40,6 +40,8 @@ STREAM_OF_TYPE = {
     "issue": "ISSUES",
     "plan.created": "PLANS",
     "plan.approval": "APPROVALS",
+    "plan.finished": "RESULTS",
+    "alert.raised": "RESULTS",
     "action.result": "RESULTS",
     "action.requested": "REQUESTS",
     "breaker": "AUDIT",

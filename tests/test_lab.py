@@ -13,11 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from medbay.cli.lab.faults import FAULTS
 
 QUIET = "120s"
 
 
+@pytest.mark.timeout(1800)
 def test_every_fault_is_healed_or_escalated_and_the_quiet_raises_nothing(tmp_path: Path) -> None:
     report = tmp_path / "lab.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDBAY_", "OTEL_"))}

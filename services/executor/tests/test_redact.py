@@ -6,8 +6,8 @@ import shlex
 
 import pytest
 
-from medbay.executor.targets.base import shown
 from medbay.common.redact import redact_argv, redact_text, secret_name
+from medbay.executor.targets.base import shown
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,13 @@ from nats.aio.client import Client
 from pydantic import ValidationError
 
 from medbay.common.events import ActionName
-from medbay.common.records import key_token, target_key
+from medbay.common.records import (
+    CatalogTarget,
+    TargetCatalog,
+    key_token,
+    read_target_catalog,
+    target_key,
+)
 from medbay.executor.rails import BUCKET, SafetyRails
 from medbay.executor.safety_config import MaintenanceWindow, SafetyConfig
 
@@ -371,3 +377,49 @@ async def test_a_zero_cooldown_never_refuses_even_with_clock_skew(open_rails: Op
     # another replica whose clock is a little behind
     earlier = MONDAY_NOON - timedelta(milliseconds=5)
     assert await rails.admit("restart_service", "web", "web-1", earlier) is None
+
+
+async def test_people_are_told_once_per_opening_of_a_breaker(open_rails: Opener) -> None:
+    a, b = await open_rails(config(cooldown_seconds=0)), await open_rails(config())
+    for minutes in range(3):
+        await a.record("restart_service", "web", MONDAY_NOON + timedelta(minutes=minutes))
+    first = await a.breaker("web")
+    assert first is not None and await a.breaker("db") is None
+    holders = await asyncio.gather(
+        *(rails.claim_breaker_alert("web", first, plan) for rails, plan in ((a, "p1"), (b, "p2")))
+    )
+    winner = "p1" if holders[0] == "p1" else "p2"
+    assert holders == [winner, winner]  # one plan tells people; the other learns which
+    assert await b.claim_breaker_alert("web", first, "p3") == winner
+    assert await a.claim_breaker_alert("web", first, winner) == winner  # the same plan again
+
+    await b.release_breaker_alert("web", first, "p3")  # not its claim: nothing changes
+    assert await a.claim_breaker_alert("web", first, "p4") == winner
+    await a.release_breaker_alert("web", first, winner)  # the telling failed
+    assert await b.claim_breaker_alert("web", first, "p4") == "p4"
+
+    assert await a.reset_breaker("web", by="alice")
+    later = MONDAY_NOON + timedelta(hours=1)
+    for minutes in range(3):
+        await a.record("restart_service", "web", later + timedelta(minutes=minutes))
+    second = await b.breaker("web")
+    assert second is not None and second.opened_at != first.opened_at
+    assert await b.claim_breaker_alert("web", second, "p5") == "p5"  # a new opening
+
+
+async def test_the_catalog_is_read_as_the_planner_reads_it(
+    open_rails: Opener, nats_server: NatsServer
+) -> None:
+    rails = await open_rails(config())
+    catalog = TargetCatalog(
+        mode="live",
+        targets={"web": CatalogTarget(kind="process", actions=["restart_service"], covers=["w"])},
+        written_at=MONDAY_NOON,
+    )
+    await rails.write_catalog(catalog)
+    nc = await nats.connect(nats_server.url)
+    try:
+        kv = await nc.jetstream().key_value(BUCKET)
+        assert await read_target_catalog(kv) == catalog
+    finally:
+        await nc.close()

@@ -130,6 +130,17 @@ def test_unknown_field_is_named() -> None:
         ({"kind": "process_name", "names": []}, "names", "at least 1"),
         ({"kind": "systemd", "unit": "-x.service"}, "unit", "pattern"),
         ({"kind": "postgres", "dsn": "x", "analyze_tables": ["a;drop"]}, "analyze_tables", ""),
+        ({"kind": "notifier", "via": "telegram", "url": "https://h/x"}, None, "url is only for"),
+        ({"kind": "notifier", "via": "log", "headers": {"A": "b"}}, None, "headers are only for"),
+        ({"kind": "notifier", "via": "sms"}, "via", "'telegram'"),
+        (
+            {"kind": "redis", "url": "redis://h/0", "covers": ["cache", "cache"]},
+            "covers",
+            "more than once",
+        ),
+        ({"kind": "redis", "url": "redis://h/0", "covers": [" cache"]}, "covers", "pattern"),
+        ({"kind": "redis", "url": "redis://h/0", "covers": [""]}, "covers", "at least 1"),
+        ({"kind": "redis", "url": "redis://h/0", "covers": "cache"}, "covers", "valid list"),
     ],
 )
 def test_bad_config_names_the_field(data: dict[str, Any], field: str | None, words: str) -> None:

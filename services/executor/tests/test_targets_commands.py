@@ -16,7 +16,7 @@ from typing import NamedTuple
 import psutil
 import pytest
 
-from medbay.executor.targets import CommandTarget, NotifierTarget, SystemdTarget
+from medbay.executor.targets import CommandTarget, NotifierTarget, StepOutcome, SystemdTarget
 from medbay.executor.targets.base import SAFE_PATH
 
 PY = sys.executable
@@ -223,6 +223,17 @@ async def test_notifier_log(caplog: pytest.LogCaptureFixture) -> None:
     assert outcome.ok
     assert outcome.output == "logged the alert: disk full on db1"
     assert [r.getMessage() for r in caplog.records] == ["disk full on db1"]
+
+
+async def test_notifier_via_telegram_leaves_the_message_for_the_approvers_bot() -> None:
+    target = NotifierTarget(kind="notifier", via="telegram")
+    dry = await target.perform("alert_human", {"message": "db1 is down"}, dry_run=True)
+    assert dry == StepOutcome(
+        True, "would hand the alert to the approver's Telegram bot: db1 is down"
+    )
+    live = await target.perform("alert_human", {"message": "db1 is down"}, dry_run=False)
+    assert live.ok and live.alert == "db1 is down"  # the executor publishes it (AlertRaised)
+    assert live.output == "handed the alert to the approver's Telegram bot: db1 is down"
 
 
 async def test_notifier_command_gets_the_message_on_stdin(tmp_path: Path) -> None:

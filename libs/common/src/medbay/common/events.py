@@ -373,7 +373,10 @@ class PlanFinished(Event):
     outcome: PlanOutcome
     detail: str = Field(default="", max_length=2000, description="Why, in words.")
     steps_run: int = Field(ge=0, description="Steps that were started (not refused).")
-    escalated: bool = Field(description="Whether a person was alerted because it was not fixed.")
+    escalated: bool = Field(
+        description="Whether a person was told, by the plan's own alert or by an "
+        "escalation, and the message went out."
+    )
     dry_run: bool
 
 

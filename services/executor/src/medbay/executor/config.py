@@ -13,8 +13,8 @@ what every plan would do and touches nothing.
         command: [/usr/bin/python3, -m, http.server, "8080"]
         user: www-data
         env: {PYTHONUNBUFFERED: "1"}
-      redis: {kind: redis, url: "redis://127.0.0.1:6379/0"}
-      oncall: {kind: notifier, via: log}
+      redis: {kind: redis, url: "redis://127.0.0.1:6379/0", covers: [sessions]}
+      oncall: {kind: notifier, via: telegram}   # the approver's bot; or log, webhook, command
     escalate_to: oncall       # alert_human target when a breaker is open or a plan fails
     verify_window_seconds: 60
     approval:                 # the executor's own judgement, whatever a plan says
@@ -23,6 +23,12 @@ what every plan would do and touches nothing.
       channels: [telegram, gateway, cli]   # whose approvals count
     safety:
       allow: {restart_service: [web], clear_cache: [redis], alert_human: [oncall]}
+
+Every target may list ``covers``: other names it answers to in issues (the
+service, cache, database, directory or mount an issue names); the executor adds
+the names that follow from a target's own settings and writes the catalog of its
+targets at start for the planner (see ``catalog``). Two targets may not cover one
+name for the same action, nor cover a target's name.
 
 Commands the executor runs (process, command, systemd and notifier command
 targets) get none of its own environment, which holds its credentials: only
@@ -39,6 +45,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from medbay.common.actions import ACTIONS
 from medbay.common.approval import ApprovalPolicy
 from medbay.common.settings import ConfigError, load_yaml_config
 from medbay.executor.safety_config import SafetyConfig
@@ -99,13 +106,42 @@ class ExecutorConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_names(self) -> ExecutorConfig:
-        if self.escalate_to is not None and self.escalate_to not in self.targets:
-            raise ValueError(f"escalate_to names {self.escalate_to!r}, which is not a target")
+        if self.escalate_to is not None:
+            target = self.targets.get(self.escalate_to)
+            if target is None:
+                raise ValueError(f"escalate_to names {self.escalate_to!r}, which is not a target")
+            if "alert_human" not in target.actions:
+                raise ValueError(
+                    f"escalate_to names {self.escalate_to!r}, which cannot alert_human "
+                    "(make it a notifier)"
+                )
         for action, names in self.safety.allow.items():
             unknown = sorted(set(names) - set(self.targets))
             if unknown:
                 raise ValueError(f"safety.allow.{action} names unknown targets: {unknown}")
+        self._check_covers()
         return self
+
+    def _check_covers(self) -> None:
+        """A name a target covers is no target's own name, and picks one target per action."""
+        covered: dict[str, list[str]] = {}
+        for name, target in sorted(self.targets.items()):
+            for cover in target.covers:
+                if cover == name:
+                    raise ValueError(f"targets.{name}.covers lists its own name")
+                if cover in self.targets:
+                    raise ValueError(
+                        f"targets.{name}.covers lists {cover!r}, which is another target's name"
+                    )
+                covered.setdefault(cover, []).append(name)
+        for cover, names in covered.items():
+            for action in ACTIONS:
+                both = [n for n in names if self.safety.allows(action, n)]
+                if len(both) > 1:
+                    raise ValueError(
+                        f"targets {', '.join(both)} all cover {cover!r} and may all {action}: "
+                        "an issue naming it would not say which; cover it from one of them"
+                    )
 
 
 def load_config(path: Path | None) -> ExecutorConfig:

@@ -6,7 +6,10 @@ so a plan is decided once and started once however many replicas see it, and a
 restarted executor resumes the plans that were running.
 
 A record is created by whichever comes first, the plan or its approval (an
-approval may overtake its plan), and completed by the other.
+approval may overtake its plan), and completed by the other. Every plan that
+ends gets its ``outcome`` (``medbay.common.events.PlanOutcome``): ``rejected`` or
+``expired`` when it is decided against (by a person, or by the approval's expiry
+timer), ``expired`` too when it arrives too old to run, else how its run ended.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
-from medbay.common.events import Approval, Plan
+from medbay.common.events import Approval, Plan, PlanOutcome
 from medbay.common.kv import change
 from medbay.common.records import PLAN_BOOK, PlanRecord, plan_key, read_plan, read_plans
 
@@ -102,16 +105,42 @@ class PlanBook:
             return Transition("run", new, "approved" if old else "no approval needed")
         if new.state == "pending":
             return Transition("wait", new, "waiting for approval: " + "; ".join(reasons))
-        return Transition("nothing", new, f"rejected by {new.decided_by}")
+        return Transition("rejected", new, f"rejected by {new.decided_by} before it arrived")
+
+    async def expire_stale(
+        self, plan: Plan, traceparent: dict[str, str], why: str
+    ) -> Literal["expired", "seen", "decided"]:
+        """Record a plan that arrived too old to run as ended ``expired``. ``seen``: it
+        was recorded before (a redelivery), and ends as it does; ``decided``: a
+        person's decision came first, and ``on_plan`` applies it."""
+
+        def expire(record: PlanRecord | None) -> PlanRecord | None:
+            if record is not None:
+                return None
+            return PlanRecord(
+                state="done",
+                plan=plan.model_dump_json(),
+                traceparent=traceparent,
+                outcome="expired",
+                note=why,
+            )
+
+        old, new = await self._change(plan.plan_id, expire)
+        if new is not None:
+            return "expired"
+        assert old is not None  # expire leaves only an existing record as it is
+        return "seen" if old.plan is not None else "decided"
 
     async def on_approval(self, approval: Approval) -> Transition:
         approve = approval.decision == "approve"
-        decided = {
+        decided: dict[str, object] = {
             "decided_by": approval.decided_by,
             "channel": approval.channel,
             "decided_at": approval.timestamp.isoformat(),
             "note": approval.reason,
         }
+        if not approve:
+            decided["outcome"] = "expired" if approval.channel == "expiry" else "rejected"
 
         def decide(record: PlanRecord | None) -> PlanRecord | None:
             if record is not None and record.state != "pending":
@@ -136,11 +165,13 @@ class PlanBook:
             return Transition("run", new, f"approved by {approval.decided_by}")
         return Transition("rejected", new, f"rejected by {approval.decided_by}")
 
-    async def finish(self, plan_id: str, note: str) -> None:
+    async def finish(self, plan_id: str, outcome: PlanOutcome, note: str) -> None:
+        """Record how the plan's run ended; the first end recorded stays."""
+
         def done(record: PlanRecord | None) -> PlanRecord | None:
-            if record is None:
+            if record is None or record.state == "done":
                 return None
-            return record.model_copy(update={"state": "done", "note": note})
+            return record.model_copy(update={"state": "done", "outcome": outcome, "note": note})
 
         await self._change(plan_id, done)
 

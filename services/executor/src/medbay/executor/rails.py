@@ -8,7 +8,11 @@ on one key:
   at most once);
 - ``targets.<target>``: last run of each action (cooldowns), recent flap-prone
   actions and the breaker;
-- ``rate``: the times of the most recent actions of all executors.
+- ``rate``: the times of the most recent actions of all executors;
+- ``breaker_alerts.<target>``: which opening of the target's breaker people were
+  told about, so that each opening is escalated once;
+- ``catalog``: the ``TargetCatalog`` (``medbay.common.records``), written at start
+  for the planner.
 
 The rules themselves are ``policy.SafetyPolicy``; ``SafetyRails`` only reads and
 writes the state they work on.
@@ -32,7 +36,9 @@ from medbay.common import kv as kv_records
 from medbay.common.events import ActionName
 from medbay.common.records import (
     EXECUTOR_RAILS,
+    TARGET_CATALOG_KEY,
     BreakerState,
+    TargetCatalog,
     TargetState,
     key_token,
     open_breakers,
@@ -56,6 +62,9 @@ class StepState(BaseModel):
     executor_id: str
     claimed_at: AwareDatetime
     outcome: str | None = None
+    """``verified`` (a success whose fix was verified), or the result's outcome."""
+    detail: str = ""
+    """One line on how it went, for the plan's outcome and escalation after a restart."""
     finished_at: AwareDatetime | None = None
 
     @property
@@ -68,6 +77,20 @@ def step_key(plan_id: str, step_index: int) -> str:
 
 
 RATE_KEY = "rate"
+
+
+class BreakerAlert(BaseModel):
+    """Which opening of a target's breaker people were told about, and by which plan."""
+
+    model_config = ConfigDict(frozen=True)
+
+    opened_at: AwareDatetime | None
+    """The opening told about; None when the telling failed (the next may try again)."""
+    plan_id: str
+
+
+def breaker_alert_key(target: str) -> str:
+    return f"breaker_alerts.{key_token(target)}"
 
 
 class SafetyRails:
@@ -102,16 +125,19 @@ class SafetyRails:
             return False
         return True
 
-    async def finish_step(self, plan_id: str, step_index: int, outcome: str) -> None:
+    async def finish_step(
+        self, plan_id: str, step_index: int, outcome: str, detail: str = ""
+    ) -> None:
         """Record a step's outcome; the first outcome recorded stays."""
 
         def finish(old: StepState | None) -> StepState | None:
             now = datetime.now(UTC)
+            done = {"outcome": outcome, "detail": detail, "finished_at": now}
             if old is None:
-                return StepState(executor_id="", claimed_at=now, outcome=outcome, finished_at=now)
+                return StepState(executor_id="", claimed_at=now, **done)
             if old.finished:
                 return None
-            return old.model_copy(update={"outcome": outcome, "finished_at": now})
+            return old.model_copy(update=done)
 
         await self._change(step_key(plan_id, step_index), StepState, finish)
 
@@ -184,6 +210,42 @@ class SafetyRails:
     async def breakers(self) -> dict[str, BreakerState]:
         """The open breakers, by target."""
         return await open_breakers(self.kv)
+
+    async def breaker(self, target: str) -> BreakerState | None:
+        """The target's breaker if it is open."""
+        state, _ = await self._read(target_key(target), TargetState)
+        return None if state is None else state.breaker
+
+    async def claim_breaker_alert(self, target: str, breaker: BreakerState, plan_id: str) -> str:
+        """Claim telling people that the breaker opened, once per opening.
+
+        Returns the plan that holds the claim: ``plan_id`` if it is this one's now
+        (or already was), else the plan that told people of this opening before.
+        """
+
+        def claim(old: BreakerAlert | None) -> BreakerAlert | None:
+            if old is not None and old.opened_at == breaker.opened_at:
+                return None
+            return BreakerAlert(opened_at=breaker.opened_at, plan_id=plan_id)
+
+        old, new = await self._change(breaker_alert_key(target), BreakerAlert, claim)
+        holder = new if new is not None else old
+        assert holder is not None
+        return holder.plan_id
+
+    async def release_breaker_alert(self, target: str, breaker: BreakerState, plan_id: str) -> None:
+        """Give up this plan's claim (people could not be told), so a later plan may try."""
+
+        def release(old: BreakerAlert | None) -> BreakerAlert | None:
+            if old is None or old.opened_at != breaker.opened_at or old.plan_id != plan_id:
+                return None
+            return old.model_copy(update={"opened_at": None})
+
+        await self._change(breaker_alert_key(target), BreakerAlert, release)
+
+    async def write_catalog(self, catalog: TargetCatalog) -> None:
+        """What the planner may name in a step (``TARGET_CATALOG_KEY``)."""
+        await self.kv.put(TARGET_CATALOG_KEY, catalog.model_dump_json().encode())
 
     async def reset_breaker(self, target: str, by: str) -> bool:
         """Close the target's breaker and forget its flap history; False if it was not open."""

@@ -1,9 +1,10 @@
-"""The executor's bus side: PLANS, APPROVALS and AUDIT in, actions and RESULTS out.
+"""The executor's bus side: PLANS, APPROVALS and AUDIT in; actions, RESULTS out.
 
 ``ExecutorService`` holds the handlers its consumers call and the step loop.
 What a step does is in ``targets``; whether it may run is in ``policy`` (the
 rules) and ``rails`` (their shared state); whether it worked is in ``verify``;
-where each plan stands is in ``plan_book``. ``main`` wires it to the bus.
+how a plan ended and what people are told is in ``outcomes``; where each plan
+stands is in ``plan_book``. ``main`` wires it to the bus.
 
 Whether a plan waits for a person is the executor's own decision
 (``config.approval``, ``medbay.common.approval``), never the plan's word alone.
@@ -13,18 +14,27 @@ the CLI) are applied here: only the executor writes its rails.
 A plan's steps escalate: step 1 runs; if its fix is verified the plan is done,
 otherwise step 2 runs, and so on. In dry-run every step is reported with what it
 would have done, and nothing is verified.
+
+Every plan that ends (run, rejected, expired, or too old to run) is published on
+RESULTS as a ``PlanFinished`` (``medbay.outcomes.<host>``), with an event id
+derived from the plan id so that a repeat after a restart is dropped, and its
+outcome is kept in the plan book. A notifier ``via: telegram`` hands its message
+to the approver's bot as an ``AlertRaised`` (``medbay.alerts.<host>``). At start
+the executor writes the catalog of its targets (``catalog``) for the planner.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from nats.aio.msg import Msg
 from opentelemetry import propagate, trace
@@ -35,28 +45,65 @@ from medbay.common.approval import plan_approval_reasons
 from medbay.common.bus import Delivery, jetstream
 from medbay.common.bus import publish_event as publish
 from medbay.common.events import (
+    ActionName,
     ActionResult,
+    AlertRaised,
     Approval,
     BreakerReset,
+    Event,
     IssueResolved,
     MetricBatch,
     Plan,
+    PlanFinished,
     PlanStep,
     derived_event_id,
 )
 from medbay.common.reading import follow
+from medbay.common.records import BreakerState, PlanRecord, TargetCatalog
 from medbay.common.runtime import ServiceRuntime
 from medbay.common.streams import ISSUES, METRICS, PREFIX, RESULTS
+from medbay.executor.catalog import build_catalog
 from medbay.executor.config import ExecutorConfig
+from medbay.executor.outcomes import (
+    DETAIL_LIMIT,
+    MESSAGE_LIMIT,
+    PlanEnd,
+    StepEnd,
+    StepResult,
+    alert_message,
+    conclude,
+    cut,
+    escalation_message,
+    first_line,
+    last_line,
+    one_line,
+)
 from medbay.executor.plan_book import PlanBook
 from medbay.executor.policy import Refusal
-from medbay.executor.rails import SafetyRails
+from medbay.executor.rails import SafetyRails, StepState
 from medbay.executor.targets import ActionRefused, StepOutcome
+from medbay.executor.targets.notifier import TELEGRAM
 from medbay.executor.verify import FixVerifier
 
 log = logging.getLogger("medbay.executor")
-Outcome = Literal["success", "failure", "refused", "dry_run"]
 tracer = trace.get_tracer("medbay.executor")
+
+
+def resumed_step(index: int, step: PlanStep, state: StepState) -> StepEnd:
+    """How a step that finished before a restart ended, from its record."""
+    detail = state.detail or "(before a restart)"
+    if state.outcome == "verified":
+        return StepEnd(index, step, "success", True, detail)
+    if state.outcome == "interrupted":
+        return StepEnd(index, step, "failure", detail=detail, interrupted=True)
+    if state.outcome == "success":
+        verified = None if step.action == "alert_human" else False
+        return StepEnd(index, step, "success", verified, detail)
+    if state.outcome == "refused":
+        return StepEnd(index, step, "refused", detail=detail)
+    if state.outcome == "dry_run":
+        return StepEnd(index, step, "dry_run", detail=detail)
+    return StepEnd(index, step, "failure", detail=detail)
 
 
 class ExecutorService:
@@ -67,6 +114,7 @@ class ExecutorService:
         self.verifier = FixVerifier()
         self.book: PlanBook | None = None
         self.rails: SafetyRails | None = None
+        self.catalog: TargetCatalog | None = None
         self.running: dict[str, asyncio.Task[None]] = {}
         self.slots = asyncio.Semaphore(config.max_concurrent_plans)
         self.results = Counter(
@@ -75,6 +123,9 @@ class ExecutorService:
             ["action", "outcome"],
             registry=rt.registry,
         )
+        self.plans_ended = Counter(
+            "medbay_executor_plans", "Plans ended, by outcome", ["outcome"], registry=rt.registry
+        )
 
     # --- start-up --------------------------------------------------------------
 
@@ -82,6 +133,13 @@ class ExecutorService:
         js = jetstream(self.rt.broker)
         self.book = await PlanBook.open(js)
         self.rails = await SafetyRails.open(js, self.config.safety)
+        catalog, notes = build_catalog(
+            self.config.targets, self.config.safety, self.config.mode, datetime.now(UTC)
+        )
+        for note in notes:
+            log.warning("target catalog: %s", note)
+        await self.rails.write_catalog(catalog)
+        self.catalog = catalog
         log.info(
             "executor %s in %s mode with targets %s",
             self.executor_id,
@@ -122,19 +180,13 @@ class ExecutorService:
             reasons = plan_approval_reasons(
                 plan, min_confidence=approval.min_confidence, policy=approval.require_approval
             )
-            age = (datetime.now(UTC) - plan.timestamp).total_seconds()
-            if age > self.config.max_plan_age_seconds and not reasons:
-                log.warning(
-                    "plan %s is %.0f s old (limit %.0f s): not run, the situation has moved on",
-                    plan.plan_id,
-                    age,
-                    self.config.max_plan_age_seconds,
-                    extra={"plan_id": plan.plan_id},
-                )
-                continue
             with d.span("executor.receive_plan") as span:
                 carrier: dict[str, str] = {}
                 propagate.inject(carrier, context=trace.set_span_in_context(span))
+                age = (datetime.now(UTC) - plan.timestamp).total_seconds()
+                stale = age > self.config.max_plan_age_seconds and not reasons
+                if stale and await self._expire_stale(plan, carrier, age):
+                    continue
                 step = await self.book.on_plan(plan, carrier, reasons)
                 if reasons and not plan.requires_approval:
                     log.warning(
@@ -153,6 +205,21 @@ class ExecutorService:
                 )
                 if step.action == "run":
                     self.launch(plan, carrier)
+                elif step.action == "rejected":
+                    await self._decided_against(plan, step.record)
+
+    async def _expire_stale(self, plan: Plan, carrier: dict[str, str], age: float) -> bool:
+        """A plan too old to run ends ``expired`` (the situation has moved on; nobody is
+        alerted). False if a person's decision on it came first: that decides."""
+        assert self.book is not None
+        why = (
+            f"not run: it was {age:.0f} s old when it arrived (max_plan_age_seconds "
+            f"{self.config.max_plan_age_seconds:g}); the situation has moved on"
+        )
+        found = await self.book.expire_stale(plan, carrier, why)
+        if found == "expired":
+            await self._announce(plan, PlanEnd("expired", why, 0))
+        return found != "decided"
 
     async def handle_approvals(self, deliveries: list[Delivery[Approval]]) -> None:
         assert self.book is not None
@@ -184,8 +251,8 @@ class ExecutorService:
                 plan = step.record.parsed_plan()
                 if step.action == "run" and plan is not None:
                     self.launch(plan, step.record.traceparent)
-                elif step.action == "rejected" and approval.channel == "expiry" and plan:
-                    await self._escalate(plan, "nobody decided in time; the plan expired")
+                elif step.action == "rejected" and plan is not None:
+                    await self._decided_against(plan, step.record)
 
     def refused_approval(self, approval: Approval) -> str | None:
         """Why an approval does not count (None: it does)."""
@@ -197,6 +264,19 @@ class ExecutorService:
                 f"approvals from {approval.channel} are not accepted (approval.channels: {allowed})"
             )
         return None
+
+    async def _decided_against(self, plan: Plan, record: PlanRecord) -> None:
+        """A plan a person rejected ends ``rejected``; one nobody decided on in time ends
+        ``expired``, and people are told (it needed a person, and none looked)."""
+        note = f": {record.note}" if record.note else ""
+        if record.outcome == "expired":
+            why = f"nobody decided on the plan in time{note}"
+            escalated, said = await self._escalate(plan, [], why)
+            end = PlanEnd("expired", f"{why}; {said}", 0, escalated)
+        else:
+            by = f" ({record.channel})" if record.channel else ""
+            end = PlanEnd("rejected", f"rejected by {record.decided_by}{by}{note}", 0)
+        await self._announce(plan, end)
 
     async def handle_audit(self, deliveries: list[Delivery[BreakerReset]]) -> None:
         """Breaker resets people asked for."""
@@ -227,127 +307,289 @@ class ExecutorService:
             with tracer.start_as_current_span(
                 "executor.run_plan", context=parent, attributes={"medbay.plan_id": plan.plan_id}
             ):
+                tried: list[StepEnd] = []
+                end: PlanEnd | None
                 try:
-                    note = await self._run_steps(plan)
+                    end = await self._run_steps(plan, tried)
                 except Exception as exc:
                     log.exception("plan %s failed", plan.plan_id)
-                    note = f"executor error: {exc!r}"
-                await self.book.finish(plan.plan_id, note)
-                log.info("plan %s done: %s", plan.plan_id, note, extra={"plan_id": plan.plan_id})
+                    end = PlanEnd("failed", f"executor error: {exc!r}", sum(t.ran for t in tried))
+                if end is None:
+                    return
+                await self._announce(plan, end)
+                await self.book.finish(plan.plan_id, end.outcome, cut(end.detail, DETAIL_LIMIT))
 
-    async def _run_steps(self, plan: Plan) -> str:  # noqa: C901 - one return per step outcome
+    async def _run_steps(self, plan: Plan, tried: list[StepEnd]) -> PlanEnd | None:
+        """Go through the steps (each appended to ``tried``) until one ends the plan,
+        then conclude; None if another executor holds a step (it ends the plan)."""
         assert self.rails is not None
         for index, step in enumerate(plan.steps):
             state = await self.rails.step_state(plan.plan_id, index)
             if state is not None and state.finished:  # done before a restart
-                if state.outcome == "verified":
-                    return f"fixed by step {index + 1}"
-                if state.outcome == "refused":
-                    return f"stopped at step {index + 1}"
-                continue
-            if state is not None:
-                await self._report_interrupted(plan, index, step)
-                return f"step {index + 1} was interrupted; not run again"
-            if not await self.rails.claim_step(plan.plan_id, index, self.executor_id):
-                return f"step {index + 1} is being run by another executor"
-            started = datetime.now(UTC)
-            refusal = await self._refusal(plan, step, started)
-            if refusal is not None:
-                await self._finish(plan, index, step, started, "refused", refusal.reason, None)
-                await self.rails.finish_step(plan.plan_id, index, "refused")
-                if refusal.rule == "breaker":
-                    await self._escalate(plan, refusal.reason)
-                return f"step {index + 1} refused: {refusal.reason}"
-            result = await self._run_step(plan, index, step, started)
-            if result.verified:
-                await self.rails.finish_step(plan.plan_id, index, "verified")
-                return f"fixed by step {index + 1} ({step.action} {step.target})"
-            await self.rails.finish_step(plan.plan_id, index, result.outcome or "failure")
-            if result.outcome == "refused":
-                return f"step {index + 1} refused: {result.output}"
-            if step.action == "alert_human":
-                return "a person was alerted"
-        if self.config.dry_run:
-            return "dry-run: every step reported, nothing done"
-        await self._escalate(plan, "no step's fix could be verified")
-        return "not fixed by any step; escalated"
+                end = resumed_step(index, step, state)
+            elif state is not None:
+                end = await self._report_interrupted(plan, index, step)
+            elif await self.rails.claim_step(plan.plan_id, index, self.executor_id):
+                end = await self._admit_and_run(plan, index, step, tried)
+            else:
+                log.info(
+                    "step %d of plan %s is run by another executor",
+                    index + 1,
+                    plan.plan_id,
+                    extra={"plan_id": plan.plan_id},
+                )
+                return None
+            tried.append(end)
+            if end.ends_plan:
+                break
+        return await self._conclude(plan, tried)
+
+    async def _admit_and_run(
+        self, plan: Plan, index: int, step: PlanStep, tried: Sequence[StepEnd]
+    ) -> StepEnd:
+        """Run a claimed step if the rails let it, and record how it ended."""
+        assert self.rails is not None
+        started = datetime.now(UTC)
+        refusal = await self._refusal(plan, step, started)
+        if refusal is None:
+            end = await self._run_step(plan, index, step, started, tried)
+        else:
+            await self._finish(plan, index, step, started, "refused", refusal.reason, None)
+            reason = one_line(refusal.reason)
+            end = StepEnd(index, step, "refused", detail=reason, rule=refusal.rule)
+        recorded = "verified" if end.verified else end.outcome
+        await self.rails.finish_step(plan.plan_id, index, recorded, end.detail)
+        return end
 
     async def _run_step(
-        self, plan: Plan, index: int, step: PlanStep, started: datetime
-    ) -> ActionResult:
+        self, plan: Plan, index: int, step: PlanStep, started: datetime, tried: Sequence[StepEnd]
+    ) -> StepEnd:
         """Do one admitted step, then verify its fix."""
-        assert self.rails is not None
         with tracer.start_as_current_span(
             f"executor.step {step.action}",
             attributes={"medbay.action": step.action, "medbay.target": step.target},
         ) as span:
             await self._report(plan, index, step, started)
-            target = self.config.targets[step.target]
-            timeout = self.config.safety.step_timeout_seconds
+            params = dict(step.params)
+            asked = params.get("message", "")
+            if step.action == "alert_human" and isinstance(asked, str):
+                params["message"] = alert_message(plan, tried, asked)
             try:
-                outcome = await asyncio.wait_for(
-                    target.perform(step.action, dict(step.params), dry_run=self.config.dry_run),
-                    timeout,
-                )
+                outcome = await self._perform(plan, index, step.target, step.action, params)
             except ActionRefused as exc:
-                return await self._finish(plan, index, step, started, "refused", str(exc), None)
-            except TimeoutError:
-                outcome = StepOutcome(False, f"timed out after {timeout:g} s")
-            except Exception as exc:
-                outcome = StepOutcome(False, f"{type(exc).__name__}: {exc}")
+                await self._finish(plan, index, step, started, "refused", str(exc), None)
+                return StepEnd(index, step, "refused", detail=one_line(str(exc)), rule="target")
+            if not outcome.ok:
+                await self._finish(plan, index, step, started, "failure", outcome.output, None)
+                said = first_line if step.action == "alert_human" else last_line
+                return StepEnd(index, step, "failure", detail=said(outcome.output))
             if self.config.dry_run:
-                return await self._finish(
-                    plan, index, step, started, "dry_run", outcome.output, None
-                )
-            if not outcome.ok or step.action == "alert_human":  # alerting fixes nothing
-                status: Outcome = "success" if outcome.ok else "failure"
-                return await self._finish(plan, index, step, started, status, outcome.output, None)
+                await self._finish(plan, index, step, started, "dry_run", outcome.output, None)
+                return StepEnd(index, step, "dry_run", detail=one_line(outcome.output))
+            if step.action == "alert_human":  # alerting fixes nothing
+                await self._finish(plan, index, step, started, "success", outcome.output, None)
+                return StepEnd(index, step, "success", detail=f"the alert went out ({step.target})")
             check = await self.verifier.wait_fixed(plan, started, self.config.verify_window_seconds)
             span.set_attribute("medbay.verified", check.verified)
             text = f"{outcome.output}\nverification: {check.detail}"
-            return await self._finish(plan, index, step, started, "success", text, check.verified)
+            await self._finish(plan, index, step, started, "success", text, check.verified)
+            return StepEnd(index, step, "success", check.verified, one_line(check.detail))
+
+    async def _perform(
+        self, plan: Plan, index: int, target: str, action: ActionName, params: dict[str, Any]
+    ) -> StepOutcome:
+        """Do the action on the target within the step timeout; a message the target
+        leaves for the approver's bot is published here (``AlertRaised``).
+        ActionRefused goes to the caller; any other error is a failed step."""
+        timeout = self.config.safety.step_timeout_seconds
+        try:
+            outcome = await asyncio.wait_for(
+                self.config.targets[target].perform(action, params, dry_run=self.config.dry_run),
+                timeout,
+            )
+        except ActionRefused:
+            raise
+        except TimeoutError:
+            return StepOutcome(False, f"timed out after {timeout:g} s")
+        except Exception as exc:
+            return StepOutcome(False, f"{type(exc).__name__}: {exc}")
+        if outcome.alert is None:
+            return outcome
+        alert_id = derived_event_id("alert", plan.plan_id, index)
+        alert = AlertRaised(
+            event_id=alert_id,
+            alert_id=alert_id,
+            plan_id=plan.plan_id,
+            issue_fingerprint=plan.issue_fingerprint,
+            issue_kind=plan.issue_kind,
+            host=plan.host,
+            target=target,
+            message=cut(outcome.alert, MESSAGE_LIMIT),
+        )
+        try:
+            await self._publish(alert)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            return StepOutcome(False, f"could not hand the alert to {TELEGRAM}: {error}")
+        return outcome
 
     async def _refusal(self, plan: Plan, step: PlanStep, now: datetime) -> Refusal | None:
         """Why the step may not run. In live mode an allowed step is counted at once
         (cooldown, flap history, rate limit), so concurrent plans see it."""
         assert self.rails is not None
         if step.target not in self.config.targets:
-            return Refusal(
-                "allowlist", f"unknown target {step.target!r}: it is not in the executor's config"
-            )
+            reason = f"unknown target {step.target!r}: it is not in the executor's config"
+            known = self.catalog.resolve(step.action, step.target) if self.catalog else None
+            if known is not None:
+                reason += f" (target {known!r} covers it)"
+            return Refusal("allowlist", reason)
         if self.config.dry_run:
             return await self.rails.check(step.action, step.target, plan.host, now)
         return await self.rails.admit(step.action, step.target, plan.host, now)
 
-    async def _escalate(self, plan: Plan, why: str) -> None:
-        """Tell a person, through the configured notifier; never blocked by the rails."""
+    # --- ending a plan -------------------------------------------------------------
+
+    async def _conclude(self, plan: Plan, tried: Sequence[StepEnd]) -> PlanEnd:
+        """The plan's end (``outcomes.conclude``), with people told if it needs it.
+
+        A breaker is escalated once per opening: this plan tells people of an open
+        breaker of a target it touched only if it wins the claim to (``rails``);
+        a plan refused by a breaker others were told of is not escalated again.
+        """
+        end = conclude(tried, dry_run=self.config.dry_run)
+        if end.escalation is None:
+            return end
+        last = tried[-1]
+        by_breaker = last.rule == "breaker"
+        acted = any(t.ran and t.step.action != "alert_human" for t in tried)
+        breakers, holders = await self._claim_breakers(plan, tried)
+        target = last.step.target
+        if by_breaker and not acted and not self.config.dry_run and target not in breakers:
+            told = "people were told of this breaker when it opened"
+            if target in holders:
+                told += f" (plan {holders[target]})"
+            return dataclasses.replace(end, escalation=None, detail=f"{end.detail}; {told}")
+        shown = {t: b for t, b in breakers.items() if not (by_breaker and t == target)}
+        escalated, said = await self._escalate(plan, tried, end.escalation, shown)
+        if not escalated:
+            for claimed, breaker in breakers.items():
+                await self._release(claimed, breaker, plan)
+        return dataclasses.replace(
+            end, escalated=escalated, escalation=None, detail=f"{end.detail}; {said}"
+        )
+
+    async def _claim_breakers(
+        self, plan: Plan, tried: Sequence[StepEnd]
+    ) -> tuple[dict[str, BreakerState], dict[str, str]]:
+        """The open breakers of the targets the plan ran a step on or was refused on by
+        a breaker, that this plan now holds the claim to tell people of (live only);
+        and, by target, the plan that holds each claim."""
+        assert self.rails is not None
+        if self.config.dry_run:
+            return {}, {}
+        targets = {
+            t.step.target
+            for t in tried
+            if (t.ran or t.rule == "breaker") and t.step.action != "alert_human"
+        }
+        claimed: dict[str, BreakerState] = {}
+        holders: dict[str, str] = {}
+        for target in sorted(targets):
+            breaker = await self.rails.breaker(target)
+            if breaker is None:
+                continue
+            holders[target] = await self.rails.claim_breaker_alert(target, breaker, plan.plan_id)
+            if holders[target] == plan.plan_id:
+                claimed[target] = breaker
+        return claimed, holders
+
+    async def _release(self, target: str, breaker: BreakerState, plan: Plan) -> None:
+        assert self.rails is not None
+        await self.rails.release_breaker_alert(target, breaker, plan.plan_id)
+
+    async def _escalate(
+        self,
+        plan: Plan,
+        tried: Sequence[StepEnd],
+        why: str,
+        breakers: dict[str, BreakerState] | None = None,
+    ) -> tuple[bool, str]:
+        """Tell people, through the ``escalate_to`` notifier (never blocked by the rails),
+        once per plan. Returns whether the message went out, and what happened in words."""
         name = self.config.escalate_to
-        index = len(plan.steps)
         if name is None:
             log.warning("plan %s needs a person (%s); no escalate_to target", plan.plan_id, why)
-            return
+            return False, "nobody was told: there is no escalate_to target"
         assert self.rails is not None
-        if not await self.rails.claim_step(plan.plan_id, index, self.executor_id):
-            return
+        index = len(plan.steps)
         step = PlanStep(action="alert_human", target=name, risk=plan.risk, estimated_seconds=1)
+        if not await self.rails.claim_step(plan.plan_id, index, self.executor_id):
+            state = await self.rails.step_state(plan.plan_id, index)  # before a restart
+            if state is None or not state.finished:
+                await self._report_interrupted(plan, index, step)
+                return False, f"the escalation to {name} was interrupted"
+            if state.outcome == "success":
+                return True, f"escalated to {name}"
+            return False, f"the escalation to {name} did not go out: {state.detail}"
         started = datetime.now(UTC)
         await self._report(plan, index, step, started)
-        message = f"Medbay: plan {plan.plan_id} for {plan.issue_kind} on {plan.host}: {why}"
+        message = escalation_message(plan, tried, why, breakers)
         try:
-            outcome = await self.config.targets[name].perform(
-                "alert_human", {"message": message}, dry_run=self.config.dry_run
-            )
-        except Exception as exc:
-            outcome = StepOutcome(False, f"{type(exc).__name__}: {exc}")
-        status: Outcome = (
-            "dry_run" if self.config.dry_run else ("success" if outcome.ok else "failure")
-        )
+            outcome = await self._perform(plan, index, name, "alert_human", {"message": message})
+        except ActionRefused as exc:
+            outcome = StepOutcome(False, str(exc))
+        status: StepResult = "failure"
+        if outcome.ok:
+            status = "dry_run" if self.config.dry_run else "success"
         await self._finish(plan, index, step, started, status, outcome.output, None)
+        what = first_line(outcome.output)
+        await self.rails.finish_step(plan.plan_id, index, status, what)
+        if status == "success":
+            return True, f"escalated to {name}"
+        if status == "dry_run":
+            return False, f"would escalate to {name}"
+        return False, f"the escalation to {name} failed: {what}"
 
-    async def _report_interrupted(self, plan: Plan, index: int, step: PlanStep) -> None:
+    async def _announce(self, plan: Plan, end: PlanEnd) -> None:
+        """Publish how the plan ended (``PlanFinished``); count and log it."""
+        self.plans_ended.labels(end.outcome).inc()
+        level = (
+            logging.INFO if end.outcome in ("verified", "alerted", "dry_run") else logging.WARNING
+        )
+        log.log(
+            level,
+            "plan %s outcome %s: %s",
+            plan.plan_id,
+            end.outcome,
+            end.detail,
+            extra={"plan_id": plan.plan_id},
+        )
+        finished = PlanFinished(
+            event_id=derived_event_id("plan-finished", plan.plan_id),
+            plan_id=plan.plan_id,
+            issue_fingerprint=plan.issue_fingerprint,
+            issue_kind=plan.issue_kind,
+            host=plan.host,
+            outcome=end.outcome,
+            detail=cut(end.detail, DETAIL_LIMIT),
+            steps_run=end.steps_run,
+            escalated=end.escalated,
+            dry_run=self.config.dry_run,
+        )
+        try:
+            await self._publish(finished)
+        except Exception:
+            log.exception("how plan %s ended could not be published", plan.plan_id)
+
+    # --- step results -----------------------------------------------------------------
+
+    async def _report_interrupted(self, plan: Plan, index: int, step: PlanStep) -> StepEnd:
+        assert self.rails is not None
         now = datetime.now(UTC)
         text = "interrupted: the executor stopped during this step; it is not run twice"
         await self._finish(plan, index, step, now, "failure", text, None)
+        await self.rails.finish_step(plan.plan_id, index, "interrupted", text)
+        return StepEnd(index, step, "failure", detail=text, interrupted=True)
 
     def _result(
         self, plan: Plan, index: int, step: PlanStep, started: datetime, **fields: Any
@@ -377,10 +619,11 @@ class ExecutorService:
         index: int,
         step: PlanStep,
         started: datetime,
-        outcome: Outcome,
+        outcome: StepResult,
         output: str,
         verified: bool | None,
-    ) -> ActionResult:
+    ) -> None:
+        """The step has finished."""
         result = self._result(
             plan,
             index,
@@ -406,11 +649,10 @@ class ExecutorService:
             "" if verified is None else (" (verified)" if verified else " (not verified)"),
             extra={"plan_id": plan.plan_id},
         )
-        return result
 
-    async def _publish(self, result: ActionResult) -> None:
+    async def _publish(self, event: Event) -> None:
         await publish(
-            self.rt.broker, result, stream=RESULTS, timeout=self.rt.settings.publish_timeout
+            self.rt.broker, event, stream=RESULTS, timeout=self.rt.settings.publish_timeout
         )
 
     async def stop(self) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medbay.common.actions import ACTIONS
 from medbay.common.events import ActionName
@@ -48,6 +48,10 @@ class StepOutcome:
     ok: bool
     output: str
     """What was done (or, in dry-run, exactly what would be done), human-readable."""
+    alert: str | None = None
+    """A message for people that the executor still has to publish as an ``AlertRaised``
+    (a notifier ``via: telegram``): targets know nothing of the bus. ``ok`` and
+    ``output`` hold only once it is published."""
 
 
 class ActionRefused(Exception):
@@ -94,15 +98,43 @@ def allowed_params(action: ActionName) -> frozenset[str]:
     return frozenset(ACTIONS[action].params)
 
 
+CoverName = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^\S(.*\S)?$")]
+"""A name a target answers to in issues (an issue's resource): no space at either end."""
+
+
 class Target(BaseModel):
     """A configured backend: validated strictly from the executor's config."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: str
+    covers: list[CoverName] = Field(
+        default_factory=list,
+        description="Other names this target answers to in issues (a service, process, "
+        "cache, database, directory or mount an issue names), besides its own name.",
+    )
+
     supports: ClassVar[frozenset[ActionName]]
     system_errors: ClassVar[tuple[type[Exception], ...]] = (OSError,)
     """What the backend raises when the system it acts on fails; reported as a failed step."""
+
+    @field_validator("covers")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        twice = sorted({name for name in value if value.count(name) > 1})
+        if twice:
+            raise ValueError(f"listed more than once: {twice}")
+        return value
+
+    @property
+    def actions(self) -> frozenset[ActionName]:
+        """The actions this target can take as configured (before the allowlist)."""
+        return self.supports
+
+    def derived_covers(self) -> list[str]:
+        """Names this target answers to that follow from its own settings beyond doubt
+        (see ``catalog``); none unless a kind says otherwise."""
+        return []
 
     def check(self, action: ActionName, params: Mapping[str, Any]) -> dict[str, Any]:
         """The checked params of a step; ActionRefused if this target cannot take the step."""

@@ -36,6 +36,11 @@ class SystemdTarget(Target):
 
     supports: ClassVar[frozenset[ActionName]] = frozenset({"restart_service"})
 
+    def derived_covers(self) -> list[str]:
+        """The unit, and a service unit without its suffix (``nginx.service``: ``nginx``)."""
+        stem = self.unit.removesuffix(".service")
+        return [self.unit] if stem == self.unit or not stem else [self.unit, stem]
+
     async def run(self, action: ActionName, params: dict[str, Any], dry_run: bool) -> StepOutcome:
         restart = ["systemctl", "restart", self.unit]
         if missing_program(restart, env=self.env):
@@ -77,6 +82,10 @@ class CommandTarget(Target):
 
     supports: ClassVar[frozenset[ActionName]] = frozenset(get_args(ActionName))
     """Any action can be given a command; a step whose action has none is refused."""
+
+    @property
+    def actions(self) -> frozenset[ActionName]:
+        return frozenset(self.commands)
 
     def check(self, action: ActionName, params: Mapping[str, Any]) -> dict[str, Any]:
         checked = super().check(action, params)

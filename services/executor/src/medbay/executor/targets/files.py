@@ -80,6 +80,16 @@ def rotations(dir_fd: int, name: str) -> list[str]:
     return [rotation for *_, rotation in sorted(found)]
 
 
+def mount_point(directory: Path) -> str | None:
+    """The mount point the directory is on; None if it is not a directory."""
+    path = Path(os.path.realpath(directory))
+    if not path.is_dir():
+        return None
+    while not os.path.ismount(path):
+        path = path.parent
+    return str(path)
+
+
 def size(n: float) -> str:
     units = ["bytes", "KiB", "MiB", "GiB", "TiB"]
     unit = 0
@@ -116,6 +126,16 @@ class FilesTarget(Target):
             if directory == Path(directory.anchor):
                 raise ValueError("the root directory is not allowed")
         return value
+
+    def derived_covers(self) -> list[str]:
+        """Its directories, and the mounts they are on: a disk issue names one or the other.
+        A directory missing now gives no mount."""
+        names = [str(directory) for directory in self.directories]
+        for directory in self.directories:
+            mount = mount_point(directory)
+            if mount is not None and mount not in names:
+                names.append(mount)
+        return names
 
     def walk(self, stop: threading.Event, walk: Walk) -> Iterator[Found]:  # noqa: C901 - each file kind is a safety case
         """Regular files matching the globs, each once; stops early when ``stop`` is set."""

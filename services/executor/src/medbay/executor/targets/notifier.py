@@ -1,4 +1,5 @@
-"""Telling a person: alert_human through the log, a webhook or a command."""
+"""Telling a person: alert_human through the approver's Telegram bot, the log, a webhook
+or a command."""
 
 from __future__ import annotations
 
@@ -25,16 +26,24 @@ log = logging.getLogger("medbay.executor.alerts")
 DEFAULT_MESSAGE = "Medbay needs a person to look at this host (the step gave no details)."
 
 
-class NotifierTarget(Target):
-    """alert_human: the message (param ``message``) goes to the log, a webhook or a command.
+TELEGRAM = "the approver's Telegram bot"
 
-    ``webhook`` POSTs ``{"text": message, "source": "medbay"}`` (the shape chat
-    webhooks take) to ``url``; ``command`` runs ``command`` with the message on
-    stdin, in a minimal environment (see ``command_env``) plus ``env``.
+
+class NotifierTarget(Target):
+    """alert_human: the message (param ``message``) goes to people, ``via``:
+
+    - ``telegram``: handed to the approver's Telegram bot, which delivers it where
+      people already decide on plans: the executor publishes it as an
+      ``AlertRaised`` event (this target only says so, in ``StepOutcome.alert``);
+    - ``log``: the executor's log, at WARNING;
+    - ``webhook``: POSTs ``{"text": message, "source": "medbay"}`` (the shape chat
+      webhooks take) to ``url``;
+    - ``command``: runs ``command`` with the message on stdin, in a minimal
+      environment (see ``command_env``) plus ``env``.
     """
 
     kind: Literal["notifier"]
-    via: Literal["log", "webhook", "command"] = "log"
+    via: Literal["telegram", "log", "webhook", "command"] = "log"
     url: AnyHttpUrl | None = Field(default=None, description="Webhook URL (via: webhook).")
     headers: dict[str, str] = Field(
         default_factory=dict, description="Extra webhook headers, e.g. Authorization."
@@ -62,10 +71,16 @@ class NotifierTarget(Target):
             raise ValueError(f"command is only for via: command (via is {self.via})")
         if self.env and self.via != "command":
             raise ValueError(f"env is only for via: command (via is {self.via})")
+        if self.headers and self.via != "webhook":
+            raise ValueError(f"headers are only for via: webhook (via is {self.via})")
         return self
 
     async def run(self, action: ActionName, params: dict[str, Any], dry_run: bool) -> StepOutcome:
         message: str = params.get("message", DEFAULT_MESSAGE)
+        if self.via == "telegram":
+            if dry_run:
+                return StepOutcome(True, f"would hand the alert to {TELEGRAM}: {message}")
+            return StepOutcome(True, f"handed the alert to {TELEGRAM}: {message}", alert=message)
         if self.via == "webhook":
             assert self.url is not None
             return await self._post(str(self.url), message, dry_run)

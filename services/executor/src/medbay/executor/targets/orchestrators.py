@@ -47,6 +47,9 @@ class DockerTarget(Target):
     supports: ClassVar[frozenset[ActionName]] = frozenset({"restart_service"})
     system_errors: ClassVar[tuple[type[Exception], ...]] = (OSError, docker.errors.DockerException)
 
+    def derived_covers(self) -> list[str]:
+        return [self.container]
+
     def _client(self) -> docker.DockerClient:
         if self.base_url is None:
             return docker.from_env(timeout=self.api_timeout)
@@ -114,6 +117,9 @@ class KubernetesTarget(Target):
         if self.in_cluster and (self.kubeconfig is not None or self.context is not None):
             raise ValueError("in_cluster: true takes no kubeconfig or context")
         return self
+
+    def derived_covers(self) -> list[str]:
+        return [self.deployment, f"{self.namespace}/{self.deployment}"]
 
     @property
     def _name(self) -> str:

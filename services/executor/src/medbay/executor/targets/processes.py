@@ -176,6 +176,11 @@ class ProcessTarget(Target):
     ``user`` narrows both to processes running as that user. The command starts
     detached, in its own session, in a minimal environment (see ``command_env``)
     plus ``env``.
+
+    It answers in issues only to its own name and its configured ``covers``: the
+    name a process goes by (``comm``) cannot be told from ``command`` beyond doubt
+    (``python`` runs as ``python3.11``, a script started by its ``#!`` line or a
+    wrapper that execs goes by another name, a process may rename itself).
     """
 
     kind: Literal["process"]
@@ -343,6 +348,10 @@ class ProcessNameTarget(Target):
     )
 
     supports: ClassVar[frozenset[ActionName]] = frozenset({"kill_process"})
+
+    def derived_covers(self) -> list[str]:
+        """The names it may kill: a runaway process goes by one of them."""
+        return list(self.names)
 
     def find(self, names: set[str]) -> list[psutil.Process]:
         return live_processes(lambda proc: proc.name() in names and owned_by(proc, self.user))

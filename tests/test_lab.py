@@ -24,9 +24,10 @@ QUIET = "120s"
 def test_every_fault_is_healed_or_escalated_and_the_quiet_raises_nothing(tmp_path: Path) -> None:
     report = tmp_path / "lab.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDBAY_", "OTEL_"))}
+    argv = [sys.executable, "-m", "medbay.cli.main", "lab", "--rounds", "1", "--seed", "11"]
+    argv += ["--quiet-period", QUIET, "--json", str(report), "--data-dir", str(tmp_path)]
     done = subprocess.run(
-        [sys.executable, "-m", "medbay.cli.main", "lab", "--rounds", "1", "--seed", "11"]
-        + ["--quiet-period", QUIET, "--json", str(report), "--data-dir", str(tmp_path)],
+        argv,
         capture_output=True,
         text=True,
         env=env,

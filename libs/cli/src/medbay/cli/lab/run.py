@@ -294,14 +294,15 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
 
 def print_summary(summary: dict[str, Any]) -> None:
     totals = summary["totals"]
-    print(table(summary))
-    fixable = totals["fixable"]
-    share = 100.0 * totals["fixable_auto_resolved"] / fixable if fixable else 0.0
-    print(
-        f"\nfixable faults auto-resolved and verified: {totals['fixable_auto_resolved']}/"
-        f"{fixable} ({share:.1f} %); as expected in all: {totals['as_expected']}/"
-        f"{totals['injected']}; silent: {totals['silent']}"
-    )
+    if totals["injected"]:
+        print(table(summary))
+        fixable = totals["fixable"]
+        share = 100.0 * totals["fixable_auto_resolved"] / fixable if fixable else 0.0
+        print(
+            f"\nfixable faults auto-resolved and verified: {totals['fixable_auto_resolved']}/"
+            f"{fixable} ({share:.1f} %); as expected in all: {totals['as_expected']}/"
+            f"{totals['injected']}; silent: {totals['silent']}"
+        )
     print(
         f"quiet: {totals['quiet_seconds']:.0f} s with no fault: {totals['quiet_issues']} issues, "
         f"{totals['quiet_plans']} plans, {totals['quiet_actions']} actions"

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
@@ -31,6 +33,7 @@ from medbay.common.events import (
 from medbay.common.reading import read
 from medbay.common.streams import APPROVALS, ISSUES, PLANS, PREFIX, RESULTS, StreamSpec
 
+log = logging.getLogger("medbay.lab")
 E = TypeVar("E", bound=Event)
 MODELS: dict[str, type[Event]] = {model.model_fields["type"].default: model for model in ALL_EVENTS}
 WATCHED: tuple[tuple[StreamSpec, str], ...] = (
@@ -85,14 +88,24 @@ class Observer:
             self._tasks.append(asyncio.create_task(self._follow(spec, subject, start)))
 
     async def _follow(self, spec: StreamSpec, subject: str, start: int) -> None:
+        """Read ``subject`` from ``start`` on for ever; a broken read resumes where it was."""
         js = self.nc.jetstream()
-        async for msgs in read(js, spec, subject, start_seq=start, follow=True, idle_seconds=0.5):
-            now = time.monotonic()
-            for msg in msgs:
-                event = self._parse(msg.data)
-                if event is not None:
-                    self.seen.append(Seen(now, event))
-            self._changed.set()
+        next_seq = start
+        while True:
+            try:
+                async for msgs in read(
+                    js, spec, subject, start_seq=next_seq, follow=True, idle_seconds=0.5
+                ):
+                    now = time.monotonic()
+                    for msg in msgs:
+                        next_seq = msg.metadata.sequence.stream + 1
+                        event = self._parse(msg.data)
+                        if event is not None:
+                            self.seen.append(Seen(now, event))
+                    self._changed.set()
+            except (NatsError, TimeoutError) as exc:
+                log.warning("reading %s stopped (%r); resuming at %d", subject, exc, next_seq)
+                await asyncio.sleep(0.5)
 
     def _parse(self, data: bytes) -> Event | None:
         try:

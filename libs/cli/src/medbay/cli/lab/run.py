@@ -129,8 +129,7 @@ class Lab:
 
     async def episode(self, fault: Fault, progress: Progress) -> EpisodeResult:
         progress.show(f"{fault.kind}: {fault.description}")
-        injected_at = time.monotonic()
-        await fault.inject(self.sandbox)
+        injected_at = await self.inject(fault)
         episode = Episode(fault, injected_at)
 
         def settled() -> bool:
@@ -155,6 +154,21 @@ class Lab:
         mttr = f", fixed in {result.mttr_s:.1f} s" if result.mttr_s is not None else ""
         progress.show(f"{fault.kind}: {verdict}{mttr}")
         return result
+
+    async def inject(self, fault: Fault) -> float:
+        """Inject ``fault``; if the sandbox was not ready for it (what it breaks is not
+        running), repair and try once more. Returns the moment of injection."""
+        try:
+            injected_at = time.monotonic()
+            await fault.inject(self.sandbox)
+            return injected_at
+        except Exception as exc:
+            log.warning("could not inject %s (%s); repairing and trying again", fault.kind, exc)
+        await fault.repair(self.sandbox)
+        await self.observer.wait_for(self.calm, self.options.settle_timeout)
+        injected_at = time.monotonic()
+        await fault.inject(self.sandbox)
+        return injected_at
 
     def calm(self) -> bool:
         """Nothing open, nothing running."""

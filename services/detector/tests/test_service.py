@@ -4,12 +4,14 @@ opens ``host_silent``, and its return resolves it; a host that keeps sending doe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import nats
 import pytest
+from nats.errors import Error as NatsError
 from prometheus_client import CollectorRegistry
 
 from medbay.common.bus import declare_streams, make_broker, publish_event
@@ -54,7 +56,9 @@ class Host:
 
     async def _run(self) -> None:
         while True:
-            await self.send()
+            # On a busy machine a publish may time out: a collector sends the next one.
+            with contextlib.suppress(NatsError, TimeoutError):
+                await self.send()
             await asyncio.sleep(EVERY)
 
     def start(self) -> None:
@@ -66,6 +70,7 @@ class Host:
             await asyncio.gather(self.task, return_exceptions=True)
 
 
+@pytest.mark.timeout(400)
 async def test_a_silent_host_opens_host_silent_and_resolves_when_it_returns(
     nats_server: NatsServer, services: StartService, tmp_path: Path
 ) -> None:

@@ -303,7 +303,7 @@ FAULTS: tuple[Fault, ...] = (
     ),
     Fault(
         "crash_loop",
-        f"{FLAKY} dies 8 s after every start",
+        f"{FLAKY} dies 5 s after every start",
         "escalated",
         (FLAKY,),
         LAB_HOST,

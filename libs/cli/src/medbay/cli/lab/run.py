@@ -51,7 +51,7 @@ class RunOptions:
     faults: tuple[Fault, ...]
     quiet_seconds: float
     """The first quiet period."""
-    gap_seconds: tuple[float, float] = (3.0, 10.0)
+    gap_seconds: tuple[float, float] = (2.0, 6.0)
     """Each fault comes after a random quiet gap of this many seconds."""
     episode_timeout: float = 120.0
     settle_timeout: float = 60.0

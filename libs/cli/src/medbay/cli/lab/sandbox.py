@@ -245,7 +245,7 @@ class Sandbox:
         argv = [sys.executable, "-m", "medbay.cli.lab.target", "--name", name]
         argv += ["--port", str(self.ports[name]), "--log", str(self.logs_dir / "app.log")]
         if name == FLAKY:
-            argv += ["--crash-flag", str(self.crash_flag), "--crash-after", "8"]
+            argv += ["--crash-flag", str(self.crash_flag), "--crash-after", "5"]
         return argv
 
     def start_target(self, name: str) -> None:

@@ -519,7 +519,8 @@ class DetectionEngine:
         _, metric, items = self.series[row]
         value = float(self.last_value[row])
         rising = after > before
-        samples = rule.for_samples if rising else rule.clear_samples
+        count = rule.for_samples if rising else rule.clear_samples
+        samples = f"{count} sample" if count == 1 else f"{count} samples"
         if rule.kind == "runaway_process":
             labels = dict(items)
             who = f"pid {labels.get('pid', '?')} ({labels.get('command') or labels.get('name')})"
@@ -527,22 +528,22 @@ class DetectionEngine:
                 return f"{who} no longer among the top processes"
             amount = f"{value:.0f}{PROCESS_RESOURCE.get(metric, ' ' + metric)}"
             if after:
-                return f"{who} at {amount} for {samples} samples"
-            return f"{who} back to {amount} for {samples} samples"
+                return f"{who} at {amount} for {samples}"
+            return f"{who} back to {amount} for {samples}"
         if absent:
-            return f"{metric} no longer reported, for {samples} samples"
+            return f"{metric} no longer reported, for {samples}"
         above = rule.direction == "above"
         if rising:
             crossed = rule.level(after)
             return (
                 f"{metric} {_number(value)} {'over' if above else 'under'} {_number(crossed)} "
-                f"for {samples} samples"
+                f"for {samples}"
             )
         held = rule.level(before)
         limit = held - rule.hysteresis if above else held + rule.hysteresis
         return (
             f"{metric} {_number(value)}, back {'under' if above else 'over'} {_number(limit)} "
-            f"for {samples} samples"
+            f"for {samples}"
         )
 
     def _anomalies(

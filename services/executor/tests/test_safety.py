@@ -423,3 +423,29 @@ async def test_the_catalog_is_read_as_the_planner_reads_it(
         assert await read_target_catalog(kv) == catalog
     finally:
         await nc.close()
+
+
+async def test_one_step_at_a_time_holds_a_target_across_replicas(open_rails: Opener) -> None:
+    first, second = await open_rails(), await open_rails()
+    order: list[str] = []
+
+    async def act(rails: SafetyRails, holder: str, target: str) -> None:
+        async with rails.hold(target, holder, 60):
+            order.append(f"{holder} in")
+            await asyncio.sleep(0.5)
+            order.append(f"{holder} out")
+
+    await asyncio.gather(act(first, "a", "web"), act(second, "b", "web"))
+    assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+    order.clear()
+    await asyncio.gather(act(first, "a", "web"), act(second, "b", "db"))  # other targets
+    assert sorted(order[:2]) == ["a in", "b in"]
+
+
+async def test_a_hold_whose_holder_died_lapses(open_rails: Opener) -> None:
+    rails = await open_rails()
+    held = rails.hold("web", "gone", 0.5).__aenter__()  # entered, never left: a dead holder
+    await held
+    async with asyncio.timeout(30):
+        async with rails.hold("web", "next", 60):
+            pass

@@ -9,6 +9,8 @@ on one key:
 - ``targets.<target>``: last run of each action (cooldowns), recent flap-prone
   actions and the breaker;
 - ``rate``: the times of the most recent actions of all executors;
+- ``holds.<target>``: which plan step is acting on the target (a lease), so that one
+  action at a time touches a target across all replicas and concurrent plans;
 - ``breaker_alerts.<target>``: which opening of the target's breaker people were
   told about, so that each opening is escalated once;
 - ``catalog``: the ``TargetCatalog`` (``medbay.common.records``), written at start
@@ -22,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from nats.js import JetStreamContext
@@ -93,6 +96,29 @@ def breaker_alert_key(target: str) -> str:
     return f"breaker_alerts.{key_token(target)}"
 
 
+class TargetHold(BaseModel):
+    """Which plan step acts on a target, until when (a lease; ``holder`` "" when free)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    holder: str = ""
+    until: AwareDatetime | None = None
+
+    def held_against(self, holder: str, now: datetime) -> bool:
+        """Whether someone else holds the target at ``now``."""
+        return (
+            bool(self.holder) and self.holder != holder and (self.until is None or self.until > now)
+        )
+
+
+def hold_key(target: str) -> str:
+    return f"holds.{key_token(target)}"
+
+
+HOLD_POLL_SECONDS = 0.2
+"""How often a step waiting for a held target looks again."""
+
+
 class SafetyRails:
     """The rails over the shared KV bucket; any number of instances may share it."""
 
@@ -145,6 +171,45 @@ class SafetyRails:
         """None if never claimed; else claimed (maybe interrupted) or finished."""
         state, _ = await self._read(step_key(plan_id, step_index), StepState)
         return state
+
+    # --- one action at a time per target ----------------------------------------------
+
+    @asynccontextmanager
+    async def hold(self, target: str, holder: str, seconds: float) -> AsyncIterator[None]:
+        """Hold ``target`` for ``holder`` while the block runs, waiting while another holds it.
+
+        A hold lasts at most ``seconds`` (the step's timeout and verification), so a
+        holder that died frees the target then. Two restarts of one process at the
+        same time would stop each other's new process: a step that finds its target
+        held waits for the step ahead to end, then goes through the rails, which see
+        that step's action (its cooldown, the flap breaker).
+        """
+        taken = False
+
+        def take(old: TargetHold | None) -> TargetHold | None:
+            nonlocal taken
+            now = datetime.now(UTC)
+            taken = old is None or not old.held_against(holder, now)
+            until = now + timedelta(seconds=seconds)
+            return TargetHold(holder=holder, until=until) if taken else None
+
+        waited = False
+        while True:
+            old, _ = await self._change(hold_key(target), TargetHold, take)
+            if taken:
+                break
+            if not waited and old is not None:
+                log.info("%s waits for target %r: %s acts on it", holder, target, old.holder)
+                waited = True
+            await asyncio.sleep(HOLD_POLL_SECONDS)
+        try:
+            yield
+        finally:
+
+            def free(old: TargetHold | None) -> TargetHold | None:
+                return TargetHold() if old is not None and old.holder == holder else None
+
+            await self._change(hold_key(target), TargetHold, free)
 
     # --- the rules ---------------------------------------------------------------------
 

@@ -79,7 +79,7 @@ from medbay.executor.outcomes import (
     one_line,
 )
 from medbay.executor.plan_book import PlanBook
-from medbay.executor.policy import Refusal
+from medbay.executor.policy import UNRESTRICTED, Refusal
 from medbay.executor.rails import SafetyRails, StepState
 from medbay.executor.targets import ActionRefused, StepOutcome
 from medbay.executor.targets.notifier import TELEGRAM
@@ -87,6 +87,9 @@ from medbay.executor.verify import FixVerifier
 
 log = logging.getLogger("medbay.executor")
 tracer = trace.get_tracer("medbay.executor")
+
+HOLD_MARGIN_SECONDS = 30.0
+"""A target hold outlasts its step's timeout and verification by this much (``rails.hold``)."""
 
 
 def resumed_step(index: int, step: PlanStep, state: StepState) -> StepEnd:
@@ -347,19 +350,38 @@ class ExecutorService:
     async def _admit_and_run(
         self, plan: Plan, index: int, step: PlanStep, tried: Sequence[StepEnd]
     ) -> StepEnd:
-        """Run a claimed step if the rails let it, and record how it ended."""
+        """Run a claimed step if the rails let it, and record how it ended.
+
+        A live step that changes a target holds it (``rails.hold``) from admission
+        through verification, so the steps of concurrent plans on one target run one
+        after the other, each admitted in the light of the one before.
+        """
         assert self.rails is not None
-        started = datetime.now(UTC)
-        refusal = await self._refusal(plan, step, started)
-        if refusal is None:
-            end = await self._run_step(plan, index, step, started, tried)
+        holds = (
+            not self.config.dry_run
+            and step.action not in UNRESTRICTED
+            and step.target in self.config.targets
+        )
+        if holds:
+            seconds = self.config.safety.step_timeout_seconds + self.config.verify_window_seconds
+            holder = f"{self.executor_id}/{plan.plan_id}/{index + 1}"
+            async with self.rails.hold(step.target, holder, seconds + HOLD_MARGIN_SECONDS):
+                end = await self._admit_then_run(plan, index, step, tried)
         else:
-            await self._finish(plan, index, step, started, "refused", refusal.reason, None)
-            reason = one_line(refusal.reason)
-            end = StepEnd(index, step, "refused", detail=reason, rule=refusal.rule)
+            end = await self._admit_then_run(plan, index, step, tried)
         recorded = "verified" if end.verified else end.outcome
         await self.rails.finish_step(plan.plan_id, index, recorded, end.detail)
         return end
+
+    async def _admit_then_run(
+        self, plan: Plan, index: int, step: PlanStep, tried: Sequence[StepEnd]
+    ) -> StepEnd:
+        started = datetime.now(UTC)
+        refusal = await self._refusal(plan, step, started)
+        if refusal is None:
+            return await self._run_step(plan, index, step, started, tried)
+        await self._finish(plan, index, step, started, "refused", refusal.reason, None)
+        return StepEnd(index, step, "refused", detail=one_line(refusal.reason), rule=refusal.rule)
 
     async def _run_step(
         self, plan: Plan, index: int, step: PlanStep, started: datetime, tried: Sequence[StepEnd]

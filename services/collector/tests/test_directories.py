@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+import pickle
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -15,6 +18,8 @@ from medbay.collector.directories import DirectoryBudgets, DirectorySize, direct
 
 Dicts = Callable[..., list[dict[str, Any]]]
 LOGGER = "medbay.collector.directories"
+NOBODY = 65534
+T = TypeVar("T")
 
 
 def budgets(*directories: dict[str, Any]) -> list[DirectoryBudget]:
@@ -29,6 +34,81 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     found = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     caplog.clear()
     return found
+
+
+def unprivileged(work: Callable[[], T]) -> T:
+    """``work()`` run in a forked child that file modes do apply to.
+
+    Root reads every directory whatever its mode, so as root the child first
+    becomes nobody (no exec: the interpreter is already loaded in the fork). Not
+    as root it keeps its user. What ``work`` returns or raises comes back pickled.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns, whatever happens
+        status = 1
+        try:
+            os.close(read_end)
+            try:
+                if os.geteuid() == 0:
+                    os.setgroups([])
+                    os.setgid(NOBODY)
+                    os.setuid(NOBODY)
+                outcome: tuple[bool, object] = (True, work())
+            except BaseException as exc:
+                outcome = (False, exc)
+            with os.fdopen(write_end, "wb") as pipe:
+                pickle.dump(outcome, pipe)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        sent = pipe.read()
+    _, wait_status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(wait_status) == 0
+    returned, value = pickle.loads(sent)
+    if not returned:
+        raise value
+    return cast(T, value)
+
+
+class Recorder(logging.Handler):
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def logged(work: Callable[[], T]) -> Callable[[], tuple[T, list[str]]]:
+    """``work`` that also returns what it logged (caplog does not see a child's records)."""
+
+    def run() -> tuple[T, list[str]]:
+        handler = Recorder(logging.INFO)
+        logger = logging.getLogger(LOGGER)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            result = work()
+        finally:
+            logger.removeHandler(handler)
+        return result, [r.getMessage() for r in handler.records]
+
+    return run
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temporary directory that nobody can reach (pytest's tmp_path is root's only)."""
+    path = Path(tempfile.mkdtemp(prefix="medbay-test-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    for directory, subdirectories, _ in os.walk(path):
+        for name in subdirectories:
+            os.chmod(os.path.join(directory, name), 0o755, follow_symlinks=False)
+    shutil.rmtree(path)
 
 
 def test_regular_files_are_summed_links_not_followed(tmp_path: Path) -> None:
@@ -112,14 +192,48 @@ def test_a_missing_directory_reports_nothing_and_is_logged_once(
     assert warnings(caplog) == [f"directory later: {missing} is readable again"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every directory")
-def test_an_unreadable_subdirectory_is_skipped(tmp_path: Path) -> None:
-    (tmp_path / "ok").write_bytes(b"x" * 7)
-    locked = tmp_path / "locked"
-    locked.mkdir()
+def test_an_unreadable_subdirectory_is_skipped(shared_tmp: Path, as_dicts: Dicts) -> None:
+    top = shared_tmp
+    (top / "ok").write_bytes(b"x" * 7)
+    (top / "open").mkdir()
+    (top / "open" / "log").write_bytes(b"x" * 30)
+    locked = top / "locked"
+    (locked / "deeper").mkdir(parents=True)
     (locked / "secret").write_bytes(b"x" * 100)
+    (locked / "deeper" / "more").write_bytes(b"x" * 2000)
+    for directory in (top / "open", locked, locked / "deeper"):
+        directory.chmod(0o755)  # whatever the umask
+
+    def size(path: Path) -> DirectorySize:
+        return directory_size(str(path), max_entries=100)
+
+    reader = DirectoryBudgets(
+        budgets(
+            {"name": "top", "path": str(top), "budget_bytes": 100},
+            {"name": "locked", "path": str(locked), "budget_bytes": 100},
+        )
+    )
+
+    def read() -> list[dict[str, Any]]:
+        return as_dicts(reader.read())
+
+    # Before the lock, the child sees everything: what follows is the lock's doing.
+    assert unprivileged(lambda: size(top)) == DirectorySize(2137, complete=True)
+
     locked.chmod(0)
-    try:
-        assert directory_size(str(tmp_path), max_entries=100) == DirectorySize(7, complete=True)
-    finally:
-        locked.chmod(0o700)
+    with pytest.raises(PermissionError):
+        unprivileged(lambda: os.listdir(locked))
+    # The locked subtree is left out, silently: the rest is counted in full.
+    assert unprivileged(lambda: size(top)) == DirectorySize(37, complete=True)
+    # The directory itself being unreadable is another matter.
+    with pytest.raises(PermissionError):
+        unprivileged(lambda: size(locked))
+
+    samples, messages = unprivileged(logged(read))
+    assert series(samples) == {
+        ("directory_bytes", "top"): (37, "bytes"),
+        ("directory_budget_percent", "top"): (37, "%"),
+    }
+    assert messages == [
+        f"directory locked: cannot read {locked} (Permission denied); reporting nothing for it"
+    ]

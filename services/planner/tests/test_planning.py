@@ -199,6 +199,26 @@ def test_the_catalog_resolves_the_issues_resource(issue, planned):
     assert [(s.action, s.target) for s in down.steps] == [("restart_service", "web")]
 
 
+def test_rule_plans_explore_another_safe_fix_only_when_configured(issue, planned):
+    catalog = make_catalog({"app-logs": (["rotate_logs", "cleanup_disk"], ["/var/log"])})
+    exploring = rules_planner(rule_explore_rate=1.0)
+    plan = planned(exploring.plan(issue("disk"), catalog, frozenset()))
+    assert [s.action for s in plan.steps] == ["cleanup_disk", "rotate_logs"]
+    assert plan.reason.startswith("rules-v1: exploring cleanup_disk before rotate_logs; ")
+    assert plan.model_version == RULES_VERSION and not plan.requires_approval
+    rule_order = ["rotate_logs", "cleanup_disk"]
+    for planner, breakers in [
+        (rules_planner(), frozenset()),  # off by default
+        (exploring, None),  # breakers not known
+        (exploring, frozenset({"app-logs"})),  # the target's breaker is open
+    ]:
+        plan = planned(planner.plan(issue("disk"), catalog, breakers))
+        assert [s.action for s in plan.steps] == rule_order and "exploring" not in plan.reason
+    anomaly = planned(exploring.plan(issue("anomaly"), FULL, frozenset()))
+    assert [s.action for s in anomaly.steps] == ["alert_human"]  # never a fix before a person
+    assert rules_planner().explores() is False and exploring.explores() is True
+
+
 def test_a_metric_is_never_a_target_a_person_is_told_instead(issue, planned):
     plan = planned(rules_planner().plan(issue("cpu", severity="critical", value=97.0), ONCALL))
     [step] = plan.steps

@@ -8,6 +8,7 @@ has a default, so the file holds only what differs.
     min_outcomes: 50          # outcomes needed before a model replaces the rule table
     retrain_every: 50         # new outcomes between two trainings
     explore_rate: 0.05        # share of model plans that try the second-best action first
+    rule_explore_rate: 0      # share of rule plans that try another safe action first
     min_confidence: 0.5       # plans below this need approval
     require_approval:         # policy: plans matching any of these need approval
       kinds: [disk]
@@ -97,6 +98,15 @@ class PlannerConfig(BaseModel):
         le=0.2,
         description="Share of model-made plans that try the second-best action first, "
         "when that is safe (see `exploration`); 0 turns exploring off.",
+    )
+    rule_explore_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of rule-made plans that first try another low-risk fix with a "
+        "permitted target, then the rule's steps (see `exploration`). Off by default: the "
+        "rule table's first step is the known fix. For a planner trained on purpose, as "
+        "`medbay lab --train` does, so the model learns what else works and what does not.",
     )
     max_steps: int = Field(default=2, ge=1, le=10, description="Steps in a model-made plan.")
     min_step_probability: float = Field(

@@ -22,6 +22,13 @@ Only when all of these hold:
 Which plans explore is decided by a hash of the plan id, not by chance: the
 same issue event always gets the same plan, in a replay too, and the plan's
 reason says ``exploring``.
+
+Rule-made plans explore only when ``rule_explore_rate`` says so (off by
+default; a planner trained on purpose, as in ``medbay lab --train``): a share of
+them try first another action that is a fix to try as above, picked among all
+such actions by the plan id's hash, then the rule's steps. A model learns only
+from what was tried: without this, a planner whose rule table is always right
+never sees a failure, and a model cannot tell a fix from a non-fix.
 """
 
 from __future__ import annotations
@@ -32,6 +39,35 @@ from medbay.common.actions import ACTIONS
 from medbay.common.events import ActionName, Risk
 from medbay.planner.config import PlannerConfig
 from medbay.planner.model import RankedAction, unit_hash
+
+
+def safe_to_try(
+    action: ActionName, targets: Mapping[ActionName, str | None], open_breakers: Collection[str]
+) -> bool:
+    """Whether ``action`` is a fix to try here: low-risk, not a person, with a permitted
+    target whose breaker is not open."""
+    spec = ACTIONS[action]
+    target = targets.get(action)
+    if spec.risk != Risk.LOW or spec.target_kind == "human":
+        return False
+    return target is not None and target not in open_breakers
+
+
+def explored_rule_action(
+    plan_id: str,
+    first: ActionName,
+    targets: Mapping[ActionName, str | None],
+    open_breakers: Collection[str] | None,
+    config: PlannerConfig,
+) -> ActionName | None:
+    """The action a rule-made plan whose first step is ``first`` tries before it, if
+    it explores; else None."""
+    if open_breakers is None or unit_hash("explore", plan_id) >= config.rule_explore_rate:
+        return None
+    options = sorted(a for a in ACTIONS if a != first and safe_to_try(a, targets, open_breakers))
+    if not options:
+        return None
+    return options[min(int(unit_hash("explore-rule", plan_id) * len(options)), len(options) - 1)]
 
 
 def explored_action(
@@ -50,10 +86,4 @@ def explored_action(
     if unit_hash("explore", plan_id) >= config.explore_rate:
         return None
     second = ranked[1]
-    spec = ACTIONS[second.action]
-    target = targets.get(second.action)
-    if spec.risk != Risk.LOW or spec.target_kind == "human":
-        return None
-    if target is None or target in open_breakers:
-        return None
-    return second
+    return second if safe_to_try(second.action, targets, open_breakers) else None

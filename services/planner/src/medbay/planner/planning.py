@@ -11,7 +11,8 @@ then the next ones at least ``min_step_probability`` likely to succeed, up to
 ``max_steps``; the confidence is the best action's probability. A few model
 plans explore: they try the second-best action first (see ``exploration``).
 Without a model, or for an issue the model ranks no action for, the rule table
-decides (see ``rules``).
+decides (see ``rules``); with ``rule_explore_rate``, a share of those plans try
+another safe action first.
 
 Every step names a target the executor's ``TargetCatalog`` permits its action
 on (see ``targets``). The model ranks only such actions; a rule step without
@@ -53,7 +54,7 @@ from medbay.common.events import (
 )
 from medbay.common.records import TargetCatalog
 from medbay.planner.config import PlannerConfig
-from medbay.planner.exploration import explored_action
+from medbay.planner.exploration import explored_action, explored_rule_action
 from medbay.planner.features import plan_features
 from medbay.planner.learning import MANUAL_VERSION
 from medbay.planner.model import ModelBundle, RankedAction
@@ -125,7 +126,8 @@ class Planner:
 
     def explores(self) -> bool:
         """Whether some plans may explore (so the open breakers are worth reading)."""
-        return self.model is not None and self.config.explore_rate > 0
+        by_model = self.model is not None and self.config.explore_rate > 0
+        return by_model or self.config.rule_explore_rate > 0
 
     def plan(
         self,
@@ -150,7 +152,7 @@ class Planner:
         if model is not None and ranked:
             decision = self._by_model(model.version, ranked, issue, plan_id, targets, open_breakers)
         else:
-            decision = self._by_rules(issue, choices)
+            decision = self._by_rules(issue, choices, plan_id, open_breakers)
         if isinstance(decision, NotPlanned):
             return decision
         steps, reason = decision.steps, decision.reason
@@ -206,7 +208,11 @@ class Planner:
         return _Decision(steps, best.probability, version, f"{version}: {ranking}")
 
     def _by_rules(
-        self, issue: IssueOpened | IssueUpdated, choices: dict[ActionName, TargetChoice]
+        self,
+        issue: IssueOpened | IssueUpdated,
+        choices: dict[ActionName, TargetChoice],
+        plan_id: str,
+        open_breakers: Collection[str] | None,
     ) -> _Decision | NotPlanned:
         rule = RULES[issue.kind]
         targets = {a: c.target for a, c in choices.items()}
@@ -215,9 +221,18 @@ class Planner:
         dropped = [f"{a} dropped: {choices[a].why}" for a in missing]
         reason = "; ".join([f"{RULES_VERSION}: {rule.why}", *dropped])
         if kept:
-            return _Decision(
-                self._steps(kept, targets, issue), rule.confidence, RULES_VERSION, reason
-            )
+            steps = self._steps(kept, targets, issue)
+            tried = explored_rule_action(plan_id, kept[0], targets, open_breakers, self.config)
+            if tried is not None and kept != [FALLBACK]:
+                order = [tried, *(a for a in kept if a != tried)]
+                exploring = self._steps(order, targets, issue)
+                if not any(
+                    approval_reasons(self.config, issue.kind, issue.host, s, rule.confidence)
+                    for s in (steps, exploring)
+                ):
+                    why = f"{RULES_VERSION}: exploring {tried} before {kept[0]}; {reason}"
+                    return _Decision(exploring, rule.confidence, RULES_VERSION, why)
+            return _Decision(steps, rule.confidence, RULES_VERSION, reason)
         fallback = choices[FALLBACK]
         if rule.alert and fallback.target is not None:
             note = f"Medbay may not {' or '.join(missing)} here"

@@ -2,7 +2,8 @@
 planning latency.
 
 ``medbay bench planner [--sizes 50,100,200,500,1000] [--runs 5] [--test-incidents 2000]
-[--latency-issues 2000] [--explore 0.2] [--skill 0.5] [--flip 0.05] [--seed 7]``
+[--latency-issues 2000] [--operator-first 0.2] [--explore-rate 0.05] [--skill 0.5]
+[--flip 0.05] [--seed 7]``
 
 **Incident corpus.** Simulated issues on four kinds of host (``cache-*`` run
 redis, ``app-*`` an API, ``db-*`` postgres, ``web-*`` nginx), drawn from these
@@ -44,21 +45,23 @@ needless action the planner no longer takes).
 
 **Learning loop.** Incidents arrive one by one. The real ``Planner`` plans
 each (rule table until ``min_outcomes`` = 50, then the current model), except
-that with probability ``--explore`` (default 0.2) an operator acts first with a
-quick action. Steps run in order and stop at the first verified fix, as in the
-executor; when every step of a plan failed, an operator tries another plausible
-action (one with a target), and so on until one works. An operator picks the
-best action with probability ``--skill`` (default 0.5, if not tried yet on this
-incident), else a random plausible one. Each outcome goes through the real
+that with probability ``--operator-first`` (default 0.2) an operator acts first
+with a quick action of their own instead of the plan (the plan is remembered
+with that one step). Steps run in order and stop at the first verified fix, as
+in the executor; when every step of a plan failed, an operator tries another
+plausible action (one with a target), and so on until one works. An operator
+picks the best action with probability ``--skill`` (default 0.5, if not tried
+yet on this incident), else a random plausible one. Each outcome goes through the real
 ``Learner`` (success rates, training rows) and the real ``train_and_validate``
 runs every 50 outcomes, replacing the model only if it validates at least as
 well. The loop runs ``--runs`` times (default 5) with different seeds: a loop's
 early luck decides which actions get tried, so single runs vary.
 
 Every loop runs twice from the same seed: with the planner's exploring off
-(``explore_rate: 0``) and at its default rate (``PlannerConfig().explore_rate``,
-5 %: a model plan tries the second-best action first when that is safe; see
-``medbay.planner.exploration``). No breaker is open in the simulation.
+(``explore_rate: 0``) and at ``--explore-rate`` (default: the planner's default,
+``PlannerConfig().explore_rate``, 5 %: that share of model plans try the
+second-best action first when that is safe; see ``medbay.planner.exploration``).
+No breaker is open in the simulation.
 
 **Accuracy.** For each size N the real model is trained on the loop's first N
 outcomes (80 % fit, 20 % held out for its validation accuracy: whether it
@@ -89,6 +92,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+from pydantic import ValidationError
 
 from medbay.common.actions import ACTIONS
 from medbay.common.events import (
@@ -119,7 +123,6 @@ HOSTS = {
 }
 SERVICE_OF = {"cache": "redis", "app": "api", "db": "postgres", "web": "nginx"}
 
-EXPLORE_RATE = PlannerConfig().explore_rate
 CONFIG = PlannerConfig.model_validate(
     {
         "host_targets": {
@@ -136,7 +139,6 @@ CONFIG = PlannerConfig.model_validate(
         "explore_rate": 0.0,
     }
 )
-EXPLORING = CONFIG.model_copy(update={"explore_rate": EXPLORE_RATE})
 CATALOG = TargetCatalog.model_validate(
     {
         "mode": "live",
@@ -309,7 +311,7 @@ def simulate(
     snapshots: dict[int, Snapshot] = {}
     stats: dict[str, Any] = {
         "incidents": 0,
-        "explored": 0,
+        "operator_first": 0,
         "planner_explored": 0,
         "operator": 0,
         "trainings": 0,
@@ -328,9 +330,9 @@ def simulate(
             raise RuntimeError(f"{sc.name} not planned: {made.why}")
         plan = made
         stats["planner_explored"] += "exploring" in plan.reason
-        if rng.random() < args.explore:
+        if rng.random() < args.operator_first:
             plan = operator_first(rng, plan, sc, targets, args.skill)
-            stats["explored"] += 1
+            stats["operator_first"] += 1
         learner.remember(plan)
         tried: list[tuple[ActionName, str]] = [(s.action, s.target) for s in plan.steps]
         index = 0
@@ -452,30 +454,41 @@ def latency(planner: Planner, incidents: list[Incident]) -> dict[str, float]:
     }
 
 
-VARIANTS = {"without exploring": CONFIG, "exploring": EXPLORING}
-"""The learning loop's planner config; test incidents are always planned with exploring off."""
+def exploring_config(rate: float | None) -> PlannerConfig:
+    """``CONFIG`` exploring at ``rate`` (``--explore-rate``; None: the planner's default)."""
+    if rate is None:
+        rate = PlannerConfig().explore_rate
+    try:
+        return PlannerConfig.model_validate(CONFIG.model_dump() | {"explore_rate": rate})
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"]
+        raise SystemExit(f"medbay bench planner: --explore-rate {rate:g}: {problem}") from None
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    exploring = exploring_config(args.explore_rate)
+    # the learning loop's planner config; test incidents are always planned with exploring off
+    variants = {"without exploring": CONFIG, "exploring": exploring}
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     test = corpus(args.seed, args.test_incidents, "test")
     per_size: dict[str, dict[int, list[dict[str, Any]]]] = {
-        name: {n: [] for n in sizes} for name in VARIANTS
+        name: {n: [] for n in sizes} for name in variants
     }
-    loops: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
+    loops: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     largest: tuple[ModelBundle, SuccessRates] | None = None
     for run_index in range(args.runs):
         seed = args.seed + 1000 * (run_index + 1)
-        for name, config in VARIANTS.items():
+        for name, config in variants.items():
             started = time.monotonic()
             snapshots, stats = simulate(sizes, seed, config, args)
             stats["seconds"] = time.monotonic() - started
             loops[name].append(stats)
             print(
                 f"learning loop {run_index + 1}/{args.runs} {name}: {stats['incidents']} "
-                f"incidents, {stats['planner_explored']} plans exploring, {stats['explored']} "
-                f"handled by operators first, {stats['operator']} operator tries after failed "
-                f"plans, {stats['trainings']} trainings ({stats['accepted']} accepted), "
+                f"incidents, {stats['planner_explored']} plans exploring, "
+                f"{stats['operator_first']} handled by operators first, {stats['operator']} "
+                f"operator tries after failed plans, {stats['trainings']} trainings "
+                f"({stats['accepted']} accepted), "
                 f"{stats['seconds']:.1f} s"
             )
             for size in sizes:
@@ -491,7 +504,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "fit_seconds": fit_seconds,
                     }
                 )
-                if run_index == 0 and config is EXPLORING:
+                if run_index == 0 and config is exploring:
                     largest = bundle, snap.rates
     assert largest is not None
     accuracy: dict[str, list[dict[str, Any]]] = {}
@@ -517,7 +530,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     planner = Planner(CONFIG, largest[1], largest[0])
     latency(planner, lat_set[:100])  # warm-up
     return {
-        "explore_rate": EXPLORE_RATE,
+        "explore_rate": exploring.explore_rate,
         "loops": loops,
         "accuracy": accuracy,
         "latency": latency(planner, lat_set),

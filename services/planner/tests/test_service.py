@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import urllib.request
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import nats
+import pytest
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -21,8 +23,9 @@ from prometheus_client import CollectorRegistry
 
 from medbay.common.bus import DL_REASON, declare_streams, make_broker, publish_event
 from medbay.common.events import ActionRequested, Event, Plan
-from medbay.common.records import EXECUTOR_RAILS, TARGET_CATALOG_KEY
+from medbay.common.records import EXECUTOR_RAILS, TARGET_CATALOG_KEY, TargetCatalog
 from medbay.common.streams import DEADLETTER, ISSUES, REQUESTS, RESULTS, StreamSpec
+from medbay.planner.executor_rails import ExecutorRails
 from medbay.planner.planning import plan_id_for
 from medbay.planner.store import CURRENT_MODEL, ModelStore, read_success_rates
 from services.planner.tests.conftest import Targets, make_catalog
@@ -30,6 +33,7 @@ from tests.helpers import headers
 
 if TYPE_CHECKING:
     from conftest import ServiceProcess, StartService
+    from medbay.planner.service import PlannerService
 
 STARTUP_SECONDS = 90
 """Generous: importing scikit-learn takes seconds on a busy machine."""
@@ -313,8 +317,8 @@ async def test_nothing_is_planned_until_the_executor_writes_its_catalog(
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
     try:
-        warning = "no target catalog from the executor yet"
-        await until(lambda: warning in planner.logs(), "warning")
+        waiting = "waiting for the executor's target catalog"
+        await until(lambda: waiting in planner.logs(), "waiting")
         assert healthz(planner)["info"] == {
             "target_catalog": "none yet: waiting for the executor to write it"
         }
@@ -334,13 +338,102 @@ async def test_nothing_is_planned_until_the_executor_writes_its_catalog(
         assert [s.target for s in plan.steps] == ["logs", "logs"]
         skipped = 'medbay_planner_events_skipped_total{reason="stale"} 1.0'
         await until(lambda: skipped in metrics(planner), "stale count")
-        assert planner.logs().count(warning) == 1
+        assert planner.logs().count(waiting) == 1
         assert "target catalog of the executor (live, written" in planner.logs()
         catalog = healthz(planner)["info"]
         assert isinstance(catalog, dict) and catalog["target_catalog"]["targets"] == 1
     finally:
         await nc.close()
         await broker.stop()
+
+
+class CountedRails(ExecutorRails):
+    """The planner's reader of the executor's bucket, counting its reads of the catalog."""
+
+    reads = 0
+
+    async def catalog(self) -> TargetCatalog | None:
+        try:
+            return await super().catalog()
+        finally:
+            self.reads += 1
+
+
+def catalog_watcher(monkeypatch: pytest.MonkeyPatch, js: JetStreamContext) -> PlannerService:
+    """The planner service in this process, reading the catalog every 0.05 s."""
+    from medbay.common import runtime
+    from medbay.planner.config import PlannerConfig
+    from medbay.planner.service import PlannerService
+
+    monkeypatch.setattr(runtime, "setup_logging", lambda *args: None)  # keep caplog's handler
+    monkeypatch.setattr(runtime, "setup_tracing", lambda *args: None)
+    service = PlannerService(
+        runtime.ServiceRuntime("planner"), PlannerConfig(catalog_refresh_seconds=0.05)
+    )
+    service.rails = CountedRails(js)
+    return service
+
+
+def catalog_logs(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    return [(r.levelname, r.getMessage()) for r in caplog.records if "catalog" in r.getMessage()]
+
+
+async def test_a_missing_catalog_is_only_info_within_the_grace_period_but_errors_warn(
+    nats_server, monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO, logger="medbay.planner")
+    nc = await nats.connect(nats_server.url)
+    service = catalog_watcher(monkeypatch, nc.jetstream())
+    rails = service.rails
+    assert isinstance(rails, CountedRails)
+    watch = asyncio.create_task(service.watch_catalog(grace_seconds=3600))
+    try:
+        await until(lambda: rails.reads >= 5, "reads of the catalog")
+        [(level, message)] = catalog_logs(caplog)
+        assert level == "INFO"
+        assert message.startswith(
+            f"waiting for the executor's target catalog (key {TARGET_CATALOG_KEY} of KV "
+            f"bucket {EXECUTOR_RAILS.name}; nothing is planned until it is written"
+        )
+        await nc.close()  # NATS gone: reading the catalog fails, grace period or not
+        await until(lambda: len(catalog_logs(caplog)) > 1, "error reading the catalog")
+        level, message = catalog_logs(caplog)[1]
+        assert level == "WARNING"
+        assert message.startswith("could not read the executor's target catalog")
+    finally:
+        watch.cancel()
+        await nc.close()
+
+
+async def test_a_catalog_still_missing_after_the_grace_period_is_warned_about_once(
+    nats_server, monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO, logger="medbay.planner")
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    service = catalog_watcher(monkeypatch, js)
+    rails = service.rails
+    assert isinstance(rails, CountedRails)
+    watch = asyncio.create_task(service.watch_catalog(grace_seconds=0))
+    try:
+        await until(lambda: rails.reads >= 5, "reads of the catalog")
+        [(level, message)] = catalog_logs(caplog)
+        assert level == "WARNING"
+        assert message.startswith(
+            "still no target catalog from the executor after 0 s: start the executor "
+            "(medbay run executor), or check in its log that it can write its KV bucket "
+            f"(key {TARGET_CATALOG_KEY} of KV bucket {EXECUTOR_RAILS.name}; "
+        )
+        assert not service.catalog_known.is_set()
+
+        await write_catalog(js, {"logs": (["rotate_logs"], ["/var/log"])})
+        await asyncio.wait_for(service.wait_for_catalog(), 30)
+        level, message = catalog_logs(caplog)[-1]
+        assert (level, message.split(" (")[0]) == ("INFO", "target catalog of the executor")
+        assert len(catalog_logs(caplog)) == 2
+    finally:
+        watch.cancel()
+        await nc.close()
 
 
 async def test_an_initial_model_is_adopted_when_there_is_none(

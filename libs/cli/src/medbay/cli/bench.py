@@ -26,6 +26,25 @@ def load(name: str) -> ModuleType:
     return module
 
 
+def share(text: str) -> float:
+    """A share, 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value:g} is not a share (0-1)")
+    return value
+
+
+class Renamed(argparse.Action):
+    """An option that was renamed: refused with what to use instead (``const``), rather
+    than taken silently as an abbreviation of a longer option."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        parser.error(f"{self.option_strings[0]} is gone: {self.const}")
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="run a benchmark and print its figures")
     kinds = p.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
@@ -53,11 +72,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     plan.add_argument("--sizes", default="50,100,200,500,1000", help="outcome counts to train on")
     plan.add_argument("--test-incidents", type=int, default=2000, help="held-out incidents")
     plan.add_argument("--latency-issues", type=int, default=2000, help="issues timed")
-    plan.add_argument("--explore", type=float, default=0.2, help="share of random actions")
     plan.add_argument(
-        "--skill", type=float, default=0.5, help="share of operator tries that pick the best"
+        "--operator-first",
+        type=share,
+        default=0.2,
+        metavar="SHARE",
+        help="share of the simulated incidents that an operator handles first with an "
+        "action of their own instead of the plan (default 0.2)",
     )
-    plan.add_argument("--flip", type=float, default=0.05, help="share of flipped outcomes")
+    plan.add_argument(
+        "--explore-rate",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help="the planner's explore_rate (share of model-made plans that try the "
+        "second-best action first) in the exploring learning loop, compared with "
+        "exploring off (0-0.2; default: the planner's default)",
+    )
+    plan.add_argument(  # the old name of --operator-first; else taken as --explore-rate
+        "--explore",
+        action=Renamed,
+        default=argparse.SUPPRESS,
+        const="use --operator-first for the share of incidents operators handle first, "
+        "--explore-rate for the planner's exploring",
+        help=argparse.SUPPRESS,
+    )
+    plan.add_argument(
+        "--skill", type=share, default=0.5, help="share of operator tries that pick the best"
+    )
+    plan.add_argument("--flip", type=share, default=0.05, help="share of flipped outcomes")
     plan.add_argument("--runs", type=int, default=5, help="learning loops (seeds) to average")
     plan.add_argument("--seed", type=int, default=7)
     plan.set_defaults(func=lambda a: load("planner").main(a))

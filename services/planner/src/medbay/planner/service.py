@@ -10,7 +10,9 @@ Issues are planned only once the executor's target catalog is known: until
 the executor has written one, the issue consumer does not fetch, so issues wait
 in ISSUES (nothing is lost if the planner restarts meanwhile) and are planned
 when the catalog appears, except those older than ``max_event_age_seconds`` by
-then. The catalog is read again every ``catalog_refresh_seconds``.
+then. The catalog is read again every ``catalog_refresh_seconds``. Its absence
+is normal for a while (the executor starts alongside), so it is only warned
+about after ``CATALOG_GRACE_SECONDS``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ from medbay.planner.planning import NotPlanned, Planner, plan_id_for, wants_plan
 from medbay.planner.store import ModelStore, read_recent
 
 log = logging.getLogger("medbay.planner")
+
+CATALOG_GRACE_SECONDS = 30.0
+"""How long the planner waits for the executor's target catalog before warning that
+there is none. The two start together (``medbay up`` starts every service at once)
+and the executor writes its catalog a few seconds after it has connected, so until
+then the absence is logged at INFO; still missing after this, something is wrong."""
 
 ISSUE: TypeAdapter[IssueChange] = TypeAdapter(Annotated[IssueChange, Field(discriminator="type")])
 
@@ -219,11 +227,18 @@ class PlannerService:
 
     # -- the executor's targets ---------------------------------------------------
 
-    async def watch_catalog(self) -> None:
-        """Read the executor's target catalog now and every ``catalog_refresh_seconds``."""
+    async def watch_catalog(self, grace_seconds: float = CATALOG_GRACE_SECONDS) -> None:
+        """Read the executor's target catalog now and every ``catalog_refresh_seconds``.
+
+        While there is none, say so once at INFO; if there is still none
+        ``grace_seconds`` after the first read, warn once. An error reading it is
+        a warning at once."""
         assert self.rails is not None
-        warned = False
+        loop = asyncio.get_running_loop()
+        warn_at = loop.time() + grace_seconds
+        waiting = warned = False
         while True:
+            wait = self.config.catalog_refresh_seconds
             try:
                 catalog = await self.rails.catalog()
             except Exception as exc:  # NATS away for a moment: keep what is known
@@ -232,17 +247,33 @@ class PlannerService:
                 if catalog is not None:
                     self.use_catalog(catalog)
                 elif self.catalog is None and not warned:
-                    warned = True
-                    log.warning(
-                        "no target catalog from the executor yet (key %s of KV bucket %s): "
-                        "start the executor (medbay run executor). Nothing is planned until "
-                        "it has written one; issues wait in ISSUES and are planned then, "
-                        "unless older than max_event_age_seconds (%g s)",
-                        TARGET_CATALOG_KEY,
-                        EXECUTOR_RAILS.name,
-                        self.config.max_event_age_seconds,
-                    )
-            await asyncio.sleep(self.config.catalog_refresh_seconds)
+                    left = warn_at - loop.time()
+                    if left > 0:
+                        if not waiting:
+                            waiting = True
+                            log.info(
+                                "waiting for the executor's target catalog (%s)",
+                                self.catalog_note(),
+                            )
+                        wait = min(wait, left)  # warn on time, not a refresh later
+                    else:
+                        warned = True
+                        log.warning(
+                            "still no target catalog from the executor after %g s: start the "
+                            "executor (medbay run executor), or check in its log that it can "
+                            "write its KV bucket (%s)",
+                            grace_seconds,
+                            self.catalog_note(),
+                        )
+            await asyncio.sleep(wait)
+
+    def catalog_note(self) -> str:
+        """Where the catalog is looked for, and what waits for it."""
+        return (
+            f"key {TARGET_CATALOG_KEY} of KV bucket {EXECUTOR_RAILS.name}; nothing is planned "
+            "until it is written: issues wait in ISSUES and are planned then, unless older "
+            f"than max_event_age_seconds ({self.config.max_event_age_seconds:g} s)"
+        )
 
     def use_catalog(self, catalog: TargetCatalog) -> None:
         if catalog == self.catalog:

@@ -1,17 +1,15 @@
-"""The lab, short: every fault kind once and a 2-minute quiet period, on real parts.
+"""The lab, short: every fault kind once and a 1-minute quiet period, on real parts.
 
 It asserts outcomes, never timings: each fault ends as it should (fixed and
 verified, or a person told), nothing was done to a healthy target, nothing
-outside policy, and the quiet period raised nothing.
+outside policy, and the quiet period raised nothing. The lab runs beside the rest
+of the suite: tests/conftest.py starts it as the session starts and runs this test
+last, to wait for it and check its report (tests/lab_run.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -21,37 +19,31 @@ from medbay.cli.lab.observe import Seen
 from medbay.cli.lab.score import Episode, EpisodeResult, Policy, judge
 from medbay.common.events import Event, PlanFinished
 from tests.factories import plan, result, step
+from tests.lab_run import LAB_RUN, TIMEOUT, start_lab
 
-QUIET = "120s"
 
-
-@pytest.mark.timeout(1800)
-def test_every_fault_is_healed_or_escalated_and_the_quiet_raises_nothing(tmp_path: Path) -> None:
-    report = tmp_path / "lab.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDBAY_", "OTEL_"))}
-    argv = [sys.executable, "-m", "medbay.cli.main", "lab", "--rounds", "1", "--seed", "11"]
-    argv += ["--quiet-period", QUIET, "--json", str(report), "--data-dir", str(tmp_path)]
-    done = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1800,
-        check=False,
-    )
-    assert report.exists(), done.stdout + done.stderr[-4000:]
-    summary = json.loads(report.read_text())
-    assert json.loads((tmp_path / "lab" / "latest.json").read_text()) == summary
+@pytest.mark.timeout(TIMEOUT)
+def test_every_fault_is_healed_or_escalated_and_the_quiet_raises_nothing(
+    request: pytest.FixtureRequest,
+) -> None:
+    run = request.config.stash.get(LAB_RUN, None)
+    if run is None:  # the session did not start it (tests/conftest.py)
+        run = start_lab()
+        request.addfinalizer(run.stop)
+    returncode = run.proc.wait(TIMEOUT)
+    assert run.report.exists(), run.stdout() + run.stderr()[-4000:]
+    summary = json.loads(run.report.read_text())
+    assert json.loads((run.data_dir / "lab" / "latest.json").read_text()) == summary
     assert set(summary["faults"]) == {fault.kind for fault in FAULTS}
     wrong = [e for e in summary["episodes"] if not e["as_expected"]]
-    assert not wrong, (wrong, done.stdout)
+    assert not wrong, (wrong, run.stdout())
     totals = summary["totals"]
     assert totals["silent"] == 0
     assert totals["needless_actions"] == 0, summary["episodes"]
     assert totals["outside_policy"] == 0, summary["episodes"]
     assert totals["quiet_issues"] == 0, summary["quiet"]
     assert totals["quiet_plans"] == totals["quiet_actions"] == 0
-    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    assert returncode == 0, run.stdout() + run.stderr()[-4000:]
 
 
 # --- how an episode is judged (plain logic, on events built to order) ------------------------

@@ -3,7 +3,7 @@ planning latency.
 
 ``medbay bench planner [--sizes 50,100,200,500,1000] [--runs 5] [--test-incidents 2000]
 [--latency-issues 2000] [--operator-first 0.2] [--explore-rate 0.05] [--skill 0.5]
-[--flip 0.05] [--seed 7]``
+[--flip 0.05] [--seed 7] [--corpus FILE]``
 
 **Incident corpus.** Simulated issues on four kinds of host (``cache-*`` run
 redis, ``app-*`` an API, ``db-*`` postgres, ``web-*`` nginx), drawn from these
@@ -32,6 +32,14 @@ all outcomes are reported the wrong way round. The two kinds of memory issue,
 disk issue and database latency differ only in host or resource, so the model
 has to learn them from the per-target success rates; the CPU ones differ only
 in value.
+
+**Lab corpus** (``--corpus``, the ``outcomes.json`` of ``medbay lab --train``):
+instead of the scenarios above, the issues the lab's planner planned, grouped by
+what they were about (kind, host, resource), each group drawn as often as the lab
+saw it; an action works as often as it did on that group in the lab (smoothed:
+one success and one failure added), and only actions the lab tried there are
+plausible; targets come from the lab's catalog, and the planner's config is the
+default one. ``--flip`` and the operators apply as above.
 
 **Targets.** The planner names only targets of a simulated executor catalog
 (``CATALOG``): the host role's service (redis, api, postgres, nginx) for its
@@ -87,19 +95,23 @@ import json
 import platform
 import random
 import time
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
+from medbay.cli.lab.train import CORPUS_SCHEMA
 from medbay.common.actions import ACTIONS
 from medbay.common.events import (
     ActionName,
     ActionResult,
     IssueKind,
     IssueOpened,
+    IssueUpdated,
     Plan,
     PlanStep,
     Severity,
@@ -113,6 +125,9 @@ from medbay.planner.planning import Planner
 from medbay.planner.rates import SuccessRates
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ISSUE: TypeAdapter[IssueOpened | IssueUpdated] = TypeAdapter(
+    Annotated[IssueOpened | IssueUpdated, Field(discriminator="type")]
+)
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
 HOSTS = {
@@ -247,9 +262,38 @@ SCENARIOS = (
 )  # fmt: skip
 
 
+class LabScenario(NamedTuple):
+    """Issues the lab recorded on one resource (kind, host, resource), and how often
+    each action tried on them worked there (smoothed: one success and one failure
+    added), as a scenario of ``lab_world``. Only actions the lab tried are plausible."""
+
+    name: str
+    weight: float
+    issues: tuple[IssueOpened | IssueUpdated, ...]
+    success: dict[ActionName, float]
+
+    @property
+    def best(self) -> ActionName:
+        return max(self.success, key=self.success.__getitem__)
+
+
 class Incident(NamedTuple):
-    scenario: Scenario
-    issue: IssueOpened
+    scenario: Scenario | LabScenario
+    issue: IssueOpened | IssueUpdated
+
+
+class World(NamedTuple):
+    """Where the learning loop runs: the incidents, the executor's catalog and the
+    planner's config (``synthetic_world``, or ``lab_world`` from ``medbay lab --train``)."""
+
+    name: str
+    config: PlannerConfig
+    catalog: TargetCatalog
+    make_incident: Callable[[random.Random, int, str], Incident]
+
+    def corpus(self, seed: int, count: int, tag: str) -> list[Incident]:
+        rng = random.Random(seed)
+        return [self.make_incident(rng, n, tag) for n in range(count)]
 
 
 def make_incident(rng: random.Random, n: int, tag: str) -> Incident:
@@ -288,9 +332,80 @@ def make_incident(rng: random.Random, n: int, tag: str) -> Incident:
     return Incident(sc, issue)
 
 
-def corpus(seed: int, count: int, tag: str) -> list[Incident]:
-    rng = random.Random(seed)
-    return [make_incident(rng, n, tag) for n in range(count)]
+def synthetic_world() -> World:
+    return World("synthetic", CONFIG, CATALOG, make_incident)
+
+
+LabOutcome = tuple[IssueOpened | IssueUpdated, ActionName, bool]
+
+
+def read_lab_corpus(path: Path) -> tuple[TargetCatalog, list[LabOutcome]]:
+    """The catalog and the outcomes (issue, action, whether it worked) of a lab corpus;
+    SystemExit saying what is wrong with a file that is not one."""
+
+    def refuse(problem: str) -> SystemExit:
+        return SystemExit(f"medbay bench planner: --corpus {path}: {problem}")
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise refuse(str(exc)) from None
+    if not isinstance(data, dict) or data.get("schema") != CORPUS_SCHEMA:
+        written = "`medbay lab --train` writes one to DATA_DIR/lab/outcomes.json"
+        raise refuse(f"not a lab corpus ({CORPUS_SCHEMA}; {written})")
+    if data.get("catalog") is None:
+        raise refuse("it holds no target catalog")
+    try:
+        catalog = TargetCatalog.model_validate(data["catalog"])
+    except ValidationError as exc:
+        raise refuse(f"catalog: {exc}") from None
+    outcomes: list[LabOutcome] = []
+    for number, row in enumerate(data.get("outcomes", []), 1):
+        try:
+            if row["issue"] is None:  # its issue was not seen: nothing to plan it from
+                continue
+            action, success = row["action"], row["success"]
+            if action not in ACTIONS or not isinstance(success, bool):
+                raise ValueError(f"action {action!r}, success {success!r}")
+            outcomes.append((ISSUE.validate_python(row["issue"]), action, success))
+        except (KeyError, TypeError, ValueError) as exc:  # ValidationError is a ValueError
+            problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise refuse(f"outcome {number}: {problem}") from None
+    if not outcomes:
+        raise refuse("it holds no outcomes")
+    return catalog, outcomes
+
+
+def lab_world(path: Path) -> World:
+    """The world of a lab corpus (``medbay lab --train`` writes it): its issues,
+    drawn as often as the lab saw each resource's, at a random hour and weekday;
+    each action works as often as it did in the lab; the lab's target catalog."""
+    catalog, outcomes = read_lab_corpus(path)
+    tries: dict[tuple[IssueKind, str, str], Counter[tuple[ActionName, bool]]] = {}
+    issues: dict[tuple[IssueKind, str, str], dict[str, IssueOpened | IssueUpdated]] = {}
+    for issue, action, success in outcomes:
+        key = (issue.kind, issue.host, issue.resource)
+        tries.setdefault(key, Counter())[(action, success)] += 1
+        issues.setdefault(key, {})[issue.event_id] = issue
+    scenarios = []
+    for key, counted in sorted(tries.items()):
+        worked = {
+            a: (counted[(a, True)] + 1) / (counted[(a, True)] + counted[(a, False)] + 2)
+            for a in sorted({action for action, _ in counted})
+        }
+        seen = tuple(issues[key].values())
+        scenarios.append(LabScenario(" ".join(key), len(seen), seen, worked))
+
+    def make_lab_incident(rng: random.Random, n: int, tag: str) -> Incident:
+        sc = rng.choices(scenarios, weights=[s.weight for s in scenarios])[0]
+        seen = T0 + timedelta(days=rng.randrange(7), hours=rng.randrange(24), minutes=n % 60)
+        issue = rng.choice(sc.issues).model_copy(
+            update={"event_id": f"{tag}-{n}", "first_seen": seen, "last_seen": seen}
+        )
+        return Incident(sc, issue.model_copy(update={"timestamp": seen}))
+
+    config = PlannerConfig(explore_rate=0.0)
+    return World(f"lab corpus {path.name}", config, catalog, make_lab_incident)
 
 
 # --- the learning loop ---------------------------------------------------------
@@ -302,7 +417,7 @@ class Snapshot(NamedTuple):
 
 
 def simulate(
-    sizes: list[int], seed: int, config: PlannerConfig, args: argparse.Namespace
+    world: World, sizes: list[int], seed: int, config: PlannerConfig, args: argparse.Namespace
 ) -> tuple[dict[int, Snapshot], dict[str, Any]]:
     """Run the loop until the largest size; the learner's state at each size."""
     rng = random.Random(seed + 1)
@@ -320,12 +435,12 @@ def simulate(
     pending = sorted(sizes)
     n = 0
     while pending:
-        incident = make_incident(rng, n, "loop")
+        incident = world.make_incident(rng, n, "loop")
         n += 1
         sc = incident.scenario
-        choices = planner.targets(incident.issue, CATALOG).items()
+        choices = planner.targets(incident.issue, world.catalog).items()
         targets = {a: c.target for a, c in choices if c.target is not None}
-        made = planner.plan(incident.issue, CATALOG, NO_BREAKERS)
+        made = planner.plan(incident.issue, world.catalog, NO_BREAKERS)
         if not isinstance(made, Plan):
             raise RuntimeError(f"{sc.name} not planned: {made.why}")
         plan = made
@@ -375,7 +490,7 @@ def retrain(learner: Learner, planner: Planner, stats: dict[str, int]) -> None:
 def operator_first(
     rng: random.Random,
     plan: Plan,
-    sc: Scenario,
+    sc: Scenario | LabScenario,
     targets: dict[ActionName, str],
     skill: float,
 ) -> Plan:
@@ -392,7 +507,7 @@ def operator_first(
 
 def operator_pick(
     rng: random.Random,
-    sc: Scenario,
+    sc: Scenario | LabScenario,
     targets: dict[ActionName, str],
     tried: set[str],
     skill: float,
@@ -429,21 +544,23 @@ def result(
     )
 
 
-def first_action(planner: Planner, incident: Incident) -> ActionName | None:
-    made = planner.plan(incident.issue, CATALOG, NO_BREAKERS)
+def first_action(planner: Planner, catalog: TargetCatalog, incident: Incident) -> ActionName | None:
+    made = planner.plan(incident.issue, catalog, NO_BREAKERS)
     return made.steps[0].action if isinstance(made, Plan) else None
 
 
-def top1(planner: Planner, incidents: list[Incident]) -> float:
-    hits = sum(first_action(planner, i) == i.scenario.best for i in incidents)
+def top1(planner: Planner, catalog: TargetCatalog, incidents: list[Incident]) -> float:
+    hits = sum(first_action(planner, catalog, i) == i.scenario.best for i in incidents)
     return hits / len(incidents)
 
 
-def latency(planner: Planner, incidents: list[Incident]) -> dict[str, float]:
+def latency(
+    planner: Planner, catalog: TargetCatalog, incidents: list[Incident]
+) -> dict[str, float]:
     times = []
     for incident in incidents:
         started = time.perf_counter()
-        planner.plan(incident.issue, CATALOG, NO_BREAKERS)
+        planner.plan(incident.issue, catalog, NO_BREAKERS)
         times.append(time.perf_counter() - started)
     ms = np.array(times) * 1000
     return {
@@ -454,23 +571,25 @@ def latency(planner: Planner, incidents: list[Incident]) -> dict[str, float]:
     }
 
 
-def exploring_config(rate: float | None) -> PlannerConfig:
-    """``CONFIG`` exploring at ``rate`` (``--explore-rate``; None: the planner's default)."""
+def exploring_config(base: PlannerConfig, rate: float | None) -> PlannerConfig:
+    """``base`` exploring at ``rate`` (``--explore-rate``; None: the planner's default)."""
     if rate is None:
         rate = PlannerConfig().explore_rate
     try:
-        return PlannerConfig.model_validate(CONFIG.model_dump() | {"explore_rate": rate})
+        return PlannerConfig.model_validate(base.model_dump() | {"explore_rate": rate})
     except ValidationError as exc:
         problem = exc.errors()[0]["msg"]
         raise SystemExit(f"medbay bench planner: --explore-rate {rate:g}: {problem}") from None
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    exploring = exploring_config(args.explore_rate)
+    world = lab_world(args.corpus) if args.corpus is not None else synthetic_world()
+    base = world.config
+    exploring = exploring_config(base, args.explore_rate)
     # the learning loop's planner config; test incidents are always planned with exploring off
-    variants = {"without exploring": CONFIG, "exploring": exploring}
+    variants = {"without exploring": base, "exploring": exploring}
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
-    test = corpus(args.seed, args.test_incidents, "test")
+    test = world.corpus(args.seed, args.test_incidents, "test")
     per_size: dict[str, dict[int, list[dict[str, Any]]]] = {
         name: {n: [] for n in sizes} for name in variants
     }
@@ -480,7 +599,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seed = args.seed + 1000 * (run_index + 1)
         for name, config in variants.items():
             started = time.monotonic()
-            snapshots, stats = simulate(sizes, seed, config, args)
+            snapshots, stats = simulate(world, sizes, seed, config, args)
             stats["seconds"] = time.monotonic() - started
             loops[name].append(stats)
             print(
@@ -494,12 +613,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for size in sizes:
                 snap = snapshots[size]
                 t = time.monotonic()
-                bundle = train_and_validate(snap.rows, CONFIG, None).bundle
+                bundle = train_and_validate(snap.rows, base, None).bundle
                 fit_seconds = time.monotonic() - t
+                learnt, rules = Planner(base, snap.rates, bundle), Planner(base, snap.rates, None)
                 per_size[name][size].append(
                     {
-                        "model_top1": top1(Planner(CONFIG, snap.rates, bundle), test),
-                        "rules_top1": top1(Planner(CONFIG, snap.rates, None), test),
+                        "model_top1": top1(learnt, world.catalog, test),
+                        "rules_top1": top1(rules, world.catalog, test),
                         "validation_accuracy": bundle.validation_accuracy,
                         "fit_seconds": fit_seconds,
                     }
@@ -526,20 +646,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "runs": runs,
                 }
             )
-    lat_set = corpus(args.seed + 1, args.latency_issues, "lat")
-    planner = Planner(CONFIG, largest[1], largest[0])
-    latency(planner, lat_set[:100])  # warm-up
+    lat_set = world.corpus(args.seed + 1, args.latency_issues, "lat")
+    planner = Planner(base, largest[1], largest[0])
+    latency(planner, world.catalog, lat_set[:100])  # warm-up
+    best = {i.scenario.name: i.scenario.best for i in test}
     return {
+        "world": world.name,
+        "best_actions": dict(sorted(best.items())),
         "explore_rate": exploring.explore_rate,
         "loops": loops,
         "accuracy": accuracy,
-        "latency": latency(planner, lat_set),
+        "latency": latency(planner, world.catalog, lat_set),
     }
 
 
 def table(report: dict[str, Any]) -> str:
     runs = len(next(iter(report["loops"].values())))
-    lines = [f"top-1 accuracy on held-out incidents (mean, min-max over {runs} learning loops)"]
+    lines = [
+        f"world: {report['world']}",
+        f"top-1 accuracy on held-out incidents (mean, min-max over {runs} learning loops)",
+    ]
     for name, rows in report["accuracy"].items():
         lines += [
             f"learning {name}"

@@ -37,14 +37,6 @@ def share(text: str) -> float:
     return value
 
 
-class Renamed(argparse.Action):
-    """An option that was renamed: refused with what to use instead (``const``), rather
-    than taken silently as an abbreviation of a longer option."""
-
-    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
-        parser.error(f"{self.option_strings[0]} is gone: {self.const}")
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="run a benchmark and print its figures")
     kinds = p.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
@@ -67,7 +59,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     nab.add_argument("--jobs", type=int, default=2)
     nab.set_defaults(func=lambda a: load("nab").main(a))
     plan = kinds.add_parser(
-        "planner", help="planner model accuracy vs the rule table, and planning latency"
+        "planner",
+        help="planner model accuracy vs the rule table, and planning latency",
+        allow_abbrev=False,  # --explore (the old --operator-first) is not --explore-rate
     )
     plan.add_argument("--sizes", default="50,100,200,500,1000", help="outcome counts to train on")
     plan.add_argument("--test-incidents", type=int, default=2000, help="held-out incidents")
@@ -89,13 +83,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "second-best action first) in the exploring learning loop, compared with "
         "exploring off (0-0.2; default: the planner's default)",
     )
-    plan.add_argument(  # the old name of --operator-first; else taken as --explore-rate
-        "--explore",
-        action=Renamed,
-        default=argparse.SUPPRESS,
-        const="use --operator-first for the share of incidents operators handle first, "
-        "--explore-rate for the planner's exploring",
-        help=argparse.SUPPRESS,
+    plan.add_argument(
+        "--corpus",
+        type=Path,
+        metavar="FILE",
+        help="learn in the world of a lab corpus (the outcomes.json `medbay lab --train` "
+        "writes: its issues, how often each action worked there, its targets) instead of "
+        "the simulated one",
     )
     plan.add_argument(
         "--skill", type=share, default=0.5, help="share of operator tries that pick the best"

@@ -6,6 +6,8 @@ order with quiet periods between them, and prints what became of each
 (``score``): auto-resolved and verified, escalated to a person, or left silent;
 MTTR; needless actions; actions outside policy. ``--quiet DURATION`` runs no
 fault at all: a soak, with the machine kept busy, that must raise nothing.
+``--train`` trains a planner on the faults and compares it with the rule table
+on held-out ones (``train``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 from pathlib import Path
 
 DEFAULT_QUIET_SECONDS = 60.0
+DEFAULT_TRAIN_ROUNDS = 5
 
 
 def duration(text: str) -> float:
@@ -57,8 +60,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--train",
         action="store_true",
-        help="let the planner learn from the lab's outcomes and copy the model it trains "
-        "(labelled lab-trained) to DATA_DIR/lab/model.zip, for a real planner to adopt",
+        help="train a planner on the lab's faults (exploring), copy its model (labelled "
+        "lab-trained) to DATA_DIR/lab/model.zip for a real planner to adopt and its "
+        "outcomes to DATA_DIR/lab/outcomes.json, then run the held-out faults of --seed "
+        "and --rounds with that model and again with the rule table, and compare them",
+    )
+    p.add_argument(
+        "--train-rounds",
+        type=int,
+        default=DEFAULT_TRAIN_ROUNDS,
+        metavar="N",
+        help=f"with --train: rounds of every fault to learn from (default {DEFAULT_TRAIN_ROUNDS})",
     )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE")
     p.add_argument(

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,14 +60,15 @@ class RunOptions:
     lab: LabConfig = field(default_factory=LabConfig)
     keep: bool = False
     model_file: Path | None = None
-    """Where ``--train`` copies the trained model to."""
+    """Where ``export_model`` copies the planner's model to (``--train``)."""
 
 
 class Progress:
     """One line that says where the run is (redrawn on a terminal, printed otherwise)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, phase: str = "") -> None:
         self.total = total
+        self.phase = f"{phase}: " if phase else ""
         self.done = 0
         self.tty = sys.stderr.isatty()
 
@@ -73,7 +76,7 @@ class Progress:
         width = 30
         filled = width * self.done // max(self.total, 1)
         bar = "#" * filled + "." * (width - filled)
-        line = f"[{bar}] {self.done}/{self.total} {text}"
+        line = f"{self.phase}[{bar}] {self.done}/{self.total} {text}"
         if self.tty:
             print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)
         else:
@@ -84,17 +87,44 @@ class Progress:
             print(file=sys.stderr)
 
 
-def learned_outcomes(seen: list[Seen]) -> dict[str, int]:
-    """The step outcomes a planner learns from: finished live steps, verified or not."""
-    counts = {"success": 0, "failure": 0}
+def learned_rows(seen: list[Seen]) -> list[dict[str, Any]]:
+    """The outcomes a planner learns from (``medbay.planner.learning``), one row each:
+    the issue its plan was made for, the plan's model version, the step's action
+    and target, and whether it worked; each step once, the steps of plans people
+    asked for by hand left out."""
+    from medbay.common.events import IssueOpened, IssueUpdated, Plan
+    from medbay.planner.learning import MANUAL_VERSION, outcome_of
+
+    issues = {
+        s.event.event_id: s.event for s in seen if isinstance(s.event, IssueOpened | IssueUpdated)
+    }
+    plans = {s.event.plan_id: s.event for s in seen if isinstance(s.event, Plan)}
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
     for s in seen:
         result = s.event
-        if isinstance(result, ActionResult) and result.status == "finished" and not result.dry_run:
-            if result.outcome == "success" and result.verified is True:
-                counts["success"] += 1
-            elif result.outcome == "failure" or result.verified is False:
-                counts["failure"] += 1
-    return counts
+        if not isinstance(result, ActionResult) or (result.plan_id, result.step_index) in rows:
+            continue
+        success = outcome_of(result)
+        plan = plans.get(result.plan_id)
+        if success is None or plan is None or plan.model_version == MANUAL_VERSION:
+            continue
+        issue = issues.get(plan.issue_event_id)
+        rows[(result.plan_id, result.step_index)] = {
+            "plan_id": plan.plan_id,
+            "model_version": plan.model_version,
+            "issue": None if issue is None else issue.model_dump(mode="json"),
+            "action": result.action,
+            "target": result.target,
+            "success": success,
+        }
+    return list(rows.values())
+
+
+def learned_outcomes(seen: list[Seen]) -> dict[str, int]:
+    """How many of the outcomes a planner learns from were successes and failures."""
+    rows = learned_rows(seen)
+    successes = sum(row["success"] for row in rows)
+    return {"success": successes, "failure": len(rows) - successes}
 
 
 def git_commit() -> str:
@@ -115,6 +145,7 @@ class Lab:
         self.options = options
         self.results: list[EpisodeResult] = []
         self.quiet = QuietFigures()
+        self.started = time.monotonic()
         allow = sandbox.executor_config()["safety"]["allow"]
         self.policy = Policy(allow=allow)
 
@@ -123,8 +154,9 @@ class Lab:
         start = time.monotonic()
         await asyncio.sleep(seconds)
         window = [s for s in self.observer.seen if s.at >= start]
+        before = len(self.quiet.issues)
         self.quiet.add(time.monotonic() - start, window)
-        for issue in self.quiet.issues[-3:]:
+        for issue in self.quiet.issues[before:]:
             log.warning("raised with no fault: %s", issue)
 
     async def episode(self, fault: Fault, progress: Progress) -> EpisodeResult:
@@ -193,15 +225,23 @@ class Lab:
             )
 
     async def run(self) -> dict[str, Any]:
-        options = self.options
-        rng = random.Random(options.seed)
-        total = options.rounds * len(options.faults)
-        progress = Progress(total)
+        """The first quiet period and the rounds of ``options``, then the report."""
         started_at = datetime.now(UTC)
+        await self.run_rounds(self.options.seed, self.options.rounds, self.options.quiet_seconds)
+        return self.summary(started_at)
+
+    async def run_rounds(
+        self, seed: int, rounds: int, quiet_seconds: float, phase: str = ""
+    ) -> None:
+        """A quiet period, then ``rounds`` rounds of every fault in the order and with
+        the gaps of ``seed`` (the same seed gives the same faults at the same times)."""
+        options = self.options
+        rng = random.Random(seed)
+        progress = Progress(rounds * len(options.faults), phase)
         if not await self.observer.wait_for(self.calm, 120):
             log.warning("the sandbox did not start calm: %s", list(self.observer.open_issues()))
-        await self.quiet_period(options.quiet_seconds, progress, "quiet")
-        for number in range(1, options.rounds + 1):
+        await self.quiet_period(quiet_seconds, progress, "quiet")
+        for number in range(1, rounds + 1):
             order = list(options.faults)
             rng.shuffle(order)
             for fault in order:
@@ -209,7 +249,10 @@ class Lab:
                 await self.quiet_period(gap, progress, f"round {number}")
                 await self.episode(fault, progress)
         progress.finish()
-        model = await self.export_model() if options.model_file is not None else None
+
+    def summary(self, started_at: datetime) -> dict[str, Any]:
+        """The report of what this lab ran so far (``--json``)."""
+        options = self.options
         summary = report(self.results, self.quiet, options.faults)
         return {
             "schema": SCHEMA,
@@ -230,6 +273,7 @@ class Lab:
                     "auto_resolved": r.auto_resolved,
                     "escalated": r.escalated,
                     "mttr_s": r.mttr_s,
+                    "steps": r.steps,
                     "issues": r.issues,
                     "needless_actions": r.needless_actions,
                     "outside_policy": r.outside_policy,
@@ -237,7 +281,6 @@ class Lab:
                 for r in self.results
             ],
             "quiet": {"issues": self.quiet.issues, "actions": self.quiet.actions},
-            "model": model,
         }
 
     async def export_model(self) -> dict[str, Any]:
@@ -270,39 +313,60 @@ class Lab:
         }
 
     def planner_versions(self) -> str:
+        """The model versions of the plans made for this lab's episodes."""
         from medbay.common.events import Plan
 
+        since = self.started
         versions = sorted(
-            {s.event.model_version for s in self.observer.seen if isinstance(s.event, Plan)}
+            {
+                s.event.model_version
+                for s in self.observer.seen
+                if isinstance(s.event, Plan) and s.at >= since
+            }
         )
         return ", ".join(versions)
 
 
-async def run_lab(options: RunOptions, root: Path | None = None) -> dict[str, Any]:
-    """Build the sandbox, run, and tear it all down (the sandbox's files stay with ``keep``)."""
+@asynccontextmanager
+async def sandbox_session(
+    config: LabConfig, keep: bool, root: Path | None = None
+) -> AsyncIterator[tuple[Sandbox, Observer]]:
+    """A started sandbox and an observer of its bus; all torn down after (the
+    sandbox's files stay with ``keep``)."""
     made = root is None
     base = Path(tempfile.mkdtemp(prefix="medbay-lab-")) if root is None else root
-    sandbox = Sandbox(base, options.lab)
+    sandbox = Sandbox(base, config)
     observer: Observer | None = None
     try:
         await asyncio.to_thread(sandbox.start)
         observer = await Observer.connect(sandbox.nats_url, sandbox.cli_password())
         await observer.start()
-        return await Lab(sandbox, observer, options).run()
+        yield sandbox, observer
     finally:
         if observer is not None:
             await observer.close()
         await asyncio.to_thread(sandbox.stop)
-        if made and not options.keep:
+        if made and not keep:
             shutil.rmtree(base, ignore_errors=True)
         else:
             print(f"sandbox kept in {base}", file=sys.stderr)
 
 
+async def run_lab(options: RunOptions, root: Path | None = None) -> dict[str, Any]:
+    """Build the sandbox, run, and tear it all down."""
+    async with sandbox_session(options.lab, options.keep, root) as (sandbox, observer):
+        return await Lab(sandbox, observer, options).run()
+
+
 def write_report(summary: dict[str, Any], path: Path) -> None:
+    write_atomically(json.dumps(summary, indent=2) + "\n", path)
+
+
+def write_atomically(text: str, path: Path) -> None:
+    """Write ``text`` to ``path`` so that a reader sees the old file or the new, whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(summary, indent=2) + "\n")
+    temporary.write_text(text)
     temporary.replace(path)
 
 
@@ -322,14 +386,3 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"{totals['quiet_plans']} plans, {totals['quiet_actions']} actions"
     )
     print(f"planner: {summary['planner'] or '(no plans)'}; commit {summary['commit'] or '?'}")
-    model = summary.get("model")
-    if model is not None and model["file"]:
-        accuracy = model["validation_accuracy"]
-        shown = "-" if accuracy is None else f"{100 * accuracy:.1f} %"
-        print(
-            f"lab-trained model {model['version']} ({model['trained_outcomes']} outcomes, "
-            f"validation accuracy {shown}) written to {model['file']}; a planner adopts it "
-            f"with `initial_model: {model['file']}` in its config"
-        )
-    elif model is not None:
-        print(f"no model was trained: {model['why_none']}")

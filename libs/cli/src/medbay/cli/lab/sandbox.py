@@ -19,8 +19,10 @@ kept under ``<root>/config`` for reading after a run.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -52,6 +54,19 @@ SLOW_QUERY_SECONDS = 3.0
 SERVICES = ("detector", "planner", "approver", "executor")
 
 
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def die_with_the_lab() -> None:
+    """In a child, before it runs its program: be killed if the lab's thread that
+    started it ends, even if the lab is killed with no chance to stop it (SIGKILL).
+    The lab's spawning threads live as long as it does (the main thread and
+    asyncio's worker threads)."""
+    if _libc is not None:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class SandboxError(RuntimeError):
     """The sandbox could not be built; the message says what is missing."""
 
@@ -60,9 +75,17 @@ class SandboxError(RuntimeError):
 class LabConfig:
     interval_seconds: float = 1.0
     train: bool = False
-    """The planner's models are labelled lab-trained, and it trains once it has
-    ``min_outcomes`` outcomes (instead of the shipped 50)."""
-    min_outcomes: int = 30
+    """A sandbox to train a planner in (``--train``): each files target may take both
+    rotate_logs and cleanup_disk, so a disk fault has a fix and a non-fix to try,
+    and the planner's models are labelled lab-trained."""
+    learn: bool = False
+    """With ``train``: the planner trains once it has ``min_outcomes`` outcomes
+    (instead of the shipped 50) and again every 10; without, it keeps the model it
+    has (a model under comparison does not change)."""
+    rule_explore_rate: float = 0.0
+    """With ``train``: the planner's ``rule_explore_rate`` (model plans explore at
+    the most the service allows, 0.2, while learning; not at all otherwise)."""
+    min_outcomes: int = 20
     busy: bool = False
     """The quiet soak: keep the machine busy (``load``), scrape at the shipped
     interval (5 s) and apply every shipped detector rule besides the lab's own."""
@@ -111,6 +134,9 @@ class Sandbox:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     nats_url: str = ""
+    tag: str = field(default_factory=lambda: secrets.token_hex(2))
+    """Part of its services' process names, so that another sandbox's ``lab-worker``
+    on this machine (another lab run) is never taken for this one's."""
 
     # --- paths -----------------------------------------------------------------
 
@@ -135,6 +161,11 @@ class Sandbox:
 
     def pidfile(self, name: str) -> Path:
         return self.root / "run" / f"{name}.pid"
+
+    def process_name(self, target: str) -> str:
+        """The name a target service's process goes by (at most 15 bytes, as the
+        kernel keeps it): ``lab-worker-1a2b``."""
+        return f"{target}-{self.tag}"
 
     def url(self, target: str) -> str:
         return f"http://127.0.0.1:{self.ports[target]}/"
@@ -182,6 +213,7 @@ class Sandbox:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_the_lab,  # prctl only: safe beside threads
                 **options,
             )
         self.procs[name] = proc
@@ -242,7 +274,7 @@ class Sandbox:
         wait_port(port, 120, proc)  # a busy machine starts PostgreSQL slowly
 
     def target_command(self, name: str) -> list[str]:
-        argv = [sys.executable, "-m", "medbay.cli.lab.target", "--name", name]
+        argv = [sys.executable, "-m", "medbay.cli.lab.target", "--name", self.process_name(name)]
         argv += ["--port", str(self.ports[name]), "--log", str(self.logs_dir / "app.log")]
         if name == FLAKY:
             argv += ["--crash-flag", str(self.crash_flag), "--crash-after", "5"]
@@ -279,7 +311,9 @@ class Sandbox:
     def _start_services(self) -> None:
         configs = self.root / "config"
         main = write_config(configs / "collector.yaml", self.collector_config())
-        edge = write_config(configs / "collector-edge.yaml", {"host": EDGE_HOST, **self._timing()})
+        # the second machine shares this one's processes: only the first reports them
+        edge_config = {"host": EDGE_HOST, **self._timing(), "top_processes": 0}
+        edge = write_config(configs / "collector-edge.yaml", edge_config)
         written = {
             "detector": write_config(configs / "detector.yaml", self.detector_config()),
             "planner": write_config(configs / "planner.yaml", self.planner_config()),
@@ -368,7 +402,7 @@ class Sandbox:
                         "warning": level,
                         "for_samples": 3,
                         "clear_samples": 2,
-                        "labels": {"name": name},
+                        "labels": {"name": self.process_name(name)},
                         "resource_label": "name",
                         "absent_clears": True,
                     }
@@ -392,12 +426,34 @@ class Sandbox:
     def planner_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"catalog_refresh_seconds": 1}
         if self.config.train:
-            config.update(
-                trained_on="lab",
-                min_outcomes=self.config.min_outcomes,
-                retrain_every=max(10, self.config.min_outcomes // 2),
-            )
+            config.update(trained_on="lab", rule_explore_rate=self.config.rule_explore_rate)
+            if self.config.learn:
+                config.update(
+                    min_outcomes=self.config.min_outcomes, retrain_every=10, explore_rate=0.2
+                )
+            else:
+                frozen = 1_000_000
+                config.update(
+                    min_outcomes=frozen,
+                    max_training_outcomes=frozen,
+                    retrain_every=frozen,
+                    explore_rate=0.0,
+                )
         return config
+
+    def restart_planner(self, config: LabConfig) -> None:
+        """Start the planner again with ``config``'s settings (it keeps its model)."""
+        self.config = config
+        proc = self.procs["planner"]
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        path = write_config(self.root / "config" / "planner.yaml", self.planner_config())
+        argv = [sys.executable, "-m", "medbay.planner.main", "--config", str(path)]
+        self._spawn("planner", argv, self._service_env("planner"))
 
     def executor_config(self) -> dict[str, Any]:
         services = {
@@ -408,6 +464,7 @@ class Sandbox:
                 "log_file": str(self.log_of(name)),
                 "stop_timeout": 2,
                 "start_check_seconds": 0.5,
+                "covers": [self.process_name(name)],
             }
             for name in SERVICE_TARGETS
         }
@@ -442,8 +499,8 @@ class Sandbox:
                     "restart_service": list(SERVICE_TARGETS),
                     "clear_cache": [REDIS],
                     "optimize_query": [POSTGRES],
-                    "rotate_logs": [LOGS],
-                    "cleanup_disk": [SCRATCH],
+                    "rotate_logs": [LOGS, SCRATCH] if self.config.train else [LOGS],
+                    "cleanup_disk": [SCRATCH, LOGS] if self.config.train else [SCRATCH],
                     "alert_human": [ONCALL],
                 },
                 "cooldown_seconds": 5,

@@ -15,7 +15,9 @@ all. What counts:
 - outside_policy: steps started on an (action, target) the executor's
   allowlist does not hold, or of a plan that needed a person's approval and had
   none;
-- MTTR: from injection to the verified end of the plan that fixed it.
+- MTTR: from injection to the verified end of the plan that fixed it;
+- steps: live steps started on the fault's targets (fixes tried, the one that
+  worked included).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class EpisodeResult:
     needless_actions: list[str]
     outside_policy: list[str]
     issues: list[str]
+    steps: int = 0
 
     @property
     def silent(self) -> bool:
@@ -119,9 +122,11 @@ def judge(episode: Episode, all_seen: list[Seen], policy: Policy) -> EpisodeResu
     acted_on_fault: set[str] = set()
     needless: list[str] = []
     outside: list[str] = []
+    steps = 0
     for result in started_steps(episode.seen):
         if result.target in fault.targets:
             acted_on_fault.add(result.plan_id)
+            steps += 1
         elif result.target != ONCALL:
             needless.append(f"{result.action} {result.target}")
         breach = policy.breaches(result, plans.get(result.plan_id), result.plan_id in approved)
@@ -145,6 +150,7 @@ def judge(episode: Episode, all_seen: list[Seen], policy: Policy) -> EpisodeResu
         needless_actions=needless,
         outside_policy=outside,
         issues=[f"{i.kind} {i.resource} ({i.severity.value})" for i in issues],
+        steps=steps,
     )
 
 
@@ -185,6 +191,7 @@ def figures(results: list[EpisodeResult]) -> dict[str, Any]:
         "outside_policy": sum(len(r.outside_policy) for r in results),
         "mttr_median_s": median,
         "mttr_p90_s": p90,
+        "steps": sum(r.steps for r in results),
     }
 
 

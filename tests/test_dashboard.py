@@ -33,7 +33,8 @@ VIEWER = "viewer-token-for-the-browser"
 
 
 def lab_report() -> dict[str, object]:
-    """A report as `medbay lab` writes it: two faults, one escalated as it should be."""
+    """A report as `medbay lab --train` writes it: two faults, one escalated as it should
+    be; the model trained, and the rule table's run on the same faults beside it."""
     fault = {
         "expected": "auto_resolved",
         "injected": 3,
@@ -47,7 +48,19 @@ def lab_report() -> dict[str, object]:
         "mttr_p90_s": 12.0,
     }
     escalated = {**fault, "expected": "escalated", "auto_resolved": 0, "escalated": 3}
-    return {
+    escalated["mttr_median_s"] = None
+    plain_totals = {
+        **fault,
+        "injected": 6,
+        "detected": 6,
+        "escalated": 3,
+        "mttr_median_s": 9.1,
+        "mttr_p90_s": 12.0,
+        "quiet_issues": 0,
+        "quiet_plans": 0,
+        "quiet_actions": 0,
+    }
+    run = {
         "schema": "medbay.lab/1",
         "started_at": "2026-11-29T10:00:00Z",
         "finished_at": "2026-11-29T10:40:00Z",
@@ -57,18 +70,32 @@ def lab_report() -> dict[str, object]:
         "quiet_seconds": 120.0,
         "planner": "rules-v1",
         "lab_trained": False,
-        "totals": {
-            **fault,
-            "injected": 6,
-            "detected": 6,
-            "escalated": 3,
-            "mttr_median_s": 9.1,
-            "mttr_p90_s": 12.0,
-            "quiet_issues": 0,
-            "quiet_plans": 0,
-            "quiet_actions": 0,
-        },
-        "faults": {"service_killed": fault, "disk_filled": {**escalated, "mttr_median_s": None}},
+        "totals": plain_totals,
+        "faults": {"service_killed": fault, "disk_filled": escalated},
+    }
+    totals = {**plain_totals, "as_expected": 6, "steps": 3, "fixable": 3}
+    totals["fixable_auto_resolved"] = 3
+    model = {
+        "file": "/data/lab/model.zip",
+        "version": "rf-20261129-12",
+        "trained_on": "lab",
+        "validation_accuracy": 0.8,
+        "trained_outcomes": 12,
+        "success": 10,
+        "failure": 2,
+        "corpus": {"file": "/data/lab/outcomes.json", "outcomes": 12},
+    }
+    training = {"seed": 1007, "rounds": 2, "planner": "rules-v1", "totals": totals}
+    faults = {"service_killed": {**fault, "steps": 3}, "disk_filled": {**escalated, "steps": 0}}
+    return {
+        **run,
+        "faults": faults,
+        "planner": "rf-20261129-12, rules-v1",
+        "lab_trained": True,
+        "totals": totals,
+        "model": model,
+        "training": training,
+        "rule_table": {**run, "totals": {**totals, "steps": 5}},
     }
 
 
@@ -153,7 +180,7 @@ async def test_dashboard_in_a_real_browser(nats_server, services, tmp_path: Path
     # a dry-run executor changes nothing, and the incident says so
     assert ended["outcome"] == "dry_run" and ended["shown"] == "Dry run, nothing done", ended
     shown = next(c for c in checks if c.get("check") == "lab")
-    assert (shown["state"], shown["faults"]) == ("ok", 2), shown
+    assert (shown["state"], shown["faults"], shown["compared"]) == ("ok", 2, 8), shown
 
     # the executor acted on the plan approved in the browser
     nc = await nats.connect(nats_server.url, **nats_server.client("cli"))

@@ -70,6 +70,75 @@ def report(**changes: Any) -> dict[str, Any]:
     }
 
 
+def train_report() -> dict[str, Any]:
+    """A report as ``medbay lab --train`` writes it: the trained model's run on held-out
+    faults, with the model, its training run and the rule table's run beside it."""
+
+    def figures(**changes: Any) -> dict[str, Any]:
+        counts = {
+            "injected": 4,
+            "detected": 4,
+            "auto_resolved": 4,
+            "escalated": 0,
+            "silent": 0,
+            "as_expected": 4,
+            "needless_actions": 0,
+            "outside_policy": 0,
+            "mttr_median_s": 2.0,
+            "mttr_p90_s": 4.9,
+            "steps": 4,
+        }
+        return {**counts, **changes}
+
+    def totals(**changes: Any) -> dict[str, Any]:
+        quiet = {"quiet_seconds": 35.4, "quiet_issues": 0, "quiet_plans": 0, "quiet_actions": 0}
+        return figures(**{"fixable": 4, "fixable_auto_resolved": 4, **quiet, **changes})
+
+    def run(planner: str, **totals_changes: Any) -> dict[str, Any]:
+        fault = {"expected": "auto_resolved", **figures(injected=1, detected=1, as_expected=1)}
+        episode = {"kind": "log_flood", "expected": "auto_resolved", "mttr_s": 1.3, "steps": 1}
+        return {
+            **report(seed=1, rounds=1, quiet_seconds=35.4, planner=planner, lab_trained=True),
+            "totals": totals(**totals_changes),
+            "faults": {"log_flood": {**fault, "steps": 1}, "disk_filling": {**fault, "steps": 2}},
+            "episodes": [episode],
+            "quiet": {"issues": [], "actions": []},
+        }
+
+    version = "rf-20261130T075010Z-20-1248f9"
+    rules = run("rules-v1", auto_resolved=3, escalated=1, as_expected=3, steps=5)
+    rules["totals"].update(fixable_auto_resolved=3, mttr_median_s=2.2, mttr_p90_s=3.6)
+    return {
+        **run(f"{version}, rules-v1"),
+        "model": {
+            "file": "/data/lab/model.zip",
+            "version": version,
+            "trained_on": "lab",
+            "validation_accuracy": 0.6,
+            "trained_outcomes": 20,
+            "success": 20,
+            "failure": 6,
+            "corpus": {"file": "/data/lab/outcomes.json", "outcomes": 26},
+        },
+        "training": {
+            "seed": 1001,
+            "rounds": 5,
+            "planner": f"{version}, rules-v1",
+            "totals": totals(
+                injected=20,
+                detected=20,
+                auto_resolved=18,
+                escalated=2,
+                as_expected=18,
+                steps=24,
+                fixable=20,
+                fixable_auto_resolved=18,
+            ),
+        },
+        "rule_table": rules,
+    }
+
+
 def test_a_valid_report_is_read_with_its_faults_and_totals(tmp_path):
     path = tmp_path / "latest.json"
     path.write_text(json.dumps(report()))
@@ -82,6 +151,45 @@ def test_a_valid_report_is_read_with_its_faults_and_totals(tmp_path):
     served = found.model_dump(mode="json", by_alias=True)["report"]
     assert served["schema"] == "medbay.lab/1" and "host" not in served
     assert "examples" not in served["faults"]["service_killed"]
+    # a plain run's report, from before fixes tried were counted: none of --train's parts
+    assert found.report.totals.steps is None and found.report.faults["disk_filled"].steps is None
+    assert found.report.totals.as_expected is None and found.report.totals.fixable is None
+    assert (served["model"], served["training"], served["rule_table"]) == (None, None, None)
+
+
+def test_a_train_report_is_read_with_the_model_its_training_and_the_rule_table(tmp_path):
+    path = tmp_path / "latest.json"
+    path.write_text(json.dumps(train_report()))
+    found = read_lab_report(path)
+    assert found.state == "ok" and found.report is not None, found.problem
+    lab = found.report
+    assert lab.totals.steps == 4 and lab.faults["disk_filling"].steps == 2
+    totals = lab.totals
+    assert (totals.as_expected, totals.fixable, totals.fixable_auto_resolved) == (4, 4, 4)
+    assert lab.model is not None and lab.model.version == "rf-20261130T075010Z-20-1248f9"
+    assert lab.model.file == "/data/lab/model.zip" and lab.model.why_none is None
+    assert (lab.model.success, lab.model.failure, lab.model.corpus.outcomes) == (20, 6, 26)
+    assert lab.training is not None and (lab.training.rounds, lab.training.seed) == (5, 1001)
+    assert lab.training.totals.steps == 24
+    assert lab.rule_table is not None and lab.rule_table.planner == "rules-v1"
+    assert (lab.rule_table.totals.as_expected, lab.rule_table.totals.steps) == (3, 5)
+    served = found.model_dump(mode="json", by_alias=True)["report"]
+    assert served["rule_table"]["schema"] == "medbay.lab/1"
+    assert "model" not in served["rule_table"]  # a run, not a report of its own
+    assert "episodes" not in served and "quiet_seconds" not in served["totals"]
+
+
+def test_a_train_report_without_a_model_says_why(tmp_path):
+    why = "the planner trains once it has 20 outcomes with successes and failures both"
+    corpus = {"file": "/data/lab/outcomes.json", "outcomes": 3}
+    model = {"file": None, "why_none": why, "success": 3, "failure": 0, "corpus": corpus}
+    path = tmp_path / "latest.json"
+    path.write_text(json.dumps({**train_report(), "model": model, "rule_table": None}))
+    found = read_lab_report(path)
+    assert found.state == "ok" and found.report is not None, found.problem
+    assert found.report.model is not None and found.report.rule_table is None
+    assert (found.report.model.file, found.report.model.version) == (None, None)
+    assert found.report.model.why_none == why
 
 
 def test_no_option_and_no_file_are_not_errors(tmp_path):
@@ -107,6 +215,18 @@ def test_no_option_and_no_file_are_not_errors(tmp_path):
         (
             json.dumps(report()).replace('"mttr_p90_s": 12.0', '"mttr_p90_s": NaN', 1),
             "Input should be a finite number",
+        ),
+        (
+            json.dumps(report(totals={**report()["totals"], "steps": -1})),
+            "totals.steps: Input should be greater than or equal to 0",
+        ),
+        (
+            json.dumps({**train_report(), "model": {**train_report()["model"], "success": "20"}}),
+            "model.success: Input should be a valid integer",
+        ),
+        (
+            json.dumps({**train_report(), "rule_table": report(faults=[])}),
+            "rule_table.faults: Input should be an object",
         ),
         (" " * (MAX_REPORT_BYTES + 1), "is over 1024 KiB: not a lab report"),
     ],
@@ -145,6 +265,31 @@ async def test_the_api_reads_the_file_when_asked(start_gateway, tmp_path: Path):
     assert invalid.status_code == 200 and invalid.json()["state"] == "invalid"
     assert "started_at: Field required" in invalid.json()["problem"]
     assert (await gateway.get("/api/lab", headers={})).status_code == 401
+
+
+async def test_the_api_serves_a_train_report(start_gateway, tmp_path: Path):
+    path = tmp_path / "latest.json"
+    path.write_text(json.dumps(train_report()))
+    gateway = start_gateway(f"lab_report: {path}\n")
+    body = (await gateway.get("/api/lab")).json()
+    assert body["state"] == "ok", body["problem"]
+    served = body["report"]
+    assert served["totals"]["steps"] == 4 and served["faults"]["disk_filling"]["steps"] == 2
+    assert served["model"] == {
+        "file": "/data/lab/model.zip",
+        "version": "rf-20261130T075010Z-20-1248f9",
+        "trained_on": "lab",
+        "validation_accuracy": 0.6,
+        "trained_outcomes": 20,
+        "success": 20,
+        "failure": 6,
+        "why_none": None,
+        "corpus": {"file": "/data/lab/outcomes.json", "outcomes": 26},
+    }
+    assert served["training"]["totals"]["fixable"] == 20 and served["training"]["seed"] == 1001
+    rules = served["rule_table"]
+    assert set(rules) == set(served) - {"model", "training", "rule_table"}
+    assert rules["totals"]["fixable_auto_resolved"] == 3 and rules["totals"]["steps"] == 5
 
 
 async def test_without_the_option_the_api_says_so(gateway):

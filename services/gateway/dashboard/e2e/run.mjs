@@ -345,7 +345,15 @@ async function labResults(page) {
   const rows = await table.getByRole('row').count(); // the header, each fault, the totals
   if (rows !== faults + 2) throw new Error(`${rows} table rows for ${faults} faults`);
   await page.getByText(`commit ${lab.report.commit || 'unknown'}`, { exact: false }).waitFor();
-  return { state: lab.state, faults, rows };
+  const { model, rule_table: rules } = lab.report;
+  if (!rules || !model?.version) return { state: lab.state, faults, rows, compared: null };
+  // medbay lab --train: the trained model beside the rule table, and how a planner adopts it
+  const comparison = page.getByRole('table', { name: 'Lab: trained model vs rule table' });
+  await comparison.waitFor();
+  await comparison.getByRole('columnheader', { name: `Trained model ${model.version}` }).waitFor();
+  await page.getByText(`initial_model: ${model.file}`).waitFor();
+  const compared = (await comparison.getByRole('row').count()) - 1; // the header
+  return { state: lab.state, faults, rows, compared };
 }
 
 async function quickAction(page) {

@@ -496,6 +496,10 @@ interface LabCounts {
   /** null: nothing was resolved. */
   mttr_median_s: number | null;
   mttr_p90_s: number | null;
+  /** Ended as expected (auto-resolved, or escalated); null in older reports. */
+  as_expected: number | null;
+  /** Fixes tried: live steps started on the faults' targets; null in older reports. */
+  steps: number | null;
 }
 
 export interface LabFault extends LabCounts {
@@ -503,13 +507,46 @@ export interface LabFault extends LabCounts {
 }
 
 export interface LabTotals extends LabCounts {
+  /** Faults expected to be auto-resolved, and of those how many were; null in older reports. */
+  fixable: number | null;
+  fixable_auto_resolved: number | null;
   quiet_issues: number;
   quiet_plans: number;
   quiet_actions: number;
 }
 
-/** What `medbay lab` measured: faults injected into a sandbox, and what Medbay did. */
-export interface LabReport {
+export interface LabCorpus {
+  file: string;
+  outcomes: number;
+}
+
+/** The model `medbay lab --train` trained, or why none was. */
+export interface LabModel {
+  /** The model file (a planner adopts it with `initial_model`); null: none was trained. */
+  file: string | null;
+  /** null without a file. */
+  version: string | null;
+  trained_on: 'live' | 'lab' | null;
+  validation_accuracy: number | null;
+  trained_outcomes: number | null;
+  /** Outcomes of the training run: successes and failures. */
+  success: number;
+  failure: number;
+  /** Why no model was trained (no file only). */
+  why_none: string | null;
+  corpus: LabCorpus;
+}
+
+/** The training run of `medbay lab --train`: the faults the model learned from. */
+export interface LabTraining {
+  seed: number;
+  rounds: number;
+  planner: string;
+  totals: LabTotals;
+}
+
+/** One lab run: faults injected into a sandbox, and what Medbay did. */
+export interface LabRun {
   schema: 'medbay.lab/1';
   started_at: string;
   finished_at: string;
@@ -522,6 +559,16 @@ export interface LabReport {
   lab_trained: boolean;
   totals: LabTotals;
   faults: Record<string, LabFault>;
+}
+
+/** What `medbay lab` measured. With `--train`, the trained model's run on held-out faults,
+ * with the model, its training, and the rule table's run on the same faults. */
+export interface LabReport extends LabRun {
+  /** `--train` only, as are `training` and `rule_table`. */
+  model: LabModel | null;
+  training: LabTraining | null;
+  /** null also when no model was trained. */
+  rule_table: LabRun | null;
 }
 
 /** The lab's latest report, or why there is none to show. */

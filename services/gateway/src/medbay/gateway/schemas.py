@@ -449,6 +449,15 @@ class LabCounts(_LabPart):
     outside_policy: Count
     mttr_median_s: Seconds | None = Field(description="None: nothing was resolved.")
     mttr_p90_s: Seconds | None
+    as_expected: Count | None = Field(
+        default=None,
+        description="Ended as expected (auto-resolved, or escalated); None in older reports.",
+    )
+    steps: Count | None = Field(
+        default=None,
+        description="Fixes tried: live steps started on the faults' targets, the one that "
+        "worked included; None in older reports.",
+    )
 
 
 class LabFault(LabCounts):
@@ -456,13 +465,55 @@ class LabFault(LabCounts):
 
 
 class LabTotals(LabCounts):
+    fixable: Count | None = Field(
+        default=None, description="Faults expected to be auto-resolved; None in older reports."
+    )
+    fixable_auto_resolved: Count | None = Field(
+        default=None, description="Of those, how many were; None in older reports."
+    )
     quiet_issues: Count = Field(description="Issues raised in the quiet time, with no fault.")
     quiet_plans: Count
     quiet_actions: Count
 
 
-class LabReport(_LabPart):
-    """What ``medbay lab`` measured: faults injected into a sandbox and what Medbay did."""
+class LabCorpus(_LabPart):
+    file: str = Field(max_length=1000, description="Where the outcomes were written.")
+    outcomes: Count
+
+
+class LabModel(_LabPart):
+    """The model ``medbay lab --train`` trained, or why none was."""
+
+    file: str | None = Field(
+        max_length=1000,
+        description="The model file written (a planner adopts it with ``initial_model``); "
+        "None: no model was trained (``why_none``).",
+    )
+    version: str | None = Field(default=None, max_length=200, description="None without a file.")
+    trained_on: Literal["live", "lab"] | None = None
+    validation_accuracy: float | None = Field(default=None, ge=0, le=1)
+    trained_outcomes: Count | None = Field(
+        default=None, description="The outcomes the model learned from."
+    )
+    success: Count = Field(description="Outcomes of the training run that were successes.")
+    failure: Count
+    why_none: str | None = Field(
+        default=None, max_length=1000, description="Why no model was trained (no file only)."
+    )
+    corpus: LabCorpus
+
+
+class LabTraining(_LabPart):
+    """The training run of ``medbay lab --train``: the faults the model learned from."""
+
+    seed: int
+    rounds: Count
+    planner: str = Field(max_length=200)
+    totals: LabTotals
+
+
+class LabRun(_LabPart):
+    """One lab run: faults injected into a sandbox and what Medbay did."""
 
     schema_: Literal["medbay.lab/1"] = Field(alias="schema")
     started_at: AwareDatetime
@@ -475,6 +526,20 @@ class LabReport(_LabPart):
     lab_trained: bool
     totals: LabTotals
     faults: dict[Annotated[str, Field(max_length=100)], LabFault] = Field(max_length=1000)
+
+
+class LabReport(LabRun):
+    """What ``medbay lab`` measured: faults injected into a sandbox and what Medbay did.
+    With ``--train``, the trained model's run on held-out faults, with the model, its
+    training, and the rule table's run on the same faults."""
+
+    model: LabModel | None = Field(default=None, description="--train only.")
+    training: LabTraining | None = Field(default=None, description="--train only.")
+    rule_table: LabRun | None = Field(
+        default=None,
+        description="--train only: the same held-out faults planned by the rule table; "
+        "None when no model was trained.",
+    )
 
 
 class LabReportState(_Out):

@@ -11,7 +11,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from medbay.cli.lab.faults import FAULTS, FAULTS_BY_KIND
-from medbay.cli.lab.run import RunOptions, print_summary, run_lab, write_report
+from medbay.cli.lab.run import RunOptions, git_commit, print_summary, run_lab, write_report
 from medbay.cli.lab.sandbox import LabConfig, SandboxError
 from medbay.cli.lab.train import print_training, run_training
 
@@ -34,6 +34,7 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("medbay lab: --train learns from faults; --quiet injects none")
     if args.train_rounds < 1:
         raise SystemExit("medbay lab: --train-rounds must be at least 1")
+    git_commit()  # the commit that runs, before a long run
     lab_dir = args.data_dir / "lab"
     options = RunOptions(
         seed=args.seed,

@@ -12,6 +12,7 @@ any breaker the fault opened, so the next one starts from a healthy sandbox.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -127,10 +128,13 @@ def learned_outcomes(seen: list[Seen]) -> dict[str, int]:
     return {"success": successes, "failure": len(rows) - successes}
 
 
+@functools.cache
 def git_commit() -> str:
+    """The commit this lab runs, ``-dirty`` if the checkout has changes (read once: at
+    the start, before anyone commits during a long run)."""
     repo = Path(__file__).resolve().parents[5]
     done = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+        ["git", "-C", str(repo), "describe", "--always", "--dirty", "--abbrev=7"],
         capture_output=True,
         text=True,
         check=False,

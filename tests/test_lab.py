@@ -1,4 +1,4 @@
-"""The lab, short: every fault kind once and a 1-minute quiet period, on real parts.
+"""The lab, short: every fault kind once and a 2-minute quiet period, on real parts.
 
 It asserts outcomes, never timings: each fault ends as it should (fixed and
 verified, or a person told), nothing was done to a healthy target, nothing

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
+import psutil
 import psycopg
 import pytest
 import redis.asyncio as aioredis
@@ -171,6 +172,15 @@ async def test_postgres(http, postgres_url, closed_port, as_dicts: Dicts) -> Non
     assert "hunter2" not in down.failure and "\n" not in down.failure
 
 
+async def kernel_shows(pid: int, status: str, timeout: float = 30.0) -> None:
+    """Wait until the kernel reports ``status`` for ``pid`` (signals are delivered
+    when the process is next scheduled)."""
+    deadline = time.monotonic() + timeout
+    while psutil.Process(pid).status() != status:
+        assert time.monotonic() < deadline, f"pid {pid} never showed {status}"
+        await asyncio.sleep(0.01)
+
+
 async def test_process(http) -> None:
     argv0 = f"medbay-test-{uuid.uuid4().hex[:8]}"
     sleep = shutil.which("sleep")
@@ -181,9 +191,11 @@ async def test_process(http) -> None:
         assert (await run_check(worker, http)).failure is None
         # stopped (SIGSTOP): alive, but doing nothing
         os.kill(proc.pid, signal.SIGSTOP)
+        await kernel_shows(proc.pid, psutil.STATUS_STOPPED)  # a busy kernel takes a moment
         stopped = await run_check(worker, http)
         assert stopped.failure == f"process {argv0} (pid {proc.pid}) is stopped"
         os.kill(proc.pid, signal.SIGCONT)
+        await kernel_shows(proc.pid, psutil.STATUS_SLEEPING)
         assert (await run_check(worker, http)).failure is None
     finally:
         proc.kill()

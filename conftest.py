@@ -290,6 +290,7 @@ SLOW = {
     "tests/test_security.py",
     "tests/test_remediation_end_to_end.py",
     "tests/test_end_to_end.py",
+    "tests/test_traces_end_to_end.py",
     "tests/test_lab.py",
     "tests/test_cli.py::test_up_runs_everything_and_ctrl_c_stops_it",
 }

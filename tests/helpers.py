@@ -62,7 +62,11 @@ class StreamWatch:
             self.subs[stream] = await self.js.pull_subscribe(
                 "medbay.>",
                 stream=stream,
-                config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW, ack_policy=AckPolicy.NONE),
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.NEW,
+                    ack_policy=AckPolicy.NONE,
+                    inactive_threshold=300,  # a test may wait a while between fetches
+                ),
             )
         return self
 

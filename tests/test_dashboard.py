@@ -3,8 +3,10 @@ service as a process on a real nats-server, the gateway serving the built
 dashboard. The browser script (services/gateway/dashboard/e2e/run.mjs) checks
 load time and bundle size, a live metric update, an approval clicked through
 the UI, how the approved plan ended as its incident shows it, the lab's report
-on the Automation page, the polling fallback, a viewer's read-only view and an
-axe-core scan of every page in both themes; here we also check that the executor
+on the Automation page, the Monitoring page drawing the spans the browser script
+sends to the collector's OTLP/HTTP receiver, the trace search, trace links only
+when a Jaeger UI is configured, the polling fallback, a viewer's read-only view and
+an axe-core scan of every page in both themes; here we also check that the executor
 acted on the plan approved in the browser. NATS runs secured, a user per service."""
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import nats
 import pytest
 
 from medbay.common.events import ActionResult
+from tests.helpers import free_port
 
 if TYPE_CHECKING:
     from conftest import NatsServer
@@ -121,7 +124,10 @@ def nats_server(secured_nats: NatsServer) -> NatsServer:
 @pytest.mark.timeout(420)
 async def test_dashboard_in_a_real_browser(nats_server, services, tmp_path: Path):
     check_prerequisites()
-    (tmp_path / "collector.yaml").write_text("interval_seconds: 1\ntop_processes: 0\n")
+    otlp_port = free_port()
+    (tmp_path / "collector.yaml").write_text(
+        f"interval_seconds: 1\ntop_processes: 0\notlp: {{port: {otlp_port}}}\n"
+    )
     (tmp_path / "executor.yaml").write_text(
         "escalate_to: oncall\n"
         "targets:\n"
@@ -155,6 +161,7 @@ async def test_dashboard_in_a_real_browser(nats_server, services, tmp_path: Path
         "MEDBAY_OPERATOR_TOKEN": OPERATOR,
         "MEDBAY_VIEWER_TOKEN": VIEWER,
         "MEDBAY_SCREENSHOTS_DIR": str(tmp_path / "screenshots"),
+        "MEDBAY_E2E_OTLP_URL": f"http://127.0.0.1:{otlp_port}/v1/traces",
         "CHROMIUM": "/usr/bin/chromium",
     }
     started = time.monotonic()
@@ -181,6 +188,8 @@ async def test_dashboard_in_a_real_browser(nats_server, services, tmp_path: Path
     assert ended["outcome"] == "dry_run" and ended["shown"] == "Dry run, nothing done", ended
     shown = next(c for c in checks if c.get("check") == "lab")
     assert (shown["state"], shown["faults"], shown["compared"]) == ("ok", 2, 8), shown
+    monitoring = next(c for c in checks if c.get("check") == "monitoring")
+    assert sorted(monitoring["services"]) == ["checkout", "frontend", "payments"], monitoring
 
     # the executor acted on the plan approved in the browser
     nc = await nats.connect(nats_server.url, **nats_server.client("cli"))

@@ -11,7 +11,9 @@ import pytest
 from medbay.collector.config import (
     ConfigError,
     HttpCheck,
+    OtlpReceiver,
     ProcessCheck,
+    SpanmetricsScrape,
     TcpCheck,
     load_config,
 )
@@ -107,12 +109,67 @@ def test_defaults(tmp_path: Path) -> None:
             "directories[0].max_entries: Input should be greater than or equal to 1",
         ),
         ("- just\n- a list", "expected a mapping at the top level"),
+        ("otlp: {port: 70000}", "otlp.port: Input should be less than or equal to 65535"),
+        ("otlp: {prot: 4318}", "otlp.prot: Extra inputs are not permitted"),
+        ("otlp: {host: ''}", "otlp.host: String should have at least 1 character"),
+        ("otlp: {max_body_bytes: 10}", "otlp.max_body_bytes: Input should be greater than or"),
+        ("otlp: {max_operations: 0}", "otlp.max_operations: Input should be greater than or"),
+        (
+            "otlp: {min_requests_for_ratio: 0}",
+            "otlp.min_requests_for_ratio: Input should be greater than or equal to 1",
+        ),
+        ("spanmetrics: {}", "spanmetrics.url: Field required"),
+        ("spanmetrics: {url: 'ftp://x'}", "spanmetrics.url: URL scheme should be"),
+        (
+            "spanmetrics: {url: 'http://x', timeout_seconds: 0}",
+            "spanmetrics.timeout_seconds: Input should be greater than 0",
+        ),
+        (
+            "spanmetrics: {url: 'http://x', calls_metric: 'calls total'}",
+            "spanmetrics.calls_metric: String should match pattern",
+        ),
+        (
+            "spanmetrics: {url: 'http://x', max_operations: 20000}",
+            "spanmetrics.max_operations: Input should be less than or equal to 10000",
+        ),
+        (
+            "otlp: {}\nspanmetrics: {url: 'http://x'}",
+            "spanmetrics: Value error, otlp and spanmetrics both give this host's span_* "
+            "samples: configure one",
+        ),
     ],
 )
 def test_bad_config_names_the_field(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
     assert message in str(info.value)
+
+
+def test_trace_intakes(tmp_path: Path) -> None:
+    assert (load_config(None).otlp, load_config(None).spanmetrics) == (None, None)
+    otlp = load_config(write(tmp_path, "otlp: {}")).otlp
+    assert otlp == OtlpReceiver(
+        host="127.0.0.1",
+        port=4318,
+        max_body_bytes=8_388_608,
+        max_operations=1000,
+        min_requests_for_ratio=5,
+    )
+    scrape = load_config(write(tmp_path, "spanmetrics: {url: 'http://otel:8889/metrics'}"))
+    assert scrape.spanmetrics == SpanmetricsScrape.model_validate(
+        {
+            "url": "http://otel:8889/metrics",
+            "timeout_seconds": 2,
+            "calls_metric": "traces_span_metrics_calls_total",
+            "duration_metric": "traces_span_metrics_duration_milliseconds",
+            "edges_metric": "traces_service_graph_request_total",
+            "max_operations": 1000,
+            "min_requests_for_ratio": 5,
+        }
+    )
+    example = load_config(EXAMPLE)
+    assert example.otlp is not None and example.otlp.port == 4318
+    assert example.spanmetrics is None
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -139,3 +196,22 @@ def test_no_more_checks_than_a_batch_can_give_reasons_for(tmp_path: Path) -> Non
     checks = "".join(f"  - {{name: s{i}, check: process}}\n" for i in range(1001))
     with pytest.raises(ConfigError, match="services: List should have at most 1000 items"):
         load_config(write(tmp_path, "services:\n" + checks))
+
+
+def test_taken_otlp_port_exits_2_naming_it(tmp_path: Path, tcp_listener: int) -> None:
+    path = write(tmp_path, f"otlp: {{port: {tcp_listener}}}")
+    env = os.environ | {"MEDBAY_NATS_URL": "nats://127.0.0.1:1", "MEDBAY_HTTP_PORT": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "medbay.collector.main", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert (
+        f"medbay collector: cannot listen for OTLP/HTTP traces on 127.0.0.1:{tcp_listener}"
+        in result.stderr
+    )
+    assert "change otlp.port" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -196,6 +196,41 @@ def test_json_kind_by_name_and_unknown_fields() -> None:
     assert (record.kind, record.span_id) == ("SERVER", bytes.fromhex("00f067aa0ba902b7"))
 
 
+def test_json_field_names_numbers_and_enums_as_protobuf_reads_them() -> None:
+    """OTLP JSON is protobuf's JSON mapping: either field name, int64 as a number or a
+    string, enums as numbers (and, leniently, names)."""
+    body = {
+        "resource_spans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"string_value": "a"}}]
+                },
+                "scope_spans": [
+                    {
+                        "spans": [
+                            {
+                                "name": "GET",
+                                "kind": "SPAN_KIND_SERVER",
+                                "start_time_unix_nano": 1_000_000,
+                                "endTimeUnixNano": "4000000",
+                                "status": {"code": "STATUS_CODE_UNSET"},
+                                "attributes": [
+                                    {"key": "http.route", "value": {"stringValue": "/x"}},
+                                    {"key": "http.status_code", "value": {"intValue": "503"}},
+                                    {"key": "ignored", "value": {"arrayValue": {"values": []}}},
+                                ],
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    (record,) = decode_traces(json.dumps(body).encode(), JSON)
+    assert (record.service, record.operation, record.kind) == ("a", "/x", "SERVER")
+    assert (record.duration_ms, record.error, record.trace_id) == (3.0, True, b"")
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "message"),
     [
@@ -214,11 +249,40 @@ def test_json_kind_by_name_and_unknown_fields() -> None:
             JSON,
             "spans[0].parentSpanId: not 16 hex digits",
         ),
-        (b'{"resourceSpans": 5}', JSON, "not an OTLP ExportTraceServiceRequest"),
         (
             b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}',
             JSON,
-            "not an OTLP ExportTraceServiceRequest",
+            "not an OTLP ExportTraceServiceRequest: resourceSpans[0].scopeSpans[0].spans[0]"
+            ".startTimeUnixNano: 'soon' is not an integer",
+        ),
+        (b'{"resourceSpans": 5}', JSON, "resourceSpans: not a list but int"),
+        (b'{"resourceSpans": [{"resource": []}]}', JSON, "resourceSpans[0].resource: not an"),
+        (b'{"resourceSpans": [{"scopeSpans": {}}]}', JSON, "scopeSpans: not a list but dict"),
+        (
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{}, "span"]}]}]}',
+            JSON,
+            "resourceSpans[0].scopeSpans[0].spans[1]: not an object but str",
+        ),
+        (
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"kind": "SPAN_KIND_NOPE"}]}]}]}',
+            JSON,
+            "spans[0].kind: unknown value 'SPAN_KIND_NOPE'",
+        ),
+        (
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"endTimeUnixNano": -5}]}]}]}',
+            JSON,
+            "spans[0].endTimeUnixNano: -5 is out of range",
+        ),
+        (
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": [{"key": '
+            b'"http.response.status_code", "value": {"intValue": "five"}}]}]}]}]}',
+            JSON,
+            "spans[0].attributes[0].value.intValue: 'five' is not an integer",
+        ),
+        (
+            b'{"resourceSpans": [{"resource": {"attributes": [{"key": 7}]}}]}',
+            JSON,
+            "resourceSpans[0].resource.attributes[0]: not an object with a string key",
         ),
     ],
 )
@@ -358,6 +422,11 @@ def test_red_samples_names_and_labels() -> None:
     assert edge["value"] == pytest.approx(1 / 60)
     assert named["spans_dropped_operations", ()]["value"] == 0.0
     assert {s["name"] for s in samples} == {
+        "span_service_requests_per_second",
+        "span_service_errors_per_second",
+        "span_service_latency_p50_ms",
+        "span_service_latency_p95_ms",
+        "span_service_latency_p99_ms",
         "span_requests_per_second",
         "span_errors_per_second",
         "span_error_ratio",
@@ -377,3 +446,86 @@ def test_long_names_are_cut_to_fit_labels() -> None:
     aggregator.add([record("/" + "x" * 500, service="s" * 300)])
     (op,) = aggregator.flush(1.0).operations
     assert (len(op.service), len(op.operation)) == (200, 200)
+
+
+def by_name(samples: list[Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s["name"], tuple(sorted(s.get("labels", {}).items()))): s["value"] for s in samples}
+
+
+def test_service_figures_merge_every_operation() -> None:
+    fast = [float(d) for d in range(1, 31)]
+    slow = [float(d) for d in range(100, 110)]
+    aggregator = RedAggregator()
+    aggregator.add(record("/fast", d, error=d <= 3) for d in fast)
+    aggregator.add(record("/slow", d, error=d < 105) for d in slow)
+    aggregator.add(
+        record("job", 7.0, kind="CONSUMER", service="mailer", error=True) for _ in range(3)
+    )
+    aggregator.add([record("GET", kind="CLIENT", service="mailer")])  # not a request of mailer
+
+    snapshot = aggregator.flush(10.0)
+    services = {s.service: s for s in snapshot.services}
+    assert set(services) == {"shop", "mailer"}
+    shop = services["shop"]
+    assert (shop.requests, shop.latency_samples) == (40, 40)
+    assert shop.requests_per_second == pytest.approx(4.0)
+    assert shop.errors_per_second == pytest.approx(0.8)
+    assert shop.error_ratio == pytest.approx(8 / 40)
+    expected = np.percentile(fast + slow, [50, 95, 99])
+    assert [shop.latency_p50_ms, shop.latency_p95_ms, shop.latency_p99_ms] == pytest.approx(
+        list(expected)
+    )
+    assert services["mailer"].requests == 3
+
+    samples = by_name(red_samples(snapshot))
+    assert samples["span_service_requests_per_second", (("service", "shop"),)] == 4.0
+    assert samples["span_service_errors_per_second", (("service", "mailer"),)] == 0.3
+    assert samples["span_service_error_ratio", (("service", "shop"),)] == pytest.approx(0.2)
+    assert samples["span_service_latency_p95_ms", (("service", "shop"),)] == pytest.approx(
+        expected[1]
+    )
+    # 3 requests are too few for a ratio that means anything, unless told otherwise
+    assert ("span_service_error_ratio", (("service", "mailer"),)) not in samples
+    fewer = by_name(red_samples(snapshot, min_requests_for_ratio=3))
+    assert fewer["span_service_error_ratio", (("service", "mailer"),)] == 1.0
+
+
+def test_service_samples_come_first() -> None:
+    """A batch too large is cut from its end: the per-service figures must survive."""
+    aggregator = RedAggregator()
+    aggregator.add(record(f"/op{n}", service=f"s{n % 3}") for n in range(30))
+    client, server = sdk_call_records()
+    aggregator.add([client, server])
+    names = [s["name"] for s in red_samples(aggregator.flush(1.0))]
+    last_service = max(i for i, n in enumerate(names) if n.startswith("span_service_"))
+    first_operation = names.index("span_requests_per_second")
+    assert last_service < names.index("spans_dropped_operations") < first_operation
+    assert names[-1] == "service_edge_requests_per_second"
+
+
+def test_service_figures_whole_past_the_operation_limit() -> None:
+    aggregator = RedAggregator(max_operations=2)
+    aggregator.add(record(f"/op{n}", float(n), error=n == 0) for n in range(6))
+    aggregator.add(record("/x", service=f"other{n}") for n in range(3))
+    snapshot = aggregator.flush(1.0)
+    services = {s.service: s.requests for s in snapshot.services}
+    # shop keeps all 6 under /op0, /op1 and (other); past twice the limit the
+    # remaining services are one (other) service
+    assert services == {"shop": 6, "other0": 1, OTHER: 2}
+    assert {(op.service, op.operation) for op in snapshot.operations} == {
+        ("shop", "/op0"),
+        ("shop", "/op1"),
+        ("shop", OTHER),
+        ("other0", OTHER),
+        (OTHER, OTHER),
+    }
+    assert snapshot.dropped_operations == 7
+
+
+def test_service_reservoir_is_bounded() -> None:
+    aggregator = RedAggregator()
+    aggregator.add(record(f"/op{n % 10}", float(n % 97)) for n in range(10 * RESERVOIR_SIZE))
+    (shop,) = aggregator.flush(1.0).services
+    assert shop.latency_samples == RESERVOIR_SIZE
+    assert shop.requests == 10 * RESERVOIR_SIZE
+    assert shop.latency_p50_ms == pytest.approx(48, abs=5)

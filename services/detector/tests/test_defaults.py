@@ -58,6 +58,12 @@ TRIGGERS = [
     ("host cpu", sample("cpu_percent", 99), 60, "cpu", "warning", "cpu_percent"),
     ("network errors", sample("net_errors", 5000, interface="eth0"), 2, "network_errors",
      "critical", "eth0"),
+    ("error burst", sample("span_service_errors_per_second", 20, service="shop"), 1, "error_rate",
+     "warning", "shop"),
+    ("failing requests", sample("span_service_error_ratio", 0.7, service="shop"), 2,
+     "error_rate", "critical", "shop"),
+    ("slow requests", sample("span_service_latency_p95_ms", 2500, service="shop"), 2, "latency",
+     "warning", "shop"),
 ]  # fmt: skip
 
 
@@ -82,11 +88,27 @@ def test_a_quiet_system_has_no_low_utilisation_rule_by_default():
     assert not [r for r in DetectorConfig().thresholds if r.kind == "low_utilisation"]
 
 
+def traced(rng: random.Random, service: str, requests: float, slow: bool) -> list[MetricSample]:
+    """A healthy service's trace figures: a few errors, slower under load."""
+    errors = requests * rng.uniform(0, 0.05)
+    p95 = rng.uniform(400, 1500) if slow else rng.uniform(40, 300)
+    figures = [
+        sample("span_service_requests_per_second", requests, service=service),
+        sample("span_service_errors_per_second", errors, service=service),
+        sample("span_service_latency_p95_ms", p95, service=service),
+    ]
+    if requests * INTERVAL >= 5:  # the collector's minimum for a share
+        figures.append(sample("span_service_error_ratio", errors / requests, service=service))
+    return figures
+
+
 def busy_day(hours: float, seed: int) -> list[MetricBatch]:
     """A healthy machine under heavy, changing load: CPU bursts to 100 % for minutes,
     memory near 88 %, load swinging, latency jumping from 2 ms to 40 ms, builds
-    churning through short-lived processes at full speed, one lost check now and then."""
+    churning through short-lived processes at full speed, one lost check now and then;
+    a busy traced service, and one with a request every half minute or so."""
     rng = random.Random(seed)
+    traffic = random.Random(seed + 1000)
     out = []
     pid = 1000
     build: list[tuple[int, str, int]] = []  # (pid, name, scrapes left)
@@ -128,6 +150,9 @@ def busy_day(hours: float, seed: int) -> list[MetricBatch]:
             samples.append(
                 sample("process_memory_percent", share, pid=str(p), name=n, command=f"{n} server")
             )
+        samples += traced(traffic, "shop", traffic.uniform(50, 150), slow=cpu > 90)
+        if i % 6 == 0 or traffic.random() < 0.05:
+            samples += traced(traffic, "admin", 1 / INTERVAL, slow=False)
         out.append(batch("busy", i, samples))
     return out
 

@@ -55,6 +55,9 @@ def test_tokens_from_the_file_its_env_vars_and_the_environment(tmp_path, monkeyp
         ("allow_anonymous_viewer: true\nallowed_origins: [ops.example.com]", "", "scheme://"),
         ("allow_anonymous_viewer: true\nallowed_origins: [http://a/b]", "", "allowed_origins"),
         ("allow_anonymous_viewer: true\nmax_body_bytes: 10", "", "max_body_bytes"),
+        ("allow_anonymous_viewer: true\njaeger_url: jaeger:16686", "", "jaeger_url"),
+        ("allow_anonymous_viewer: true\njaeger_url: 'http://j/?a=1'", "", "without a query"),
+        ("allow_anonymous_viewer: true\nmonitoring: {max_edges: 0}", "", "monitoring.max_edges"),
     ],
 )
 def test_a_bad_config_names_what_is_wrong(tmp_path, monkeypatch, text, env, named):

@@ -33,6 +33,9 @@ KIND_ISSUES: dict[str, tuple[str, str, dict[str, str], float | None]] = {
     ),
     "low_utilisation": ("api", "service_cpu_percent", {"service": "api"}, 5.0),
     "host_silent": ("h1", "seconds_since_metrics", {}, 60.0),
+    "error_rate": ("api", "span_service_errors_per_second", {"service": "api"}, 10.0),
+    "latency": ("api", "span_service_latency_p95_ms", {"service": "api"}, 2000.0),
+    "no_traffic": ("api", "span_service_requests_per_second", {"service": "api"}, 60.0),
 }
 """Issue kind -> resource, metric, labels and threshold, for the kinds
 ``tests.factories.issue`` does not know."""

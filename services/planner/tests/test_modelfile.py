@@ -229,10 +229,11 @@ async def test_a_tampered_or_corrupted_blob_is_refused(store, bundle, case, capl
 
 # --- model files: what the lab copies out and a planner adopts ----------------------------
 
+NEWER_KINDS = ("runaway_process", "low_utilisation", "host_silent", "error_rate", "latency")
 OLD_FEATURES = tuple(
     f
     for f in ISSUE_FEATURES
-    if f not in ("kind:runaway_process", "kind:low_utilisation", "kind:host_silent")
+    if f not in {f"kind:{k}" for k in (*NEWER_KINDS, "no_traffic")} and not f.startswith("trace:")
 )
 
 
@@ -261,8 +262,9 @@ def test_a_model_file_that_is_not_a_model_is_refused_naming_it(tmp_path, pickle_
 
 
 def test_an_old_bundle_loads_and_ranks(monkeypatch):
-    """A bundle from before ``trained_on`` and the newer issue kinds: it reads as
-    trained on live outcomes, and ranks issues that carry features it never saw."""
+    """A bundle from before ``trained_on``, the newer issue kinds and the trace
+    features: it reads as trained on live outcomes, and ranks issues that carry
+    features it never saw."""
     monkeypatch.setattr("medbay.planner.model.ISSUE_FEATURES", OLD_FEATURES)
     rng = random.Random(1)
     rows = []
@@ -281,7 +283,10 @@ def test_an_old_bundle_loads_and_ranks(monkeypatch):
     assert loaded.trained_on == "live"
     today = memory_features(95) | {"kind:runaway_process": 0.0, "targeted:clear_cache": 1.0}
     assert loaded.rank("memory", today)[0].action == "clear_cache"
-    assert loaded.rank("runaway_process", today | {"kind:runaway_process": 1.0}) == []
+    traced = today | {"trace:present": 1.0, "trace:errors_per_second": 40.0}
+    assert loaded.rank("memory", traced) == loaded.rank("memory", today)
+    for kind in NEWER_KINDS:
+        assert loaded.rank(kind, today | {f"kind:{kind}": 1.0}) == []
 
 
 async def test_the_cli_identity_reads_the_current_model(secured_nats, bundle, tmp_path):

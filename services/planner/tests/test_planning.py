@@ -55,7 +55,7 @@ def test_issue_features(issue):
 
 
 def test_every_issue_kind_is_a_feature(kind_issue):
-    assert len(KINDS) == 11
+    assert len(KINDS) == 14
     f = issue_features(kind_issue("runaway_process"))
     assert [k for k in KINDS if f[f"kind:{k}"] == 1.0] == ["runaway_process"]
 
@@ -96,6 +96,9 @@ EXPECTED_RULES = {
     "cpu": ["scale_up"],
     "low_utilisation": ["scale_down"],
     "host_silent": ["reboot"],
+    "error_rate": ["restart_service"],
+    "latency": ["scale_up"],
+    "no_traffic": ["alert_human"],
     "network_errors": ["alert_human"],
     "anomaly": ["alert_human"],
     "other": ["alert_human"],

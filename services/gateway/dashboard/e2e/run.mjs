@@ -10,6 +10,11 @@
  *   MEDBAY_E2E_ACTION       the action of the plan made to be approved; one that needs
  *                           approval (default kill_process: high risk)
  *   MEDBAY_E2E_TARGET       its target, and the quick action's (default demo-web)
+ *   MEDBAY_E2E_OTLP_URL     the collector's OTLP/HTTP trace receiver
+ *                           (http://127.0.0.1:4318/v1/traces): spans of a small shop
+ *                           (frontend -> checkout -> payments) are sent there every
+ *                           second, for the Monitoring page; without it that page is
+ *                           checked to say it has no spans yet
  *   MEDBAY_SCREENSHOTS_DIR  where to save a PNG of every page, dark and light (default: none)
  *   MEDBAY_E2E_MAX_LOAD_MS  the longest acceptable load, to the first metric shown (default 2000)
  *   MEDBAY_E2E_MAX_JS_KB    the largest acceptable initial JavaScript, gzipped (default 400)
@@ -17,10 +22,16 @@
  *
  * Prints one JSON line per check ({"check", "ok", ...}: what was measured and
  * clicked, the plan id approved, what the executor did with it and how its incident
- * reads, the lab results shown), then
- * "N passed, N failed". Exits 0 only if every check passed.
+ * reads, the lab results shown, the services and calls the Monitoring page
+ * draws, the trace found by its id), then "N passed, N failed". Exits 0 only if
+ * every check passed.
+ *
+ * Trace links: with no `jaeger_url` in the gateway's config there must be none on
+ * any page; one configured (faked in the browser: the gateway's /api/tracing
+ * answered with one) must make them appear where they belong.
  */
 
+import { randomBytes } from 'node:crypto';
 import { readFileSync, mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -38,6 +49,7 @@ const TARGET = env.MEDBAY_E2E_TARGET || 'demo-web';
 const SCREENSHOTS = env.MEDBAY_SCREENSHOTS_DIR || null;
 const MAX_LOAD_MS = Number(env.MEDBAY_E2E_MAX_LOAD_MS || 2000);
 const MAX_JS_KB = Number(env.MEDBAY_E2E_MAX_JS_KB || 400);
+const OTLP_URL = env.MEDBAY_E2E_OTLP_URL || null;
 const BROWSER_ARGS = [
   '--headless',
   '--no-sandbox',
@@ -49,7 +61,14 @@ const BROWSER_ARGS = [
   '--disable-sync',
 ];
 const VIEWPORT = { width: 1280, height: 800 };
-const PAGES = ['dashboard', 'incidents', 'approvals', 'automation', 'events'];
+const PAGES = ['dashboard', 'monitoring', 'incidents', 'approvals', 'automation', 'events'];
+/** The services whose spans are sent (MEDBAY_E2E_OTLP_URL), and the calls between them. */
+const SHOP = ['frontend', 'checkout', 'payments'];
+const SHOP_CALLS = ['frontend->checkout', 'checkout->payments'];
+/** A Jaeger UI that does not exist: the links' addresses are checked, never followed. */
+const FAKE_JAEGER = 'http://jaeger.e2e.invalid:16686';
+/** Any link to a trace, in Jaeger or anywhere. */
+const TRACE_LINK = 'a[href*="/trace/"]';
 /** The first live figure on screen: every host card shows memory from its first reading. */
 const FIRST_METRIC = '[data-host] [data-testid="memory-value"]';
 
@@ -106,6 +125,82 @@ async function until(what, probe, timeoutMs, everyMs = 500) {
   }
 }
 
+// --- spans, as an application sends them -----------------------------------------------
+
+const hex = (bytes) => randomBytes(bytes).toString('hex');
+const attribute = (key, value) => ({ key, value: { stringValue: value } });
+
+/** One request through the shop: frontend calls checkout, which calls payments; one
+ * checkout in ten fails (few enough to raise no incident that would upset other checks). */
+function shopTrace(index, nowNs) {
+  const traceId = hex(16);
+  const ids = Array.from({ length: 5 }, () => hex(8));
+  const span = (id, parent, name, kind, ms, error = false, more = []) => ({
+    traceId,
+    spanId: id,
+    ...(parent ? { parentSpanId: parent } : {}),
+    name,
+    kind,
+    startTimeUnixNano: String(nowNs - BigInt(Math.round(ms * 1e6))),
+    endTimeUnixNano: String(nowNs),
+    attributes: more,
+    status: { code: error ? 2 : 1 },
+  });
+  const jitter = (ms) => ms * (0.8 + Math.random() * 0.4);
+  const failed = index % 10 === 0;
+  return {
+    frontend: [
+      span(ids[0], null, 'GET /cart', 2, jitter(140), failed),
+      span(ids[1], ids[0], 'POST /pay', 3, jitter(110), failed, [attribute('peer.service', 'checkout')]),
+    ],
+    checkout: [
+      span(ids[2], ids[1], 'POST /pay', 2, jitter(100), failed),
+      span(ids[3], ids[2], 'charge', 3, jitter(40), false, [attribute('peer.service', 'payments')]),
+    ],
+    payments: [span(ids[4], ids[3], 'charge', 2, jitter(35))],
+  };
+}
+
+/** An OTLP/HTTP JSON export of `count` requests through the shop. */
+function shopSpans(count) {
+  const nowNs = BigInt(Date.now()) * 1_000_000n;
+  const byService = Object.fromEntries(SHOP.map((name) => [name, []]));
+  for (let i = 0; i < count; i += 1) {
+    for (const [service, spans] of Object.entries(shopTrace(i, nowNs))) byService[service].push(...spans);
+  }
+  return {
+    resourceSpans: SHOP.map((service) => ({
+      resource: { attributes: [attribute('service.name', service)] },
+      scopeSpans: [{ scope: { name: 'medbay-e2e' }, spans: byService[service] }],
+    })),
+  };
+}
+
+/** Sends the shop's spans to the collector every second until stopped. */
+function sendSpansEverySecond() {
+  let sent = 0;
+  let failure = null;
+  const send = async () => {
+    try {
+      const response = await fetch(OTLP_URL, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify(shopSpans(20)),
+      });
+      if (response.ok) sent += 1;
+      else failure = `HTTP ${response.status} ${await response.text()}`;
+    } catch (error) {
+      failure = String(error?.message ?? error);
+    }
+  };
+  void send();
+  const timer = setInterval(send, 1000);
+  return {
+    stop: () => clearInterval(timer),
+    describe: () => ({ exports_sent: sent, last_failure: failure }),
+  };
+}
+
 // --- the browser -----------------------------------------------------------------------
 
 /** A fresh browser context, signed in with `token` before the first page loads (or not). */
@@ -149,6 +244,13 @@ async function show(page, name) {
       await page.getByRole('list', { name: 'Timeline' }).waitFor();
       await settled(page);
     }
+  }
+  if (name === 'monitoring' && OTLP_URL !== null) {
+    // each service's two charts drawn
+    await page
+      .locator('article[data-service] [data-chart] canvas')
+      .nth(2 * SHOP.length - 1)
+      .waitFor();
   }
   if (name === 'events') {
     await page.getByRole('combobox', { name: 'Type' }).click();
@@ -440,12 +542,141 @@ async function everyPage(browser, theme) {
   return { pages: results, screenshots: SCREENSHOTS };
 }
 
+/** The Monitoring page draws what the collector made of the shop's spans: each
+ * service's figures and charts, and the map of who calls whom. */
+async function monitoring(page) {
+  if (OTLP_URL === null) {
+    await show(page, 'monitoring');
+    await page.getByText('No spans yet').waitFor();
+    return { spans: 'none sent', shown: 'No spans yet' };
+  }
+  const figures = await until(
+    "the gateway to hold the collector's figures of the shop's spans",
+    async () => {
+      const body = await api('api/monitoring');
+      const current = body.services.filter((s) => SHOP.includes(s.service) && s.current);
+      const calls = body.edges.map((e) => `${e.client}->${e.server}`);
+      return current.length === SHOP.length && SHOP_CALLS.every((c) => calls.includes(c)) ? body : null;
+    },
+    60_000,
+  );
+  await show(page, 'monitoring');
+  const shown = {};
+  for (const service of SHOP) {
+    const card = page.locator(`article[data-service="${service}"]`).first();
+    for (const kind of ['rates', 'latency']) {
+      const box = await card.locator(`[data-chart="${kind}"] canvas`).boundingBox();
+      if (!box || box.width < 100 || box.height < 100) throw new Error(`${service}: no ${kind} chart drawn`);
+    }
+    shown[service] = {
+      requests: await card.getByTestId('requests').textContent(),
+      p95: await card.getByTestId('p95').textContent(),
+    };
+  }
+  const map = page.getByRole('img', { name: /^Dependency map: / });
+  for (const service of SHOP) await map.locator(`[data-node="${service}"]`).waitFor();
+  for (const call of SHOP_CALLS) await map.locator(`[data-edge="${call}"]`).waitFor();
+  const calls = await page
+    .getByRole('list', { name: 'Calls between services' })
+    .getByRole('listitem')
+    .allTextContents();
+  await page.getByRole('heading', { name: 'Incidents from traces' }).waitFor();
+  const checkout = figures.services.find((s) => s.service === 'checkout');
+  return {
+    services: shown,
+    calls,
+    checkout_history_points: checkout.history.length,
+    incidents_from_traces: figures.incidents.length,
+  };
+}
+
+/** A trace Medbay holds something of: one a plan was published in, if any. */
+async function knownTraceId() {
+  for (const incident of await api('api/incidents?limit=50')) {
+    const detail = await api(`api/incidents/${encodeURIComponent(incident.fingerprint)}`);
+    const entry = detail.timeline.find((e) => e.trace_id && e.event.type === 'plan.created');
+    if (entry) return entry.trace_id;
+  }
+  return null;
+}
+
+/** Finds a trace by its id on the Monitoring page: what Medbay holds of it. */
+async function findTrace(page, traceId) {
+  await show(page, 'monitoring');
+  const search = page.getByRole('search', { name: 'Find a trace' });
+  await search.getByRole('textbox', { name: 'Trace id' }).fill(traceId);
+  await search.getByRole('button', { name: 'Find trace' }).click();
+  const card = page.locator(`[data-trace-id="${traceId}"]`);
+  await card.getByRole('heading', { name: `Trace ${traceId}` }).waitFor({ timeout: 15_000 });
+  return card;
+}
+
+/** With no Jaeger UI configured, the trace search says what Medbay holds, and no page
+ * has a link to a trace. */
+async function traceSearch(page) {
+  const { jaeger_url: jaegerUrl } = await api('api/tracing');
+  const known = await knownTraceId();
+  const traceId = known ?? hex(16);
+  const card = await findTrace(page, traceId);
+  const events = await card.locator('[data-type]').count();
+  if (known !== null && events === 0) throw new Error(`nothing shown of trace ${traceId}, a plan's`);
+  if (known === null) await card.getByText('Medbay holds nothing of this trace').waitFor();
+  if (jaegerUrl !== null) {
+    const href = await card.getByRole('link', { name: /in Jaeger/ }).getAttribute('href');
+    return { trace_id: traceId, events, jaeger_url: jaegerUrl, link: href };
+  }
+  await card.getByText('No Jaeger UI is configured').waitFor();
+  const links = { monitoring: await page.locator(TRACE_LINK).count() };
+  await show(page, 'incidents'); // an incident opened, its timeline shown
+  if ((await page.locator('[data-fingerprint]').count()) > 0)
+    await page.getByRole('list', { name: 'Timeline' }).first().waitFor();
+  links.incidents = await page.locator(TRACE_LINK).count();
+  if (links.monitoring + links.incidents > 0)
+    throw new Error(`trace links without Jaeger: ${JSON.stringify(links)}`);
+  return { trace_id: traceId, known: known !== null, events, jaeger_url: null, trace_links: links };
+}
+
+/** With a Jaeger UI configured (the gateway's answer faked in the browser), the links
+ * appear: the trace search's, and a plan's in its incident's timeline. */
+async function traceLinksWithJaeger(browser) {
+  const context = await openContext(browser, OPERATOR_TOKEN);
+  await context.route('**/api/tracing', (route) =>
+    route.fulfill({ contentType: 'application/json', body: JSON.stringify({ jaeger_url: FAKE_JAEGER }) }),
+  );
+  const page = await context.newPage();
+  const planTrace = await knownTraceId();
+  const traceId = planTrace ?? hex(16);
+  await show(page, 'monitoring');
+  const search = page.getByRole('search', { name: 'Find a trace' });
+  await search.getByRole('textbox', { name: 'Trace id' }).fill(traceId);
+  const open = await search.getByRole('link', { name: /Open in Jaeger/ }).getAttribute('href');
+  if (open !== `${FAKE_JAEGER}/trace/${traceId}`) throw new Error(`Open in Jaeger goes to ${open}`);
+  const shown = { search: open };
+  if (planTrace !== null) {
+    await show(page, 'incidents');
+    const link = page.locator(`a[href="${FAKE_JAEGER}/trace/${planTrace}"]`);
+    // the incident opened first may not be the one with the plan: open the others until found
+    const items = page.locator('[data-fingerprint]');
+    for (let i = 0; i < (await items.count()) && (await link.count()) === 0; i += 1) {
+      const button = items.nth(i).getByRole('button').first();
+      if ((await button.getAttribute('aria-expanded')) === 'true') continue;
+      await button.click();
+      await settled(page);
+    }
+    await link.first().waitFor({ timeout: 15_000 });
+    shown.timeline = await link.first().textContent();
+  }
+  await context.close();
+  return shown;
+}
+
 // --- main ------------------------------------------------------------------------------
 
 const browser = await chromium.launch({
   executablePath: env.CHROMIUM || '/usr/bin/chromium',
   args: BROWSER_ARGS,
 });
+const spans = OTLP_URL === null ? null : sendSpansEverySecond();
 try {
   await check('load', () => measureLoad(browser));
   const context = await openContext(browser, OPERATOR_TOKEN);
@@ -461,6 +692,9 @@ try {
     }
   }
   await check('lab', () => labResults(page));
+  await check('monitoring', async () => ({ ...(await monitoring(page)), ...spans?.describe() }));
+  await check('trace-search', () => traceSearch(page));
+  await check('trace-links-with-jaeger', () => traceLinksWithJaeger(browser));
   // another plan left waiting, so that every page has something on it
   await check('pending-plan-left', pendingPlan);
   for (const theme of ['dark', 'light']) await check(`pages-${theme}`, () => everyPage(browser, theme));
@@ -469,6 +703,7 @@ try {
   await check('polling-fallback', () => pollingFallback(browser));
   if (VIEWER_TOKEN !== null) await check('viewer-read-only', () => viewerReadsOnly(browser));
 } finally {
+  spans?.stop();
   await browser.close();
 }
 

@@ -2,6 +2,7 @@ import { useSyncExternalStore } from 'react';
 
 export const PAGES = [
   { id: 'dashboard', label: 'Dashboard' },
+  { id: 'monitoring', label: 'Monitoring' },
   { id: 'incidents', label: 'Incidents' },
   { id: 'approvals', label: 'Approvals' },
   { id: 'automation', label: 'Automation' },

@@ -132,3 +132,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     cli.add_argument("--runs", type=int, default=11, help="runs per command (the median is shown)")
     cli.set_defaults(func=lambda a: load("cli").main(a))
+    spans = kinds.add_parser(
+        "traces", help="spans/s the collector's OTLP receiver takes on one core, and its memory"
+    )
+    spans.add_argument("--seconds", type=float, default=10.0, help="driven seconds per format")
+    spans.add_argument("--spans-per-request", type=int, default=512, help="spans per body")
+    spans.add_argument("--connections", type=int, default=4, help="keep-alive connections")
+    spans.add_argument(
+        "--operations", type=int, default=10_000, help="distinct operations for the memory figures"
+    )
+    spans.add_argument(
+        "--spans-per-operation", type=int, default=5, help="server spans per distinct operation"
+    )
+    spans.add_argument(
+        "--detect-interval",
+        type=float,
+        default=1.0,
+        help="collector interval (s) when timing first erroring span -> IssueOpened",
+    )
+    spans.add_argument("--bursts", type=int, default=20, help="error bursts to time")
+    spans.set_defaults(func=lambda a: load("traces").main(a))

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "replay",
     "schema",
     "detect",
+    "rules",
     "bench",
     "lab",
 )

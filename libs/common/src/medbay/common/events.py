@@ -176,17 +176,29 @@ IssueKind = Literal[
     "runaway_process",
     "low_utilisation",
     "host_silent",
+    "error_rate",
+    "latency",
+    "no_traffic",
 ]
 """What kind of problem an issue is. ``runaway_process``: one process over its CPU or
 memory limit for a while (labels ``pid``, ``name``, ``command``); ``low_utilisation``:
 a scaled service with little to do (off by default); ``host_silent``: a host whose
-metrics stopped arriving."""
+metrics stopped arriving. From a service's traces (resource: the service):
+``error_rate``: its spans are erroring, many per second or a large share of its
+requests; ``latency``: its requests are slow (95th percentile); ``no_traffic``: it
+reported spans and then stopped, while its host kept reporting."""
 
 
 def issue_fingerprint(host: str, kind: str, metric: str, labels: dict[str, str]) -> str:
     """Stable identity of a problem: the same condition on the same series."""
     label_text = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
     return hashlib.sha1(f"{host}|{kind}|{metric}|{label_text}".encode()).hexdigest()[:16]
+
+
+SignalName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+Signals = Annotated[
+    dict[SignalName, Annotated[float, Field(allow_inf_nan=False)]], Field(max_length=16)
+]
 
 
 class IssueEvent(Event):
@@ -212,6 +224,12 @@ class IssueEvent(Event):
         max_length=1000,
         description="What was wrong, in words: a failed check's reason ('connection "
         "refused'), a runaway process's command, how long a host has been silent.",
+    )
+    signals: Signals = Field(
+        default_factory=dict,
+        description="The affected service's trace figures in the batch that raised or "
+        "updated the issue (requests_per_second, errors_per_second, error_ratio, "
+        "latency_p95_ms: those the batch had); empty when there were none.",
     )
     first_seen: AwareDatetime
     last_seen: AwareDatetime

@@ -14,12 +14,17 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+CRITICAL_SPAN_ATTRIBUTE: Final = "medbay.critical"
+"""A boolean attribute, true on the spans of the remediation path (the detector's
+issue, the planner's plan, the approver's and the executor's handling of a plan): an
+OpenTelemetry Collector's tail sampling keeps every trace holding such a span."""
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 
@@ -98,6 +103,12 @@ def setup_tracing(service: str) -> TracerProvider:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
     trace.set_tracer_provider(provider)
     return provider
+
+
+def mark_critical(span: trace.Span) -> trace.Span:
+    """``span``, marked as on the remediation path (``CRITICAL_SPAN_ATTRIBUTE``)."""
+    span.set_attribute(CRITICAL_SPAN_ATTRIBUTE, True)
+    return span
 
 
 def trace_id_of(traceparent: str | None) -> str | None:

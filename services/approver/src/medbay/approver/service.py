@@ -25,6 +25,7 @@ from medbay.common.bus import Delivery, jetstream, publish_event
 from medbay.common.events import AlertRaised, Approval, Plan
 from medbay.common.runtime import ServiceRuntime, current_task_cancelling
 from medbay.common.streams import APPROVALS
+from medbay.common.telemetry import CRITICAL_SPAN_ATTRIBUTE, mark_critical
 
 log = logging.getLogger("medbay.approver")
 tracer = trace.get_tracer("medbay.approver")
@@ -83,7 +84,11 @@ class ApproverService:
         with tracer.start_as_current_span(
             "approver.publish_decision",
             context=parent,
-            attributes={"medbay.plan_id": approval.plan_id, "medbay.decision": approval.decision},
+            attributes={
+                CRITICAL_SPAN_ATTRIBUTE: True,
+                "medbay.plan_id": approval.plan_id,
+                "medbay.decision": approval.decision,
+            },
         ):
             await publish_event(
                 self.rt.broker, approval, stream=APPROVALS, timeout=self.rt.settings.publish_timeout
@@ -92,7 +97,7 @@ class ApproverService:
     async def handle_plans(self, deliveries: list[Delivery[Plan]]) -> None:
         assert self.decisions is not None
         for d in deliveries:
-            with trace.use_span(d.span("approver.receive_plan"), end_on_exit=True):
+            with trace.use_span(mark_critical(d.span("approver.receive_plan")), end_on_exit=True):
                 carrier: dict[str, str] = {}
                 propagate.inject(carrier)
                 await self.decisions.on_plan(d.event, carrier.get("traceparent", ""))
@@ -100,13 +105,15 @@ class ApproverService:
     async def handle_approvals(self, deliveries: list[Delivery[Approval]]) -> None:
         assert self.decisions is not None
         for d in deliveries:
-            with trace.use_span(d.span("approver.receive_approval"), end_on_exit=True):
+            with trace.use_span(
+                mark_critical(d.span("approver.receive_approval")), end_on_exit=True
+            ):
                 await self.decisions.on_approval(d.event)
 
     async def handle_alerts(self, deliveries: list[Delivery[AlertRaised]]) -> None:
         assert self.alerts is not None
         for d in deliveries:
-            with trace.use_span(d.span("approver.deliver_alert"), end_on_exit=True):
+            with trace.use_span(mark_critical(d.span("approver.deliver_alert")), end_on_exit=True):
                 await self.alerts.on_alert(d.event)
 
     async def watch(self) -> None:

@@ -1,10 +1,12 @@
-"""One scrape of everything: host metrics, service checks, directories and scrape targets."""
+"""One scrape of everything: host metrics, service checks, directories, span figures and
+scrape targets."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from typing import Protocol
 
 import httpx
 
@@ -13,6 +15,8 @@ from medbay.collector.config import CollectorConfig
 from medbay.collector.directories import DirectoryBudgets
 from medbay.collector.host_metrics import HostMetrics
 from medbay.collector.scrape import scrape_all
+from medbay.collector.spanmetrics import SpanmetricsError, SpanmetricsReader
+from medbay.collector.spans import RedSnapshot, red_samples
 from medbay.common.events import MetricBatch, MetricSample, utc_now
 
 log = logging.getLogger(__name__)
@@ -35,9 +39,25 @@ def fresh_connection_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(trust_env=False, headers={"Connection": "close"})
 
 
+class TraceIntake(Protocol):
+    """Where span figures come from: the OTLP receiver, or a spanmetrics scrape."""
+
+    async def read(self) -> RedSnapshot | None:
+        """The figures since the previous read; None when there are none yet."""
+        ...
+
+
 class Collector:
-    def __init__(self, config: CollectorConfig, *, max_batch_bytes: int | None = None) -> None:
-        """``max_batch_bytes``: drop samples from the end (scraped ones first) above this size."""
+    def __init__(
+        self,
+        config: CollectorConfig,
+        *,
+        max_batch_bytes: int | None = None,
+        traces: TraceIntake | None = None,
+    ) -> None:
+        """``max_batch_bytes``: drop samples from the end (scraped ones first) above this size.
+        ``traces``: the OTLP receiver, when ``otlp`` is configured (it is started and
+        stopped with the service); a ``spanmetrics`` scrape is made here."""
         self.config = config
         self.max_batch_bytes = max_batch_bytes
         self.last_dropped = 0
@@ -45,17 +65,27 @@ class Collector:
         self.directories = DirectoryBudgets(config.directories)
         self.judge = CheckJudge(config, started_at=time.monotonic())
         self.http = fresh_connection_client()
+        self.traces = traces
+        if config.spanmetrics is not None:
+            self.traces = SpanmetricsReader(config.spanmetrics, self.http)
+        intake = config.otlp or config.spanmetrics
+        self.min_requests_for_ratio = 5 if intake is None else intake.min_requests_for_ratio
+        self.last_traces: RedSnapshot | None = None
+        """The span figures of the last scrape, if it had any."""
+        self.last_trace_failure: str | None = None
+        """Why the last scrape had no span figures, when they could not be read."""
 
     async def collect_once(self) -> MetricBatch:
         collected_at = utc_now()
-        host, directories, results, scraped = await asyncio.gather(
+        host, directories, results, traces, scraped = await asyncio.gather(
             asyncio.to_thread(self.host_metrics.read),
             asyncio.to_thread(self.directories.read),
             run_checks(self.config.services, self.http),
+            self._read_traces(),
             scrape_all(self.config.scrape, self.http),
         )
         checks = self.judge.judge(results, now=time.monotonic())
-        samples: list[MetricSample] = [*host, *directories, *checks.samples, *scraped]
+        samples: list[MetricSample] = [*host, *directories, *checks.samples, *traces, *scraped]
         batch = MetricBatch(
             host=self.config.host,
             collected_at=collected_at,
@@ -63,6 +93,28 @@ class Collector:
             check_errors=checks.errors,
         )
         return self._fit(batch, len(samples))
+
+    async def _read_traces(self) -> list[MetricSample]:
+        """The span samples; a spanmetrics scrape that fails is logged when its reason
+        changes, and this batch goes out without them."""
+        self.last_traces = None
+        if self.traces is None:
+            return []
+        failure = self.last_trace_failure
+        try:
+            snapshot = await self.traces.read()
+        except SpanmetricsError as exc:
+            self.last_trace_failure = exc.reason
+            if exc.reason != failure:
+                log.warning("span figures not read (%s): %s", exc.reason, exc)
+            return []
+        self.last_trace_failure = None
+        if failure is not None:
+            log.info("span figures read again")
+        if snapshot is None:
+            return []
+        self.last_traces = snapshot
+        return red_samples(snapshot, min_requests_for_ratio=self.min_requests_for_ratio)
 
     def _fit(self, batch: MetricBatch, total: int) -> MetricBatch:
         if self.max_batch_bytes is not None:

@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
 )
 
@@ -105,6 +106,66 @@ class DirectoryBudget(_Strict):
         return value
 
 
+MetricSampleName = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+]
+MaxOperations = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=10_000,
+        description="(service, operation) keys, and service edges, per interval; spans of "
+        "further keys are counted under operation `(other)` of their service.",
+    ),
+]
+MinRequestsForRatio = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=1_000_000,
+        description="span_service_error_ratio is only sent for a service with at least "
+        "this many requests in the interval.",
+    ),
+]
+
+
+class OtlpReceiver(_Strict):
+    """The OTLP/HTTP trace receiver: applications send their spans to POST /v1/traces."""
+
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        max_length=255,
+        description="Listen address; 0.0.0.0 in a container.",
+    )
+    port: int = Field(default=4318, ge=0, le=65535, description="0: any free port (logged).")
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="Largest request body, after gzip decompression too; larger: HTTP 413.",
+    )
+    max_operations: MaxOperations = 1000
+    min_requests_for_ratio: MinRequestsForRatio = 5
+
+
+class SpanmetricsScrape(_Strict):
+    """Scrape an OpenTelemetry Collector's spanmetrics (and servicegraph) connector
+    output, in the Prometheus text format, for the same figures."""
+
+    url: AnyHttpUrl
+    timeout_seconds: Seconds = 2.0
+    calls_metric: MetricSampleName = "traces_span_metrics_calls_total"
+    duration_metric: MetricSampleName = Field(
+        default="traces_span_metrics_duration_milliseconds",
+        description="The duration histogram (its _bucket samples are read); a name "
+        "ending in _seconds is in seconds, any other in milliseconds.",
+    )
+    edges_metric: MetricSampleName = "traces_service_graph_request_total"
+    max_operations: MaxOperations = 1000
+    min_requests_for_ratio: MinRequestsForRatio = 5
+
+
 def _unique_names(
     items: list[ServiceCheck] | list[ScrapeTarget] | list[DirectoryBudget], what: str
 ) -> None:
@@ -126,6 +187,23 @@ class CollectorConfig(_Strict):
     services: list[ServiceCheck] = Field(default_factory=list, max_length=MAX_CHECKS)
     scrape: list[ScrapeTarget] = Field(default_factory=list)
     directories: list[DirectoryBudget] = Field(default_factory=list)
+    otlp: OtlpReceiver | None = Field(
+        default=None, description="Receive spans over OTLP/HTTP; absent: no receiver."
+    )
+    spanmetrics: SpanmetricsScrape | None = Field(
+        default=None, description="Read span figures from an OpenTelemetry Collector."
+    )
+
+    @field_validator("spanmetrics")
+    @classmethod
+    def _one_trace_intake(
+        cls, value: SpanmetricsScrape | None, info: ValidationInfo
+    ) -> SpanmetricsScrape | None:
+        if value is not None and info.data.get("otlp") is not None:
+            raise ValueError(
+                "otlp and spanmetrics both give this host's span_* samples: configure one"
+            )
+        return value
 
     @field_validator("services")
     @classmethod

@@ -16,24 +16,26 @@ edges, and the last ``MAX_REMEMBERED_SPANS`` client spans for matching calls acr
 batches.
 
 A body that cannot be decoded raises :class:`SpanError`, whose message says what
-is wrong; the HTTP endpoint (still to be built) answers it with a 400.
+is wrong; the receiver (``otlp_http``) answers it with a 400. Decoding is the hot
+path of the receiver: it reads only the fields and the handful of attributes the
+figures use.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 import re
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from sys import intern
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 import numpy as np
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from medbay.collector.samples import MS, sample
@@ -64,9 +66,11 @@ class SpanError(ValueError):
     """A trace body that is not a valid OTLP/HTTP ExportTraceServiceRequest."""
 
 
-@dataclass(frozen=True, slots=True)
-class SpanRecord:
-    """What the collector needs of one span."""
+_NOT_A_REQUEST = "not an OTLP ExportTraceServiceRequest"
+
+
+class SpanRecord(NamedTuple):
+    """What the collector needs of one span (a named tuple: cheap to make, one per span)."""
 
     service: str
     operation: str
@@ -84,114 +88,70 @@ class SpanRecord:
 def decode_traces(body: bytes, content_type: str) -> list[SpanRecord]:
     """The spans of an OTLP/HTTP trace export body; :class:`SpanError` if it is not one."""
     media_type = content_type.split(";", 1)[0].strip().lower()
-    request = ExportTraceServiceRequest()
     if media_type == PROTOBUF:
+        request = ExportTraceServiceRequest()
         try:
             request.ParseFromString(body)
         except (DecodeError, ValueError, RecursionError) as exc:
-            raise SpanError(f"not an OTLP ExportTraceServiceRequest: {exc}") from None
-    elif media_type == JSON:
-        _parse_json(body, request)
-    else:
-        raise SpanError(f"unsupported content type {content_type!r}: send {PROTOBUF} or {JSON}")
-    return list(_records(request))
+            raise SpanError(f"{_NOT_A_REQUEST}: {exc}") from None
+        return _records(request)
+    if media_type == JSON:
+        return _json_records(body)
+    raise SpanError(f"unsupported content type {content_type!r}: send {PROTOBUF} or {JSON}")
 
 
-def _parse_json(body: bytes, request: ExportTraceServiceRequest) -> None:
-    """Parse OTLP JSON: ids are hex there, where protobuf's JSON mapping wants base64."""
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise SpanError(f"not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise SpanError(f"an OTLP JSON body is an object, not {type(document).__name__}")
-    for path, holder in _id_holders(document):
-        for key, digits in _ID_DIGITS.items():
-            value = holder.get(key)
-            if value in (None, ""):
-                continue
-            if not isinstance(value, str) or not re.fullmatch(f"[0-9a-fA-F]{{{digits}}}", value):
-                raise SpanError(f"{path}.{key}: not {digits} hex digits")
-            holder[key] = base64.b64encode(bytes.fromhex(value)).decode()
-    try:
-        json_format.ParseDict(document, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise SpanError(f"not an OTLP ExportTraceServiceRequest: {exc}") from None
-
-
-def _id_holders(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every span and span link in an OTLP JSON document, with its path."""
-    for i, resource_spans in _items(document, "resourceSpans"):
-        for j, scope_spans in _items(resource_spans, "scopeSpans"):
-            for k, span in _items(scope_spans, "spans"):
-                path = f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}]"
-                yield path, span
-                for m, link in _items(span, "links"):
-                    yield f"{path}.links[{m}]", link
-
-
-def _items(parent: dict[str, Any], key: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The objects in ``parent[key]`` (camelCase or snake_case); structural errors are
-    left for the protobuf parser to report."""
-    snake = re.sub(r"[A-Z]", lambda m: "_" + m.group().lower(), key)
-    values = parent.get(key, parent.get(snake))
-    if isinstance(values, list):
-        yield from ((n, v) for n, v in enumerate(values) if isinstance(v, dict))
-
-
-def _records(request: ExportTraceServiceRequest) -> Iterator[SpanRecord]:
+def _records(request: ExportTraceServiceRequest) -> list[SpanRecord]:
+    records: list[SpanRecord] = []
     for resource_spans in request.resource_spans:
-        service = _attributes(resource_spans.resource.attributes).get("service.name")
-        service_name = service if isinstance(service, str) and service else UNKNOWN_SERVICE
+        service = UNKNOWN_SERVICE
+        for attribute in resource_spans.resource.attributes:
+            if attribute.key == "service.name":
+                service = attribute.value.string_value or UNKNOWN_SERVICE
         for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                yield _record(service_name, span)
+            records += [_record(service, span) for span in scope_spans.spans]
+    return records
+
+
+_KIND_NAMES = tuple(
+    name.removeprefix(_KIND_PREFIX) for name, _ in sorted(Span.SpanKind.items(), key=lambda i: i[1])
+)
+"""``SERVER`` for SPAN_KIND_SERVER (2), by number."""
+_NAME_ATTRIBUTES = frozenset({"http.route", "peer.service", "server.address"})
+"""Attributes read as names: only a string will do."""
+_STATUS_ATTRIBUTES = frozenset({"http.response.status_code", "http.status_code"})
+_STATUS_ERROR = Status.STATUS_CODE_ERROR
 
 
 def _record(service: str, span: Span) -> SpanRecord:
-    attributes = _attributes(span.attributes)
-    kind = _kind_name(span.kind)
-    route = attributes.get("http.route")
-    status = attributes.get("http.response.status_code", attributes.get("http.status_code"))
-    http_failed = kind == "SERVER" and _as_int(status) >= 500
-    peer: str | None = None
-    if kind == "CLIENT":
-        for key in ("peer.service", "server.address"):
-            value = attributes.get(key)
-            if isinstance(value, str) and value:
-                peer = value
-                break
+    """The hot path: a span's few fields and the handful of attributes the figures use."""
+    names: dict[str, str] = {}
+    http_status = 0
+    for attribute in span.attributes:
+        key = attribute.key
+        if key in _NAME_ATTRIBUTES:
+            names[key] = attribute.value.string_value
+        elif key in _STATUS_ATTRIBUTES and (key == "http.response.status_code" or not http_status):
+            http_status = _as_int(_scalar(attribute.value))
+    number = span.kind
+    kind = _KIND_NAMES[number] if 0 <= number < len(_KIND_NAMES) else str(number)
+    operation = names.get("http.route") or span.name
+    error = span.status.code == _STATUS_ERROR or (kind == "SERVER" and http_status >= 500)
+    peer = (names.get("peer.service") or names.get("server.address")) if kind == "CLIENT" else None
+    start_ns = span.start_time_unix_nano
+    end_ns = span.end_time_unix_nano
     return SpanRecord(
-        service=service,
-        operation=route if isinstance(route, str) and route else span.name,
-        kind=kind,
-        start_ns=span.start_time_unix_nano,
-        end_ns=span.end_time_unix_nano,
-        duration_ms=max(0, span.end_time_unix_nano - span.start_time_unix_nano) / 1e6,
-        error=span.status.code == Status.STATUS_CODE_ERROR or http_failed,
-        trace_id=span.trace_id,
-        span_id=span.span_id,
-        parent_span_id=span.parent_span_id,
-        peer=peer,
+        service,
+        operation,
+        kind,
+        start_ns,
+        end_ns,
+        (end_ns - start_ns) / 1e6 if end_ns > start_ns else 0.0,
+        error,
+        span.trace_id,
+        span.span_id,
+        span.parent_span_id,
+        peer or None,
     )
-
-
-def _kind_name(kind: int) -> str:
-    """``SERVER`` for SPAN_KIND_SERVER; the number itself for a kind this release lacks."""
-    try:
-        return str(Span.SpanKind.Name(kind)).removeprefix(_KIND_PREFIX)
-    except ValueError:
-        return str(kind)
-
-
-def _attributes(attributes: Iterable[KeyValue]) -> dict[str, str | int | float | bool]:
-    """The scalar attributes; arrays, maps and bytes are of no use here."""
-    scalars: dict[str, str | int | float | bool] = {}
-    for attribute in attributes:
-        value = _scalar(attribute.value)
-        if value is not None:
-            scalars[attribute.key] = value
-    return scalars
 
 
 def _scalar(value: AnyValue) -> str | int | float | bool | None:
@@ -218,6 +178,209 @@ def _as_int(value: object) -> int:
     return 0
 
 
+# --- OTLP JSON --------------------------------------------------------------------
+# Read straight from the parsed document, which is many times faster than protobuf's
+# JSON parser: only the fields the figures use are read, and those are checked.
+
+
+def _json_records(body: bytes) -> list[SpanRecord]:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise SpanError(f"not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise SpanError(f"an OTLP JSON body is an object, not {type(document).__name__}")
+    records: list[SpanRecord] = []
+    for i, resource_spans in _objects(document, "resourceSpans", "resource_spans", ""):
+        path = f"resourceSpans[{i}]"
+        service = UNKNOWN_SERVICE
+        resource = resource_spans.get("resource")
+        if resource is not None:
+            if not isinstance(resource, dict):
+                raise _json_error(path, "resource", "not an object")
+            for _, value in _json_attributes(resource, _SERVICE_NAME, f"{path}.resource"):
+                service = value if isinstance(value, str) and value else UNKNOWN_SERVICE
+        for j, scope_spans in _objects(resource_spans, "scopeSpans", "scope_spans", path):
+            scope_path = f"{path}.scopeSpans[{j}]"
+            for k, span in _objects(scope_spans, "spans", "spans", scope_path):
+                try:
+                    records.append(_json_record(service, span))
+                except _BadField as bad:
+                    raise _json_error(f"{scope_path}.spans[{k}]", bad.field, bad.problem) from None
+    return records
+
+
+class _BadField(Exception):
+    """A field of a span that is not what OTLP says; the caller knows where the span is."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(problem)
+        self.field = field
+        self.problem = problem
+
+
+def _json_error(path: str, field: str, problem: str) -> SpanError:
+    where = f"{path}.{field}" if path else field
+    return SpanError(f"{_NOT_A_REQUEST}: {where}: {problem}")
+
+
+def _field(holder: dict[str, Any], camel: str, snake: str) -> Any:
+    """A field by its JSON name or its protobuf name; None when absent."""
+    value = holder.get(camel)
+    return holder.get(snake) if value is None else value
+
+
+def _objects(
+    parent: dict[str, Any], camel: str, snake: str, path: str
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    values = _field(parent, camel, snake)
+    if values is None:
+        return
+    if not isinstance(values, list):
+        raise _json_error(path, camel, f"not a list but {type(values).__name__}")
+    for n, value in enumerate(values):
+        if not isinstance(value, dict):
+            raise _json_error(path, f"{camel}[{n}]", f"not an object but {type(value).__name__}")
+        yield n, value
+
+
+_SERVICE_NAME = frozenset({"service.name"})
+_SPAN_ATTRIBUTES = _NAME_ATTRIBUTES | _STATUS_ATTRIBUTES
+
+
+def _json_attributes(
+    holder: dict[str, Any], wanted: frozenset[str], path: str = ""
+) -> Iterator[tuple[str, object]]:
+    """(key, scalar value) of the ``wanted`` attributes (the others are not read);
+    None for arrays, maps and bytes. Problems are :class:`_BadField` (within a span,
+    ``path`` empty) or :class:`SpanError`."""
+    attributes = holder.get("attributes")
+    if attributes is None:
+        return
+    if not isinstance(attributes, list):
+        _bad(path, "attributes", "not a list")
+    for n, attribute in enumerate(attributes):
+        key = attribute.get("key") if isinstance(attribute, dict) else None
+        if not isinstance(key, str):
+            _bad(path, f"attributes[{n}]", "not an object with a string key")
+        if key not in wanted:
+            continue
+        value = attribute.get("value")
+        if value is not None and not isinstance(value, dict):
+            _bad(path, f"attributes[{n}].value", "not an object")
+        try:
+            yield key, None if value is None else _json_scalar(value)
+        except _BadField as bad:
+            _bad(path, f"attributes[{n}].value.{bad.field}", bad.problem)
+
+
+def _bad(path: str, field: str, problem: str) -> NoReturn:
+    if path:
+        raise _json_error(path, field, problem)
+    raise _BadField(field, problem)
+
+
+def _json_scalar(value: dict[str, Any]) -> object:
+    if (text := _field(value, "stringValue", "string_value")) is not None:
+        if not isinstance(text, str):
+            raise _BadField("stringValue", "not a string")
+        return text
+    if (number := _field(value, "intValue", "int_value")) is not None:
+        return _json_int(number, "intValue", signed=True)
+    if (real := _field(value, "doubleValue", "double_value")) is not None:
+        if isinstance(real, bool) or not isinstance(real, int | float):
+            raise _BadField("doubleValue", "not a number")
+        return float(real)
+    if (flag := _field(value, "boolValue", "bool_value")) is not None:
+        if not isinstance(flag, bool):
+            raise _BadField("boolValue", "not true or false")
+        return flag
+    return None
+
+
+def _json_int(value: object, field: str, *, signed: bool) -> int:
+    """A 64-bit integer, as a number or (protobuf's JSON mapping) a decimal string."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif (isinstance(value, float) and value.is_integer()) or (
+        isinstance(value, str) and _DECIMAL.fullmatch(value)
+    ):
+        number = int(value)
+    else:
+        raise _BadField(field, f"{value!r} is not an integer")
+    low, high = (-(2**63), 2**63 - 1) if signed else (0, 2**64 - 1)
+    if not low <= number <= high:
+        raise _BadField(field, f"{number} is out of range")
+    return number
+
+
+def _json_enum(value: object, names: dict[str, int], field: str) -> int:
+    """An enum given as its number or (leniently) its name."""
+    if isinstance(value, str):
+        if value not in names:
+            raise _BadField(field, f"unknown value {value!r}")
+        return names[value]
+    return _json_int(value, field, signed=True)
+
+
+_DECIMAL = re.compile(r"-?[0-9]{1,20}")
+_SPAN_KINDS = dict(Span.SpanKind.items())
+_STATUS_CODES = dict(Status.StatusCode.items())
+_HEX_IDS = {digits: re.compile(f"[0-9a-fA-F]{{{digits}}}") for digits in set(_ID_DIGITS.values())}
+
+
+def _json_id(span: dict[str, Any], camel: str, snake: str) -> bytes:
+    value = _field(span, camel, snake)
+    if value is None or value == "":
+        return b""
+    digits = _ID_DIGITS[camel]
+    if not isinstance(value, str) or not _HEX_IDS[digits].fullmatch(value):
+        raise _BadField(camel, f"not {digits} hex digits")
+    return bytes.fromhex(value)
+
+
+def _json_record(service: str, span: dict[str, Any]) -> SpanRecord:
+    names: dict[str, str] = {}
+    http_status = 0
+    for key, value in _json_attributes(span, _SPAN_ATTRIBUTES):
+        if key in _NAME_ATTRIBUTES:
+            names[key] = value if isinstance(value, str) else ""
+        elif key == "http.response.status_code" or not http_status:
+            http_status = _as_int(value)
+    kind_value = span.get("kind")
+    number = 0 if kind_value is None else _json_enum(kind_value, _SPAN_KINDS, "kind")
+    kind = _KIND_NAMES[number] if 0 <= number < len(_KIND_NAMES) else str(number)
+    status = span.get("status")
+    code = 0
+    if status is not None:
+        if not isinstance(status, dict):
+            raise _BadField("status", "not an object")
+        if (code_value := status.get("code")) is not None:
+            code = _json_enum(code_value, _STATUS_CODES, "status.code")
+    name = span.get("name")
+    if name is not None and not isinstance(name, str):
+        raise _BadField("name", "not a string")
+    start = _field(span, "startTimeUnixNano", "start_time_unix_nano")
+    end = _field(span, "endTimeUnixNano", "end_time_unix_nano")
+    start_ns = 0 if start is None else _json_int(start, "startTimeUnixNano", signed=False)
+    end_ns = 0 if end is None else _json_int(end, "endTimeUnixNano", signed=False)
+    error = code == _STATUS_ERROR or (kind == "SERVER" and http_status >= 500)
+    peer = (names.get("peer.service") or names.get("server.address")) if kind == "CLIENT" else None
+    return SpanRecord(
+        service,
+        names.get("http.route") or name or "",
+        kind,
+        start_ns,
+        end_ns,
+        (end_ns - start_ns) / 1e6 if end_ns > start_ns else 0.0,
+        error,
+        _json_id(span, "traceId", "trace_id"),
+        _json_id(span, "spanId", "span_id"),
+        _json_id(span, "parentSpanId", "parent_span_id"),
+        peer or None,
+    )
+
+
 # --- aggregation -------------------------------------------------------------------
 
 
@@ -230,11 +393,28 @@ class OperationRed:
     requests_per_second: float
     errors_per_second: float
     error_ratio: float
-    latency_p50_ms: float
-    latency_p95_ms: float
-    latency_p99_ms: float
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+    """None when no durations were seen (a spanmetrics scrape without the histogram)."""
     latency_samples: int
     """How many durations the percentiles were computed from (at most RESERVOIR_SIZE)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRed:
+    """Rate, errors and duration of all of one service's requests over one interval."""
+
+    service: str
+    requests: float
+    """Requests in the interval: the error ratio is only worth telling past a few."""
+    requests_per_second: float
+    errors_per_second: float
+    error_ratio: float
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+    latency_samples: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +431,7 @@ class RedSnapshot:
     """One interval's figures, sorted by service and operation (by client and server)."""
 
     interval_seconds: float
+    services: tuple[ServiceRed, ...]
     operations: tuple[OperationRed, ...]
     edges: tuple[EdgeRate, ...]
     dropped_operations: int
@@ -261,9 +442,21 @@ class RedSnapshot:
 
 @dataclass(slots=True)
 class _Stats:
+    """Counts and a reservoir of durations (8 bytes each in an array, not 32 in a list)."""
+
     requests: int = 0
     errors: int = 0
-    durations: list[float] = field(default_factory=list)
+    durations: array[float] = field(default_factory=lambda: array("d"))
+
+    def count(self, duration_ms: float, error: bool, draw: Callable[[], float]) -> None:
+        self.requests += 1
+        self.errors += error
+        if len(self.durations) < RESERVOIR_SIZE:
+            self.durations.append(duration_ms)
+        else:  # reservoir sampling: every duration so far kept with the same chance
+            slot = int(draw() * self.requests)
+            if slot < RESERVOIR_SIZE:
+                self.durations[slot] = duration_ms
 
 
 @dataclass(slots=True)
@@ -273,8 +466,8 @@ class _Client:
     matched: bool = False
 
 
-_SpanKey = tuple[bytes, bytes]
-"""(trace id, span id)"""
+_SpanKey = bytes
+"""Trace id and span id, one after the other: one small object per remembered span."""
 _V = TypeVar("_V")
 
 
@@ -285,8 +478,10 @@ class RedAggregator:
         if max_operations < 1:
             raise ValueError("max_operations must be at least 1")
         self._max = max_operations
-        self._random = random.Random(seed)
+        self._draw = random.Random(seed).random
         self._stats: dict[tuple[str, str], _Stats] = {}
+        self._services: dict[str, _Stats] = {}
+        """Each service's entry spans (of every operation, ``(other)`` included)."""
         self._edges: dict[tuple[str, str], int] = {}
         self._dropped_operations = 0
         self._dropped_edges = 0
@@ -300,13 +495,13 @@ class RedAggregator:
     def add(self, records: Iterable[SpanRecord]) -> None:
         """Count spans into the current interval."""
         for record in records:
-            if record.kind == "CLIENT":
+            kind = record.kind
+            if kind == "CLIENT":
                 self._add_client(record)
-            elif record.kind == "SERVER" and record.parent_span_id:
+                continue
+            if kind == "SERVER" and record.parent_span_id:
                 self._add_server(record)
-            if record.kind in _ENTRY_KINDS or (
-                record.kind in _ROOT_KINDS and not record.parent_span_id
-            ):
+            if kind in _ENTRY_KINDS or (kind in _ROOT_KINDS and not record.parent_span_id):
                 self._count(record)
 
     def flush(self, interval_seconds: float) -> RedSnapshot:
@@ -316,56 +511,84 @@ class RedAggregator:
         for client in self._new_clients.values():
             if client.peer is not None:
                 self._count_edge(client.service, client.peer)
-        operations = tuple(
-            _operation(service, operation, stats, interval_seconds)
-            for (service, operation), stats in sorted(self._stats.items())
-        )
-        edges = tuple(
-            EdgeRate(client, server, count / interval_seconds)
-            for (client, server), count in sorted(self._edges.items())
-        )
         snapshot = RedSnapshot(
-            interval_seconds, operations, edges, self._dropped_operations, self._dropped_edges
+            interval_seconds=interval_seconds,
+            services=tuple(
+                service_red(
+                    service,
+                    stats.requests,
+                    stats.errors,
+                    interval_seconds,
+                    _percentiles(stats.durations),
+                    len(stats.durations),
+                )
+                for service, stats in sorted(self._services.items())
+            ),
+            operations=tuple(
+                operation_red(
+                    service,
+                    operation,
+                    stats.requests,
+                    stats.errors,
+                    interval_seconds,
+                    _percentiles(stats.durations),
+                    len(stats.durations),
+                )
+                for (service, operation), stats in sorted(self._stats.items())
+            ),
+            edges=tuple(
+                EdgeRate(client, server, count / interval_seconds)
+                for (client, server), count in sorted(self._edges.items())
+            ),
+            dropped_operations=self._dropped_operations,
+            dropped_edges=self._dropped_edges,
         )
-        self._stats, self._edges, self._new_clients, self._waiting = {}, {}, {}, {}
+        self._stats, self._services, self._edges = {}, {}, {}
+        self._new_clients, self._waiting = {}, {}
         self._dropped_operations = self._dropped_edges = 0
         return snapshot
 
     def _count(self, record: SpanRecord) -> None:
-        stats = self._stats_for(_label(record.service), _label(record.operation))
-        stats.requests += 1
-        stats.errors += record.error
-        if len(stats.durations) < RESERVOIR_SIZE:
-            stats.durations.append(record.duration_ms)
-        else:
-            slot = self._random.randrange(stats.requests)
-            if slot < RESERVOIR_SIZE:
-                stats.durations[slot] = record.duration_ms
-
-    def _stats_for(self, service: str, operation: str) -> _Stats:
-        """The key's figures; past the limit its service's ``(other)``, and past twice
-        the limit the single ``((other), (other))``."""
+        service, operation = record.service, record.operation
+        if len(service) > MAX_LABEL_CHARS or len(operation) > MAX_LABEL_CHARS:
+            service, operation = _label(service), _label(operation)
         key = (service, operation)
-        if key not in self._stats and len(self._stats) >= self._max:
-            self._dropped_operations += 1
-            key = (service, OTHER)
-            if key not in self._stats and len(self._stats) >= 2 * self._max:
-                key = (OTHER, OTHER)
-        return self._stats.setdefault(key, _Stats())
+        stats = self._stats.get(key)
+        if stats is None:
+            key = self._key_for(key)
+            stats = self._stats.setdefault(key, _Stats())
+        stats.count(record.duration_ms, record.error, self._draw)
+        service_stats = self._services.get(key[0])
+        if service_stats is None:
+            service_stats = self._services[key[0]] = _Stats()
+        service_stats.count(record.duration_ms, record.error, self._draw)
+
+    def _key_for(self, key: tuple[str, str]) -> tuple[str, str]:
+        """A new key, or past the limit its service's ``(other)``, and past twice the
+        limit the single ``((other), (other))``."""
+        if len(self._stats) < self._max:
+            return key
+        self._dropped_operations += 1
+        folded = (key[0], OTHER)
+        if folded not in self._stats and len(self._stats) >= 2 * self._max:
+            return (OTHER, OTHER)
+        return folded
 
     def _add_client(self, record: SpanRecord) -> None:
-        key = (record.trace_id, record.span_id)
-        client = _Client(
-            _label(record.service), None if record.peer is None else _label(record.peer)
-        )
+        key = record.trace_id + record.span_id
+        peer = record.peer
+        # the peer's name is interned: many remembered spans, few distinct peers
+        client = _Client(_label(record.service), None if peer is None else intern(_label(peer)))
         _remember(self._clients, key, client)
-        for server in self._waiting.pop(key, []):
-            self._match(client, server)
-        if not client.matched and client.peer is not None:
+        servers = self._waiting.pop(key, None) if self._waiting else None
+        if servers is not None:
+            for server in servers:
+                self._match(client, server)
+        if not client.matched and peer is not None:
             _remember(self._new_clients, key, client)
 
     def _add_server(self, record: SpanRecord) -> None:
-        parent = (record.trace_id, record.parent_span_id)
+        parent = record.trace_id + record.parent_span_id
         client = self._clients.get(parent)
         if client is None:
             waiting = self._waiting.get(parent)
@@ -401,37 +624,93 @@ def _label(text: str) -> str:
     return text[:MAX_LABEL_CHARS]
 
 
-def _operation(service: str, operation: str, stats: _Stats, seconds: float) -> OperationRed:
-    p50, p95, p99 = (float(p) for p in np.percentile(stats.durations, [50, 95, 99]))
+Percentiles = tuple[float, float, float]
+"""p50, p95 and p99, in ms."""
+
+
+def _percentiles(durations: array[float]) -> Percentiles | None:
+    if not durations:
+        return None
+    p50, p95, p99 = np.percentile(np.frombuffer(durations), [50, 95, 99])
+    return float(p50), float(p95), float(p99)
+
+
+def operation_red(
+    service: str,
+    operation: str,
+    requests: float,
+    errors: float,
+    seconds: float,
+    latency: Percentiles | None,
+    latency_samples: int,
+) -> OperationRed:
+    """One operation's figures from its counts over ``seconds`` (``requests`` > 0)."""
+    p50, p95, p99 = (None, None, None) if latency is None else latency
     return OperationRed(
         service=service,
         operation=operation,
-        requests_per_second=stats.requests / seconds,
-        errors_per_second=stats.errors / seconds,
-        error_ratio=stats.errors / stats.requests,
+        requests_per_second=requests / seconds,
+        errors_per_second=errors / seconds,
+        error_ratio=errors / requests,
         latency_p50_ms=p50,
         latency_p95_ms=p95,
         latency_p99_ms=p99,
-        latency_samples=len(stats.durations),
+        latency_samples=latency_samples,
     )
 
 
-def red_samples(snapshot: RedSnapshot) -> list[MetricSample]:
+def service_red(
+    service: str,
+    requests: float,
+    errors: float,
+    seconds: float,
+    latency: Percentiles | None,
+    latency_samples: int,
+) -> ServiceRed:
+    """One service's figures from its counts over ``seconds`` (``requests`` > 0)."""
+    p50, p95, p99 = (None, None, None) if latency is None else latency
+    return ServiceRed(
+        service=service,
+        requests=requests,
+        requests_per_second=requests / seconds,
+        errors_per_second=errors / seconds,
+        error_ratio=errors / requests,
+        latency_p50_ms=p50,
+        latency_p95_ms=p95,
+        latency_p99_ms=p99,
+        latency_samples=latency_samples,
+    )
+
+
+def red_samples(snapshot: RedSnapshot, *, min_requests_for_ratio: int = 5) -> list[MetricSample]:
     """The snapshot as metric samples for the collector's MetricBatch.
 
-    With the default limit of 1000 operations and edges that is at most about 13,000
-    samples, within a batch's 20,000.
+    Most telling first, since a batch too large to publish loses samples from its end:
+    per service, then the dropped counts, per operation, and the edges last. A
+    service's error ratio is left out below ``min_requests_for_ratio`` requests in the
+    interval, where one failure would look like a disaster.
     """
     samples: list[MetricSample] = []
+    for svc in snapshot.services:
+        service = {"service": svc.service}
+        samples += [
+            sample(
+                "span_service_requests_per_second", svc.requests_per_second, PER_SECOND, **service
+            ),
+            sample("span_service_errors_per_second", svc.errors_per_second, PER_SECOND, **service),
+        ]
+        if svc.requests >= min_requests_for_ratio:
+            samples.append(sample("span_service_error_ratio", svc.error_ratio, "", **service))
+        samples += _latency_samples("span_service_latency", svc, service)
+    samples.append(sample("spans_dropped_operations", snapshot.dropped_operations))
+    samples.append(sample("spans_dropped_edges", snapshot.dropped_edges))
     for op in snapshot.operations:
         labels = {"service": op.service, "operation": op.operation}
         samples += [
             sample("span_requests_per_second", op.requests_per_second, PER_SECOND, **labels),
             sample("span_errors_per_second", op.errors_per_second, PER_SECOND, **labels),
             sample("span_error_ratio", op.error_ratio, "", **labels),
-            sample("span_latency_p50_ms", op.latency_p50_ms, MS, **labels),
-            sample("span_latency_p95_ms", op.latency_p95_ms, MS, **labels),
-            sample("span_latency_p99_ms", op.latency_p99_ms, MS, **labels),
+            *_latency_samples("span_latency", op, labels),
         ]
     samples += [
         sample(
@@ -443,6 +722,18 @@ def red_samples(snapshot: RedSnapshot) -> list[MetricSample]:
         )
         for edge in snapshot.edges
     ]
-    samples.append(sample("spans_dropped_operations", snapshot.dropped_operations))
-    samples.append(sample("spans_dropped_edges", snapshot.dropped_edges))
     return samples
+
+
+def _latency_samples(
+    prefix: str, figures: OperationRed | ServiceRed, labels: dict[str, str]
+) -> list[MetricSample]:
+    return [
+        sample(f"{prefix}_p{p}_ms", value, MS, **labels)
+        for p, value in (
+            (50, figures.latency_p50_ms),
+            (95, figures.latency_p95_ms),
+            (99, figures.latency_p99_ms),
+        )
+        if value is not None
+    ]

@@ -1,12 +1,13 @@
-"""The detector's configuration: threshold rules, anomaly rules and host silence.
+"""The detector's configuration: threshold rules, anomaly rules, host and service silence.
 
 The defaults are for production and raise nothing on a healthy machine, however
 busy: a host's CPU or memory counts only when it stays high for minutes, one lost
 check is no outage, and raw host metrics (which move with normal load) are not
 scored for anomalies. Every action's trigger has a rule: a service down, a
 runaway process, a slow query, Redis or a directory near its limit, a disk
-filling up. A YAML file named by ``MEDBAY_DETECTOR_CONFIG`` (or ``--config``)
-replaces them; the README's detector section explains each choice.
+filling up, a service whose traces show errors or slow requests. A YAML file
+named by ``MEDBAY_DETECTOR_CONFIG`` (or ``--config``) replaces them; the README's
+detector section explains each choice.
 """
 
 from __future__ import annotations
@@ -229,6 +230,40 @@ def _default_thresholds() -> list[ThresholdRule]:
             for_samples=2,
             resource_label="service",
         ),
+        # A service's traces: its series come only while it has requests, so a
+        # missing one means no errors (or no slow requests) and counts as normal.
+        ThresholdRule(
+            metric="span_service_errors_per_second",
+            kind="error_rate",
+            warning=10,
+            critical=50,
+            for_samples=1,
+            clear_samples=2,
+            resource_label="service",
+            absent_clears=True,
+        ),
+        # The share of failed requests catches a failing service with little traffic;
+        # the collector reports it only above a minimum of requests.
+        ThresholdRule(
+            metric="span_service_error_ratio",
+            kind="error_rate",
+            warning=0.2,
+            critical=0.5,
+            for_samples=2,
+            clear_samples=2,
+            resource_label="service",
+            absent_clears=True,
+        ),
+        ThresholdRule(
+            metric="span_service_latency_p95_ms",
+            kind="latency",
+            warning=2000,
+            critical=5000,
+            for_samples=2,
+            clear_samples=2,
+            resource_label="service",
+            absent_clears=True,
+        ),
     ]
 
 
@@ -255,12 +290,67 @@ class SilenceConfig(BaseModel):
     )
 
 
+class TrafficConfig(BaseModel):
+    """When a service whose spans stopped opens a ``no_traffic`` issue.
+
+    A service is one series of ``metric`` (told apart by its ``resource_label``),
+    which the collector reports only while the service has requests. Once it has
+    shown up ``min_appearances`` times, its absence from its host's batches for
+    longer than ``max(intervals x its usual gap, min_seconds)`` opens the issue;
+    its usual gap is the longest of its last gaps between appearances, so a
+    service with a request now and then is judged by its own rhythm. Time while
+    the whole host was silent does not count. A series absent for
+    ``forget_after_seconds`` is forgotten (an open issue resolves, saying so).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    metric: str = Field(
+        default="span_service_requests_per_second",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+    )
+    resource_label: str = Field(default="service", min_length=1, max_length=100)
+    intervals: float = Field(
+        default=6, ge=2, le=1000, description="Usual gaps without the series before an issue."
+    )
+    min_seconds: float = Field(default=60, gt=0, le=86_400)
+    min_appearances: int = Field(
+        default=3,
+        ge=2,
+        le=1000,
+        description="Appearances of a series before its absence is judged: its rhythm "
+        "must be known first.",
+    )
+    forget_after_seconds: float = Field(default=86_400, gt=0, le=30 * 86_400)
+    max_services: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Series watched per host; past it, the one gone longest without an "
+        "open issue is forgotten for a new one.",
+    )
+
+    @model_validator(mode="after")
+    def _forget_after_the_limit(self) -> TrafficConfig:
+        if self.forget_after_seconds <= self.min_seconds:
+            raise ValueError(
+                f"forget_after_seconds ({self.forget_after_seconds:g}) must be longer than "
+                f"min_seconds ({self.min_seconds:g}): a series would be forgotten before "
+                "its absence could be noticed"
+            )
+        return self
+
+
 class DetectorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     thresholds: list[ThresholdRule] = Field(default_factory=_default_thresholds)
     anomaly: list[AnomalyRule] = Field(default_factory=_default_anomaly)
     silence: SilenceConfig = Field(default_factory=SilenceConfig)
+    traffic: TrafficConfig = Field(default_factory=TrafficConfig)
     snapshot_interval_seconds: float = Field(default=5.0, gt=0)
     batch_size: int = Field(default=256, ge=1, le=10_000)
 

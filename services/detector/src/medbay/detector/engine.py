@@ -16,6 +16,14 @@ forgotten and reused once they are, so passing processes do not pile up.
 
 A host whose batches stop arriving opens a ``host_silent`` issue when
 ``check_silence`` is called with the time; its next batch resolves it.
+
+A service whose series of the traffic metric (``span_service_requests_per_second``)
+stops showing up in its host's batches, while they keep coming, opens a
+``no_traffic`` issue; judged on each batch by its ``collected_at``, so a replay
+finds the same. Its return resolves it.
+
+Issues about a service (``resource_label: service``) carry, when opened or
+updated, the service's trace figures from the same batch (``signals``).
 """
 
 from __future__ import annotations
@@ -54,6 +62,17 @@ SeriesKey = tuple[str, LabelItems]  # (metric name, sorted labels) within one ho
 LEVEL_SEVERITY = {1: Severity.WARNING, 2: Severity.CRITICAL}
 SILENCE_METRIC = "metrics_age_seconds"
 SILENCE_DETECTOR = "silence"
+TRAFFIC_DETECTOR = "traffic"
+GAP_HISTORY = 16
+"""Gaps between a service's appearances kept; the longest is its usual gap."""
+SIGNAL_LABEL = "service"
+SIGNAL_METRICS = {
+    "span_service_requests_per_second": "requests_per_second",
+    "span_service_errors_per_second": "errors_per_second",
+    "span_service_error_ratio": "error_ratio",
+    "span_service_latency_p95_ms": "latency_p95_ms",
+}
+"""The samples an issue about a service takes its ``signals`` from, and their names there."""
 INTERVAL_HISTORY = 9
 """Batch intervals kept per host; their median is the host's usual interval."""
 STALL_CHECKS = 3
@@ -200,6 +219,28 @@ class SilentIssue:
     limit: float
 
 
+@dataclass
+class NoTrafficIssue:
+    """An open ``no_traffic`` issue and the limit its service's absence passed."""
+
+    fingerprint: str
+    first_seen: datetime
+    limit: float
+
+
+@dataclass
+class ServiceTraffic:
+    """One watched series of the traffic metric (a service) on one host; times are
+    its batches' ``collected_at`` in epoch seconds."""
+
+    last_seen: float
+    appearances: int = 1
+    """Batches it was in, counted up to the config's ``min_appearances``."""
+    gaps: deque[float] = field(default_factory=lambda: deque(maxlen=GAP_HISTORY))
+    """Seconds between its last appearances."""
+    issue: NoTrafficIssue | None = None
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where the samples of a scrape of a given shape go; computed once per shape."""
@@ -209,6 +250,7 @@ class Layout:
     ruled: IntArray  # positions in ``rows`` with a threshold rule
     blocks: dict[str, tuple[IntArray, IntArray]]  # detector: positions in rows, block rows
     absent: IntArray  # rows of the host's passing series (absent_clears) not in this scrape
+    services: tuple[str, ...] = ()  # the services of the traffic metric's series here
 
 
 @dataclass
@@ -226,6 +268,16 @@ class HostState:
     intervals: deque[float] = field(default_factory=lambda: deque(maxlen=INTERVAL_HISTORY))
     """Seconds between its last batches, by their ``collected_at``."""
     silent: SilentIssue | None = None
+    traffic: dict[str, ServiceTraffic] = field(default_factory=dict)
+    """Watched services (series of the traffic metric), by name."""
+    traffic_from: float | None = None
+    """A service's absence counts from here at the earliest: the host's return after
+    a silence (its ``collected_at``)."""
+
+    def open_issues(self) -> int:
+        """Its open issues: thresholds and anomalies, its silence, its services' traffic."""
+        in_traffic = sum(s.issue is not None for s in self.traffic.values())
+        return len(self.open) + (self.silent is not None) + in_traffic
 
 
 @dataclass
@@ -235,6 +287,8 @@ class _Item:
     state: HostState
     layout: Layout
     values: FloatArray
+    signals: dict[str, dict[str, float]] | None = None
+    """The batch's trace figures by service, indexed when an issue first needs them."""
 
 
 class DetectionEngine:
@@ -366,7 +420,15 @@ class DetectionEngine:
             for name, (pos, brows) in members.items()
         }
         absent = np.array(sorted(state.passing_rows.difference(row_list)), dtype=np.intp)
-        layout = Layout(rows, picks, ruled.astype(np.intp), blocks, absent)
+        traffic = self.config.traffic
+        services = tuple(
+            dict.fromkeys(
+                dict(items)[traffic.resource_label]
+                for name, items in positions
+                if name == traffic.metric and any(k == traffic.resource_label for k, _ in items)
+            )
+        )
+        layout = Layout(rows, picks, ruled.astype(np.intp), blocks, absent, services)
         state.shape = (names, labels, layout)
         return layout
 
@@ -405,8 +467,14 @@ class DetectionEngine:
             if (back := self._heard_from(state, batch, received.timestamp())) is not None:
                 events.append((index, back))
             if not batch.samples:
+                if state.traffic and (found := self._traffic(state, batch, ())):
+                    events += [(index, e) for e in found]
                 continue
             layout = self.layout(state, batch)
+            if (layout.services or state.traffic) and (
+                found := self._traffic(state, batch, layout.services)
+            ):
+                events += [(index, e) for e in found]
             values = np.array(list(map(_VALUE, batch.samples)), dtype=np.float64)[layout.picks]
             wave = depth[batch.host]
             depth[batch.host] += 1
@@ -621,6 +689,11 @@ class DetectionEngine:
         batch = item.batch
         if after and (reason := batch.check_errors.get(labels.get("service", ""))):
             detail = reason  # the failed check says best what is wrong with its service
+        signals: dict[str, float] = {}
+        if after and resource_label == SIGNAL_LABEL:
+            if item.signals is None:
+                item.signals = _signals_by_service(batch)
+            signals = item.signals.get(resource, {})
         now = batch.collected_at
         common = {
             "fingerprint": fingerprint,
@@ -645,6 +718,7 @@ class DetectionEngine:
                 event_id=derived_event_id(batch.event_id, fingerprint, "opened"),
                 severity=issue.severity,
                 first_seen=now,
+                signals=signals,
                 **common,
             )
         if after == 0:
@@ -662,6 +736,7 @@ class DetectionEngine:
             severity=issue.severity,
             previous_severity=previous,
             first_seen=issue.first_seen,
+            signals=signals,
             **common,
         )
 
@@ -743,7 +818,10 @@ class DetectionEngine:
         collected = batch.collected_at.timestamp()
         if state.last_collected is None or collected > state.last_collected:
             if state.last_collected is not None:
-                state.intervals.append(collected - state.last_collected)
+                gap = collected - state.last_collected
+                if gap > self.silence_limit(state):
+                    state.traffic_from = collected  # its services were silent with it
+                state.intervals.append(gap)
             state.last_collected = collected
         state.last_arrival = received
         issue, state.silent = state.silent, None
@@ -765,3 +843,177 @@ class DetectionEngine:
             first_seen=issue.first_seen,
             last_seen=batch.collected_at,
         )
+
+    # -- service silence --------------------------------------------------------
+
+    def traffic_limit(self, series: ServiceTraffic) -> float:
+        """Seconds a watched service may be absent before it has no traffic."""
+        traffic = self.config.traffic
+        if not series.gaps:
+            return traffic.min_seconds
+        return max(traffic.intervals * max(series.gaps), traffic.min_seconds)
+
+    def _traffic(
+        self, state: HostState, batch: MetricBatch, present: tuple[str, ...]
+    ) -> list[IssueChange]:
+        """Note which watched services are in a host's batch and judge the others.
+
+        With the check off, nothing new is watched or opened, but what is open still
+        resolves."""
+        events: list[IssueChange] = []
+        here = self._traffic_seen(state, batch, present, events)
+        if here < len(state.traffic):
+            self._traffic_missing(state, batch, set(present), events)
+        return events
+
+    def _traffic_seen(
+        self,
+        state: HostState,
+        batch: MetricBatch,
+        present: tuple[str, ...],
+        events: list[IssueChange],
+    ) -> int:
+        """Note the services in the batch (resolving their issues); returns how many
+        of them are watched."""
+        config = self.config.traffic
+        now = batch.collected_at.timestamp()
+        watched, since = state.traffic, state.traffic_from
+        here = 0
+        for name in present:
+            series = watched.get(name)
+            if series is None:
+                if config.enabled and (
+                    len(watched) < config.max_services or _make_room(state, now)
+                ):
+                    watched[name] = ServiceTraffic(now)
+                    here += 1
+                continue
+            here += 1
+            last = series.last_seen
+            if now <= last:
+                continue  # collected before what it has seen (a clock stepped back)
+            if since is None or last >= since:
+                series.gaps.append(now - last)  # not across its host's silence
+            series.last_seen = now
+            if series.appearances < config.min_appearances:
+                series.appearances += 1
+            if series.issue is not None:
+                absent = now - (last if since is None else max(last, since))
+                events.append(self._traffic_back(state, batch, name, series.issue, absent))
+                series.issue = None
+        return here
+
+    def _traffic_missing(
+        self, state: HostState, batch: MetricBatch, present: set[str], events: list[IssueChange]
+    ) -> None:
+        """Judge the watched services missing from the batch; forget those gone too long."""
+        config = self.config.traffic
+        now = batch.collected_at.timestamp()
+        since = -math.inf if state.traffic_from is None else state.traffic_from
+        forgotten = []
+        for name, series in state.traffic.items():
+            if name in present:
+                continue
+            if now - series.last_seen > config.forget_after_seconds:
+                forgotten.append(name)
+                continue
+            absent = now - max(series.last_seen, since)
+            if (
+                config.enabled
+                and series.issue is None
+                and series.appearances >= config.min_appearances
+                and absent > (limit := self.traffic_limit(series))
+            ):
+                events.append(self._no_traffic(state, batch, name, series, absent, limit))
+        for name in forgotten:
+            series = state.traffic.pop(name)
+            if series.issue is not None:
+                age = now - series.last_seen
+                events.append(self._traffic_forgotten(state, batch, name, series.issue, age))
+
+    def _traffic_event(
+        self, state: HostState, name: str, fingerprint: str, value: float, threshold: float
+    ) -> dict[str, Any]:
+        """The fields every event about a service's traffic has."""
+        label = self.config.traffic.resource_label
+        return {
+            "fingerprint": fingerprint,
+            "host": state.host,
+            "kind": "no_traffic",
+            "resource": name,
+            "metric": self.config.traffic.metric,
+            "labels": {label: name},
+            "value": value,
+            "threshold": threshold,
+            "severity": Severity.WARNING,
+            "detector": TRAFFIC_DETECTOR,
+        }
+
+    def _no_traffic(
+        self,
+        state: HostState,
+        batch: MetricBatch,
+        name: str,
+        series: ServiceTraffic,
+        absent: float,
+        limit: float,
+    ) -> IssueOpened:
+        metric, label = self.config.traffic.metric, self.config.traffic.resource_label
+        fingerprint = issue_fingerprint(state.host, "no_traffic", metric, {label: name})
+        series.issue = NoTrafficIssue(fingerprint, batch.collected_at, limit)
+        usual = f"; at most {_number(max(series.gaps))} s apart before" if series.gaps else ""
+        return IssueOpened(
+            event_id=derived_event_id(batch.event_id, fingerprint, "opened"),
+            detail=f"no spans from {name} for {absent:.0f} s (limit {limit:.0f} s{usual})"[
+                :MAX_DETAIL
+            ],
+            first_seen=batch.collected_at,
+            last_seen=batch.collected_at,
+            **self._traffic_event(state, name, fingerprint, absent, limit),
+        )
+
+    def _traffic_back(
+        self, state: HostState, batch: MetricBatch, name: str, issue: NoTrafficIssue, absent: float
+    ) -> IssueResolved:
+        return IssueResolved(
+            event_id=derived_event_id(batch.event_id, issue.fingerprint, "resolved"),
+            detail=f"spans from {name} again after {absent:.0f} s without"[:MAX_DETAIL],
+            first_seen=issue.first_seen,
+            last_seen=batch.collected_at,
+            **self._traffic_event(state, name, issue.fingerprint, absent, issue.limit),
+        )
+
+    def _traffic_forgotten(
+        self, state: HostState, batch: MetricBatch, name: str, issue: NoTrafficIssue, age: float
+    ) -> IssueResolved:
+        forget = self.config.traffic.forget_after_seconds
+        return IssueResolved(
+            event_id=derived_event_id(batch.event_id, issue.fingerprint, "resolved"),
+            detail=f"no spans from {name} for {age:.0f} s, over forget_after_seconds "
+            f"({forget:g}): no longer watched"[:MAX_DETAIL],
+            first_seen=issue.first_seen,
+            last_seen=batch.collected_at,
+            **self._traffic_event(state, name, issue.fingerprint, age, issue.limit),
+        )
+
+
+def _make_room(state: HostState, now: float) -> bool:
+    """Forget the watched service of ``state`` gone longest without an open issue
+    (and not seen at ``now``); False if there is none."""
+    quiet = [
+        (s.last_seen, n) for n, s in state.traffic.items() if s.issue is None and s.last_seen < now
+    ]
+    if not quiet:
+        return False
+    del state.traffic[min(quiet)[1]]
+    return True
+
+
+def _signals_by_service(batch: MetricBatch) -> dict[str, dict[str, float]]:
+    """The batch's trace figures (``SIGNAL_METRICS``) by the service they are about."""
+    found: dict[str, dict[str, float]] = defaultdict(dict)
+    for sample in batch.samples:
+        key = SIGNAL_METRICS.get(sample["name"])
+        if key is not None and (service := sample.get("labels", {}).get(SIGNAL_LABEL)):
+            found[service][key] = sample["value"]
+    return found

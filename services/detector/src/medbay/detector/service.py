@@ -23,6 +23,7 @@ from medbay.common.events import IssueChange, MetricBatch, utc_now
 from medbay.common.reading import read
 from medbay.common.runtime import ServiceRuntime, current_task_cancelling
 from medbay.common.streams import ISSUES, METRICS
+from medbay.common.telemetry import CRITICAL_SPAN_ATTRIBUTE
 from medbay.detector.config import DetectorConfig
 from medbay.detector.engine import DetectionEngine
 from medbay.detector.snapshots import SnapshotStore, export_host, import_host
@@ -119,8 +120,18 @@ class DetectorService:
             await self.publish(event, span)
 
     async def publish(self, event: IssueChange, span: trace.Span | None = None) -> None:
-        """Publish ``event`` as part of ``span`` (the metric batch's handling)."""
-        with trace.use_span(span or trace.get_current_span()):
+        """Publish ``event`` in a span of its own under ``span`` (the metric batch's
+        handling): the remediation path starts here, so the span is marked critical."""
+        parent = None if span is None else trace.set_span_in_context(span)
+        with self.tracer.start_as_current_span(
+            "detector.issue",
+            context=parent,
+            attributes={
+                CRITICAL_SPAN_ATTRIBUTE: True,
+                "medbay.issue_kind": event.kind,
+                "medbay.fingerprint": event.fingerprint,
+            },
+        ):
             fresh = await publish_event(
                 self.rt.broker, event, stream=ISSUES, timeout=self.rt.settings.publish_timeout
             )
@@ -230,5 +241,4 @@ class DetectorService:
                 self._update_gauge()
 
     def _update_gauge(self) -> None:
-        hosts = self.engine.hosts.values()
-        self.open_issues.set(sum(len(h.open) + (h.silent is not None) for h in hosts))
+        self.open_issues.set(sum(h.open_issues() for h in self.engine.hosts.values()))

@@ -35,12 +35,15 @@ from medbay.common.access import DETECTOR_STATE
 from medbay.common.events import Severity
 from medbay.common.streams import token
 from medbay.detector.engine import (
+    GAP_HISTORY,
     INTERVAL_HISTORY,
     DetectionEngine,
     FloatArray,
     HostState,
+    NoTrafficIssue,
     OpenIssue,
     SeriesKey,
+    ServiceTraffic,
     SilentIssue,
 )
 
@@ -142,6 +145,7 @@ def export_host(engine: DetectionEngine, host: str) -> HostSnapshot:
             for issue in state.open.values()
         ],
         "silence": _export_silence(state),
+        "traffic": _export_traffic(state),
     }
     return HostSnapshot(meta, arrays)
 
@@ -160,6 +164,28 @@ def _export_silence(state: HostState) -> dict[str, object]:
             "since": silent.since,
             "limit": silent.limit,
         },
+    }
+
+
+def _export_traffic(state: HostState) -> dict[str, object]:
+    return {
+        "from": state.traffic_from,
+        "services": [
+            {
+                "service": name,
+                "last_seen": series.last_seen,
+                "appearances": series.appearances,
+                "gaps": list(series.gaps),
+                "open": None
+                if series.issue is None
+                else {
+                    "fingerprint": series.issue.fingerprint,
+                    "first_seen": series.issue.first_seen.isoformat(),
+                    "limit": series.issue.limit,
+                },
+            }
+            for name, series in state.traffic.items()
+        ],
     }
 
 
@@ -294,6 +320,53 @@ def _silence(value: object) -> _Silence:
 
 
 @dataclass(frozen=True)
+class _Traffic:
+    since: float | None
+    services: dict[str, ServiceTraffic]
+
+
+def _datetime(value: object, what: str) -> datetime:
+    try:
+        return datetime.fromisoformat(_expect(value, str, what))
+    except ValueError as exc:
+        raise SnapshotError(f"snapshot {what}: {exc}") from None
+
+
+def _watched(value: object) -> tuple[str, ServiceTraffic]:
+    item = _expect(value, dict, "traffic service")
+    name = _expect(item.get("service"), str, "traffic service name")
+    where = f"traffic service {name!r:.80}"
+    gaps = [_seconds(v, f"{where} gap") for v in _expect(item.get("gaps"), list, f"{where} gaps")]
+    if any(g < 0 for g in gaps):
+        raise SnapshotError(f"snapshot {where}: a negative gap")
+    appearances = _expect(item.get("appearances"), int, f"{where} appearances")
+    if appearances < 1:
+        raise SnapshotError(f"snapshot {where}: {appearances} appearances")
+    issue = None
+    if (opened := item.get("open")) is not None:
+        opened = _expect(opened, dict, f"{where} open")
+        issue = NoTrafficIssue(
+            _expect(opened.get("fingerprint"), str, f"{where} fingerprint"),
+            _datetime(opened.get("first_seen"), f"{where} first_seen"),
+            _seconds(opened.get("limit"), f"{where} limit"),
+        )
+    series = ServiceTraffic(
+        _seconds(item.get("last_seen"), f"{where} last_seen"), appearances, issue=issue
+    )
+    series.gaps.extend(gaps[-GAP_HISTORY:])
+    return name, series
+
+
+def _traffic(value: object) -> _Traffic:
+    """The ``traffic`` part; a snapshot written before it existed has none."""
+    if value is None:
+        return _Traffic(None, {})
+    item = _expect(value, dict, "traffic")
+    services = dict(_watched(v) for v in _expect(item.get("services"), list, "traffic services"))
+    return _Traffic(_optional_seconds(item.get("from"), "traffic from"), services)
+
+
+@dataclass(frozen=True)
 class _Checked:
     host: str
     keys: list[SeriesKey]
@@ -301,6 +374,7 @@ class _Checked:
     blocks: dict[str, list[int]]
     opened: list[_OpenItem]
     silence: _Silence
+    traffic: _Traffic
 
 
 def _check(snap: HostSnapshot) -> _Checked:
@@ -313,7 +387,15 @@ def _check(snap: HostSnapshot) -> _Checked:
         _rows(arrays, name, len(keys))
     blocks = _blocks(meta.get("blocks"), arrays, len(keys))
     opened = [_open_issue(item, len(keys)) for item in _expect(meta.get("open"), list, "open")]
-    return _Checked(host, keys, last_seq, blocks, opened, _silence(meta.get("silence")))
+    return _Checked(
+        host,
+        keys,
+        last_seq,
+        blocks,
+        opened,
+        _silence(meta.get("silence")),
+        _traffic(meta.get("traffic")),
+    )
 
 
 def _check_detector_state(
@@ -353,6 +435,8 @@ def import_host(engine: DetectionEngine, snap: HostSnapshot) -> None:
     state.last_collected = silence.last_collected
     state.intervals.extend(silence.intervals)
     state.silent = silence.silent
+    state.traffic_from = checked.traffic.since
+    state.traffic = _within(checked.traffic.services, engine.config.traffic.max_services)
     th = engine.thresholds
     th.level[rows] = arrays["level"].astype(np.intp)
     th.pending[rows] = arrays["pending"].astype(np.intp)
@@ -384,6 +468,16 @@ def import_host(engine: DetectionEngine, snap: HostSnapshot) -> None:
         state.open[(row, item.source)] = OpenIssue(
             item.fingerprint, row, item.source, item.severity, item.first_seen
         )
+
+
+def _within(services: dict[str, ServiceTraffic], most: int) -> dict[str, ServiceTraffic]:
+    """``services``, or if there are more than ``most`` (the config changed), those
+    with an open issue and the most recently seen of the others."""
+    if len(services) <= most:
+        return services
+    ranked = sorted(services, key=lambda n: (services[n].issue is None, -services[n].last_seen))
+    kept = {n for i, n in enumerate(ranked) if i < most or services[n].issue is not None}
+    return {n: s for n, s in services.items() if n in kept}
 
 
 class SnapshotStore:

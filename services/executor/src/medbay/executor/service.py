@@ -62,6 +62,7 @@ from medbay.common.reading import follow
 from medbay.common.records import BreakerState, PlanRecord, TargetCatalog
 from medbay.common.runtime import ServiceRuntime
 from medbay.common.streams import ISSUES, METRICS, PREFIX, RESULTS
+from medbay.common.telemetry import CRITICAL_SPAN_ATTRIBUTE, mark_critical
 from medbay.executor.catalog import build_catalog
 from medbay.executor.config import ExecutorConfig
 from medbay.executor.outcomes import (
@@ -183,7 +184,7 @@ class ExecutorService:
             reasons = plan_approval_reasons(
                 plan, min_confidence=approval.min_confidence, policy=approval.require_approval
             )
-            with d.span("executor.receive_plan") as span:
+            with mark_critical(d.span("executor.receive_plan")) as span:
                 carrier: dict[str, str] = {}
                 propagate.inject(carrier, context=trace.set_span_in_context(span))
                 age = (datetime.now(UTC) - plan.timestamp).total_seconds()
@@ -240,7 +241,7 @@ class ExecutorService:
                     extra={"plan_id": approval.plan_id},
                 )
                 continue
-            with d.span("executor.receive_approval"):
+            with mark_critical(d.span("executor.receive_approval")):
                 step = await self.book.on_approval(approval)
                 log.info(
                     "%s of plan %s by %s (%s): %s",
@@ -308,7 +309,9 @@ class ExecutorService:
         parent = propagate.extract(traceparent)
         async with self.slots:
             with tracer.start_as_current_span(
-                "executor.run_plan", context=parent, attributes={"medbay.plan_id": plan.plan_id}
+                "executor.run_plan",
+                context=parent,
+                attributes={CRITICAL_SPAN_ATTRIBUTE: True, "medbay.plan_id": plan.plan_id},
             ):
                 tried: list[StepEnd] = []
                 end: PlanEnd | None
@@ -389,7 +392,11 @@ class ExecutorService:
         """Do one admitted step, then verify its fix."""
         with tracer.start_as_current_span(
             f"executor.step {step.action}",
-            attributes={"medbay.action": step.action, "medbay.target": step.target},
+            attributes={
+                CRITICAL_SPAN_ATTRIBUTE: True,
+                "medbay.action": step.action,
+                "medbay.target": step.target,
+            },
         ) as span:
             await self._report(plan, index, step, started)
             params = dict(step.params)

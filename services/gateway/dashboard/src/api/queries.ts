@@ -9,9 +9,12 @@ import type {
   IncidentDetail,
   IncidentSummary,
   LabReportState,
+  Monitoring,
   PendingApproval,
   PlannerModel,
   ServiceHealth,
+  TraceFindings,
+  TracingLinks,
 } from './types';
 
 /** How often event-driven views poll while the WebSocket is down. */
@@ -33,7 +36,9 @@ export const queryKeys = {
   model: ['model'] as const,
   lab: ['lab'] as const,
   breakers: ['breakers'] as const,
-  config: ['config'] as const,
+  monitoring: (host: string | null) => ['monitoring', host] as const,
+  tracing: ['tracing'] as const,
+  trace: (traceId: string) => ['trace', traceId] as const,
 };
 
 /** False while live events keep the view current; the polling interval otherwise. */
@@ -174,19 +179,41 @@ export function useBreakers() {
   });
 }
 
-export interface DashboardConfig {
-  /** Jaeger's UI, for links to a plan's trace; null: no links. */
-  jaegerUrl: string | null;
+/** Points of history per service on the Monitoring page. */
+export const MONITORING_POINTS = 60;
+
+/** What services' traces show (of one host, if given): RED per service, the calls
+ * between services, the incidents raised from them. */
+export function useMonitoring(host: string | null) {
+  return useQuery({
+    queryKey: queryKeys.monitoring(host),
+    queryFn: () =>
+      apiRequest<Monitoring>(
+        `api/monitoring${query({ host: host ?? undefined, points: MONITORING_POINTS })}`,
+      ),
+    refetchInterval: usePolling(),
+  });
 }
 
-/** `config.json` beside the dashboard's files, if the deployment put one there. */
-async function fetchConfig(): Promise<DashboardConfig> {
-  const response = await fetch('config.json', { headers: { Accept: 'application/json' } });
-  if (!response.ok) return { jaegerUrl: null };
-  const body = (await response.json()) as Partial<DashboardConfig>;
-  return { jaegerUrl: typeof body.jaegerUrl === 'string' ? body.jaegerUrl : null };
+/** Where traces are shown: the gateway's `jaeger_url`, asked once. */
+export function useTracing() {
+  return useQuery({
+    queryKey: queryKeys.tracing,
+    queryFn: () => apiRequest<TracingLinks>('api/tracing'),
+    staleTime: Infinity,
+  });
 }
 
-export function useDashboardConfig() {
-  return useQuery({ queryKey: queryKeys.config, queryFn: fetchConfig, staleTime: Infinity });
+/** Jaeger's UI, for links to traces; null while unknown or not configured: no links. */
+export function useJaegerUrl(): string | null {
+  return useTracing().data?.jaeger_url ?? null;
+}
+
+/** What Medbay holds of a trace; asked for once an id is given. */
+export function useTrace(traceId: string | null) {
+  return useQuery({
+    queryKey: queryKeys.trace(traceId ?? ''),
+    queryFn: () => apiRequest<TraceFindings>(`api/traces/${encodeURIComponent(traceId ?? '')}`),
+    enabled: traceId !== null,
+  });
 }

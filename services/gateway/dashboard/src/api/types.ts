@@ -17,7 +17,10 @@ export type IssueKind =
   | 'other'
   | 'runaway_process'
   | 'low_utilisation'
-  | 'host_silent';
+  | 'host_silent'
+  | 'error_rate'
+  | 'latency'
+  | 'no_traffic';
 export type ActionName =
   | 'restart_service'
   | 'clear_cache'
@@ -132,6 +135,8 @@ interface IssueEventBase extends EventBase {
   score: number | null;
   /** What was wrong, in words; may be empty. */
   detail: string;
+  /** The affected service's trace figures when the issue was raised or updated. */
+  signals: Record<string, number>;
   first_seen: string;
   last_seen: string;
 }
@@ -391,6 +396,93 @@ export interface PendingApproval {
 export interface DecisionResponse {
   approval: Approval;
   note: string;
+}
+
+// --- monitoring: what services' traces show ---------------------------------------------
+
+/** Rate, errors and duration over one collector interval; null where not reported. */
+interface RedFigures {
+  requests_per_second: number | null;
+  errors_per_second: number | null;
+  /** null also when there were too few requests for a ratio. */
+  error_ratio: number | null;
+  latency_p50_ms: number | null;
+  latency_p95_ms: number | null;
+  latency_p99_ms: number | null;
+}
+
+export interface RedPoint extends RedFigures {
+  at: string;
+}
+
+export interface OperationFigures extends RedFigures {
+  operation: string;
+  last_seen: string;
+  /** In the host's latest batch of trace figures. */
+  current: boolean;
+}
+
+/** One service's RED figures on one host: now, over time (oldest first), per operation. */
+export interface ServiceRed {
+  host: string;
+  service: string;
+  last_seen: string;
+  /** false: no spans since `last_seen`. */
+  current: boolean;
+  latest: RedPoint;
+  history: RedPoint[];
+  /** Busiest first. */
+  operations: OperationFigures[];
+}
+
+/** Calls from one service to another. */
+export interface ServiceEdge {
+  host: string;
+  client: string;
+  server: string;
+  requests_per_second: number;
+  last_seen: string;
+  /** false: fading out, dropped when not seen for a while. */
+  current: boolean;
+}
+
+export interface TracedHost {
+  host: string;
+  last_seen: string;
+  dropped_operations: number | null;
+  dropped_edges: number | null;
+}
+
+export interface Monitoring {
+  services: ServiceRed[];
+  edges: ServiceEdge[];
+  hosts: TracedHost[];
+  /** Incidents of the trace kinds (error_rate, latency, no_traffic), most recently active first. */
+  incidents: IncidentSummary[];
+}
+
+/** Where traces are shown; null: no Jaeger UI configured, so no trace links. */
+export interface TracingLinks {
+  jaeger_url: string | null;
+}
+
+/** An event of an incident published in a trace. */
+export interface TraceEvent {
+  fingerprint: string;
+  at: string;
+  stream: string;
+  summary: string;
+  event: TimelineEvent;
+}
+
+/** What Medbay holds of one trace. */
+export interface TraceFindings {
+  trace_id: string;
+  /** The trace in Jaeger's UI; null: none configured. */
+  jaeger_url: string | null;
+  incidents: IncidentSummary[];
+  /** Oldest first. */
+  events: TraceEvent[];
 }
 
 // --- quick actions, breakers, replay ------------------------------------------------------

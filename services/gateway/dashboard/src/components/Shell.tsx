@@ -10,6 +10,7 @@ import { NoticeBar } from './NoticeBar';
 import { PollingBanner } from './PollingBanner';
 import { SkipLink } from './SkipLink';
 
+const MonitoringPage = lazy(() => import('../pages/monitoring/MonitoringPage'));
 const IncidentsPage = lazy(() => import('../pages/incidents/IncidentsPage'));
 const ApprovalsPage = lazy(() => import('../pages/approvals/ApprovalsPage'));
 const AutomationPage = lazy(() => import('../pages/automation/AutomationPage'));
@@ -19,6 +20,8 @@ function Page({ id }: { id: PageId }) {
   switch (id) {
     case 'dashboard':
       return <DashboardPage />;
+    case 'monitoring':
+      return <MonitoringPage />;
     case 'incidents':
       return <IncidentsPage />;
     case 'approvals':

@@ -13,6 +13,9 @@ export const KIND_LABELS: Record<IssueKind, string> = {
   runaway_process: 'Runaway process',
   low_utilisation: 'Low utilisation',
   host_silent: 'Host silent',
+  error_rate: 'Error rate',
+  latency: 'Latency',
+  no_traffic: 'No traffic',
 };
 
 /**

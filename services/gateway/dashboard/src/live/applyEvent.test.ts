@@ -1,9 +1,9 @@
 import { QueryClient } from '@tanstack/react-query';
 import { describe, expect, it } from 'vitest';
 import { CHART_POINTS, queryKeys, type PerformancePoint } from '../api/queries';
-import type { HostMetrics, MetricBatch } from '../api/types';
+import type { HostMetrics, MetricBatch, MetricSample } from '../api/types';
 import { hostMetrics } from '../test/fixtures';
-import { applyMetricBatch, staleViews } from './applyEvent';
+import { applyMetricBatch, staleViews, staleViewsOfBatch } from './applyEvent';
 
 function batch(host: string, at: string, cpu: number): MetricBatch {
   return {
@@ -54,6 +54,32 @@ describe('applyMetricBatch', () => {
   });
 });
 
+describe('trace figures in a batch', () => {
+  const figures: MetricSample[] = [
+    { name: 'span_service_requests_per_second', value: 20, labels: { service: 'checkout' } },
+    { name: 'service_edge_requests_per_second', value: 5, labels: { client: 'a', server: 'b' } },
+  ];
+
+  it('stay out of the host metrics and make the Monitoring page stale', () => {
+    const client = new QueryClient();
+    client.setQueryData(queryKeys.metrics, []);
+    const withFigures = batch('web-1', '2026-01-01T00:01:00Z', 10);
+    withFigures.samples.push(...figures);
+    applyMetricBatch(client, withFigures);
+    const [host] = client.getQueryData<HostMetrics[]>(queryKeys.metrics) ?? [];
+    expect(host?.series.map((s) => s.name)).toEqual(['cpu_percent', 'memory_percent']);
+    expect(staleViewsOfBatch(withFigures)).toEqual([['monitoring']]);
+    expect(staleViewsOfBatch(batch('web-1', '2026-01-01T00:02:00Z', 10))).toEqual([]);
+  });
+
+  it('alone add no host to the host metrics', () => {
+    const client = new QueryClient();
+    client.setQueryData(queryKeys.metrics, []);
+    applyMetricBatch(client, { ...batch('shop-1', '2026-01-01T00:01:00Z', 10), samples: figures });
+    expect(client.getQueryData(queryKeys.metrics)).toEqual([]);
+  });
+});
+
 describe('staleViews', () => {
   it('names the views an event changes', () => {
     expect(staleViews('plan.created')).toContainEqual(queryKeys.approvals);
@@ -61,5 +87,6 @@ describe('staleViews', () => {
     expect(staleViews('metric.batch')).toEqual([]);
     expect(staleViews('plan.finished')).toContainEqual(['incidents']);
     expect(staleViews('alert.raised')).toContainEqual(['incident']);
+    expect(staleViews('issue.opened')).toContainEqual(['monitoring']);
   });
 });

@@ -1,12 +1,13 @@
 import type { QueryClient, QueryKey } from '@tanstack/react-query';
 import { CHART_POINTS, queryKeys, type PerformancePoint } from '../api/queries';
 import type { EventType, HostMetrics, MetricBatch } from '../api/types';
+import { isTraceFigure } from '../lib/traces';
 
 /** The views each kind of event changes (query key prefixes). */
 const STALE_VIEWS: Record<Exclude<EventType, 'metric.batch'>, QueryKey[]> = {
-  'issue.opened': [['incidents'], ['incident']],
-  'issue.updated': [['incidents'], ['incident']],
-  'issue.resolved': [['incidents'], ['incident']],
+  'issue.opened': [['incidents'], ['incident'], ['monitoring']],
+  'issue.updated': [['incidents'], ['incident'], ['monitoring']],
+  'issue.resolved': [['incidents'], ['incident'], ['monitoring']],
   'plan.created': [['incidents'], ['incident'], queryKeys.approvals],
   'plan.approval': [['incidents'], ['incident'], queryKeys.approvals],
   'action.result': [['incidents'], ['incident'], queryKeys.approvals, queryKeys.model, queryKeys.breakers],
@@ -20,17 +21,26 @@ export function staleViews(type: EventType): QueryKey[] {
   return type === 'metric.batch' ? [] : STALE_VIEWS[type];
 }
 
+/** The views a metric batch makes stale: the Monitoring page's, if it carries trace figures
+ * (the others it updates in place: `applyMetricBatch`). */
+export function staleViewsOfBatch(batch: MetricBatch): QueryKey[] {
+  return batch.samples.some(isTraceFigure) ? [['monitoring']] : [];
+}
+
 /** Timestamps compared as times: their text may differ in the digits of a second. */
 function isLater(at: string, than: string): boolean {
   return Date.parse(at) > Date.parse(than);
 }
 
-/** Put a host's new readings straight into the cached metric views. */
+/** Put a host's new readings straight into the cached metric views; its trace figures
+ * are not host metrics (the gateway keeps them for the Monitoring page). */
 export function applyMetricBatch(client: QueryClient, batch: MetricBatch): void {
+  const samples = batch.samples.filter((sample) => !isTraceFigure(sample));
+  if (samples.length === 0 && batch.samples.length > 0) return;
   const current: HostMetrics = {
     host: batch.host,
     collected_at: batch.collected_at,
-    series: batch.samples.map((sample) => ({
+    series: samples.map((sample) => ({
       name: sample.name,
       labels: sample.labels ?? {},
       unit: sample.unit ?? null,

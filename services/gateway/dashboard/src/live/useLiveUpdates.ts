@@ -2,7 +2,7 @@ import { useQueryClient, type QueryKey } from '@tanstack/react-query';
 import { useEffect } from 'react';
 import { useLive } from '../state/live';
 import { useSession } from '../state/session';
-import { applyMetricBatch, staleViews } from './applyEvent';
+import { applyMetricBatch, staleViews, staleViewsOfBatch } from './applyEvent';
 import { LiveSocket } from './socket';
 
 /** Refetches wait this long, so that a burst of events costs one refetch per view. */
@@ -28,11 +28,11 @@ export function useLiveUpdates(): void {
       onStatus: setStatus,
       onEvent: (message) => {
         addEvent(message);
-        if (message.event.type === 'metric.batch') {
-          applyMetricBatch(client, message.event);
-          return;
-        }
-        for (const key of staleViews(message.event.type)) pending.set(JSON.stringify(key), key);
+        const event = message.event;
+        const stale = event.type === 'metric.batch' ? staleViewsOfBatch(event) : staleViews(event.type);
+        if (event.type === 'metric.batch') applyMetricBatch(client, event);
+        if (stale.length === 0) return;
+        for (const key of stale) pending.set(JSON.stringify(key), key);
         timer ??= setTimeout(flush, INVALIDATE_AFTER_MS);
       },
       onRefused: (reason) => signOut(`Live updates refused: ${reason}`),

@@ -4,11 +4,17 @@ import type {
   Approval,
   HostMetrics,
   IncidentDetail,
+  IncidentSummary,
+  IssueKind,
+  IssueOpened,
   PendingApproval,
   Plan,
   PlanFinished,
   PlanOutcome,
   PlanProgress,
+  RedPoint,
+  ServiceEdge,
+  ServiceRed,
   TimelineEntry,
 } from '../api/types';
 
@@ -202,5 +208,98 @@ export function incidentDetail(ending: PlanFinished = finished(plan().plan_id)):
     episodes: [
       { number: 1, state: 'resolved', opened_at: NOW, resolved_at: NOW, plans: [progress], timeline },
     ],
+  };
+}
+
+/** A RED point `seconds` after NOW. */
+export function redPoint(seconds: number, requests: number, errors: number, p95: number): RedPoint {
+  return {
+    at: new Date(Date.parse(NOW) + seconds * 1000).toISOString(),
+    requests_per_second: requests,
+    errors_per_second: errors,
+    error_ratio: requests >= 5 ? errors / requests : null,
+    latency_p50_ms: p95 / 4,
+    latency_p95_ms: p95,
+    latency_p99_ms: p95 * 2,
+  };
+}
+
+/** A service's figures on web-1 over three readings, the last `requests` and `errors`. */
+export function serviceRed(service: string, requests: number, errors: number, p95: number): ServiceRed {
+  const history = [0, 10, 20].map((s) => redPoint(s, requests, errors, p95));
+  const latest = history[2] as RedPoint;
+  return {
+    host: 'web-1',
+    service,
+    last_seen: latest.at,
+    current: true,
+    latest,
+    history,
+    operations: [
+      {
+        operation: `POST /${service}`,
+        requests_per_second: requests,
+        errors_per_second: errors,
+        error_ratio: null,
+        latency_p50_ms: null,
+        latency_p95_ms: p95,
+        latency_p99_ms: null,
+        last_seen: latest.at,
+        current: true,
+      },
+    ],
+  };
+}
+
+export function serviceEdge(client: string, server: string, rps: number, current = true): ServiceEdge {
+  return { host: 'web-1', client, server, requests_per_second: rps, last_seen: NOW, current };
+}
+
+/** An incident the detector raised from a service's traces. */
+export function traceIncident(kind: IssueKind, service: string): IncidentSummary {
+  return {
+    fingerprint: `${kind}-${service}`,
+    host: 'web-1',
+    kind,
+    severity: 'critical',
+    state: 'open',
+    resource: service,
+    detail: '',
+    opened_at: NOW,
+    resolved_at: null,
+    last_activity: NOW,
+    plan_count: 0,
+    plan_status: null,
+    outcome: null,
+    status: 'not_planned',
+    pending_approval: false,
+    recurrences: 0,
+    quick_action: null,
+  };
+}
+
+/** The issue the incident fixtures are about: demo-web down on web-1. */
+export function issueOpened(overrides: Partial<IssueOpened> = {}): IssueOpened {
+  return {
+    event_id: 'i1',
+    schema_version: 1,
+    timestamp: NOW,
+    type: 'issue.opened',
+    fingerprint: 'f1',
+    host: 'web-1',
+    kind: 'service_down',
+    resource: 'demo-web',
+    metric: 'service_up',
+    labels: { service: 'demo-web' },
+    value: 0,
+    threshold: 0.5,
+    severity: 'critical',
+    detector: 'threshold',
+    score: null,
+    detail: 'connection refused',
+    signals: {},
+    first_seen: NOW,
+    last_seen: NOW,
+    ...overrides,
   };
 }

@@ -11,8 +11,10 @@ any route (``Host``, ``Origin``, token, body size) are in ``medbay.gateway.guard
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -37,6 +39,7 @@ from medbay.gateway.guards import BodyLimit, OriginCheck, TokenGate, TrustedHost
 from medbay.gateway.health import OwnHealth
 from medbay.gateway.incidents import IncidentFilter
 from medbay.gateway.lab_report import read_lab_report
+from medbay.gateway.monitoring import TRACE_KINDS
 from medbay.gateway.operations import Conflict, NotFound, Operations, Unavailable
 from medbay.gateway.schemas import (
     ActionAccepted,
@@ -55,6 +58,7 @@ from medbay.gateway.schemas import (
     IssueSummary,
     LabReportState,
     Me,
+    Monitoring,
     PendingApproval,
     PlannerModel,
     PlanProgress,
@@ -65,6 +69,8 @@ from medbay.gateway.schemas import (
     ServiceHealth,
     ServiceInfo,
     StepOutcome,
+    TraceFindings,
+    TracingLinks,
     UtcDateTime,
     ValidationProblem,
 )
@@ -73,6 +79,18 @@ from medbay.gateway.ws import events_socket
 
 PACKAGE_STATIC = Path(__file__).parent / "static"
 MAX_LIMIT = 1000
+TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+"""A W3C trace id: 32 lower-case hexadecimal digits, not all zero."""
+NO_TRACE = "0" * 32
+
+
+class BadRequest(ValueError):
+    """A request the gateway cannot answer as asked: 400, with what is wrong."""
+
+
+def trace_url(jaeger_url: str, trace_id: str) -> str:
+    """Where Jaeger's UI (configured without a trailing slash) shows a trace."""
+    return f"{jaeger_url}/trace/{trace_id}"
 
 
 def _problem(status: int, description: str) -> dict[int | str, dict[str, Any]]:
@@ -200,6 +218,81 @@ async def one_host_metrics(
     if found is None:
         raise HTTPException(404, f"no metrics from host {host!r}")
     return found
+
+
+@api.get("/monitoring", tags=["monitoring"])
+async def monitoring(
+    service: Service,
+    host: HostFilter = None,
+    service_name: Annotated[
+        str | None,
+        Query(
+            alias="service",
+            min_length=1,
+            max_length=200,
+            description="Only this service: its figures, its edges either way, its incidents.",
+        ),
+    ] = None,
+    points: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=10_000,
+            description="History points per service, the latest (at most the "
+            "monitoring.history_points held).",
+        ),
+    ] = 60,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="At most this many incidents.")
+    ] = 50,
+) -> Monitoring:
+    """What services' traces show: per service its requests and errors per second, error
+    ratio and latency percentiles (now, over time and per operation), the calls between
+    services, and the incidents raised from them (error_rate, latency, no_traffic)."""
+    now = datetime.now(UTC)
+    board = service.monitoring
+    where = IncidentFilter(host=host, kinds=TRACE_KINDS, resource=service_name)
+    return Monitoring(
+        services=board.services(now, host=host, service=service_name, points=points),
+        edges=board.edges(now, host=host, service=service_name),
+        hosts=board.hosts(host=host),
+        incidents=service.incidents.incidents(where, limit),
+    )
+
+
+@api.get("/tracing", tags=["monitoring"])
+async def tracing(service: Service) -> TracingLinks:
+    """Where traces are shown: Jaeger's UI, if the gateway's config names one."""
+    return TracingLinks(jaeger_url=service.config.jaeger_url)
+
+
+@api.get(
+    "/traces/{trace_id}",
+    tags=["monitoring"],
+    responses=_problem(400, "Not a trace id: 32 hexadecimal digits, not all zero"),
+)
+async def trace(
+    service: Service,
+    trace_id: Annotated[str, PathParam(description="A W3C trace id: 32 hexadecimal digits.")],
+) -> TraceFindings:
+    """What Medbay holds of a trace: the incidents and events (issues, plans, decisions,
+    step results, outcomes, alerts) published in it, and where Jaeger shows it, if
+    configured. A trace Medbay holds nothing of is answered with empty lists."""
+    wanted = trace_id.strip().lower()
+    if not TRACE_ID.match(wanted) or wanted == NO_TRACE:
+        shown = trace_id if len(trace_id) <= 40 else f"{trace_id[:40]}..."
+        raise BadRequest(
+            f"trace_id: expected 32 hexadecimal digits, not all zero (a W3C trace id), "
+            f"got {shown!r}"
+        )
+    incidents, events = service.incidents.trace(wanted)
+    jaeger_url = service.config.jaeger_url
+    return TraceFindings(
+        trace_id=wanted,
+        jaeger_url=None if jaeger_url is None else trace_url(jaeger_url, wanted),
+        incidents=incidents,
+        events=events,
+    )
 
 
 @api.get("/issues", tags=["incidents"])
@@ -403,7 +496,7 @@ async def invalid_input(request: Request, exc: Exception) -> JSONResponse:
 async def unreadable_body(request: Request, exc: Exception) -> Response:
     """FastAPI answers a body it cannot decode with 400; here it is invalid input like any."""
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code != 400:  # nothing else in the gateway answers 400
+    if exc.status_code != 400:  # routes answer 400 through BadRequest, not HTTPException
         return await http_exception_handler(request, exc)
     problem = FieldProblem(loc=["body"], msg=str(exc.detail), type="json_invalid")
     body = ValidationProblem(detail="body: not readable as JSON", errors=[problem])
@@ -478,6 +571,7 @@ def build_app(
     app.add_api_websocket_route("/ws", events_socket)
     app.add_exception_handler(RequestValidationError, invalid_input)
     app.add_exception_handler(StarletteHTTPException, unreadable_body)
+    app.add_exception_handler(BadRequest, _status_for(400))
     app.add_exception_handler(NotFound, _status_for(404))
     app.add_exception_handler(Conflict, _status_for(409))
     app.add_exception_handler(Unavailable, _status_for(503))

@@ -17,6 +17,9 @@ gateway nobody may use is a mistake, and one that everybody may use must be mean
     history_hours: 72             # what the views hold (and rebuild from JetStream)
     max_incidents: 10000          # the least recently active go first (~7 KB each)
     metrics: {history_seconds: 900, history_points: 60, max_hosts: 200}
+    monitoring: {history_points: 120, max_services: 1000, max_operations: 5000,
+                 max_edges: 2000, stale_seconds: 120, forget_seconds: 3600}
+    jaeger_url: null              # Jaeger's UI, for links to traces; none: no links
     websocket: {queue_size: 256, send_timeout_seconds: 10}
     health:                       # where the other services answer /healthz
       host: 127.0.0.1
@@ -46,6 +49,16 @@ token check.
 ``<data-dir>/lab/latest.json``): the Automation page shows it. The file may be
 missing (no lab run yet) and is read when asked for, so a new run shows at once.
 
+``monitoring`` bounds what the Monitoring view holds of the collector's trace figures
+(``medbay.gateway.monitoring``): per service a history of ``history_points``, at most
+``max_services`` services, ``max_operations`` operations and ``max_edges`` dependency
+edges in all (the least recently reported go first). An operation or edge not reported
+for ``stale_seconds`` is dropped, a service not reported for ``forget_seconds`` too.
+
+``jaeger_url`` is where Jaeger's UI answers (``http://jaeger:16686``): the dashboard and
+``/api/traces/{trace_id}`` link traces there. Without it there are no trace links at all,
+rather than links to a UI that is not there.
+
 ``max_body_bytes`` (1 KiB to 64 MiB) bounds every request body: a larger one is
 answered 413 before it is read, or, streamed, as soon as it passes the limit.
 """
@@ -57,6 +70,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -119,6 +133,49 @@ class MetricsConfig(_Section):
     history_points: int = Field(default=60, ge=1, le=10_000, description="Points kept per series.")
     max_hosts: int = Field(default=200, ge=1, le=100_000)
     max_series_per_host: int = Field(default=200, ge=1, le=100_000)
+
+
+class MonitoringConfig(_Section):
+    history_points: int = Field(
+        default=120, ge=1, le=10_000, description="RED points kept per service."
+    )
+    max_services: int = Field(
+        default=1000, ge=1, le=100_000, description="(host, service) pairs held, in all."
+    )
+    max_operations: int = Field(
+        default=5000, ge=1, le=1_000_000, description="(host, service, operation) held, in all."
+    )
+    max_edges: int = Field(
+        default=2000, ge=1, le=1_000_000, description="Dependency edges held, in all."
+    )
+    stale_seconds: float = Field(
+        default=120.0,
+        ge=1,
+        le=86_400,
+        description="An operation or edge not reported for this long is dropped.",
+    )
+    forget_seconds: float = Field(
+        default=3600.0,
+        ge=1,
+        le=7 * 86_400,
+        description="A service not reported for this long is dropped, its history with it.",
+    )
+
+
+def _jaeger_url(text: str) -> str:
+    """Jaeger's UI: an http(s) URL, kept without a trailing slash."""
+    url = text.strip()
+    expected = f"{text!r}: expected http(s)://host[:port][/path], e.g. http://jaeger:16686"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError:
+        raise ValueError(expected) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(expected)
+    if parts.query or parts.fragment:
+        raise ValueError(f"{text!r}: give Jaeger's UI without a query or fragment")
+    return url.rstrip("/")
 
 
 class WebSocketConfig(_Section):
@@ -229,6 +286,11 @@ class GatewayConfig(_Section):
         description="Latest events kept for /api/events (metric batches: a tenth as many more).",
     )
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    jaeger_url: Annotated[str, AfterValidator(_jaeger_url)] | None = Field(
+        default=None,
+        description="Jaeger's UI (http://jaeger:16686), for links to traces; none: no links.",
+    )
     websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)

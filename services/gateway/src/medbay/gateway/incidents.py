@@ -19,6 +19,10 @@ only when the executor says how it ended (``PlanFinished``), and only ``verified
 means fixed; an issue no plan was made for (in its current opening) reads
 ``not_planned``. See ``incident_status``.
 
+Each timeline entry keeps the W3C trace its event was published in: the issue, its
+plan, the decision and the executor's steps share the trace of the metric sample that
+revealed the problem, so a trace id finds them (``trace``).
+
 Bounded by ``history_hours`` (an incident with no event since is dropped) and by
 ``max_incidents`` (the least recently active go first); a timeline keeps its
 latest ``max_timeline_events`` entries.
@@ -68,6 +72,7 @@ from medbay.gateway.schemas import (
     PlanStatus,
     QuickActionInfo,
     TimelineEntry,
+    TraceEvent,
 )
 
 TimelineEvent = (
@@ -119,6 +124,10 @@ class IncidentFilter:
     state: IncidentState | None = None
     since: datetime | None = None
     """Only those with activity at or after this time."""
+    kinds: frozenset[str] | None = None
+    """Only those of one of these kinds."""
+    resource: str | None = None
+    """Only those about this resource (a service, a mount)."""
 
 
 class _Entry(NamedTuple):
@@ -410,6 +419,8 @@ class IncidentBook:
         """Plans waiting for a decision: plan id -> fingerprint."""
         self._results: deque[_Result] = deque(maxlen=max_results)
         """Finished step results, as they arrived."""
+        self._traces: dict[str, set[str]] = {}
+        """Trace id -> the incidents with timeline entries published in that trace."""
         self._sequence = 0
 
     def __len__(self) -> int:
@@ -546,10 +557,23 @@ class IncidentBook:
         self._sequence += 1  # keeps arrival order among equal timestamps
         entry = _Entry(at, self._sequence, stream, event_id, raw, trace_id)
         bisect.insort(incident.timeline, entry)
+        if trace_id is not None:
+            self._traces.setdefault(trace_id, set()).add(incident.fingerprint)
         excess = len(incident.timeline) - self.max_timeline_events
         if excess > 0:
+            gone = {e.trace_id for e in incident.timeline[:excess] if e.trace_id is not None}
             del incident.timeline[:excess]
             incident.dropped += excess
+            kept = {e.trace_id for e in incident.timeline}
+            self._unindex(incident.fingerprint, gone - kept)
+
+    def _unindex(self, fingerprint: str, trace_ids: Iterable[str]) -> None:
+        for trace_id in trace_ids:
+            fingerprints = self._traces.get(trace_id)
+            if fingerprints is not None:
+                fingerprints.discard(fingerprint)
+                if not fingerprints:
+                    del self._traces[trace_id]
 
     def _update_pending(self, fingerprint: str, track: _PlanTrack) -> None:
         if track.status() == "pending_approval":
@@ -566,6 +590,9 @@ class IncidentBook:
         for plan_id in incident.plans:
             self._plan_incident.pop(plan_id, None)
             self._pending.pop(plan_id, None)
+        self._unindex(
+            incident.fingerprint, {e.trace_id for e in incident.timeline if e.trace_id is not None}
+        )
 
     def prune(self, older_than: datetime) -> None:
         """Drop incidents, waiting approvals and results with nothing since ``older_than``."""
@@ -628,6 +655,33 @@ class IncidentBook:
             episodes=episodes(timeline, incident.plans),
         )
 
+    def trace(self, trace_id: str) -> tuple[list[IncidentSummary], list[TraceEvent]]:
+        """The incidents (most recently active first) and their events (oldest first)
+        published in the trace ``trace_id``."""
+        held = (self._incidents.get(f) for f in self._traces.get(trace_id, ()))
+        incidents = sorted(
+            (i for i in held if i is not None), key=lambda i: i.last_activity, reverse=True
+        )
+        entries = sorted(
+            (entry, incident.fingerprint)
+            for incident in incidents
+            for entry in incident.timeline
+            if entry.trace_id == trace_id
+        )
+        events = []
+        for entry, fingerprint in entries:
+            event = _PARSE.validate_json(entry.raw)
+            events.append(
+                TraceEvent(
+                    fingerprint=fingerprint,
+                    at=entry.at,
+                    stream=entry.stream,
+                    summary=summarize(event),
+                    event=event,
+                )
+            )
+        return [self._summary(i) for i in incidents], events
+
     def pending_approvals(self, limit: int) -> list[PendingApproval]:
         """Plans waiting for a decision, oldest first."""
         waiting = []
@@ -680,13 +734,21 @@ class IncidentBook:
             return False
         if where.state is not None and incident.state != where.state:
             return False
-        if where.host is None and where.kind is None and where.severity is None:
+        if (
+            where.host is None
+            and where.kind is None
+            and where.severity is None
+            and where.kinds is None
+            and where.resource is None
+        ):
             return True
-        host, kind, severity, _ = incident.about()
+        host, kind, severity, resource = incident.about()
         return (
             (where.host is None or host == where.host)
             and (where.kind is None or kind == where.kind)
             and (where.severity is None or severity == where.severity)
+            and (where.kinds is None or kind in where.kinds)
+            and (where.resource is None or resource == where.resource)
         )
 
     def _summary(self, incident: _Incident) -> IncidentSummary:

@@ -4,6 +4,10 @@ Bounded three ways: hosts (the least recently reporting go first), series per
 host (new ones beyond the limit are counted, not kept) and points per series.
 Points are packed in an ``array`` (16 bytes each) rather than tuples (~100).
 
+The collector's trace figures (``span_*``, ``service_edge_*``: many series per host)
+are not held here but in ``medbay.gateway.monitoring``; a batch of nothing else adds
+no host.
+
 The collector's ``service_up{service=...}`` series (1 up, 0 down) are also shown
 as the services it checks, each with when its current state began (as far as the
 history held shows).
@@ -17,6 +21,7 @@ from datetime import UTC, datetime
 
 from medbay.common.events import MetricBatch
 from medbay.gateway.config import MetricsConfig
+from medbay.gateway.monitoring import TRACE_SAMPLES
 from medbay.gateway.schemas import CheckedService, HostMetrics, SeriesValue
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -68,6 +73,9 @@ class MetricsBoard:
         return len(self._hosts)
 
     def apply(self, batch: MetricBatch) -> None:
+        samples = [s for s in batch.samples if s["name"] not in TRACE_SAMPLES]
+        if not samples and batch.samples:
+            return  # trace figures only
         host = self._hosts.get(batch.host)
         if host is None:
             host = self._hosts[batch.host] = _Host(batch.collected_at)
@@ -79,7 +87,7 @@ class MetricsBoard:
         host.collected_at = batch.collected_at
         at = batch.collected_at.timestamp()
         keep = self.config.history_points
-        for sample in batch.samples:
+        for sample in samples:
             labels = sample.get("labels") or {}
             key = (sample["name"], tuple(sorted(labels.items())))
             series = host.series.get(key)

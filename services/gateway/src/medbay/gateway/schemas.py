@@ -276,6 +276,114 @@ class PendingApproval(_Out):
     quick_action: QuickActionInfo | None = Field(description="For a quick action: what, by whom.")
 
 
+# --- monitoring: what services' traces show -------------------------------------------
+
+
+class RedFigures(_Out):
+    """A service's or operation's Rate, Errors and Duration over one collector interval,
+    from its spans; None where the batch had no such figure."""
+
+    requests_per_second: float | None
+    errors_per_second: float | None
+    error_ratio: float | None = Field(
+        description="Errors per request; None also when there were too few requests for a "
+        "ratio (the collector's min_requests_for_ratio)."
+    )
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+
+
+class RedPoint(RedFigures):
+    at: datetime = Field(description="When the collector took the figures.")
+
+
+class OperationFigures(RedFigures):
+    operation: str
+    last_seen: datetime
+    current: bool = Field(description="In the host's latest batch of trace figures.")
+
+
+class ServiceRed(_Out):
+    """One service's RED figures on one host: now, over time and per operation."""
+
+    host: str
+    service: str
+    last_seen: datetime
+    current: bool = Field(
+        description="In the host's latest batch of trace figures; false: no spans since last_seen."
+    )
+    latest: RedPoint
+    history: list[RedPoint] = Field(description="Oldest first.")
+    operations: list[OperationFigures] = Field(description="Busiest first.")
+
+
+class ServiceEdge(_Out):
+    """Calls from one service to another, as the spans show them."""
+
+    host: str
+    client: str
+    server: str
+    requests_per_second: float
+    last_seen: datetime
+    current: bool = Field(
+        description="In the host's latest batch of trace figures; false: fading out, dropped "
+        "once not seen for monitoring.stale_seconds."
+    )
+
+
+class TracedHost(_Out):
+    host: str
+    last_seen: datetime = Field(description="Its latest batch of trace figures.")
+    dropped_operations: float | None = Field(
+        description="Spans the collector counted under (other): over its operation limit."
+    )
+    dropped_edges: float | None = Field(description="Edges over the collector's limit.")
+
+
+class Monitoring(_Out):
+    """What services' traces show: RED per service, the dependency edges, and the
+    incidents raised from them."""
+
+    services: list[ServiceRed] = Field(description="By host, then service.")
+    edges: list[ServiceEdge] = Field(description="By host, client, server.")
+    hosts: list[TracedHost]
+    incidents: list[IncidentSummary] = Field(
+        description="Incidents of the trace kinds (error_rate, latency, no_traffic), most "
+        "recently active first."
+    )
+
+
+class TracingLinks(_Out):
+    jaeger_url: str | None = Field(
+        description="Jaeger's UI, where traces are shown; None: not configured, so no links."
+    )
+
+
+class TraceEvent(_Out):
+    """An event of an incident's timeline published in the trace."""
+
+    fingerprint: str
+    at: datetime
+    stream: str
+    summary: str
+    event: TimelineEvent
+
+
+class TraceFindings(_Out):
+    """What Medbay holds of one trace: the incidents and events published in it."""
+
+    trace_id: str
+    jaeger_url: str | None = Field(
+        description="The trace in Jaeger's UI; None: no Jaeger UI configured."
+    )
+    incidents: list[IncidentSummary] = Field(description="Most recently active first.")
+    events: list[TraceEvent] = Field(
+        description="Issues, plans, decisions, results, outcomes and alerts in the trace, "
+        "oldest first."
+    )
+
+
 # --- mutations ------------------------------------------------------------------------
 
 

@@ -43,6 +43,7 @@ from medbay.gateway.health import HealthBoard, OwnHealth
 from medbay.gateway.hub import Hub, RecentEvents, Subscriber, envelope
 from medbay.gateway.incidents import IncidentBook
 from medbay.gateway.metrics_view import MetricsBoard
+from medbay.gateway.monitoring import MonitoringBoard
 from medbay.gateway.operations import Operations, Publish
 from medbay.gateway.planner_model import PlannerModelReader
 
@@ -77,6 +78,7 @@ class GatewayService:
         self.max_event_bytes = max_event_bytes
         self.tokens = TokenBook(config.tokens, config.allow_anonymous_viewer)
         self.metrics = MetricsBoard(config.metrics)
+        self.monitoring = MonitoringBoard(config.monitoring)
         self.incidents = IncidentBook(
             max_incidents=config.max_incidents,
             max_timeline_events=config.max_timeline_events,
@@ -117,6 +119,11 @@ class GatewayService:
         Gauge("medbay_gateway_hosts", "Hosts with metrics held", registry=registry).set_function(
             lambda: len(self.metrics)
         )
+        Gauge(
+            "medbay_gateway_traced_services",
+            "Services with trace figures held (host, service)",
+            registry=registry,
+        ).set_function(lambda: len(self.monitoring))
 
     # --- state ---------------------------------------------------------------------
 
@@ -174,6 +181,7 @@ class GatewayService:
         horizon = now - timedelta(hours=self.config.history_hours)
         self.incidents.prune(horizon)
         self.metrics.prune(horizon)
+        self.monitoring.prune(now)
 
     # --- events ----------------------------------------------------------------------
 
@@ -192,6 +200,7 @@ class GatewayService:
         self.events.labels(stream.name, "live" if live else "history").inc()
         if isinstance(event, MetricBatch):
             self.metrics.apply(event)
+            self.monitoring.apply(event)
         elif not isinstance(event, ActionRequested | BreakerReset):
             trace_id = trace_id_of((msg.headers or {}).get("traceparent"))
             self.incidents.apply(event, stream.name, msg.data, trace_id)  # type: ignore[arg-type]

@@ -4,9 +4,12 @@ For the issue: its value, threshold (0 and ``has_threshold`` = 0 for anomalies),
 severity ratio (value / threshold; 1 without a usable threshold), severity
 (``critical`` = 1 or 0), kind (one-hot) and the hour and weekday (UTC) of the
 observation that raised it (``last_seen``, so a re-derived issue gives the same
-numbers). For every action in the catalog: ``rate:<action>``, its smoothed
-historical success rate for this kind of issue and the target it would get
-here, ``tries:<action>``, the outcomes that rate rests on, and
+numbers), and the affected service's trace figures the issue carried
+(``signals``): ``trace:requests_per_second``, ``trace:errors_per_second``,
+``trace:error_ratio``, ``trace:latency_p95_ms`` (0 when missing) and
+``trace:present`` (1 when it carried any). For every action in the catalog:
+``rate:<action>``, its smoothed historical success rate for this kind of issue
+and the target it would get here, ``tries:<action>``, the outcomes that rate rests on, and
 ``targeted:<action>``, 1 if the executor permits the action on a target here
 (0: the action cannot be a step, and its rate is the kind's).
 
@@ -25,6 +28,13 @@ from medbay.common.actions import ACTIONS
 from medbay.common.events import ActionName, IssueEvent, IssueKind, Severity
 
 KINDS: tuple[IssueKind, ...] = get_args(IssueKind)
+TRACE_SIGNALS: tuple[str, ...] = (
+    "requests_per_second",
+    "errors_per_second",
+    "error_ratio",
+    "latency_p95_ms",
+)
+"""The issue's ``signals`` the planner uses, each as feature ``trace:<name>``."""
 ACTION_NAMES: tuple[ActionName, ...] = tuple(ACTIONS)
 
 ISSUE_FEATURES: tuple[str, ...] = (
@@ -36,6 +46,8 @@ ISSUE_FEATURES: tuple[str, ...] = (
     "hour",
     "weekday",
     *(f"kind:{k}" for k in KINDS),
+    *(f"trace:{s}" for s in TRACE_SIGNALS),
+    "trace:present",
 )
 
 LIMIT = 1e12
@@ -74,6 +86,10 @@ def issue_features(issue: IssueEvent) -> dict[str, float]:
     }
     for kind in KINDS:
         features[f"kind:{kind}"] = 1.0 if issue.kind == kind else 0.0
+    signals = issue.signals
+    for name in TRACE_SIGNALS:
+        features[f"trace:{name}"] = _finite(signals.get(name, 0.0))
+    features["trace:present"] = 1.0 if signals else 0.0
     return features
 
 

@@ -26,8 +26,8 @@ trained elsewhere (``judge_adoption``, for the config's ``initial_model``).
 
 Every action is a possible candidate, and every issue kind a one-hot feature; a
 model records the features it was trained with, so a model from before a kind
-existed still loads and ranks (the new kind's feature is not among its inputs,
-and it has no candidates for that kind).
+or a feature existed still loads and ranks (the new kind's feature, or the
+trace figures, are not among its inputs, and it has no candidates for that kind).
 """
 
 from __future__ import annotations

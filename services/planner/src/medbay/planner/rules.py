@@ -15,6 +15,8 @@ service nobody made a target of, or an idle one, is the user's to watch.
 | issue kind | steps | if no step has a target | confidence |
 |---|---|---|---|
 | service_down | restart_service | not planned | 0.80 |
+| error_rate | restart_service | alert | 0.60 |
+| latency | scale_up | alert | 0.55 |
 | runaway_process | restart_service, then kill_process (high-risk: approval) | alert | 0.70 |
 | memory | clear_cache, then restart_service | alert | 0.70 |
 | disk | rotate_logs, then cleanup_disk | alert | 0.75 |
@@ -22,6 +24,7 @@ service nobody made a target of, or an idle one, is the user's to watch.
 | cpu | scale_up | alert | 0.60 |
 | low_utilisation | scale_down | not planned | 0.60 |
 | host_silent | reboot (a target covering the host; high-risk: approval) | alert | 0.50 |
+| no_traffic | alert_human | not planned | 0.50 |
 | network_errors | alert_human | not planned | 0.50 |
 | anomaly | alert_human | not planned | 0.40 |
 | other | alert_human | not planned | 0.30 |
@@ -29,6 +32,11 @@ service nobody made a target of, or an idle one, is the user's to watch.
 A runaway process's steps go to the targets covering the process's name (the
 issue's resource): a service that runs it, and a ``process_name`` target; the
 kill signals only that name (step parameter ``name``, from the issue's label).
+
+An error rate, latency or missing traffic in a service's traces is about the
+service (the issue's resource), like a service down: its steps go to the target
+of that name or covering it. A service without requests may just have no users,
+so nothing is restarted for it; a person hears of it.
 
 Memory and CPU issues name a metric, not a service: the planner cannot see
 which service is the heaviest on a host, so name it per host in the config
@@ -60,6 +68,10 @@ class Rule:
 
 RULES: dict[IssueKind, Rule] = {
     "service_down": Rule(("restart_service",), 0.80, "service down: restart it"),
+    "error_rate": Rule(
+        ("restart_service",), 0.60, "service failing requests: restart it", alert=True
+    ),
+    "latency": Rule(("scale_up",), 0.55, "service slow: scale it up", alert=True),
     "runaway_process": Rule(
         ("restart_service", "kill_process"),
         0.70,
@@ -84,6 +96,9 @@ RULES: dict[IssueKind, Rule] = {
     "cpu": Rule(("scale_up",), 0.60, "high CPU: scale up", alert=True),
     "low_utilisation": Rule(("scale_down",), 0.60, "little to do: scale down"),
     "host_silent": Rule(("reboot",), 0.50, "host silent: reboot it", alert=True),
+    "no_traffic": Rule(
+        ("alert_human",), 0.50, "no requests reach the service: a person has to look"
+    ),
     "network_errors": Rule(("alert_human",), 0.50, "network errors: a person has to look"),
     "anomaly": Rule(("alert_human",), 0.40, "anomaly: a person has to look"),
     "other": Rule(("alert_human",), 0.30, "unknown issue: a person has to look"),

@@ -36,6 +36,7 @@ from medbay.common.events import ActionRequested, ActionResult, Event, IssueChan
 from medbay.common.records import EXECUTOR_RAILS, TARGET_CATALOG_KEY, TargetCatalog
 from medbay.common.runtime import ServiceRuntime
 from medbay.common.streams import PLANS, RESULTS
+from medbay.common.telemetry import mark_critical
 from medbay.planner.config import PlannerConfig
 from medbay.planner.executor_rails import ExecutorRails
 from medbay.planner.learning import Learner, TrainingRow
@@ -346,7 +347,7 @@ class PlannerService:
     async def plan_and_publish(
         self, delivery: Delivery[Any], make: Callable[[], Plan | NotPlanned]
     ) -> None:
-        span = delivery.span("planner.plan")
+        span = mark_critical(delivery.span("planner.plan"))
         try:
             with trace.use_span(span), self.plan_seconds.time():
                 plan = make()

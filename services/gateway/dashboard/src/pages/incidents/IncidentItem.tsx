@@ -13,14 +13,21 @@ import { IncidentTimeline } from './IncidentTimeline';
 
 /** One incident's line (what is wrong, and what was done about it); expanded, its
  * episodes (loaded only then). */
-export function IncidentItem({ incident }: { incident: IncidentSummary }) {
+export function IncidentItem({
+  incident,
+  heading = 'h2',
+}: {
+  incident: IncidentSummary;
+  /** The heading level of its line: h2 on a page of incidents, h3 within a section. */
+  heading?: 'h2' | 'h3';
+}) {
   const summaryId = `incident-${incident.fingerprint}`;
   const quick = incident.quick_action;
   const recurrences = incident.recurrences;
   return (
     <Accordion
       disableGutters
-      slotProps={{ heading: { component: 'h2' }, transition: { unmountOnExit: true } }}
+      slotProps={{ heading: { component: heading }, transition: { unmountOnExit: true } }}
       data-fingerprint={incident.fingerprint}
       data-kind={incident.kind}
     >

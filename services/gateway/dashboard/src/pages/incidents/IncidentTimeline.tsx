@@ -4,17 +4,19 @@ import AccordionDetails from '@mui/material/AccordionDetails';
 import AccordionSummary from '@mui/material/AccordionSummary';
 import Box from '@mui/material/Box';
 import Typography from '@mui/material/Typography';
-import { useDashboardConfig, useIncident } from '../../api/queries';
+import { useIncident, useJaegerUrl } from '../../api/queries';
 import type { Episode, TimelineEntry } from '../../api/types';
 import { QueryStatus } from '../../components/QueryStatus';
 import { formatDateTime } from '../../lib/format';
 import { traceUrl } from '../../lib/jaeger';
+import type { PlanTrace } from './TimelineDetails';
 import { TimelineItem } from './TimelineItem';
 
-/** Where Jaeger shows the trace of a plan entry: the whole way from metric to fix. */
-function traceUrlOf(entry: TimelineEntry, jaegerUrl: string | null): string | null {
-  if (jaegerUrl === null || entry.event.type !== 'plan.created' || !entry.trace_id) return null;
-  return traceUrl(jaegerUrl, entry.trace_id);
+/** The trace of a plan entry (the whole way from metric to fix), and where Jaeger shows
+ * it if a Jaeger UI is configured. */
+function traceOf(entry: TimelineEntry, jaegerUrl: string | null): PlanTrace | null {
+  if (entry.event.type !== 'plan.created' || !entry.trace_id) return null;
+  return { id: entry.trace_id, url: jaegerUrl === null ? null : traceUrl(jaegerUrl, entry.trace_id) };
 }
 
 /** `Episode 3 · opened 2026-01-10 12:00:00 · resolved 12:05:00 · 1 plan`. */
@@ -34,7 +36,7 @@ function Entries({ episode, jaegerUrl }: { episode: Episode; jaegerUrl: string |
   return (
     <Box component="ol" aria-label="Timeline" sx={{ listStyle: 'none', m: 0, p: 0 }}>
       {episode.timeline.map((entry) => (
-        <TimelineItem key={entry.event.event_id} entry={entry} traceUrl={traceUrlOf(entry, jaegerUrl)} />
+        <TimelineItem key={entry.event.event_id} entry={entry} trace={traceOf(entry, jaegerUrl)} />
       ))}
     </Box>
   );
@@ -46,7 +48,7 @@ function Entries({ episode, jaegerUrl }: { episode: Episode; jaegerUrl: string |
  */
 export function IncidentTimeline({ fingerprint }: { fingerprint: string }) {
   const incident = useIncident(fingerprint);
-  const jaegerUrl = useDashboardConfig().data?.jaegerUrl ?? null;
+  const jaegerUrl = useJaegerUrl();
   const detail = incident.data;
   const [latest, ...older] = detail?.episodes ?? [];
   return (

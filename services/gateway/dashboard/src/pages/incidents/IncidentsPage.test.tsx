@@ -1,8 +1,9 @@
 import { screen, within } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { queryKeys } from '../../api/queries';
 import type { IncidentDetail, IncidentStatus, IncidentSummary } from '../../api/types';
-import { alert, finished, incidentDetail, plan } from '../../test/fixtures';
+import { alert, finished, incidentDetail, issueOpened, NOW, plan, TRACE_ID } from '../../test/fixtures';
 import { mockApi, renderWithProviders } from '../../test/render';
 import IncidentsPage from './IncidentsPage';
 
@@ -36,7 +37,7 @@ describe('IncidentsPage', () => {
     const calls = mockApi({
       'api/incidents': [summary satisfies IncidentSummary],
       'api/incidents/f1': incidentDetail(),
-      'config.json': { jaegerUrl: 'http://jaeger.example:16686' },
+      'api/tracing': { jaeger_url: 'http://jaeger.example:16686' },
     });
     renderWithProviders(<IncidentsPage />);
     const user = userEvent.setup();
@@ -67,6 +68,34 @@ describe('IncidentsPage', () => {
       'http://jaeger.example:16686/trace/4bf92f3577b34da6a3ce929d0e0e4736',
     );
     expect(calls.map((c) => c.path)).toContain('api/incidents?limit=200');
+  });
+
+  it('shows no trace link without a Jaeger UI, only the trace id', async () => {
+    const detail = incidentDetail();
+    const [episode] = detail.episodes;
+    if (!episode) throw new Error('the fixture has an episode');
+    const issue = {
+      ...issueOpened(),
+      kind: 'error_rate' as const,
+      metric: 'span_service_errors_per_second',
+      signals: { requests_per_second: 80, errors_per_second: 60, error_ratio: 0.75, latency_p95_ms: 2500 },
+    };
+    const opened = { at: NOW, stream: 'ISSUES', summary: 'opened', event: issue, trace_id: TRACE_ID };
+    mockApi({
+      'api/incidents': [summary],
+      'api/incidents/f1': { ...detail, episodes: [{ ...episode, timeline: [opened, ...episode.timeline] }] },
+      'api/tracing': { jaeger_url: null },
+    });
+    const { client } = renderWithProviders(<IncidentsPage />);
+    const user = userEvent.setup();
+    await user.click(await screen.findByRole('button', { name: /Service down on web-1: demo-web/ }));
+    const timeline = await screen.findByRole('list', { name: 'Timeline' });
+    await vi.waitFor(() => expect(client.getQueryState(queryKeys.tracing)?.status).toBe('success'));
+    expect(within(timeline).getByText(TRACE_ID)).toBeInTheDocument();
+    expect(within(timeline).getByTestId('signals')).toHaveTextContent(
+      'Traces: 80/s requests · 60/s errors · 75.0 % error ratio · p95 2.5 s',
+    );
+    expect(screen.queryAllByRole('link')).toEqual([]);
   });
 
   it('asks only for open incidents when told to', async () => {

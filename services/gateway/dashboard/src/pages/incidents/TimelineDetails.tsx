@@ -16,7 +16,31 @@ import type {
 } from '../../api/types';
 import { IncidentStatusChip, OutcomeChip, RiskChip, SeverityChip } from '../../components/Chips';
 import { humanize, shortId } from '../../lib/format';
+import { formatMs, formatPerSecond, formatRatio } from '../../lib/traces';
 import { visuallyHidden } from '../../components/layout';
+
+/** A plan's trace: its id, and where Jaeger shows it (null: no Jaeger UI configured). */
+export interface PlanTrace {
+  id: string;
+  url: string | null;
+}
+
+const SIGNALS: [key: string, label: string, format: (value: number) => string][] = [
+  ['requests_per_second', 'requests', formatPerSecond],
+  ['errors_per_second', 'errors', formatPerSecond],
+  ['error_ratio', 'error ratio', formatRatio],
+  ['latency_p95_ms', 'p95', formatMs],
+];
+
+/** The service's trace figures an issue carries: `40/s requests · 12/s errors · p95 2.5 s`. */
+export function describeSignals(signals: Record<string, number>): string {
+  return SIGNALS.flatMap(([key, label, format]) => {
+    const value = signals[key];
+    return value === undefined
+      ? []
+      : [label === 'p95' ? `p95 ${format(value)}` : `${format(value)} ${label}`];
+  }).join(' · ');
+}
 
 const CHIPS = { direction: 'row', sx: { gap: 1, flexWrap: 'wrap', alignItems: 'center' } } as const;
 
@@ -31,11 +55,16 @@ export function IssueDetails({ issue }: { issue: IssueOpened | IssueUpdated | Is
         </Typography>
       </Stack>
       {issue.detail && <Typography variant="body2">{issue.detail}</Typography>}
+      {describeSignals(issue.signals ?? {}) && (
+        <Typography variant="body2" color="text.secondary" data-testid="signals">
+          Traces: {describeSignals(issue.signals ?? {})}
+        </Typography>
+      )}
     </Box>
   );
 }
 
-export function PlanDetails({ plan, traceUrl }: { plan: Plan; traceUrl: string | null }) {
+export function PlanDetails({ plan, trace }: { plan: Plan; trace: PlanTrace | null }) {
   return (
     <Box sx={{ display: 'grid', gap: 1 }} data-plan-id={plan.plan_id}>
       <Stack {...CHIPS}>
@@ -63,9 +92,9 @@ export function PlanDetails({ plan, traceUrl }: { plan: Plan; traceUrl: string |
           {plan.reason}
         </Typography>
       )}
-      {traceUrl && (
+      {trace?.url && (
         <Link
-          href={traceUrl}
+          href={trace.url}
           target="_blank"
           rel="noreferrer"
           variant="body2"
@@ -77,6 +106,11 @@ export function PlanDetails({ plan, traceUrl }: { plan: Plan; traceUrl: string |
             (opens in a new tab)
           </Box>
         </Link>
+      )}
+      {trace && trace.url === null && (
+        <Typography variant="body2" color="text.secondary" sx={{ wordBreak: 'break-all' }}>
+          Trace <code>{trace.id}</code>
+        </Typography>
       )}
     </Box>
   );

@@ -9,6 +9,7 @@ import {
   IssueDetails,
   PlanDetails,
   ResultDetails,
+  type PlanTrace,
 } from './TimelineDetails';
 
 const LABELS = {
@@ -22,7 +23,7 @@ const LABELS = {
   'alert.raised': 'Alert',
 } as const;
 
-function Details({ entry, traceUrl }: { entry: TimelineEntry; traceUrl: string | null }) {
+function Details({ entry, trace }: { entry: TimelineEntry; trace: PlanTrace | null }) {
   const event = entry.event;
   switch (event.type) {
     case 'issue.opened':
@@ -30,7 +31,7 @@ function Details({ entry, traceUrl }: { entry: TimelineEntry; traceUrl: string |
     case 'issue.resolved':
       return <IssueDetails issue={event} />;
     case 'plan.created':
-      return <PlanDetails plan={event} traceUrl={traceUrl} />;
+      return <PlanDetails plan={event} trace={trace} />;
     case 'plan.approval':
       return <ApprovalDetails approval={event} />;
     case 'action.result':
@@ -44,11 +45,11 @@ function Details({ entry, traceUrl }: { entry: TimelineEntry; traceUrl: string |
 
 interface TimelineItemProps {
   entry: TimelineEntry;
-  /** For a plan: where Jaeger shows its trace, if anywhere. */
-  traceUrl: string | null;
+  /** For a plan: its trace, and where Jaeger shows it, if anywhere. */
+  trace: PlanTrace | null;
 }
 
-export function TimelineItem({ entry, traceUrl }: TimelineItemProps) {
+export function TimelineItem({ entry, trace }: TimelineItemProps) {
   return (
     <Box
       component="li"
@@ -70,7 +71,7 @@ export function TimelineItem({ entry, traceUrl }: TimelineItemProps) {
       <Typography variant="body2" color="text.secondary" sx={{ mb: 0.5 }}>
         <time dateTime={entry.at}>{formatTime(entry.at)}</time> · {LABELS[entry.event.type]}
       </Typography>
-      <Details entry={entry} traceUrl={traceUrl} />
+      <Details entry={entry} trace={trace} />
     </Box>
   );
 }

@@ -15,22 +15,18 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 import httpx
 import pytest
 from google.rpc.status_pb2 import Status
-from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 from prometheus_client import CollectorRegistry
 
 from medbay.collector.config import OtlpReceiver
 from medbay.collector.otlp_http import ReceiverError, TraceReceiver
 from medbay.collector.spans import JSON, PROTOBUF
+from tests.sdk_spans import MS, T0, server_spans
 
-T0 = 1_700_000_000_000_000_000
-MS = 1_000_000
 LIMIT = 64 * 1024
 
 
@@ -67,27 +63,6 @@ def url(receiver: TraceReceiver, path: str = "/v1/traces") -> str:
     return f"http://127.0.0.1:{receiver.port}{path}"
 
 
-def checkout_spans(requests: int, errors: int) -> list[ReadableSpan]:
-    """``requests`` server spans of service checkout, the first ``errors`` failing with
-    HTTP 500, taking 1, 2, 3 ... ms."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "checkout"}))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("medbay-test")
-    for n in range(requests):
-        span = tracer.start_span(
-            "POST /pay",
-            kind=trace.SpanKind.SERVER,
-            start_time=T0,
-            attributes={
-                "http.route": "/pay",
-                "http.response.status_code": 500 if n < errors else 200,
-            },
-        )
-        span.end(end_time=T0 + (n + 1) * MS)
-    return list(exporter.get_finished_spans())
-
-
 def export(
     receiver: TraceReceiver, spans: Sequence[ReadableSpan], compression: Compression
 ) -> SpanExportResult:
@@ -107,7 +82,9 @@ def counter(registry: CollectorRegistry, name: str, **labels: str) -> float:
 async def test_sdk_exporter(
     receiver: TraceReceiver, clock: Clock, registry: CollectorRegistry, compression: Compression
 ) -> None:
-    result = await asyncio.to_thread(export, receiver, checkout_spans(40, 10), compression)
+    result = await asyncio.to_thread(
+        export, receiver, server_spans("checkout", 40, 10), compression
+    )
     assert result == SpanExportResult.SUCCESS
     clock.now += 20.0
 

@@ -200,6 +200,35 @@ def test_an_interval_without_spans_has_no_figures() -> None:
     assert (quiet.services, quiet.operations, quiet.edges) == ((), (), ())
 
 
+def test_the_route_dimension_names_the_operation_and_others_are_summed() -> None:
+    """With ``http.route`` and a status code as dimensions (the shipped config), the
+    operation is the route, as the receiver names it, over every status code."""
+
+    def line(route: str, code: str, status: str, value: float) -> str:
+        return (
+            f'traces_span_metrics_calls_total{{service_name="shop",span_kind="SPAN_KIND_SERVER",'
+            f'span_name="GET {route}",http_route="{route}",http_response_status_code="{code}",'
+            f'status_code="{status}"}} {value}'
+        )
+
+    def exposition(ok: float, failed: float) -> str:
+        return "\n".join(
+            [
+                "# TYPE traces_span_metrics_calls_total counter",
+                line("/cart", "200", "STATUS_CODE_UNSET", ok),
+                line("/cart", "503", "STATUS_CODE_ERROR", failed),
+            ]
+        )
+
+    deltas = SpanmetricsDeltas(config())
+    deltas.read(exposition(100, 10), now=0.0)
+    snapshot = deltas.read(exposition(140, 20), now=10.0)
+    assert snapshot is not None
+    (operation,) = snapshot.operations
+    assert (operation.service, operation.operation) == ("shop", "/cart")
+    assert (operation.requests_per_second, operation.errors_per_second) == (5.0, 1.0)
+
+
 def test_durations_in_seconds() -> None:
     connector = Connector(seconds=True)
     deltas = SpanmetricsDeltas(config(duration_metric="traces_span_metrics_duration_seconds"))

@@ -7,8 +7,10 @@ its Prometheus exporter shows them as cumulative counters. This module reads tha
 text every scrape and turns what the counters grew by since the previous scrape
 into the same :class:`RedSnapshot` (so the same samples) as the OTLP receiver:
 
-- requests: ``calls`` of SERVER and CONSUMER spans, by (``service_name``,
-  ``span_name``); errors: those with ``status_code`` STATUS_CODE_ERROR;
+- requests: ``calls`` of SERVER and CONSUMER spans, by (``service_name``, the
+  operation: ``http_route`` when the connector has it as a dimension, as the
+  shipped config does, else ``span_name``, as the receiver names operations);
+  errors: those with ``status_code`` STATUS_CODE_ERROR;
 - percentiles: from the histogram's bucket increases, interpolated within the
   bucket as PromQL's ``histogram_quantile`` does (so within bucket resolution);
 - edges: the servicegraph request counter's increase by (``client``, ``server``).
@@ -138,7 +140,7 @@ class SpanmetricsDeltas:
                 continue
             key = (
                 _cut(labels.get("service_name") or UNKNOWN_SERVICE),
-                _cut(labels.get("span_name", "")),
+                _cut(labels.get("http_route") or labels.get("span_name", "")),
             )
             if name == self.config.calls_metric:
                 operations[key].requests += increase

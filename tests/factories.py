@@ -35,6 +35,7 @@ METRIC_OF: dict[str, tuple[str, dict[str, str], float | None]] = {
     "service_down": ("service_up", {"service": "web"}, 0.5),
     "db_latency": ("postgres_query_latency_ms", {"service": "postgres"}, 1000.0),
     "network_errors": ("net_errors", {"interface": "eth0"}, 100.0),
+    "error_rate": ("span_service_errors_per_second", {"service": "shop"}, 10.0),
     "anomaly": ("load1", {}, None),
     "other": ("custom_metric", {}, None),
 }

@@ -22,7 +22,7 @@ from nats.js.api import KeyValueConfig
 from prometheus_client import CollectorRegistry
 
 from medbay.common.bus import DL_REASON, declare_streams, make_broker, publish_event
-from medbay.common.events import ActionRequested, Event, Plan
+from medbay.common.events import ActionRequested, Event, IssueResolved, Plan, issue_fingerprint
 from medbay.common.records import EXECUTOR_RAILS, TARGET_CATALOG_KEY, TargetCatalog
 from medbay.common.streams import DEADLETTER, ISSUES, REQUESTS, RESULTS, StreamSpec
 from medbay.planner.executor_rails import ExecutorRails
@@ -491,3 +491,46 @@ async def test_an_initial_model_is_adopted_when_there_is_none(
     finally:
         await nc.close()
         await broker.stop()
+
+
+async def test_one_problem_seen_by_two_rules_gets_one_plan_while_the_first_issue_is_open(
+    nats_server, services, issue, tmp_path: Path
+):
+    """An error burst crosses the error-rate and the error-share rule: two issues of
+    one problem. Only the first is planned; the second, still open the grace period
+    after the first resolved, is planned then."""
+    config = tmp_path / "planner.yaml"
+    config.write_text("problem_grace_seconds: 1\n")
+    broker = await upstream(nats_server.url)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await write_catalog(js, {"shop": ["restart_service"], "oncall": ["alert_human"]})
+    planner = start_planner(services, config)
+    try:
+        by_rate = issue("error_rate", value=16.0)
+        share = "span_service_error_ratio"
+        by_share = issue(
+            "error_rate",
+            n=1,
+            metric=share,
+            value=0.7,
+            threshold=0.5,
+            fingerprint=issue_fingerprint("h1", "error_rate", share, {"service": "shop"}),
+        )
+        await publish(broker, by_rate)
+        await publish(broker, by_share)
+        (first,) = [Plan.model_validate_json(m.data) for m in await read(js, "PLANS", 1)]
+        assert first.issue_event_id == by_rate.event_id
+        await until(lambda: 'reason="covered"} 1.0' in metrics(planner), "the second issue waiting")
+        assert (await js.stream_info("PLANS")).state.messages == 1
+
+        resolved = IssueResolved.model_validate(
+            by_rate.model_dump() | {"type": "issue.resolved", "event_id": "resolved-1"}
+        )
+        await publish(broker, resolved)
+        plans = [Plan.model_validate_json(m.data) for m in await read(js, "PLANS", 2)]
+        assert [p.issue_event_id for p in plans] == [by_rate.event_id, by_share.event_id]
+        assert [(s.action, s.target) for s in plans[1].steps] == [("restart_service", "shop")]
+    finally:
+        await broker.stop()
+        await nc.close()

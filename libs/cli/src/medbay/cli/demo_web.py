@@ -30,6 +30,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 import httpx
 from opentelemetry import trace
@@ -48,7 +49,7 @@ PHASES: tuple[tuple[Phase, float], ...] = (
     ("up", 15),
     ("errors", 15),
     ("up", 15),
-    ("slow", 20),
+    ("slow", 15),
 )
 """The first part of each period, in order: (what, seconds); the rest of it is up."""
 SLOW_SECONDS = 2.5
@@ -80,11 +81,29 @@ def phase_changes(period: float) -> Iterator[tuple[float, Phase]]:
         start += period
 
 
-def tracing_configured() -> bool:
-    return bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+def traces_endpoint() -> str | None:
+    """Where the SDK's exporter sends spans, as the environment says; None: nowhere."""
+    return os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
+
+
+async def wait_for_receiver(endpoint: str, timeout: float = 60.0) -> bool:
+    """Whether ``endpoint``'s host and port accept connections within ``timeout`` s
+    (``medbay up`` starts the collector, whose receiver it is, beside demo-web)."""
+    url = urlsplit(endpoint)
+    host, port = url.hostname or "127.0.0.1", url.port or (443 if url.scheme == "https" else 80)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            await asyncio.sleep(0.5)
+            continue
+        writer.close()
+        return True
+    return False
 
 
 @dataclass
@@ -95,9 +114,14 @@ class Tracing:
     shopper: TracerProvider | None = None
 
     @classmethod
-    def from_environment(cls) -> Tracing:
-        if not tracing_configured():
+    async def from_environment(cls) -> Tracing:
+        endpoint = traces_endpoint()
+        if endpoint is None:
+            print("no OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: serving without traces", flush=True)
             return cls()
+        print(f"sending spans to {endpoint}", flush=True)
+        if not await wait_for_receiver(endpoint):
+            print(f"nothing answers at {endpoint} yet; its spans wait and retry", flush=True)
         return cls(server=_provider("demo-web"), shopper=_provider("demo-shopper"))
 
     def shutdown(self) -> None:
@@ -231,9 +255,7 @@ async def shopper_forever(tracing: Tracing, port: int, rate: float) -> None:
 
 
 async def serve(port: int, period: float, rate: float) -> None:
-    tracing = Tracing.from_environment()
-    if tracing.server is None:
-        print("no OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: serving without traces", flush=True)
+    tracing = await Tracing.from_environment()
     shop = Shop(tracing)
     try:
         await asyncio.gather(shop_forever(shop, port, period), shopper_forever(tracing, port, rate))

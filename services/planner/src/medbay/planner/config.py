@@ -149,6 +149,14 @@ class PlannerConfig(BaseModel):
         gt=0,
         description="Older issue events and action requests are not planned (a stale backlog).",
     )
+    problem_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="An issue of the same host, kind and resource as an open, planned one "
+        "(another rule seeing the same problem) is not planned; if it is still open this "
+        "long after the planned one resolved, it is planned then.",
+    )
     keep_models: int = Field(
         default=10, ge=1, le=1000, description="Model versions kept in the object store."
     )

@@ -74,7 +74,13 @@ async def serve(config: PlannerConfig) -> None:
     await rt.run(
         needs=[ISSUES, RESULTS, DEADLETTER],
         on_start=start,
-        tasks=[service.watch_catalog, plan_issues, requests.run, results.run],
+        tasks=[
+            service.watch_catalog,
+            plan_issues,
+            service.plan_waiting_issues,
+            requests.run,
+            results.run,
+        ],
         on_stop=service.stop,
     )
 

@@ -32,7 +32,14 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import Field, TypeAdapter, ValidationError
 
 from medbay.common.bus import ConsumerSpec, Delivery, jetstream, publish_event
-from medbay.common.events import ActionRequested, ActionResult, Event, IssueChange, Plan
+from medbay.common.events import (
+    ActionRequested,
+    ActionResult,
+    Event,
+    IssueChange,
+    IssueResolved,
+    Plan,
+)
 from medbay.common.records import EXECUTOR_RAILS, TARGET_CATALOG_KEY, TargetCatalog
 from medbay.common.runtime import ServiceRuntime
 from medbay.common.streams import PLANS, RESULTS
@@ -48,6 +55,7 @@ from medbay.planner.model import (
     train_and_validate,
 )
 from medbay.planner.planning import NotPlanned, Planner, plan_id_for, wants_plan
+from medbay.planner.problems import Problems
 from medbay.planner.store import ModelStore, read_recent
 
 log = logging.getLogger("medbay.planner")
@@ -82,6 +90,7 @@ class PlannerService:
         self.config = config
         self.initial_model = initial_model
         self.learner = Learner(config)
+        self.problems: Problems[Delivery[IssueChange]] = Problems(config.problem_grace_seconds)
         self.planner = Planner(config, self.learner.rates)
         self.store: ModelStore | None = None
         self.rails: ExecutorRails | None = None
@@ -99,7 +108,8 @@ class PlannerService:
         self.skipped = Counter(
             "medbay_planner_events_skipped",
             "Issue events and requests not planned, by reason (no_target: no step has a "
-            "target the executor permits, and there is no fallback)",
+            "target the executor permits, and there is no fallback; covered: another open "
+            "issue of the same host, kind and resource has a plan)",
             ["reason"],
             registry=reg,
         )
@@ -313,19 +323,61 @@ class PlannerService:
     # -- issues -> plans ----------------------------------------------------------
 
     async def handle_issues(self, deliveries: list[Delivery[IssueChange]]) -> None:
-        """Plan a batch of issue events; only called once the catalog is known."""
-        catalog = self.catalog
-        assert catalog is not None, "issues are consumed once the target catalog is known"
+        """Plan a batch of issue events; only called once the catalog is known.
+
+        One plan per problem (``problems``): an issue whose host, kind and resource
+        already have an open, planned issue waits, and is planned by
+        ``plan_waiting_issues`` if it outlives that one by the grace period."""
         now = datetime.now(UTC)
         breakers = await self.read_open_breakers() if self.planner.explores() else None
         for delivery in deliveries:
             issue = delivery.event
+            if isinstance(issue, IssueResolved):
+                self.problems.resolved(issue, asyncio.get_running_loop().time())
             if not wants_plan(issue):
                 self.skipped.labels("not_opened_or_escalated").inc()
                 continue
+            if (covering := self.problems.covering(issue)) is not None:
+                self.skipped.labels("covered").inc()
+                self.problems.wait(issue, delivery)
+                log.info(
+                    "not planned yet: %s on %s (%s) is the problem issue %s already has a "
+                    "plan for; planned if it stays open %g s longer than that issue",
+                    issue.kind,
+                    issue.host,
+                    issue.resource,
+                    covering,
+                    self.problems.grace_seconds,
+                    extra={"event_id": issue.event_id},
+                )
+                continue
             if self.should_plan(issue, now):
-                make = partial(self.planner.plan, issue, catalog, breakers)
-                await self.plan_and_publish(delivery, make)
+                await self.plan_issue(delivery, breakers)
+
+    async def plan_waiting_issues(self, every_seconds: float = 1.0) -> None:
+        """Plan the issues that waited behind another of their problem and are still
+        open ``problem_grace_seconds`` after it resolved."""
+        await self.wait_for_catalog()
+        loop = asyncio.get_running_loop()
+        while True:
+            due = self.problems.due(loop.time())
+            if due:
+                breakers = await self.read_open_breakers() if self.planner.explores() else None
+                for delivery in due:
+                    if not self.learner.knows(plan_id_for(delivery.event.event_id)):
+                        await self.plan_issue(delivery, breakers)
+            await asyncio.sleep(every_seconds)
+
+    async def plan_issue(
+        self, delivery: Delivery[IssueChange], breakers: frozenset[str] | None
+    ) -> None:
+        catalog, issue = self.catalog, delivery.event
+        assert catalog is not None, "issues are consumed once the target catalog is known"
+        if not wants_plan(issue):
+            return
+        make = partial(self.planner.plan, issue, catalog, breakers)
+        if await self.plan_and_publish(delivery, make):
+            self.problems.planned(delivery.event)
 
     async def handle_requests(self, deliveries: list[Delivery[ActionRequested]]) -> None:
         now = datetime.now(UTC)
@@ -346,16 +398,18 @@ class PlannerService:
 
     async def plan_and_publish(
         self, delivery: Delivery[Any], make: Callable[[], Plan | NotPlanned]
-    ) -> None:
+    ) -> bool:
+        """Whether a plan was made (and published)."""
         span = mark_critical(delivery.span("planner.plan"))
         try:
             with trace.use_span(span), self.plan_seconds.time():
                 plan = make()
             if isinstance(plan, NotPlanned):
                 self.not_planned(delivery.event, plan)
-                return
+                return False
             with trace.use_span(span):
                 await self.publish(plan)
+            return True
         finally:
             span.end()
 

@@ -124,5 +124,52 @@ async def test_publish_dedup_deadletter_and_trace(nats_server):
     assert letters[2].data == b"x" * 20_000
 
 
+async def test_a_consumer_reports_its_lag(nats_server):
+    """``medbay_consumer_pending``: what waited behind the last fetch, 0 once drained."""
+    registry = CollectorRegistry()
+    broker = make_broker("test", nats_server.url, registry=CollectorRegistry())
+    release = asyncio.Event()
+    handled: list[int] = []
+
+    async def handler(deliveries: list[Delivery[MetricBatch]]) -> None:
+        await release.wait()
+        handled.extend(d.seq for d in deliveries)
+
+    consumer = BatchConsumer(
+        broker,
+        ConsumerSpec("lag", "medbay.metrics.>", METRICS, batch_size=10),
+        service="test",
+        parse=json_parser(MetricBatch),
+        handler=handler,
+        max_bytes=10_000,
+        registry=registry,
+    )
+
+    def pending() -> float | None:
+        return registry.get_sample_value("medbay_consumer_pending", {"consumer": "lag"})
+
+    await broker.connect()
+    await declare_streams(broker, [METRICS, DEADLETTER])
+    for n in range(25):
+        await publish_event(broker, batch(value=float(n)), stream=METRICS)
+    assert pending() == 0  # shown from the start
+    running = asyncio.create_task(consumer.run())
+    try:
+        for _ in range(100):  # the first batch of 10 is held in the handler
+            if pending() == 15:
+                break
+            await asyncio.sleep(0.1)
+        assert pending() == 15
+        release.set()
+        for _ in range(100):
+            if len(handled) == 25 and pending() == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert (len(handled), pending()) == (25, 0)
+    finally:
+        running.cancel()
+        await broker.stop()
+
+
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__])

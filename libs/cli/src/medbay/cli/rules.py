@@ -276,15 +276,15 @@ def health_alerts(config: DetectorConfig, interval: float) -> list[dict[str, Any
             },
         },
         {
-            "alert": "MedbayDetectorBehind",
-            "expr": "sum(rate(medbay_detector_samples_total[5m])) "
-            "< 0.5 * sum(rate(medbay_collector_samples_total[5m]))",
-            "for": "10m",
+            "alert": "MedbayConsumerLagging",
+            "expr": f"max by ({SERVICE_LABEL}, consumer) (medbay_consumer_pending) > 1000",
+            "for": "5m",
             "labels": {"severity": "warning"},
             "annotations": {
-                "summary": "The detector evaluates fewer samples than the collectors publish",
-                "description": "For 10 minutes it judged less than half of what was "
-                "published: its METRICS consumer lags, and issues open late.",
+                "summary": "{{ $labels.consumer }} has {{ $value }} messages waiting",
+                "description": "For 5 minutes the durable consumer {{ $labels.consumer }} of "
+                "{{ $labels.medbay_service }} had more than 1000 messages waiting: it falls "
+                "behind, so what it does (issues, plans, fixes) comes late.",
             },
         },
     ]

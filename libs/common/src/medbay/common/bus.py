@@ -38,7 +38,7 @@ from nats.js.errors import NotFoundError, ServiceUnavailableError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
 from medbay.common.access import Durable
@@ -324,6 +324,22 @@ def consumer_outcomes(registry: CollectorRegistry | None) -> Counter:
     return _OUTCOMES[key]
 
 
+_PENDING: dict[int, Gauge] = {}
+
+
+def consumer_pending(registry: CollectorRegistry | None) -> Gauge:
+    """The consumers' lag gauge: one per registry, however many consumers."""
+    key = id(registry)
+    if key not in _PENDING:
+        _PENDING[key] = Gauge(
+            "medbay_consumer_pending",
+            "Messages waiting for a durable consumer (its lag), as of its last fetch",
+            ["consumer"],
+            registry=registry,
+        )
+    return _PENDING[key]
+
+
 class BatchConsumer(Generic[E]):
     """Consumes a durable pull consumer in batches of up to ``batch_size``.
 
@@ -361,6 +377,8 @@ class BatchConsumer(Generic[E]):
         self._handled = outcomes.labels(spec.durable, "handled")
         self._retried = outcomes.labels(spec.durable, "retried")
         self._rejected = outcomes.labels(spec.durable, "dead_lettered")
+        self._pending = consumer_pending(registry).labels(spec.durable)
+        self._pending.set(0)
 
     async def open(self) -> None:
         """Create (or bind to) the durable consumer now. A service that calls this
@@ -394,11 +412,14 @@ class BatchConsumer(Generic[E]):
         try:
             msgs = await sub.fetch(spec.batch_size, timeout=1.0)
         except TimeoutError:  # nats-py raises asyncio's or its own subclass of it
+            self._pending.set(0)  # nothing came within the timeout: nothing waits
             return
         except (ConnectionClosedError, ServiceUnavailableError, NoRespondersError) as exc:
             log.warning("fetch from %s failed: %r; retrying", spec.stream.name, exc)
             await asyncio.sleep(1.0)
             return
+        if msgs:
+            self._pending.set(msgs[-1].metadata.num_pending)
         try:
             await self.handle(msgs)
         except Exception:

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
@@ -84,14 +85,22 @@ async def collector(
 
 
 async def batches_until(js: JetStreamContext, done: Any, timeout: float = 60) -> list[MetricBatch]:
-    """Every batch from the stream's start, until ``done(batches)`` holds."""
-    sub = await js.pull_subscribe(
-        "medbay.metrics.>",
-        stream="METRICS",
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE),
-    )
-    batches: list[MetricBatch] = []
+    """Every batch from the stream's start, until ``done(batches)`` holds (waiting for
+    the collector to declare the stream: its receiver listens before it connects)."""
     deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sub = await js.pull_subscribe(
+                "medbay.metrics.>",
+                stream="METRICS",
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE),
+            )
+            break
+        except NotFoundError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+    batches: list[MetricBatch] = []
     while not done(batches):
         if time.monotonic() > deadline:
             raise AssertionError(f"not there after {timeout} s: {len(batches)} batches")

@@ -13,6 +13,10 @@ STATIC := services/gateway/src/medbay/gateway/static
 PACKAGES := common cli collector detector planner approver executor gateway
 # Extra pytest options, e.g. make test-executor PYTEST_ARGS='-k safety -x'
 PYTEST_ARGS ?=
+# Test worker processes (pytest-xdist; --dist loadgroup is in pyproject.toml). Most tests
+# wait on the servers and services they start, so more workers than cores pay; 0: serially.
+PYTEST_WORKERS ?= 4
+PYTEST := $(BIN)/pytest -n $(PYTEST_WORKERS)
 
 .PHONY: up test test-fast help sync lint typecheck pytest pytest-fast system-deps dashboard \
 	dashboard-test bench clean
@@ -31,7 +35,7 @@ TESTS_common := tests/test_bus.py tests/test_health_http.py
 test-%: sync ## one package's tests: make test-executor, test-common, test-cli ...
 	@tests="$(strip $(TESTS_$*) $(wildcard services/$*/tests libs/$*/tests tests/test_$*.py tests/test_$*_*.py))"; \
 	if [ -z "$$tests" ]; then echo "no tests for '$*'; packages: $(PACKAGES)" >&2; exit 2; fi; \
-	echo "$(BIN)/pytest $$tests $(PYTEST_ARGS)"; $(BIN)/pytest $$tests $(PYTEST_ARGS)
+	echo "$(PYTEST) $$tests $(PYTEST_ARGS)"; $(PYTEST) $$tests $(PYTEST_ARGS)
 
 help: ## this list
 	@echo "make TARGET, where TARGET is one of:"
@@ -73,11 +77,11 @@ lint: ## ruff (rules, formatting), import boundaries (lint-imports), hadolint
 typecheck: ## mypy, strict, on every package and the tests ([tool.mypy] files in pyproject.toml)
 	$(BIN)/mypy
 
-pytest: ## every Python test
-	$(BIN)/pytest $(PYTEST_ARGS)
+pytest: ## every Python test, on PYTEST_WORKERS processes (4; PYTEST_WORKERS=0: serially)
+	$(PYTEST) $(PYTEST_ARGS)
 
 pytest-fast: ## the Python tests not marked slow (no whole-system or browser tests)
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 bench: sync ## the pipeline and NAB benchmarks
 	$(BIN)/medbay bench pipeline

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
-import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ import pytest
 from tests.helpers import free_port, wait_port
 
 BIN = Path(sys.executable).parent
+BOUND = re.compile(r"(?:starting; |listening on )http://[^:/]+:(\d+)")
+"""How a service logs the HTTP port it bound (medbay.common.runtime, the gateway)."""
 
 
 class NatsServer:
@@ -160,78 +163,100 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
     if initdb is None:
         pytest.fail("PostgreSQL server binaries are not installed (make test installs them)")
     bindir = Path(initdb).parent
-    data = tmp_path / "pg"
-    port = free_port()
-    user_args: list[str] = []
+    root = tmp_path
     user: int | None = None
     group: int | None = None
     if os.geteuid() == 0:  # postgres refuses to run as root
         import pwd
 
         pw = pwd.getpwnam("postgres")
-        tmp_path.chmod(0o777)
-        # let user postgres traverse pytest's 0700 temp root (pytest resets it next run)
-        for parent in tmp_path.parents:
-            mode = parent.stat().st_mode
-            if not mode & stat.S_IXOTH:
-                parent.chmod(mode | stat.S_IXOTH)
         user, group = pw.pw_uid, pw.pw_gid
-    subprocess.run(
-        [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", *user_args],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        user=user,
-        group=group,
-    )
-    proc = subprocess.Popen(
-        [
-            str(bindir / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-h",
-            "127.0.0.1",
-            "-k",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        user=user,
-        group=group,
-    )
-    wait_port(port, 120)  # a busy machine starts PostgreSQL slowly
-    time.sleep(0.3)
-    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    proc.terminate()
-    proc.wait(20)
+        # A directory of its own, for user postgres: not under pytest's temp root, which
+        # every pytest run that starts on this machine makes 0700 again.
+        root = Path(tempfile.mkdtemp(prefix="medbay-pg-"))
+        os.chown(root, user, group)
+    data = root / "pg"
+    port = free_port()
+    try:
+        subprocess.run(
+            [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            user=user,
+            group=group,
+        )
+        server = [str(bindir / "postgres"), "-D", str(data), "-p", str(port)]
+        proc = subprocess.Popen(
+            [*server, "-h", "127.0.0.1", "-k", str(root)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            user=user,
+            group=group,
+        )
+        try:
+            wait_port(port, 120)  # a busy machine starts PostgreSQL slowly
+            time.sleep(0.3)
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            proc.terminate()
+            proc.wait(20)
+    finally:
+        if root != tmp_path:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 class ServiceProcess:
-    """A Medbay service run as a real OS process, logging to a file."""
+    """A Medbay service run as a real OS process, logging to a file.
 
-    def __init__(self, name: str, nats_url: str, root: Path, *args: str, **env: str) -> None:
+    It binds its HTTP port itself (``MEDBAY_HTTP_PORT=0``) and ``port`` reads it from
+    the log: a free port picked here could be taken by another test's server before
+    the service binds it."""
+
+    def __init__(
+        self, name: str, nats_url: str, root: Path, *args: str, replica: str = "", **env: str
+    ) -> None:
         self.name = name
-        self.port = free_port()
-        self.log_path = root / f"{name}.log"
+        self.log_path = root / f"{name}{replica and '-' + replica}.log"
         self.argv = [sys.executable, "-m", f"medbay.{name}.main", *args]
         self.env = {
             **os.environ,
             "MEDBAY_NATS_URL": nats_url,
-            "MEDBAY_HTTP_PORT": str(self.port),
+            "MEDBAY_HTTP_PORT": "0",
             "PYTHONUNBUFFERED": "1",
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+        self._log_start = 0
 
     def start(self, wait_healthy: bool = True) -> ServiceProcess:
+        self._port = int(self.env["MEDBAY_HTTP_PORT"]) or None
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log)
         if wait_healthy:
             self.wait_healthy()
         return self
 
-    def wait_healthy(self, timeout: float = 60.0) -> None:
+    @property
+    def port(self) -> int:
+        """The HTTP port this run of the service bound, as its log says."""
+        deadline = time.monotonic() + 120
+        while self._port is None:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                found = BOUND.search(log.read().decode(errors="replace"))
+            if found:
+                self._port = int(found.group(1))
+            elif self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.logs()[-2000:]}")
+            elif time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} logged no HTTP port: {self.logs()[-2000:]}")
+            else:
+                time.sleep(0.05)
+        return self._port
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
         import urllib.request
 
         deadline = time.monotonic() + timeout
@@ -284,6 +309,78 @@ def services(nats_server: NatsServer, tmp_path: Path) -> Iterator[StartService]:
         proc.stop()
 
 
+class SecuredCluster:
+    """A local 3-node NATS cluster running Medbay's generated authorization config, with
+    the same ``env``/``client`` helpers as ``NatsServer``."""
+
+    def __init__(self, root: Path) -> None:
+        from medbay.cli.auth import AUTH_CONF, init
+        from medbay.cli.cluster import LocalCluster
+
+        self.credentials = root / "nats-auth"
+        self.passwords = init(self.credentials)
+        self.cluster = LocalCluster(
+            root / "cluster", str(BIN / "nats-server"), include_auth=self.credentials / AUTH_CONF
+        )
+        self.url = self.cluster.url
+
+    def env(self, identity: str) -> dict[str, str]:
+        return {
+            "MEDBAY_NATS_URL": self.url,
+            "MEDBAY_NATS_REPLICAS": "3",
+            "MEDBAY_NATS_USER": identity,
+            "MEDBAY_NATS_PASSWORD_FILE": str(self.credentials / f"{identity}.password"),
+        }
+
+    def client(self, identity: str) -> dict[str, Any]:
+        from medbay.common.access import inbox_prefix
+
+        return {
+            "servers": self.cluster.urls,
+            "user": identity,
+            "password": self.passwords[identity],
+            "inbox_prefix": inbox_prefix(identity),
+        }
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[SecuredCluster]:
+    """Three real nats-servers clustered with JetStream (streams and buckets kept in 3
+    copies), secured as ``medbay up`` secures its server; nodes can be killed and
+    restarted through ``.cluster``."""
+    secured = SecuredCluster(tmp_path)
+    secured.cluster.start()
+    yield secured
+    secured.cluster.stop()
+
+
+class StartReplica(Protocol):
+    """What ``cluster_services`` yields: starts one replica of a service on the cluster."""
+
+    def __call__(
+        self, name: str, *args: str, replica: str = "", wait_healthy: bool = True, **env: str
+    ) -> ServiceProcess: ...
+
+
+@pytest.fixture
+def cluster_services(nats_cluster: SecuredCluster, tmp_path: Path) -> Iterator[StartReplica]:
+    """Start services (several replicas of one, each with its own ``replica`` name and
+    log) on ``nats_cluster``: ``cluster_services("detector", replica="a")``."""
+    started: list[ServiceProcess] = []
+
+    def start(
+        name: str, *args: str, replica: str = "", wait_healthy: bool = True, **env: str
+    ) -> ServiceProcess:
+        env = {**nats_cluster.env(name), **env}
+        proc = ServiceProcess(name, nats_cluster.url, tmp_path, *args, replica=replica, **env)
+        started.append(proc.start(wait_healthy))
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
 SLOW = {
     "tests/test_dashboard.py",
     "tests/test_bench_security.py",
@@ -293,6 +390,8 @@ SLOW = {
     "tests/test_traces_end_to_end.py",
     "tests/test_lab.py",
     "tests/test_cli.py::test_up_runs_everything_and_ctrl_c_stops_it",
+    "tests/test_failover.py",
+    "tests/test_cluster.py::test_services_keep_three_copies_and_go_on_when_a_node_dies",
 }
 """Modules and tests marked ``slow``: whole systems or a browser; `make test-fast` skips them."""
 

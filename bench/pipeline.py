@@ -5,7 +5,9 @@ private nats-server (JetStream, temp dir, free port on 127.0.0.1), so the
 figures compare like with like on the same machine in the same minute:
 
 1. publish a backlog of ``--messages`` MetricBatch messages (one per host
-   scrape, M samples each, round-robin over H hosts) to METRICS;
+   scrape, M samples each, round-robin over H hosts) to METRICS, written in
+   ``--schema-version`` 2 (samples as columns, as the collector writes them) or
+   1 (a list of samples, as the previous release did);
 2. raw baseline: a plain nats-py durable pull consumer fetches and acks them all;
 3. detector throughput: the real detector (a subprocess) drains the same backlog
    through a pre-created ``detector`` consumer; its consumer info is polled
@@ -55,15 +57,14 @@ from nats.js.errors import NotFoundError
 from pydantic import Field, TypeAdapter
 
 from medbay.cli.bench import load
-from medbay.common.access import DETECTOR_METRICS
+from medbay.common.access import DETECTOR_PARTITIONS
 from medbay.common.bus import ConsumerSpec
-from medbay.common.events import IssueChange, MetricBatch
+from medbay.common.events import IssueChange, MetricBatch, SampleColumns
 from medbay.common.streams import DEADLETTER, METRICS, metrics_subject
 from medbay.detector.config import DetectorConfig, ThresholdRule
 
 harness = load("harness")
 
-CONSUMER = DETECTOR_METRICS.name
 RAW_CONSUMER = "bench-raw"
 FETCH = 256
 PUBLISH_WINDOW = 500
@@ -106,14 +107,6 @@ class Series(NamedTuple):
     low: float
     high: float  # kept below every threshold
 
-    def sample(self) -> dict[str, Any]:
-        base: dict[str, Any] = {"name": self.name}
-        if self.unit:
-            base["unit"] = self.unit
-        if self.labels:
-            base["labels"] = self.labels
-        return base
-
 
 BENCH_SERIES = Series("service_up", {"service": "bench"}, "", 1, 0, 0, 1)
 CORE = (
@@ -151,10 +144,21 @@ def host_series(m: int) -> list[Series]:
 class Fleet:
     """H hosts sharing one series layout, each with its own normal levels."""
 
-    def __init__(self, hosts: int, m: int, seed: int = 7) -> None:
+    def __init__(self, hosts: int, m: int, version: int = 2, seed: int = 7) -> None:
         self.rng = np.random.default_rng(seed)
         self.hosts = [f"bench-host-{i:04d}" for i in range(hosts)]
         self.series = host_series(m)
+        self.version = version
+        label_sets: list[dict[str, str]] = []
+        for s in self.series:
+            if s.labels not in label_sets:
+                label_sets.append(s.labels)
+        self.columns = {
+            "names": [s.name for s in self.series],
+            "units": [s.unit for s in self.series],
+            "label_index": [label_sets.index(s.labels) for s in self.series],
+            "label_sets": label_sets,
+        }
         base = np.array([s.mean for s in self.series])
         spread = np.where([s.sd > 0 for s in self.series], 0.1, 0.0)
         self.means = base * (1 + self.rng.uniform(-1, 1, (hosts, m)) * spread)
@@ -169,8 +173,13 @@ class Fleet:
         return values
 
     def payload(self, event_id: str, host: str, at: datetime, row: list[float]) -> bytes:
-        samples: Any = [{**s.sample(), "value": v} for s, v in zip(self.series, row, strict=True)]
-        batch = MetricBatch(event_id=event_id, host=host, collected_at=at, samples=samples)
+        batch = MetricBatch(
+            event_id=event_id,
+            schema_version=self.version,
+            host=host,
+            collected_at=at,
+            samples=SampleColumns(values=row, **self.columns),
+        )
         return batch.model_dump_json().encode()
 
 
@@ -322,21 +331,23 @@ async def raw_consume(js: JetStreamContext, n: int, m: int, timeout: float) -> d
 
 
 async def create_detector_consumer(js: JetStreamContext) -> None:
-    """The detector's durable, created first with deliver ALL so it drains the backlog."""
-    spec = ConsumerSpec(CONSUMER, METRICS.subjects[0], METRICS)
-    await js.add_consumer(
-        METRICS.name,
-        ConsumerConfig(
-            name=CONSUMER,
-            durable_name=CONSUMER,
-            filter_subject=spec.subject,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.EXPLICIT,
-            max_deliver=spec.max_deliver,
-            ack_wait=spec.ack_wait,
-            max_ack_pending=spec.max_ack_pending,
-        ),
-    )
+    """The detector's durables (one per METRICS partition), created first with deliver ALL
+    so they drain the backlog."""
+    for durable in DETECTOR_PARTITIONS:
+        spec = ConsumerSpec(durable.name, durable.filter_subject, METRICS)
+        await js.add_consumer(
+            METRICS.name,
+            ConsumerConfig(
+                name=durable.name,
+                durable_name=durable.name,
+                filter_subject=spec.subject,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_policy=AckPolicy.EXPLICIT,
+                max_deliver=spec.max_deliver,
+                ack_wait=spec.ack_wait,
+                max_ack_pending=spec.max_ack_pending,
+            ),
+        )
 
 
 def check_alive(proc: subprocess.Popen[bytes], root: Path) -> None:
@@ -353,7 +364,8 @@ def log_tail(root: Path, lines: int = 20) -> str:
 async def detector_drain(
     js: JetStreamContext, proc: subprocess.Popen[bytes], root: Path, n: int, m: int, timeout: float
 ) -> dict[str, Any]:
-    """Poll the detector's consumer until it has acked the whole backlog; time first to last ack."""
+    """Poll the detector's consumers until they have acked the whole backlog; time first to
+    last ack."""
     launched = time.perf_counter()
     deadline = launched + timeout
     t_first = t_end = None
@@ -361,12 +373,13 @@ async def detector_drain(
     cpu_first = cpu = 0.0
     while time.perf_counter() < deadline:
         check_alive(proc, root)
-        info = await js.consumer_info(METRICS.name, CONSUMER)
+        infos = [await js.consumer_info(METRICS.name, d.name) for d in DETECTOR_PARTITIONS]
         now = time.perf_counter()
-        acked = info.ack_floor.stream_seq if info.ack_floor else 0
+        acked = sum(i.ack_floor.consumer_seq if i.ack_floor else 0 for i in infos)
+        waiting = sum((i.num_pending or 0) + (i.num_ack_pending or 0) for i in infos)
         if t_first is None and acked > 0:
             t_first, acked_first, cpu_first = now, acked, harness.cpu_seconds(proc.pid)
-        if acked >= n and not info.num_pending and not info.num_ack_pending:
+        if acked >= n and not waiting:
             t_end, cpu = now, harness.cpu_seconds(proc.pid) - cpu_first
             break
         await asyncio.sleep(POLL_SECONDS)
@@ -551,7 +564,7 @@ async def run(bench: Run) -> dict[str, Any]:
     """Steps 1 to 5; the caller stops whatever is still running."""
     args = bench.args
     n, m = args.messages, args.metrics
-    fleet = Fleet(args.hosts, m)
+    fleet = Fleet(args.hosts, m, args.schema_version)
     started = time.perf_counter()
     scrapes = backlog_scrapes(fleet, n, datetime.now(UTC))
     biggest = max(len(s.payload) for s in scrapes)
@@ -594,6 +607,7 @@ async def run(bench: Run) -> dict[str, Any]:
             "hosts": args.hosts,
             "metrics": m,
             "messages": n,
+            "schema_version": args.schema_version,
             "latency_rate": args.latency_rate,
             "latency_seconds": args.latency_seconds,
             "detector_command": detector_argv(args.detector_command),
@@ -628,7 +642,11 @@ def report(r: dict[str, Any]) -> str:
     pub, ls, mc = lat["publish"], lat["latency_ms"], r["machine"]
     anomaly = sum(c for k, c in det["issue_events"].items() if " threshold " not in k)
     rows: list[tuple[str, str]] = [
-        ("setup", f"{p['hosts']} hosts x {p['metrics']} samples/scrape, {p['messages']:,} msgs"),
+        (
+            "setup",
+            f"{p['hosts']} hosts x {p['metrics']} samples/scrape, {p['messages']:,} msgs, "
+            f"MetricBatch version {p['schema_version']}",
+        ),
         ("message size", f"{r['payload_bytes']['max']:,} bytes max"),
         ("backlog publish", f"{fmt(r['publish']['msgs_per_s'])} msgs/s"),
         (

@@ -1,10 +1,12 @@
 """Attacks on a running Medbay: each identity may do only what it owns, and no input
 breaks a service.
 
-``medbay bench security [--data-dir .medbay] [--nats-url nats://127.0.0.1:4222]
-[--gateway-url http://127.0.0.1:8470]`` runs against a RUNNING ``medbay up``: it
-reads the NATS passwords from ``<data-dir>/nats/<identity>.password`` and the
-gateway's viewer token from ``<data-dir>/gateway-viewer-token``. An attacker
+``medbay bench security [--data-dir .medbay] [--nats-url URL] [--gateway-url URL]``
+runs against a RUNNING ``medbay up``: it reads the NATS passwords from
+``<data-dir>/nats/<identity>.password``, the gateway's viewer token from
+``<data-dir>/gateway-viewer-token``, and where NATS, the gateway and the detector's
+health port are from ``<data-dir>/up.json`` (the URLs given override it; with neither,
+``medbay up``'s defaults). An attacker
 holding an identity's password is that service compromised or misused; the
 question each attack asks is whether that identity can do more than it owns.
 
@@ -54,6 +56,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
+from medbay.cli import upfile
 from medbay.cli.bench import load
 from medbay.common.access import EXECUTOR_PLANS, EXECUTOR_RAILS, MODELS, PLAN_BOOK, inbox_prefix
 from medbay.common.bus import DL_REASON, DL_SERVICE, DL_SUBJECT, DL_TRUNCATED, event_headers
@@ -69,6 +72,7 @@ from medbay.common.streams import (
     REQUESTS,
     RESULTS,
     metrics_subject,
+    published_subject,
     subject_for,
 )
 from medbay.planner.modelfile import RefusedModel
@@ -148,11 +152,13 @@ class Tail:
 
 
 def dead_letter_of(subject: str, service: str, **fields: Any) -> Callable[[Msg], bool]:
-    """Matches the dead letter ``service`` made of a message on ``subject``."""
+    """Matches the dead letter ``service`` made of a message published on ``subject``
+    (a METRICS message is stored, and dead-lettered, under its partition)."""
 
     def match(msg: Msg) -> bool:
         headers = msg.headers or {}
-        if headers.get(DL_SUBJECT) != subject or headers.get(DL_SERVICE) != service:
+        stored = published_subject(headers.get(DL_SUBJECT, ""))
+        if stored != subject or headers.get(DL_SERVICE) != service:
             return False
         return not fields or all(body(msg).get(k) == v for k, v in fields.items())
 
@@ -162,8 +168,9 @@ def dead_letter_of(subject: str, service: str, **fields: Any) -> Callable[[Msg],
 class Bench:
     """The running Medbay under attack, and a NATS connection per identity used."""
 
-    def __init__(self, data_dir: Path, nats_url: str, gateway_url: str) -> None:
+    def __init__(self, data_dir: Path, nats_url: str, gateway_url: str, detector_port: int) -> None:
         self.data_dir = data_dir
+        self.detector_port = detector_port
         self.nats_url = nats_url
         self.gateway_url = gateway_url.rstrip("/")
         split = urlsplit(self.gateway_url)
@@ -638,7 +645,7 @@ async def huge_metrics(b: Bench) -> Verdict:
     big = b"x" * BIG_METRICS
     await b.must_publish("collector", subject, big, METRICS.name)
     letter = await b.dead_letter(dead_letter_of(subject, "detector"), 30)
-    status = await b.healthy(DEFAULT_HTTP_PORTS["detector"])
+    status = await b.healthy(b.detector_port)
     if letter is None:
         return False, f"not dead-lettered by the detector in 30 s; detector /healthz {status}"
     headers = letter.headers or {}
@@ -815,7 +822,7 @@ def _long_request_line(host: str, port: int) -> str:
 
 
 async def long_request_line(b: Bench) -> Verdict:
-    port = DEFAULT_HTTP_PORTS["detector"]
+    port = b.detector_port
     started = time.perf_counter()
     answer = await asyncio.to_thread(_long_request_line, b.http_host, port)
     ms = (time.perf_counter() - started) * 1000
@@ -873,7 +880,12 @@ async def run_attacks(b: Bench) -> list[dict[str, Any]]:
 
 def main(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
-    bench = Bench(data_dir, args.nats_url, args.gateway_url)
+    up = upfile.read(data_dir / upfile.NAME)
+    args.nats_url = args.nats_url or (up.nats_url if up else "nats://127.0.0.1:4222")
+    gateway = f"http://127.0.0.1:{DEFAULT_HTTP_PORTS['gateway']}"
+    args.gateway_url = args.gateway_url or (up.gateway_url if up else gateway)
+    ports = {**DEFAULT_HTTP_PORTS, **(up.http_ports if up else {})}
+    bench = Bench(data_dir, args.nats_url, args.gateway_url, ports["detector"])
     print(
         f"Security: {len(ATTACKS)} attacks on the Medbay at {args.nats_url} and "
         f"{args.gateway_url} (credentials from {data_dir}; run {bench.run})",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -18,7 +20,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 10.0) -> None:
+def wait_port(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -86,3 +88,18 @@ class StreamWatch:
                 if event["type"] == event_type and all(event.get(k) == v for k, v in match.items()):
                     return event, msg
         raise AssertionError(f"no {event_type} {match} before the deadline")
+
+
+async def wait_for(what: str, check: Callable[[], Awaitable[Any]], timeout: float = 90.0) -> Any:
+    """Poll ``check`` until it gives something true; an error (a NATS node away, a service
+    starting) counts as not yet. Fails naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = await check()
+        except Exception:
+            found = None
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"no {what} within {timeout:g} s"
+        await asyncio.sleep(0.2)

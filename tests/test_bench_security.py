@@ -1,12 +1,13 @@
 """`medbay bench security` against a real `medbay up`: every attack is refused.
 
-The services' HTTP ports and the gateway's 8470 are `medbay up`'s fixed defaults, so
-this cannot run beside a Medbay already running on this machine (it is skipped then).
+`medbay up` runs on free ports (NATS, services, gateway, demo-web), so this runs beside
+any other Medbay on the machine; the bench finds them in the data directory's up.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -20,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from medbay.cli.bench import load
-from medbay.common.settings import DEFAULT_HTTP_PORTS
 from tests.helpers import free_port
 
 
@@ -42,33 +42,31 @@ def healthy(port: int) -> bool:
 def test_every_attack_on_a_running_medbay_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    taken = [p for p in DEFAULT_HTTP_PORTS.values() if in_use(p)]
-    if taken:
-        pytest.skip(f"ports {taken} are taken (a Medbay already running here?)")
     port = free_port()
     data_dir = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDBAY_")}
     log_path = tmp_path / "up.log"
     up = [sys.executable, "-m", "medbay.cli.main", "up", "--port", str(port)]
+    any_free = ["--service-ports", "0", "--gateway-port", "0", "--demo-port", "0"]
     with open(log_path, "wb") as log:  # a file, not a pipe nobody reads while it runs
         proc = subprocess.Popen(
-            [*up, "--data-dir", str(data_dir)],
+            [*up, *any_free, "--otlp-port", str(free_port()), "--data-dir", str(data_dir)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 120
-        while not all(healthy(p) for p in DEFAULT_HTTP_PORTS.values()):
+        ports: dict[str, int] = {}
+        while not ports or not all(healthy(p) for p in ports.values()):
             assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
             assert time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
             time.sleep(1)
+            if (data_dir / "up.json").exists():
+                ports = json.loads((data_dir / "up.json").read_text())["http_ports"]
 
-        args = argparse.Namespace(
-            data_dir=data_dir,
-            nats_url=f"nats://127.0.0.1:{port}",
-            gateway_url=f"http://127.0.0.1:{DEFAULT_HTTP_PORTS['gateway']}",
-            results_dir=tmp_path / "results",
+        args = argparse.Namespace(  # where NATS and the gateway are: from up.json
+            data_dir=data_dir, nats_url=None, gateway_url=None, results_dir=tmp_path / "results"
         )
         code = load("security").main(args)
         out = capsys.readouterr().out
@@ -78,7 +76,7 @@ def test_every_attack_on_a_running_medbay_is_refused(
         assert all(" refused " in x for x in lines), out
         assert "18 attacks: 18 refused, 0 accepted" in out, out
         assert code == 0, out
-        for p in DEFAULT_HTTP_PORTS.values():  # nothing broke
+        for p in ports.values():  # nothing broke
             assert healthy(p), p
     finally:
         proc.send_signal(signal.SIGINT)

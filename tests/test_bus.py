@@ -18,6 +18,7 @@ from medbay.common.bus import (
     BatchConsumer,
     ConsumerSpec,
     Delivery,
+    NotHeld,
     declare_streams,
     json_parser,
     make_broker,
@@ -168,6 +169,50 @@ async def test_a_consumer_reports_its_lag(nats_server):
         assert (len(handled), pending()) == (25, 0)
     finally:
         running.cancel()
+        await broker.stop()
+
+
+async def test_work_no_longer_held_is_handed_back_and_the_consumer_stops(nats_server):
+    """A handler that raises ``NotHeld`` (its partition went to another replica): the
+    batch is nak'd at once for the next holder, nothing is retried one by one or
+    dead-lettered, and ``run`` ends."""
+    broker = make_broker("test", nats_server.url, registry=CollectorRegistry())
+    spec = ConsumerSpec("handed", "medbay.metrics.>", METRICS, batch_size=10, max_deliver=2)
+    seen: list[list[int]] = []
+
+    def consumer(give_up: bool) -> BatchConsumer[MetricBatch]:
+        async def handler(deliveries: list[Delivery[MetricBatch]]) -> None:
+            seen.append([d.seq for d in deliveries])
+            if give_up:
+                raise NotHeld("partition 0 is no longer held")
+
+        return BatchConsumer(
+            broker,
+            spec,
+            service="test",
+            parse=json_parser(MetricBatch),
+            handler=handler,
+            max_bytes=10_000,
+            registry=CollectorRegistry(),
+        )
+
+    await broker.connect()
+    await declare_streams(broker, [METRICS, DEADLETTER])
+    for n in range(5):
+        await publish_event(broker, batch(value=float(n)), stream=METRICS)
+    try:
+        with pytest.raises(NotHeld):
+            await asyncio.wait_for(consumer(give_up=True).run(), 30)
+        assert seen == [[1, 2, 3, 4, 5]]  # once, as a batch: not again one by one
+        taker = asyncio.create_task(consumer(give_up=False).run())
+        for _ in range(100):  # the next holder has them at once, not after ack_wait
+            if len(seen) > 1:
+                break
+            await asyncio.sleep(0.05)
+        taker.cancel()
+        assert seen[1:] == [[1, 2, 3, 4, 5]]
+        assert await read_deadletters(nats_server.url) == []
+    finally:
         await broker.stop()
 
 

@@ -40,94 +40,116 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def medbay(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    cwd: Path | None = None,
+    clear_medbay: bool = False,
 ) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; ``clear_medbay``: with no MEDBAY_* from this process's environment."""
     import os
 
+    inherited = {k: v for k, v in os.environ.items() if not (clear_medbay and "MEDBAY_" in k)}
     return subprocess.run(
         [sys.executable, "-m", "medbay.cli.main", *args],
-        env={**os.environ, **(env or {})},
+        env={**inherited, **(env or {})},
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
 
 
-def test_up_refuses_a_taken_port_and_says_what_to_do(tmp_path: Path):
+@pytest.mark.parametrize("option", ["--port", "--gateway-port"])
+def test_up_refuses_a_taken_port_and_says_what_to_do(tmp_path: Path, option: str):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
+        any_free = {"--port": str(free_port()), "--service-ports": "0", "--gateway-port": "0"}
+        ports = {**any_free, option: str(port)}  # only the one under test is taken
         out = medbay(
             "up",
-            "--port",
-            str(port),
+            *(word for pair in ports.items() for word in pair),
             "--data-dir",
             str(tmp_path),
             "--no-demo",
             env={"MEDBAY_NATS_URL": ""},
         )
-    assert out.returncode == 1
-    assert f"127.0.0.1:{port} is already in use" in out.stderr
-    assert f"MEDBAY_NATS_URL=nats://127.0.0.1:{port} medbay up" in out.stderr
-    assert f"medbay up --port {port + 1}" in out.stderr
+    assert out.returncode == 1, out.stdout + out.stderr
+    if option == "--port":
+        assert f"127.0.0.1:{port} is already in use" in out.stderr
+        assert f"MEDBAY_NATS_URL=nats://127.0.0.1:{port} medbay up" in out.stderr
+        assert f"medbay up --port {port + 1}" in out.stderr
+    else:
+        assert f"ports {port} (gateway) are already in use" in out.stderr
+        assert "--service-ports 0 --gateway-port 0 --demo-port 0" in out.stderr
+    assert not (tmp_path / "up.json").exists()
 
 
 def test_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path):
+    import json
     import os
 
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MEDBAY_NATS_URL"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDBAY_")}
+    any_free = ["--service-ports", "0", "--gateway-port", "0", "--demo-port", "0"]
+    any_free += ["--otlp-port", str(free_port())]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "medbay.cli.main",
-            "up",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "state"),
-        ],
+        [sys.executable, "-m", "medbay.cli.main", "up", "--port", str(port), *any_free],
         env=env,
+        cwd=tmp_path,  # state in ./.medbay, where `medbay status` looks
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    url = {  # the CLI's own identity, made by `medbay up`
-        "MEDBAY_NATS_URL": f"nats://127.0.0.1:{port}",
-        "MEDBAY_NATS_USER": "cli",
-        "MEDBAY_NATS_PASSWORD_FILE": str(tmp_path / "state" / "nats" / "cli.password"),
-    }
+    up_file = tmp_path / ".medbay" / "up.json"  # what the other commands read
+    ports: dict[str, int] = {}
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # seven processes starting on a busy machine
         status = ""
         while time.monotonic() < deadline:
-            status = medbay("status", env=url).stdout
+            if proc.poll() is not None:
+                pytest.fail(f"medbay up exited: {proc.communicate()[0][-3000:]}")
+            checked = medbay("status", cwd=tmp_path, clear_medbay=True)
+            status = checked.stdout or checked.stderr
             if all(f"{name:<12}ok" in status for name in SERVICES):
                 metrics_line = next(x for x in status.splitlines() if x.startswith("METRICS"))
-                if int(metrics_line.split()[2]) >= 2:
+                stored = metrics_line.split()[2]  # "not" (declared yet) before the collector
+                if stored.isdigit() and int(stored) >= 2:
                     break
             time.sleep(1)
         assert all(f"{name:<12}ok" in status for name in SERVICES), status
         assert "METRICS/detector" in status and "PLANS/executor" in status
-        tail = medbay("events", "tail", "METRICS", "--since", "5m", "--no-follow", env=url)
+        assert f"from {Path('.medbay') / 'up.json'}" in status
+        tail = medbay(
+            "events",
+            "tail",
+            "METRICS",
+            "--since",
+            "5m",
+            "--no-follow",
+            cwd=tmp_path,
+            clear_medbay=True,
+        )
         assert "metric.batch" in tail.stdout and "trace=" in tail.stdout
-        import json
-
-        up_file = tmp_path / "state" / "up.json"  # what the other commands read
         assert up_file.stat().st_mode & 0o777 == 0o600
-        assert json.loads(up_file.read_text()) == {
+        written = json.loads(up_file.read_text())
+        ports = written.pop("http_ports")
+        assert written == {
             "nats_url": f"nats://127.0.0.1:{port}",
-            "credentials": str(tmp_path / "state" / "nats"),
-            "gateway_url": "http://127.0.0.1:8470",
+            "credentials": str(tmp_path / ".medbay" / "nats"),
+            "gateway_url": f"http://127.0.0.1:{ports['gateway']}",
             "pid": proc.pid,
         }
+        assert sorted(ports) == sorted(SERVICES) and len(set(ports.values())) == len(SERVICES)
+        assert 8470 not in ports.values()  # any free port, not the default
     finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
-    assert not (tmp_path / "state" / "up.json").exists()
+    assert f"Dashboard (read-only login): http://127.0.0.1:{ports['gateway']}/#token=" in output
+    assert not up_file.exists()
     assert f"NATS: nats://127.0.0.1:{port}" in output and "up.json" in output
     assert "bin/medbay status" in output and "bin/activate" in output
     for name in ("nats", "demo-web", *SERVICES):
@@ -135,7 +157,7 @@ def test_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path):
     assert "Medbay stopped." in output
     with socket.socket() as s:  # the embedded server is gone
         assert s.connect_ex(("127.0.0.1", port)) != 0
-    assert (tmp_path / "state" / "jetstream").is_dir()
+    assert (tmp_path / ".medbay" / "jetstream").is_dir()
 
 
 async def test_replay_prints_and_republishes_under_a_prefix(nats_server):
@@ -749,7 +771,7 @@ def test_up_passes_each_services_config_on(tmp_path: Path):
     )
     generated = {"collector": Path("gen-c.yaml"), "gateway": Path("gen-g.yaml")}
     argv = {
-        name: service_argv(name, module, args, generated, tmp_path)
+        name: service_argv(name, module, args, generated, tmp_path, 9480)
         for name, module in SERVICES.items()
     }
     assert argv["detector"][-2:] == ["--config", "d.yaml"]
@@ -758,7 +780,7 @@ def test_up_passes_each_services_config_on(tmp_path: Path):
     assert argv["collector"][-2:] == ["--config", "gen-c.yaml"]
     assert argv["executor"][-1] == str(tmp_path / "executor.yaml")
     args.approver_config = None
-    assert "--config" not in service_argv("approver", "m", args, generated, tmp_path)
+    assert "--config" not in service_argv("approver", "m", args, generated, tmp_path, 9480)
 
 
 def test_make_up_passes_args_to_medbay_up():

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import nats
 from nats.aio.msg import Msg
@@ -73,12 +74,17 @@ async def test_bad_input_is_dead_lettered_and_the_detector_goes_on(nats_server, 
     detector = services("detector", MEDBAY_MAX_EVENT_BYTES="20000")
     js = broker.config.connection_state.stream
     good = batch("h1", 0, 1.0).model_dump(mode="json")
+    columns = good["samples"]
     bad = {
         "malformed": b'{"type": "metric.batch", "host": ',
-        "version": json.dumps(good | {"schema_version": 2}).encode(),
-        "oversized": json.dumps(good | {"samples": [good["samples"][0]] * 1000}).encode(),
+        "version": json.dumps(good | {"schema_version": 3}).encode(),
+        "oversized": json.dumps(
+            good | {"samples": {k: v * 1000 for k, v in columns.items()}}
+        ).encode(),
         "nan": json.dumps(good).replace("1.0", "NaN").encode(),
         "missing": json.dumps({k: v for k, v in good.items() if k != "host"}).encode(),
+        "unequal": json.dumps(good | {"samples": columns | {"values": [1.0, 0.0]}}).encode(),
+        "label_index": json.dumps(good | {"samples": columns | {"label_index": [4]}}).encode(),
     }
     for payload in bad.values():
         await js.publish("medbay.metrics.h1", payload, timeout=5)
@@ -96,8 +102,10 @@ async def test_bad_input_is_dead_lettered_and_the_detector_goes_on(nats_server, 
     assert "Invalid JSON" in reasons[0]
     assert "schema_version" in reasons[1]
     assert "exceeds 20000 bytes" in reasons[2]
-    assert "samples.0.value" in reasons[3]
+    assert "samples.columns.values.0: Input should be a finite number" in reasons[3]
     assert "host: Field required" in reasons[4]
+    assert "the columns differ in length: names 1, values 2" in reasons[5]
+    assert "label_index[0] is 4, but label_sets has 1 entries" in reasons[6]
     for letter, original in zip(letters, bad.values(), strict=True):
         if DL_TRUNCATED in headers(letter):  # a large one keeps its first 64 KiB
             assert int(headers(letter)[DL_TRUNCATED]) == len(original)
@@ -120,6 +128,55 @@ async def test_bad_input_is_dead_lettered_and_the_detector_goes_on(nats_server, 
     assert len(lines) == len(bad)
     assert "rejected METRICS#" in lines[2] and "exceeds 20000 bytes" in lines[2]
     assert detector.proc.poll() is None  # still running
+
+
+def version_1(host: str, i: int, up: float) -> bytes:
+    """Scrape ``i`` of ``host`` as a collector of the previous release wrote it."""
+    at = (T0 + timedelta(seconds=i)).isoformat()
+    sample = {"name": "service_up", "value": up, "unit": "", "labels": {"service": "api"}}
+    return json.dumps(
+        {
+            "event_id": derived_event_id("version-1", host, i),
+            "schema_version": 1,
+            "timestamp": at,
+            "type": "metric.batch",
+            "host": host,
+            "collected_at": at,
+            "samples": [sample],
+            "check_errors": {},
+        }
+    ).encode()
+
+
+async def test_version_1_batches_are_still_understood_during_an_upgrade(nats_server, services):
+    """An outage reported by a collector of the previous release opens the issue; the
+    upgraded collector's batches (version 2) resolve it."""
+    broker = make_broker("collector", nats_server.url, registry=CollectorRegistry())
+    await broker.connect()
+    await declare_streams(broker, [METRICS])
+    services("detector")
+    js = broker.config.connection_state.stream
+    for i in range(2):
+        await js.publish("medbay.metrics.h1", version_1("h1", i, 0.0), timeout=5)
+    for i in range(2, 5):
+        await publish_event(broker, batch("h1", i, 1.0), stream=METRICS)
+
+    nc = await nats.connect(nats_server.url)
+    events: list[dict[str, Any]] = []
+    deadline = asyncio.get_running_loop().time() + 30
+    while len(events) < 2 and asyncio.get_running_loop().time() < deadline:
+        events = [
+            json.loads(m.data) for m in await read_all(nc.jetstream(), "medbay.issues.>", "ISSUES")
+        ]
+        await asyncio.sleep(0.2)
+    assert [(e["type"], e["kind"], e["resource"]) for e in events] == [
+        ("issue.opened", "service_down", "api"),
+        ("issue.resolved", "service_down", "api"),
+    ]
+    assert events[0]["last_seen"] == (T0 + timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+    assert (await nc.jetstream().stream_info("DEADLETTER")).state.messages == 0
+    await nc.close()
+    await broker.stop()
 
 
 def test_bad_config_is_refused_naming_the_field(tmp_path: Path):

@@ -82,7 +82,7 @@ async def test_service_down_opens_and_resolves_with_one_trace(
         # One trace: the metric batch that revealed the problem (published in the
         # collector's span) and the issue (published in the detector's span).
         js = nc.jetstream()
-        metrics = await js.pull_subscribe("medbay.metrics.e2e-host", stream="METRICS")
+        metrics = await js.pull_subscribe("medbay.metrics.*.e2e-host", stream="METRICS")
         trigger = None
         while trigger is None:
             for msg in await metrics.fetch(100, timeout=2):

@@ -30,7 +30,7 @@ def test_every_fault_is_healed_or_escalated_and_the_quiet_raises_nothing(
     if run is None:  # the session did not start it (tests/conftest.py)
         run = start_lab()
         request.addfinalizer(run.stop)
-    returncode = run.proc.wait(TIMEOUT)
+    returncode = run.wait(TIMEOUT)
     assert run.report.exists(), run.stdout() + run.stderr()[-4000:]
     summary = json.loads(run.report.read_text())
     assert json.loads((run.data_dir / "lab" / "latest.json").read_text()) == summary

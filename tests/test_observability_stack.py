@@ -25,7 +25,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from medbay.common.settings import DEFAULT_HTTP_PORTS
 from medbay.common.telemetry import CRITICAL_SPAN_ATTRIBUTE
 from tests.helpers import free_port
-from tests.test_manifests import Network, find, pod_labels, run, tool, workloads
+from tests.test_manifests import (
+    Network,
+    compose_nats_servers,
+    find,
+    nats_pod_addressed,
+    pod_labels,
+    run,
+    tool,
+    workloads,
+    write_nats_credentials,
+)
 
 if TYPE_CHECKING:
     from conftest import NatsServer, StartService
@@ -280,7 +290,8 @@ def compose_listens(compose: Obj) -> dict[str, set[int]]:
     ports["jaeger"] = listening_ports(load(COMPOSE / "jaeger.yaml"))
     ports["prometheus"] = {9090}
     ports["grafana"] = {3000}
-    ports["nats"] = {4222, 8222}
+    for server in compose_nats_servers(compose):
+        ports[server] = {4222, 6222, 8222}
     assert set(ports) == set(compose["services"]) - {"cli", "jaeger-volume"}
     return ports
 
@@ -303,17 +314,35 @@ def test_compose_wires_every_address_to_a_service_that_listens_there(compose: Ob
     for name, service in compose["services"].items():
         if service.get("image") == "medbay:local" and name != "cli":
             assert service["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == env, name
-    # Medbay's collector reads the span metrics
+    # Medbay's collector reads the span metrics and checks every NATS server and service
     collector = load(COMPOSE / "collector.yaml")
     assert_compose_reaches(compose, collector["spanmetrics"]["url"], "collector spanmetrics")
-    # Prometheus scrapes every Medbay service, the Collector and Jaeger
+    checked = set()
+    for check in collector["services"]:
+        address = check["url"] if check["check"] == "http" else f"{check['host']}:{check['port']}"
+        assert_compose_reaches(compose, address, f"collector check {check['name']}")
+        checked.add(host_port(address)[0])
+    assert set(compose_nats_servers(compose)) <= checked
+    # Prometheus scrapes every replica of every Medbay service (found by DNS, as
+    # `--scale` makes several), the Collector and Jaeger
     prometheus = load(COMPOSE / "prometheus" / "prometheus.yml")
     scraped: dict[str, str] = {}
     for job in prometheus["scrape_configs"]:
-        for static in job["static_configs"]:
+        for static in job.get("static_configs", []):
             for target in static["targets"]:
                 assert_compose_reaches(compose, target, f"scrape job {job['job_name']}")
                 scraped[target] = static.get("labels", {}).get("medbay_service", "")
+        for dns in job.get("dns_sd_configs", []):
+            assert dns["type"] == "A", "a service's name resolves to its containers"
+            relabeled = {
+                r["target_label"]: r["source_labels"] for r in job.get("relabel_configs", [])
+            }
+            for name in dns["names"]:
+                target = f"{name}:{dns['port']}"
+                assert_compose_reaches(compose, target, f"scrape job {job['job_name']}")
+                # __meta_dns_name is the name looked up: the compose service
+                found = name if relabeled.get("medbay_service") == ["__meta_dns_name"] else ""
+                scraped[target] = found
     for name, port in DEFAULT_HTTP_PORTS.items():
         assert scraped.get(f"{name}:{port}") == name, f"Prometheus does not scrape {name}"
     assert "otel-collector:8889" in scraped
@@ -364,8 +393,7 @@ def test_compose_mounts_each_config_where_its_program_reads_it(compose: Obj):
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[Obj]:
     copy = tmp_path_factory.mktemp("k8s") / "k8s"
     shutil.copytree(K8S, copy, ignore=shutil.ignore_patterns("secrets"))
-    made = run(str(BIN / "medbay"), "auth", "init", "--dir", str(copy / "secrets"))
-    assert made.returncode == 0, made.stderr
+    write_nats_credentials(copy / "secrets")
     result = run(tool("kubectl"), "kustomize", str(copy))
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
@@ -477,9 +505,20 @@ def test_k8s_wires_every_address_to_a_service_that_listens_there(rendered: list[
         )
         assert agent["metadata"]["name"] == "otel-agent", name
         assert agent["spec"]["internalTrafficPolicy"] == "Local"
-    # the Medbay collector reads its node's agent's span metrics
+    # the Medbay collector reads its node's agent's span metrics, checks the services
+    # and each NATS server by its pod's name
     collector = load(K8S / "config" / "collector.yaml")
     assert_k8s_reaches(rendered, collector["spanmetrics"]["url"], "medbay-node", "spanmetrics")
+    nats_checked = []
+    for check in collector["services"]:
+        if check["check"] == "http":
+            assert_k8s_reaches(rendered, check["url"], "medbay-node", check["name"])
+        else:
+            assert (check["check"], check["port"]) == ("tcp", 4222), check
+            url = f"nats://{check['host']}:{check['port']}"
+            nats_checked.append(nats_pod_addressed(rendered, url, "medbay-node"))
+    (nats,) = [o for o in find(rendered, "StatefulSet") if o["metadata"]["name"] == "nats"]
+    assert nats_checked == [f"nats-{i}" for i in range(nats["spec"]["replicas"])]
 
 
 def test_k8s_network_policies_let_the_spans_through_and_nothing_else(rendered: list[Obj]):

@@ -73,8 +73,8 @@ async def test_service_down_is_restarted_and_verified_in_one_trace(
         detector = services("detector")
         planner = services("planner", wait_healthy=False)
         executor = services("executor", "--config", str(executor_yaml), wait_healthy=False)
-        planner.wait_healthy(30)
-        executor.wait_healthy(30)
+        planner.wait_healthy()
+        executor.wait_healthy()
         sub = await StreamWatch(nc.jetstream()).open("ISSUES", "PLANS", "RESULTS")
         await asyncio.sleep(4 * INTERVAL)  # healthy scrapes first
 
@@ -103,7 +103,7 @@ async def test_service_down_is_restarted_and_verified_in_one_trace(
 
         # one trace: the collector's batch that revealed it, the plan, the result
         js = nc.jetstream()
-        metrics = await js.pull_subscribe("medbay.metrics.e2e-host", stream="METRICS")
+        metrics = await js.pull_subscribe("medbay.metrics.*.e2e-host", stream="METRICS")
         trigger = None
         while trigger is None:
             for msg in await metrics.fetch(100, timeout=2):

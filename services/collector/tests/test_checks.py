@@ -323,8 +323,11 @@ async def test_checks_and_scrapes_do_not_depend_on_idle_connections(uvicorn_url,
     """Every 1.5 s against a server that drops connections idle for 1 s: each request
     lands after the server's keep-alive ran out, while it is busy closing. Sent on
     a reused connection, every other one would fail; all must succeed."""
-    web = check(name="web", check="http", url=uvicorn_url + "/healthz")
-    target = ScrapeTarget.model_validate({"name": "web", "url": uvicorn_url + "/metrics"})
+    # a busy machine answers slowly; a request on a connection being closed fails at once
+    web = check(name="web", check="http", url=uvicorn_url + "/healthz", timeout_seconds=30)
+    target = ScrapeTarget.model_validate(
+        {"name": "web", "url": uvicorn_url + "/metrics", "timeout_seconds": 30}
+    )
 
     async def check_up() -> bool:
         return (await run_check(web, http)).failure is None

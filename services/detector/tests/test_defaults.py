@@ -9,7 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from medbay.common.events import IssueChange, MetricBatch, MetricSample, derived_event_id
+from medbay.common.events import (
+    IssueChange,
+    MetricBatch,
+    MetricSample,
+    SampleColumns,
+    derived_event_id,
+)
 from medbay.detector.config import DetectorConfig
 from medbay.detector.engine import DetectionEngine
 
@@ -168,8 +174,10 @@ def test_the_busy_machine_with_a_real_fault_raises_just_that():
     """The same noise with a process spinning for six minutes: one issue, then resolved."""
     scrapes = busy_day(0.5, seed=4)
     spinner = sample("process_cpu_percent", 99.9, pid="4321", name="spin", command="spin --hard")
-    for b in scrapes[100:172]:
-        b.samples.append(spinner)
+    for i in range(100, 172):
+        scrapes[i] = scrapes[i].model_copy(
+            update={"samples": SampleColumns.of([*scrapes[i].samples, spinner])}
+        )
     events = feed(DetectionEngine(DetectorConfig()), scrapes)
     assert [(e.type, e.kind, e.labels.get("pid")) for e in events] == [
         ("issue.opened", "runaway_process", "4321"),

@@ -273,12 +273,67 @@ def test_redelivered_batches_are_skipped():
     assert engine.process(scrape("h", 2, service_up=1), 5) == []  # older than applied
 
 
-def test_event_ids_are_derived_from_the_batch():
-    down = [scrape("h", i, service_up=0) for i in range(2)]
-    first = events_of(DetectionEngine(RULES), down)
-    again = events_of(DetectionEngine(RULES), down)
-    assert len(first) == 1
-    assert [e.event_id for e in first] == [e.event_id for e in again]
+def test_event_ids_come_from_the_issue_and_its_episode_not_the_batch():
+    cpu = [50, 97, 97, 97, 85, 85, 60, 60, 97, 97, 97, 60, 60]
+    series = [scrape("h", i, cpu_percent=v) for i, v in enumerate(cpu)]
+    events = events_of(DetectionEngine(RULES), series)
+    assert [(e.type, e.severity.value) for e in events] == [
+        ("issue.opened", "critical"),
+        ("issue.updated", "warning"),
+        ("issue.resolved", "warning"),
+        ("issue.opened", "critical"),
+        ("issue.resolved", "critical"),
+    ]
+    fingerprint = events[0].fingerprint
+    assert [e.event_id for e in events] == [
+        derived_event_id(fingerprint, 1, "opened"),
+        derived_event_id(fingerprint, 1, "updated", 1, "warning"),
+        derived_event_id(fingerprint, 1, "resolved"),
+        derived_event_id(fingerprint, 2, "opened"),
+        derived_event_id(fingerprint, 2, "resolved"),
+    ]
+    # the same samples under other batch ids (another replica's replay) give the same ids
+    renamed = [b.model_copy(update={"event_id": f"other-{i}"}) for i, b in enumerate(series)]
+    assert [e.event_id for e in events_of(DetectionEngine(RULES), renamed)] == [
+        e.event_id for e in events
+    ]
+
+
+def test_an_issue_re_derived_after_a_restore_has_its_id_even_from_another_batch():
+    """A replica restoring a snapshot taken before an opening may see the crossing on a
+    later batch (it warmed up again, a sample came late): same episode, same id."""
+    engine = DetectionEngine(RULES)
+    before = [scrape("h", i, service_up=1) for i in range(3)]
+    events_of(engine, before)
+    snap = decode(encode(export_host(engine, "h")))
+    (opened,) = events_of(engine, [scrape("h", i, service_up=0) for i in (3, 4)], start=4)
+
+    restored = DetectionEngine(RULES)
+    import_host(restored, snap)
+    later = [scrape("h", i, service_up=v) for i, v in ((3, 1), (4, 0), (5, 0))]
+    (again,) = events_of(restored, later, start=4)
+    assert again.last_seen != opened.last_seen  # crossed on another batch
+    assert again.event_id == opened.event_id
+
+
+def test_episodes_are_forgotten_long_after_their_last_event_and_not_while_open():
+    engine = DetectionEngine(RULES)
+    minutes = 60 // 5  # scrapes are 5 s apart
+    events = events_of(engine, [scrape("h", i, service_up=0) for i in range(2)])
+    fingerprint = events[0].fingerprint
+    state = engine.hosts["h"]
+    assert state.episodes[fingerprint].count == 1
+    # open for two hours: kept
+    down = [scrape("h", i, service_up=0) for i in range(2, 120 * minutes, 30)]
+    events_of(engine, down, start=3)
+    assert state.episodes[fingerprint].count == 1
+    seq = 3 + len(down)
+    resolved = events_of(engine, [scrape("h", 120 * minutes, service_up=1)], start=seq)
+    assert [e.type for e in resolved] == ["issue.resolved"]
+    # an hour and more later, counting starts again (the old ids are long past dedup)
+    quiet = [scrape("h", i, service_up=1) for i in range(121 * minutes, 250 * minutes, 30)]
+    events_of(engine, quiet, start=seq + 1)
+    assert fingerprint not in state.episodes
 
 
 def mixed_stream(hosts: int, scrapes: int, seed: int = 3) -> list[MetricBatch]:

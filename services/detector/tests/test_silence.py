@@ -76,15 +76,23 @@ def test_a_host_that_stops_opens_host_silent_after_its_limit_and_resolves_on_ret
     assert round(opened.value, 1) == 30.8 and opened.threshold == 30
     assert opened.detail == "no metrics for 31 s (limit 30 s; usually one every 5 s)"
     assert opened.fingerprint == issue_fingerprint("web1", "host_silent", "metrics_age_seconds", {})
-    # the same silence judged again (after a restart) has the same id
-    assert opened.event_id == derived_event_id(opened.fingerprint, "silent", feed.seq, "opened")
+    # the host's first silence: the same one judged again (after a restart) has the same id
+    assert opened.event_id == derived_event_id(opened.fingerprint, 1, "opened")
     assert engine.check_silence(at(200)) == []  # open once
 
     resumed = engine.process(batch("web1", 240), feed.seq + 1, at(240.5))
     assert [(e.type, e.fingerprint) for e in resumed] == [("issue.resolved", opened.fingerprint)]
+    assert resumed[0].event_id == derived_event_id(opened.fingerprint, 1, "resolved")
     assert resumed[0].detail == "metrics again after 140 s without"
     assert resumed[0].first_seen == opened.first_seen
     assert engine.check_silence(at(250)) == []
+    feed.seq += 1  # the batch above
+    for t in range(245, 305, 5):
+        feed.send("web1", t)
+        engine.check_silence(at(t + 1))
+    found = [e for t in range(305, 345, 5) for e in engine.check_silence(at(t))]
+    # its second silence is another episode
+    assert [e.event_id for e in found] == [derived_event_id(opened.fingerprint, 2, "opened")]
 
 
 def test_the_limit_follows_each_hosts_usual_interval():

@@ -185,6 +185,24 @@ async def test_a_redelivered_step_is_seen_finished(open_rails: Opener) -> None:
     assert state is not None and state.outcome == "verified"
 
 
+async def test_the_claimers_own_outcome_replaces_an_interrupted_one(open_rails: Opener) -> None:
+    """exec-b took the plan over and reported the step interrupted, but exec-a, which
+    claimed it, got through after all: its outcome is what the claim keeps."""
+    rails = await open_rails()
+    assert await rails.claim_step("p3", 0, "exec-a")
+    await rails.finish_step("p3", 0, "interrupted", "interrupted", by="exec-b")
+    await rails.finish_step("p3", 0, "success", "from someone else", by="exec-c")
+    state = await rails.step_state("p3", 0)
+    assert state is not None and state.outcome == "interrupted"  # only the claimer's counts
+    await rails.finish_step("p3", 0, "verified", "fixed", by="exec-a")
+    state = await rails.step_state("p3", 0)
+    assert state is not None and (state.outcome, state.detail) == ("verified", "fixed")
+    await rails.finish_step("p3", 0, "interrupted", "late", by="exec-b")  # never back
+    await rails.finish_step("p3", 0, "failure", "again", by="exec-a")  # nor replaced again
+    state = await rails.step_state("p3", 0)
+    assert state is not None and (state.outcome, state.detail) == ("verified", "fixed")
+
+
 # --- the rules over shared state ----------------------------------------------------
 
 

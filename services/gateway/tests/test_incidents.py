@@ -155,3 +155,33 @@ async def test_service_health_lists_every_service(gateway):
     own = services[names.index("gateway")]
     assert own["status"] == "ok" and own["detail"]["service"] == "gateway"
     assert all(s["status"] in ("ok", "unhealthy", "unreachable") for s in services)
+
+
+async def test_an_executors_own_result_replaces_an_interrupted_one(gateway, bus, events):
+    """A replica took the plan over and reported its step interrupted; the executor that
+    ran it got through after all: its result and its end are what the incident shows."""
+    issue = events.issue()
+    plan = events.plan(issue).model_copy(update={"requires_approval": False})
+    done = events.result(plan)
+    cut_short = done.model_copy(
+        update={"event_id": "interrupted-1", "outcome": "interrupted", "verified": None}
+    )
+    await bus.publish(
+        issue,
+        plan,
+        events.result(plan, "started"),
+        cut_short,
+        events.finished(plan, "interrupted"),
+    )
+    path = f"/api/incidents/{issue.fingerprint}"
+    detail = await gateway.until(path, lambda body: body["plans"][0]["outcome"] == "interrupted")
+    assert detail["plans"][0]["results"][-1]["outcome"] == "interrupted"
+    await bus.publish(done, events.finished(plan, "verified"))
+    detail = await gateway.until(path, lambda body: body["plans"][0]["outcome"] == "verified")
+    (progress,) = detail["plans"]
+    assert [r["outcome"] for r in progress["results"]] == [None, "success"]
+    assert progress["finished"]["outcome"] == "verified" and detail["status"] == "verified"
+    late = cut_short.model_copy(update={"event_id": "interrupted-2"})
+    await bus.publish(late, events.alert(plan))  # one stream (RESULTS): read in this order
+    detail = await gateway.until(path, lambda body: len(body["plans"][0]["alerts"]) == 1)
+    assert detail["plans"][0]["results"][-1]["outcome"] == "success"

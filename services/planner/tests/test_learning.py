@@ -27,6 +27,7 @@ TARGETS = {"clear_cache": "cache", "restart_service": "api"}
         ("finished", "failure", True, False, False),
         ("finished", "refused", False, False, None),
         ("finished", "dry_run", None, True, None),
+        ("finished", "interrupted", None, False, None),  # how it went is not known
         ("started", None, None, False, None),
     ],
 )
@@ -81,6 +82,20 @@ def test_learner_joins_results_to_plans_and_counts_each_step_once(issue, result,
     assert learner.record(result("unknown", 0, "clear_cache", "redis")) is True
     assert len(learner.rows) == 2
     assert learner.rates.by_action["clear_cache"].tries == 2
+
+
+def test_a_real_result_after_an_interrupted_one_teaches(issue, result, planned):
+    """A replica that took the plan over said the step was interrupted; the executor
+    that ran it got through after all, and its result is the truth."""
+    config = PlannerConfig(action_targets=TARGETS)
+    learner = Learner(config)
+    plan = planned(Planner(config, learner.rates).plan(issue("memory"), CATALOG))
+    learner.remember(plan)
+    cut_short = result(plan.plan_id, 0, "clear_cache", "cache", outcome="interrupted")
+    assert learner.record(cut_short) is None
+    assert learner.record(result(plan.plan_id, 0, "clear_cache", "cache")) is True
+    assert [(r.action, r.success) for r in learner.rows] == [("clear_cache", True)]
+    assert learner.record(cut_short) is None  # a late repeat changes nothing
 
 
 def test_learner_keeps_only_recent_plans(issue, planned):

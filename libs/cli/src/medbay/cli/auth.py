@@ -24,6 +24,9 @@ import tempfile
 from pathlib import Path
 
 AUTH_CONF = "auth.conf"
+ROUTE = "route"
+"""Not an identity: the clustered servers' route password (``--rotate route``)."""
+ROUTE_ENV = "nats-route.env"
 BCRYPT_ROUNDS = 10
 """The server checks a password once per connection: ~50 ms each at this cost."""
 
@@ -69,12 +72,18 @@ def server_authorization(passwords: dict[str, str]) -> str:
 
 
 def init(directory: Path, rotate: set[str] | None = None) -> dict[str, str]:
-    """Make (or keep) every identity's password and write ``auth.conf``; the passwords."""
+    """Make (or keep) every identity's password and write ``auth.conf``, and the password
+    clustered NATS servers give each other on their routes (``nats-route.env``,
+    ``password=<hex>``: what the k8s Secret ``nats-route`` and compose's
+    MEDBAY_NATS_ROUTE_PASSWORD take); the identities' passwords."""
     from medbay.common.access import IDENTITIES
 
-    unknown = sorted((rotate or set()) - set(IDENTITIES))
+    unknown = sorted((rotate or set()) - {*IDENTITIES, ROUTE})
     if unknown:
-        raise ValueError(f"unknown identities {unknown}; known: {', '.join(IDENTITIES)}")
+        raise ValueError(f"unknown identities {unknown}; known: {', '.join(IDENTITIES)}, {ROUTE}")
+    route = directory / ROUTE_ENV
+    if not route.exists() or ROUTE in (rotate or set()):
+        write_private(route, f"password={secrets.token_hex(32)}\n")
     passwords: dict[str, str] = {}
     for identity in IDENTITIES:
         path = password_file(directory, identity)
@@ -119,7 +128,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init_p.add_argument("--dir", type=Path, default=Path(".medbay/nats"), help="where to write")
     which = init_p.add_mutually_exclusive_group()
     which.add_argument(
-        "--rotate", action="append", default=[], metavar="IDENTITY", help="new password for it"
+        "--rotate",
+        action="append",
+        default=[],
+        metavar="IDENTITY",
+        help="new password for it ('route': the NATS servers' route password; restart every "
+        "server together after it)",
     )
     which.add_argument("--rotate-all", action="store_true", help="new passwords for everyone")
     init_p.set_defaults(func=run_init)

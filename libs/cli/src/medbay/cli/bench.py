@@ -37,6 +37,19 @@ def share(text: str) -> float:
     return value
 
 
+def duration(text: str) -> float:
+    """Seconds from '90', '90s', '15m' or '1h'."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (90s, 15m, 1h)") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration")
+    return seconds
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="run a benchmark and print its figures")
     kinds = p.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
@@ -46,6 +59,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pipe.add_argument("--hosts", type=int, default=50, help="simulated hosts")
     pipe.add_argument("--metrics", type=int, default=50, help="samples per host scrape")
     pipe.add_argument("--messages", type=int, default=20_000, help="batches for throughput")
+    pipe.add_argument(
+        "--schema-version",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="MetricBatch version published: 2 (columns) or 1 (a list of samples)",
+    )
     pipe.add_argument(
         "--latency-rate", type=float, default=20_000, help="samples/s for the latency run"
     )
@@ -123,8 +143,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sec.add_argument(
         "--data-dir", type=Path, default=Path(".medbay"), help="where its credentials are"
     )
-    sec.add_argument("--nats-url", default="nats://127.0.0.1:4222")
-    sec.add_argument("--gateway-url", default="http://127.0.0.1:8470")
+    sec.add_argument("--nats-url", help="default: from <data-dir>/up.json")
+    sec.add_argument("--gateway-url", help="default: from <data-dir>/up.json")
     sec.add_argument("--results-dir", type=Path, default=None, help=argparse.SUPPRESS)
     sec.set_defaults(func=lambda a: load("security").main(a))
     cli = kinds.add_parser(
@@ -132,6 +152,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     cli.add_argument("--runs", type=int, default=11, help="runs per command (the median is shown)")
     cli.set_defaults(func=lambda a: load("cli").main(a))
+    faults = kinds.add_parser(
+        "faults",
+        help="kill replicas and NATS nodes under load: events lost or done twice, recovery",
+    )
+    faults.add_argument("--hosts", type=int, default=None, help="simulated hosts (200; soak 1000)")
+    faults.add_argument("--metrics", type=int, default=50, help="samples per host per interval")
+    faults.add_argument("--interval", type=float, default=1.0, help="seconds between scrapes")
+    faults.add_argument("--detectors", type=int, default=3, help="detector replicas")
+    faults.add_argument("--warmup", type=float, default=30.0, help="seconds before the faults")
+    faults.add_argument("--settle", type=float, default=30.0, help="seconds per fault's window")
+    faults.add_argument("--probe-seconds", type=float, default=2.0, help="one outage every N s")
+    faults.add_argument(
+        "--faults",
+        type=lambda text: [f.strip() for f in text.split(",") if f.strip()],
+        default=None,
+        help="which faults, comma-separated (default all): detector, planner, approver, "
+        "executor, nats-follower, metrics-leader, metrics-leader-sigterm, cluster-restart",
+    )
+    faults.add_argument("--json", type=Path, help="also write the figures to this file")
+    faults.add_argument(
+        "--soak", type=duration, default=None, help="instead: run the load this long (e.g. 1h)"
+    )
+    faults.add_argument(
+        "--scaling",
+        action="store_true",
+        help="instead: detector samples per CPU-second, 1 replica vs --detectors",
+    )
+    faults.set_defaults(func=lambda a: load("faults").main(a))
     spans = kinds.add_parser(
         "traces", help="spans/s the collector's OTLP receiver takes on one core, and its memory"
     )

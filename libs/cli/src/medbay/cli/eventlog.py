@@ -21,7 +21,12 @@ from nats.js.errors import NotFoundError
 
 from medbay.common.bus import DL_REASON, DL_SEQUENCE, DL_STREAM, DL_SUBJECT
 from medbay.common.reading import read
-from medbay.common.streams import STREAMS_BY_NAME, StreamSpec, stream_for_subject
+from medbay.common.streams import (
+    STREAMS_BY_NAME,
+    StreamSpec,
+    stored_pattern,
+    stream_for_subject,
+)
 from medbay.common.telemetry import trace_id_of
 
 Getter = Callable[[str], Any]
@@ -82,7 +87,9 @@ class Selection:
 
 
 def select(target: str | None) -> Selection:
-    """A stream name (all it holds), a subject or subject pattern, or nothing (ISSUES)."""
+    """A stream name (all it holds), a subject or subject pattern, or nothing (ISSUES).
+    A subject is the one events are published on; METRICS stores a host's batches
+    under its partition, which the selection then covers (``stored_pattern``)."""
     target = target or "ISSUES"
     spec = STREAMS_BY_NAME.get(target.upper())
     if spec is not None:
@@ -91,7 +98,7 @@ def select(target: str | None) -> Selection:
     if spec is None:
         names = ", ".join(STREAMS_BY_NAME)
         raise ValueError(f"{target!r} is neither a stream ({names}) nor a subject in one")
-    return Selection(spec, target)
+    return Selection(spec, stored_pattern(target))
 
 
 def trace_id(msg: Msg) -> str:
@@ -117,7 +124,11 @@ def _because(reason: Any) -> str:
 
 
 def _metric_batch(get: Getter) -> str:
-    return f"metric.batch {get('host')}: {len(get('samples') or [])} samples"
+    samples = get("samples")
+    if isinstance(samples, dict):  # version 2: columns, one name per sample
+        samples = samples.get("names")
+    count = len(samples) if isinstance(samples, list) else 0
+    return f"metric.batch {get('host')}: {count} samples"
 
 
 def _issue(get: Getter) -> str:

@@ -1,7 +1,8 @@
 """``medbay replay``: recorded events again, for debugging.
 
 ``--print`` shows them; ``--to PREFIX`` re-publishes each one, unchanged and with
-its headers, on ``PREFIX.<original subject>`` (plain NATS, outside every stream),
+its headers, on ``PREFIX.<original subject>`` (plain NATS, outside every stream;
+the subject it was published on, for METRICS without the partition it is stored under),
 so a debugging subscriber can watch a past incident unfold without touching
 the live pipeline. The prefix may not start with ``medbay``.
 """
@@ -57,11 +58,16 @@ async def replay(args: argparse.Namespace) -> int:
             raise ValueError(f"--to {args.to!r}: use a plain prefix that is not {PREFIX!r}")
     except ValueError as exc:
         raise SystemExit(f"medbay replay: {exc}") from None
+    from medbay.common.streams import published_subject
+
     nc = await connect()
     count = 0
     try:
         async for msg in read_range(nc.jetstream(), selection, since=since, until=until):
-            if args.subject and not subject_matches(msg.subject, args.subject):
+            subject = published_subject(msg.subject)
+            if args.subject and not (
+                subject_matches(subject, args.subject) or subject_matches(msg.subject, args.subject)
+            ):
                 continue
             if args.print:
                 emit(summarize(msg))
@@ -69,7 +75,7 @@ async def replay(args: argparse.Namespace) -> int:
                 headers = {
                     k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")
                 }
-                await nc.publish(f"{prefix}.{msg.subject}", msg.data, headers=headers or None)
+                await nc.publish(f"{prefix}.{subject}", msg.data, headers=headers or None)
             count += 1
         await nc.flush()
         target = "printed" if args.print else f"re-published under {prefix}."

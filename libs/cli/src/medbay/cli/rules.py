@@ -276,6 +276,18 @@ def health_alerts(config: DetectorConfig, interval: float) -> list[dict[str, Any
             },
         },
         {
+            "alert": "MedbayNoActiveReplica",
+            "expr": f"max by ({SERVICE_LABEL}) (medbay_replica_active) == 0",
+            "for": "1m",
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": "No {{ $labels.medbay_service }} replica is active",
+                "description": "Its replicas run but none has held the active lease for a "
+                "minute (one should take it within seconds): nothing is planned or asked "
+                "about. Their logs say why (NATS unreachable, the bucket missing).",
+            },
+        },
+        {
             "alert": "MedbayConsumerLagging",
             "expr": f"max by ({SERVICE_LABEL}, consumer) (medbay_consumer_pending) > 1000",
             "for": "5m",

@@ -29,7 +29,7 @@ def event_schemas() -> dict[str, dict[str, Any]]:
 def asyncapi_document() -> dict[str, Any]:
     """An AsyncAPI 3.0 document: one channel per subject pattern, one message per event."""
     from medbay.common.access import PUBLISHERS
-    from medbay.common.events import SCHEMA_VERSION
+    from medbay.common.events import METRIC_BATCH_VERSION, SCHEMA_VERSION
     from medbay.common.streams import CHANNELS
 
     channels: dict[str, Any] = {}
@@ -88,7 +88,7 @@ def asyncapi_document() -> dict[str, Any]:
             "asyncapi": "3.0.0",
             "info": {
                 "title": "Medbay events",
-                "version": f"{SCHEMA_VERSION}",
+                "version": str(max(SCHEMA_VERSION, METRIC_BATCH_VERSION)),
                 "description": "Every event Medbay publishes on NATS JetStream.",
             },
             "defaultContentType": "application/json",

@@ -8,6 +8,7 @@ import json
 import urllib.error
 import urllib.request
 
+from medbay.cli import upfile
 from medbay.cli.services import SERVICES
 
 
@@ -76,9 +77,11 @@ async def status(args: argparse.Namespace) -> int:
                 )
     finally:
         await nc.close()
+    up = upfile.read()  # a `medbay up` here may have chosen other ports
+    ports = {**DEFAULT_HTTP_PORTS, **(up.http_ports if up is not None else {})}
     print(f"\n{'service':<11} health")
     for name in SERVICES:
-        print(f"{name:<11} {service_health(args.host, DEFAULT_HTTP_PORTS[name])}")
+        print(f"{name:<11} {service_health(args.host, ports[name])}")
     return 0
 
 

@@ -26,11 +26,13 @@ import shutil
 import signal
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from medbay.cli import upfile
 from medbay.cli.auth import AUTH_CONF, password_file, write_private
 from medbay.cli.auth import init as auth_init
+from medbay.cli.cluster import free_ports, local_nodes, write_configs
 from medbay.cli.services import SERVICES
 
 COLORS = {
@@ -47,6 +49,9 @@ DEMO_PORT = 9480
 OTLP_PORT = 4318
 """The standard OTLP/HTTP port, where the collector takes applications' spans."""
 GATEWAY_PORT = 8470  # = medbay.common.settings.DEFAULT_HTTP_PORTS["gateway"]
+FIRST_SERVICE_PORT = 9471  # = DEFAULT_HTTP_PORTS["collector"]; the others follow
+SERVICE_PORT_ORDER = ("collector", "detector", "planner", "approver", "executor")
+"""Whose /healthz and /metrics listen on --service-ports, --service-ports + 1, ..."""
 CONFIGURED = ("collector", "detector", "planner", "executor", "approver", "gateway")
 """The services whose --config `medbay up` passes on (--<service>-config)."""
 
@@ -61,7 +66,8 @@ def tcp_port(text: str) -> int:
     return port
 
 
-def otlp_port(text: str) -> int:
+def port_or_zero(text: str) -> int:
+    """A port, or 0 (what 0 means is the option's to say: none, or any free one)."""
     return 0 if text.strip() == "0" else tcp_port(text)
 
 
@@ -74,6 +80,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "commands started in the same directory talk to it.",
     )
     p.add_argument("--port", type=tcp_port, default=4222, help="embedded NATS port (default 4222)")
+    p.add_argument(
+        "--cluster",
+        type=int,
+        choices=(1, 3, 5),
+        default=1,
+        help="run N clustered NATS servers instead of one (ports PORT..PORT+N-1, routes 2000 "
+        "and monitoring 4000 above them), every stream and bucket in 3 copies: how a "
+        "production cluster runs, on this machine (default 1)",
+    )
     p.add_argument("--data-dir", type=Path, default=Path(".medbay"), help="state directory")
     p.add_argument("--collector-config", type=Path, help="collector config (default: generated)")
     p.add_argument("--detector-config", type=Path, help="detector config (default: built-in rules)")
@@ -96,10 +111,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--otlp-port",
-        type=otlp_port,
+        type=port_or_zero,
         default=OTLP_PORT,
         help="where the collector takes OTLP/HTTP spans, on 127.0.0.1 (default 4318; 0: "
         "no trace receiver); ignored with --collector-config",
+    )
+    p.add_argument(
+        "--gateway-port",
+        type=port_or_zero,
+        default=GATEWAY_PORT,
+        help=f"the dashboard and API, on 127.0.0.1 (default {GATEWAY_PORT}; 0: any free port)",
+    )
+    p.add_argument(
+        "--service-ports",
+        type=port_or_zero,
+        default=FIRST_SERVICE_PORT,
+        metavar="FIRST",
+        help="the services' /healthz and /metrics on 127.0.0.1: "
+        f"{', '.join(SERVICE_PORT_ORDER)} on FIRST, FIRST+1, ... "
+        f"(default {FIRST_SERVICE_PORT}; 0: any free ports). `medbay status` in this "
+        "directory finds them in <data-dir>/up.json",
+    )
+    p.add_argument(
+        "--demo-port",
+        type=port_or_zero,
+        default=DEMO_PORT,
+        help=f"demo-web's port (default {DEMO_PORT}; 0: any free port)",
     )
     p.add_argument(
         "--no-demo",
@@ -107,6 +144,59 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="don't start demo-web, the small HTTP service that goes down now and then",
     )
     p.set_defaults(func=run)
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where `medbay up`'s HTTP listeners go on 127.0.0.1."""
+
+    services: dict[str, int]
+    """Each service's /healthz and /metrics (the gateway's is its API and dashboard)."""
+    demo: int
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.services['gateway']}"
+
+
+def choose_ports(args: argparse.Namespace) -> Ports:
+    """The ports asked for; 0 becomes free ports, chosen now."""
+    wanted = [args.service_ports + i if args.service_ports else 0 for i in range(5)]
+    wanted += [args.gateway_port, args.demo_port]
+    free = iter(free_ports(wanted.count(0)))
+    chosen = [port or next(free) for port in wanted]
+    return Ports(
+        services=dict(zip([*SERVICE_PORT_ORDER, "gateway"], chosen[:-1], strict=True)),
+        demo=chosen[-1],
+    )
+
+
+def http_ports_taken(ports: Ports, demo: bool) -> str | None:
+    """What to do when a port `medbay up` would listen on is in use (None: all free)."""
+    listeners = {**ports.services, **({"demo-web": ports.demo} if demo else {})}
+    taken = {name: port for name, port in listeners.items() if port_in_use(port)}
+    if not taken:
+        return None
+    which = ", ".join(f"{port} ({name})" for name, port in taken.items())
+    return (
+        f"medbay: 127.0.0.1 ports {which} are already in use (another medbay up?).\n"
+        "  - To run this one beside it: medbay up --port <another NATS port> "
+        "--service-ports 0 --gateway-port 0 --demo-port 0 --otlp-port 0\n"
+        "    (0: any free port; `medbay status` in this directory finds them)"
+    )
+
+
+def port_taken(port: int, taken: int, cluster: int) -> str:
+    """What to do when the embedded server's port (or a cluster node's) is in use."""
+    first = f"127.0.0.1:{taken} is already in use, so the embedded NATS server"
+    if cluster > 1:
+        first = f"{first}s (ports {port}-{port + cluster - 1})"
+    return (
+        f"medbay: {first} cannot start there.\n"
+        f"  - To use the server already on that port (it needs JetStream): "
+        f"MEDBAY_NATS_URL=nats://127.0.0.1:{taken} medbay up\n"
+        f"  - To run the embedded server on other ports: medbay up --port {port + cluster}"
+    )
 
 
 def port_in_use(port: int) -> bool:
@@ -126,12 +216,10 @@ def nats_server_binary() -> str:
 
 
 def default_collector_config(
-    data_dir: Path, nats_port: int | None, demo: bool, otlp_port: int | None
+    data_dir: Path, nats_port: int | None, ports: Ports, demo: bool, otlp_port: int | None
 ) -> Path:
     """Watch what `medbay up` itself runs: NATS and the services' health endpoints;
     take applications' spans on ``otlp_port`` (None: no trace receiver)."""
-    from medbay.common.settings import DEFAULT_HTTP_PORTS
-
     lines = ["# Generated by `medbay up`; pass --collector-config to use your own."]
     if otlp_port is not None:
         lines += [
@@ -143,18 +231,23 @@ def default_collector_config(
     if nats_port is not None:
         lines += [f"  - {{name: nats, check: tcp, host: 127.0.0.1, port: {nats_port}}}"]
     for name in SERVICES:
-        url = f"http://127.0.0.1:{DEFAULT_HTTP_PORTS[name]}/healthz"
+        url = f"http://127.0.0.1:{ports.services[name]}/healthz"
         lines += [f"  - {{name: medbay-{name}, check: http, url: '{url}'}}"]
     if demo:
-        lines += [f"  - {{name: demo-web, check: http, url: 'http://127.0.0.1:{DEMO_PORT}/'}}"]
+        url = f"http://127.0.0.1:{ports.demo}/"
+        lines += [f"  - {{name: demo-web, check: http, url: '{url}'}}"]
     path = data_dir / "collector.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def default_executor_config(data_dir: Path) -> Path:
+def demo_argv(port: int) -> list[str]:
+    return [sys.executable, "-m", "medbay.cli.demo_web", "--port", str(port)]
+
+
+def default_executor_config(data_dir: Path, demo_port: int) -> Path:
     """Dry-run, with demo-web as the one target: plans show what would be done."""
-    demo = [sys.executable, "-m", "medbay.cli.demo_web", "--port", str(DEMO_PORT)]
+    demo = demo_argv(demo_port)
     lines = [
         "# Generated by `medbay up`; pass --executor-config to use your own.",
         "# dry-run: every step is reported with what it would do; nothing is touched.",
@@ -296,12 +389,17 @@ def trace_receiver_port(sup: Supervisor, port: int) -> int | None:
 
 
 def service_argv(
-    name: str, module: str, args: argparse.Namespace, generated: dict[str, Path], data_dir: Path
+    name: str,
+    module: str,
+    args: argparse.Namespace,
+    generated: dict[str, Path],
+    data_dir: Path,
+    demo_port: int,
 ) -> list[str]:
     """How to start one service: with its --<service>-config, else a generated one."""
     chosen: Path | None = getattr(args, f"{name}_config", None) or generated.get(name)
     if name == "executor" and chosen is None:
-        chosen = default_executor_config(data_dir)
+        chosen = default_executor_config(data_dir, demo_port)
     return [sys.executable, "-m", module, *(["--config", str(chosen)] if chosen else [])]
 
 
@@ -329,7 +427,9 @@ def medbay_command() -> str:
         return str(here)
 
 
-def banner(nats_url: str, up_file: Path, viewer_token: str, operator_file: Path) -> str:
+def banner(
+    nats_url: str, up_file: Path, gateway_url: str, viewer_token: str, operator_file: Path
+) -> str:
     command = medbay_command()
     activate = Path(command).parent / "activate"
     try:
@@ -343,7 +443,7 @@ def banner(nats_url: str, up_file: Path, viewer_token: str, operator_file: Path)
         "then `medbay ...`).\n"
         f"They find this NATS server and the CLI's credentials through {shown_file} "
         "(elsewhere: set MEDBAY_NATS_URL, MEDBAY_NATS_USER=cli and MEDBAY_NATS_PASSWORD_FILE).\n"
-        f"Dashboard (read-only login): http://127.0.0.1:{GATEWAY_PORT}/#token={viewer_token}\n"
+        f"Dashboard (read-only login): {gateway_url}/#token={viewer_token}\n"
         f"To approve and act, log in with the operator token in {operator_file}"
     )
 
@@ -357,10 +457,61 @@ async def up(args: argparse.Namespace) -> int:
         upfile.remove(data_dir, os.getpid())
 
 
+async def start_embedded(
+    sup: Supervisor,
+    args: argparse.Namespace,
+    data_dir: Path,
+    env: dict[str, str],
+    tasks: list[asyncio.Task[None]],
+    order: list[str],
+) -> str | None:
+    """Start the embedded server, or ``--cluster`` N clustered ones; their URLs (None:
+    they could not start, and why was said)."""
+    nodes = local_nodes(args.cluster, args.port)
+    taken = [n.client_port for n in nodes if port_in_use(n.client_port)]
+    if taken:
+        print(port_taken(args.port, taken[0], args.cluster), file=sys.stderr)
+        return None
+    binary = nats_server_binary()
+    if args.cluster == 1:
+        argvs = {"nats": [binary, "-c", str(nats_server_config(data_dir, args.port))]}
+        where = f"nats://127.0.0.1:{args.port}"
+    else:
+        env["MEDBAY_NATS_REPLICAS"] = "3"
+        auth_init(data_dir / "nats")
+        configs = write_configs(
+            data_dir / "cluster", nodes, include_auth=data_dir / "nats" / AUTH_CONF
+        )
+        argvs = {n.name: [binary, "-c", str(c)] for n, c in zip(nodes, configs, strict=True)}
+        where = (
+            f"a {args.cluster}-node cluster on ports {args.port}-{args.port + args.cluster - 1}, "
+            "streams and buckets in 3 copies"
+        )
+    for name, argv in argvs.items():
+        tasks.append(asyncio.create_task(sup.keep_running(name, argv, env)))
+        order.append(name)
+    for node in nodes:
+        if not await wait_for_port(node.client_port):
+            sup.say("nats", f"{node.name} did not start listening; see the lines above")
+            return None
+    sup.say(
+        "nats",
+        f"JetStream ready on {where}, data in {data_dir}; "
+        f"one user per service (credentials in {data_dir / 'nats'})",
+    )
+    return ",".join(n.url for n in nodes)
+
+
 async def supervise(args: argparse.Namespace, data_dir: Path) -> int:
     from medbay.common.settings import redact_url
 
     sup = Supervisor()
+    demo = not args.no_demo
+    ports = choose_ports(args)
+    problem = http_ports_taken(ports, demo)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 1
     env = dict(os.environ)
     env.setdefault("MEDBAY_LOG_FORMAT", "text")
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -384,37 +535,20 @@ async def supervise(args: argparse.Namespace, data_dir: Path) -> int:
         served = external
     else:
         nats_port = args.port
-        if port_in_use(nats_port):
-            print(
-                f"medbay: 127.0.0.1:{nats_port} is already in use, so the embedded NATS "
-                "server cannot start there.\n"
-                f"  - To use the server already on that port (it needs JetStream): "
-                f"MEDBAY_NATS_URL=nats://127.0.0.1:{nats_port} medbay up\n"
-                f"  - To run the embedded server on another port: medbay up --port {nats_port + 1}",
-                file=sys.stderr,
-            )
+        started = await start_embedded(sup, args, data_dir, env, tasks, order)
+        if started is None:
             return 1
-        served = env["MEDBAY_NATS_URL"] = f"nats://127.0.0.1:{nats_port}"
-        argv = [nats_server_binary(), "-c", str(nats_server_config(data_dir, nats_port))]
-        tasks.append(asyncio.create_task(sup.keep_running("nats", argv, env)))
-        order.append("nats")
-        if not await wait_for_port(nats_port):
-            sup.say("nats", "did not start listening; see the lines above")
-            return 1
-        sup.say(
-            "nats",
-            f"JetStream ready on nats://127.0.0.1:{nats_port}, data in {data_dir}; "
-            f"one user per service (credentials in {credentials})",
-        )
+        served = env["MEDBAY_NATS_URL"] = started
 
-    demo = not args.no_demo
     receiver = None if args.collector_config else trace_receiver_port(sup, args.otlp_port)
-    config = args.collector_config or default_collector_config(data_dir, nats_port, demo, receiver)
+    config = args.collector_config or default_collector_config(
+        data_dir, nats_port, ports, demo, receiver
+    )
     gateway_config, viewer_token, operator_file = default_gateway_config(
         data_dir, args.anonymous_viewer
     )
     if demo:
-        argv = [sys.executable, "-m", "medbay.cli.demo_web", "--port", str(DEMO_PORT)]
+        argv = demo_argv(ports.demo)
         demo_env = dict(env)
         if receiver is not None:
             demo_env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = (
@@ -424,8 +558,9 @@ async def supervise(args: argparse.Namespace, data_dir: Path) -> int:
         order.append("demo-web")
     generated = {"collector": config, "gateway": gateway_config}
     for name, module in SERVICES.items():
-        argv = service_argv(name, module, args, generated, data_dir)
+        argv = service_argv(name, module, args, generated, data_dir, ports.demo)
         own_env = service_env(env, name, credentials)
+        own_env["MEDBAY_HTTP_PORT"] = str(ports.services[name])
         tasks.append(asyncio.create_task(sup.keep_running(name, argv, own_env)))
         order.append(name)
     up_file = upfile.write(
@@ -433,12 +568,13 @@ async def supervise(args: argparse.Namespace, data_dir: Path) -> int:
         upfile.UpInfo(
             nats_url=served,
             credentials=credentials,
-            gateway_url=f"http://127.0.0.1:{GATEWAY_PORT}",
+            gateway_url=ports.gateway_url,
             pid=os.getpid(),
+            http_ports=ports.services,
         ),
     )
     shown_url = ",".join(redact_url(u) for u in served.split(","))
-    print(banner(shown_url, up_file, viewer_token, operator_file), flush=True)
+    print(banner(shown_url, up_file, ports.gateway_url, viewer_token, operator_file), flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

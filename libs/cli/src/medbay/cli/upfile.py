@@ -2,9 +2,10 @@
 
 ``medbay up`` writes it (mode 0600) once NATS is ready and removes it when it
 stops: the NATS URL it serves, the directory of the NATS credentials, the
-gateway's URL and its own pid. Every other ``medbay`` command that talks to NATS
-reads ``./.medbay/up.json`` when ``MEDBAY_NATS_URL`` is unset, so
-``medbay up --port 4310`` and ``medbay status`` in the same directory agree.
+gateway's URL, its own pid and the port of each service's /healthz. Every other
+``medbay`` command that talks to NATS reads ``./.medbay/up.json`` when
+``MEDBAY_NATS_URL`` is unset, so ``medbay up --port 4310`` and ``medbay status`` in
+the same directory agree.
 A file whose ``medbay up`` is no longer running is ignored.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 NAME = "up.json"
@@ -26,6 +27,8 @@ class UpInfo:
     credentials: Path | None
     gateway_url: str
     pid: int
+    http_ports: dict[str, int] = field(default_factory=dict)
+    """Each service's /healthz and /metrics port (empty: the defaults)."""
 
 
 def write(data_dir: Path, info: UpInfo) -> Path:
@@ -37,6 +40,7 @@ def write(data_dir: Path, info: UpInfo) -> Path:
         "credentials": str(info.credentials) if info.credentials is not None else None,
         "gateway_url": info.gateway_url,
         "pid": info.pid,
+        "http_ports": info.http_ports,
     }
     write_private(path, json.dumps(body, indent=2) + "\n")
     return path
@@ -70,6 +74,7 @@ def read(path: Path = LOCAL, *, check_alive: bool = True) -> UpInfo | None:
             credentials=Path(credentials) if credentials else None,
             gateway_url=str(body.get("gateway_url", "")),
             pid=int(body["pid"]),
+            http_ports={str(k): int(v) for k, v in body.get("http_ports", {}).items()},
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None

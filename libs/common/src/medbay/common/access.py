@@ -41,6 +41,7 @@ from medbay.common.streams import (
     RESULTS,
     SANDBOX,
     StreamSpec,
+    metrics_partition_subjects,
 )
 
 SERVICES = ("collector", "detector", "planner", "approver", "executor", "gateway")
@@ -77,7 +78,11 @@ class BucketSpec:
 
 
 DETECTOR_STATE = BucketSpec(
-    "medbay_detector_state", "kv", "detector", (), "Detector state snapshots and watermark."
+    "medbay_detector_state",
+    "kv",
+    "detector",
+    (),
+    "Detector replicas' leases (members, partitions), snapshots and watermarks per partition.",
 )
 PLANNER_STATE = BucketSpec(
     "medbay_planner",
@@ -177,7 +182,18 @@ class Durable:
         return self.subject or self.stream.subjects[0]
 
 
-DETECTOR_METRICS = Durable(METRICS, "detector", "detector")
+def detector_partition(partition: int) -> Durable:
+    """The durable of one METRICS partition: whichever detector replica holds the
+    partition's lease consumes it."""
+    return Durable(
+        METRICS, f"detector-{partition}", "detector", metrics_partition_subjects(partition)
+    )
+
+
+DETECTOR_PARTITIONS = tuple(detector_partition(p) for p in range(METRICS.partitions))
+DETECTOR_SINGLE = Durable(METRICS, "detector", "detector")
+"""The one durable of the unpartitioned detector of earlier releases: still reserved to
+the detector, which removes it (a durable nobody reads only shows a growing backlog)."""
 PLANNER_ISSUES = Durable(ISSUES, "planner", "planner")
 PLANNER_REQUESTS = Durable(REQUESTS, "planner-requests", "planner")
 PLANNER_RESULTS = Durable(RESULTS, "planner-results", "planner")
@@ -188,7 +204,8 @@ EXECUTOR_PLANS = Durable(PLANS, "executor", "executor")
 EXECUTOR_APPROVALS = Durable(APPROVALS, "executor-approvals", "executor")
 EXECUTOR_AUDIT = Durable(AUDIT, "executor-audit", "executor")
 DURABLES: tuple[Durable, ...] = (
-    DETECTOR_METRICS,
+    *DETECTOR_PARTITIONS,
+    DETECTOR_SINGLE,
     PLANNER_ISSUES,
     PLANNER_REQUESTS,
     PLANNER_RESULTS,

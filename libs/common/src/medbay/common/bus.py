@@ -34,7 +34,7 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
-from nats.js.errors import NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -43,6 +43,7 @@ from pydantic import ValidationError
 
 from medbay.common.access import Durable
 from medbay.common.events import Event
+from medbay.common.settings import replicas_problem
 from medbay.common.streams import (
     DEADLETTER,
     StreamSpec,
@@ -120,18 +121,47 @@ def jetstream(broker: NatsBroker) -> JetStreamContext:
     return js
 
 
-async def declare_streams(broker: NatsBroker, specs: Sequence[StreamSpec]) -> None:
-    """Create or update the streams this service owns to their declared configuration."""
+async def declare_streams(
+    broker: NatsBroker,
+    specs: Sequence[StreamSpec],
+    *,
+    replicas: int = 1,
+    patience: float = 120.0,
+) -> None:
+    """Create or update the streams this service owns to their declared configuration,
+    kept in ``replicas`` copies. A stream already so declared is left alone, so
+    replicas starting together do not all rewrite it; a JetStream API that does not
+    answer yet (a cluster electing its leaders) is asked again for ``patience`` s."""
     js = jetstream(broker)
+    loop = asyncio.get_running_loop()
     for spec in specs:
-        config: StreamConfig = spec.declaration()
-        try:
-            await js.stream_info(spec.name)
-        except NotFoundError:
-            await js.add_stream(config=config)
-            log.info("declared stream %s", spec.name)
-        else:
-            await js.update_stream(config=config)
+        config: StreamConfig = spec.declaration(replicas)
+        deadline = loop.time() + patience
+        while True:
+            try:
+                await _declare(js, config, replicas)
+                break
+            except APIError as exc:
+                raise replicas_problem(spec.name, replicas, exc) from None
+            except (TimeoutError, NoRespondersError) as exc:
+                if loop.time() > deadline:
+                    raise
+                log.warning("declaring stream %s: %r; trying again", spec.name, exc)
+                await asyncio.sleep(1.0)
+
+
+async def _declare(js: JetStreamContext, config: StreamConfig, replicas: int) -> None:
+    try:
+        info = await js.stream_info(config.name or "")
+    except NotFoundError:
+        await js.add_stream(config=config)
+        log.info("declared stream %s (%d replicas)", config.name, replicas)
+        return
+    wanted = config.as_dict()
+    current = info.config.as_dict()
+    if any(current.get(key) != value for key, value in wanted.items()):
+        await js.update_stream(config=config)
+        log.info("updated stream %s to its declaration", config.name)
 
 
 async def wait_for_streams(
@@ -147,6 +177,10 @@ async def wait_for_streams(
             try:
                 await js.stream_info(spec.name)
                 break
+            except (TimeoutError, NoRespondersError, ServiceUnavailableError):
+                if deadline is not None and loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.5)  # NATS away (a node lost, a leader elected): again
             except NotFoundError:
                 if deadline is not None and loop.time() > deadline:
                     raise TimeoutError(
@@ -270,6 +304,12 @@ class Delivery(Generic[E]):
 BatchHandler = Callable[[list[Delivery[E]]], Awaitable[None]]
 
 
+class NotHeld(Exception):
+    """Raised by a handler whose work is no longer this replica's (its lease lapsed, or
+    another replica took it): the batch is handed back at once (nak'd without delay,
+    not retried here, not dead-lettered) and the consumer stops."""
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
     """A durable pull consumer and its retry policy."""
@@ -287,11 +327,18 @@ class ConsumerSpec:
     start_back_seconds: float | None = None
     """When the durable is first created, start this far back (instead of all or new):
     what came shortly before a service's first start still matters."""
+    start_seq: int | None = None
+    """When the durable is first created, start at this stream sequence (a reader that
+    has read up to the one before)."""
 
     def consumer_config(self) -> ConsumerConfig:
         """The durable's configuration (its start applies only when it is created)."""
         start: datetime | None = None
-        if self.start_back_seconds is not None:
+        start_seq: int | None = None
+        if self.start_seq is not None:
+            policy = DeliverPolicy.BY_START_SEQUENCE
+            start_seq = max(self.start_seq, 1)
+        elif self.start_back_seconds is not None:
             policy = DeliverPolicy.BY_START_TIME
             start = datetime.now(UTC) - timedelta(seconds=self.start_back_seconds)
         else:
@@ -305,6 +352,7 @@ class ConsumerSpec:
             max_ack_pending=self.max_ack_pending,
             deliver_policy=policy,
             opt_start_time=start,
+            opt_start_seq=start_seq,
         )
 
 
@@ -422,6 +470,8 @@ class BatchConsumer(Generic[E]):
             self._pending.set(msgs[-1].metadata.num_pending)
         try:
             await self.handle(msgs)
+        except NotHeld:
+            raise
         except Exception:
             if current_task_cancelling():
                 raise
@@ -430,6 +480,33 @@ class BatchConsumer(Generic[E]):
             await asyncio.sleep(1.0)
 
     async def handle(self, msgs: list[Msg]) -> None:
+        good = await self.valid(msgs)
+        if not good:
+            return
+        try:
+            await self.handler(good)
+        except NotHeld:
+            for delivery in good:  # for the replica that holds the work now
+                with contextlib.suppress(Exception):
+                    await delivery.msg.nak()
+            raise
+        except Exception:
+            log.exception("batch of %d failed; retrying one by one", len(good))
+            for delivery in good:
+                try:
+                    await self.handler([delivery])
+                except Exception as exc:
+                    await self.settle_failed(delivery, exc)
+                else:
+                    await delivery.msg.ack()
+                    self._handled.inc()
+            return
+        for delivery in good:
+            await delivery.msg.ack()
+        self._handled.inc(len(good))
+
+    async def valid(self, msgs: list[Msg]) -> list[Delivery[E]]:
+        """The messages that pass the size check and parse; the others are dead-lettered."""
         good: list[Delivery[E]] = []
         for raw in msgs:
             if len(raw.data) > self.max_bytes:
@@ -447,24 +524,7 @@ class BatchConsumer(Generic[E]):
                 continue
             ctx = propagate.extract(raw.headers or {})
             good.append(Delivery(event, raw, raw.metadata.sequence.stream, ctx))
-        if not good:
-            return
-        try:
-            await self.handler(good)
-        except Exception:
-            log.exception("batch of %d failed; retrying one by one", len(good))
-            for delivery in good:
-                try:
-                    await self.handler([delivery])
-                except Exception as exc:
-                    await self.settle_failed(delivery, exc)
-                else:
-                    await delivery.msg.ack()
-                    self._handled.inc()
-            return
-        for delivery in good:
-            await delivery.msg.ack()
-        self._handled.inc(len(good))
+        return good
 
     async def reject(self, raw: Msg, reason: str) -> None:
         """Dead-letter and acknowledge; if the dead letter cannot be stored, terminate

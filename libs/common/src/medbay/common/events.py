@@ -17,26 +17,34 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    NonNegativeInt,
     StrictBool,
     StrictInt,
     StrictStr,
+    TypeAdapter,
+    field_serializer,
     field_validator,
     model_validator,
     with_config,
 )
+from pydantic_core import CoreSchema, core_schema
 from typing_extensions import TypedDict
 
 SCHEMA_VERSION: Literal[1] = 1
-"""The only schema version this release reads and writes."""
+"""The schema version of every event but ``MetricBatch``."""
+METRIC_BATCH_VERSION: Literal[2] = 2
+"""The schema version of the ``MetricBatch`` this release writes (it reads 1 as well)."""
 
 HostName = Annotated[
     str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -121,31 +129,183 @@ class Event(BaseModel):
 # --- metrics -------------------------------------------------------------------
 
 
+MAX_SAMPLES = 20_000
+"""The most samples one ``MetricBatch`` holds."""
+Unit = Annotated[str, Field(max_length=32)]
+
+
 @with_config(ConfigDict(extra="forbid"))
 class MetricSample(TypedDict):
     """One value of one series; a series is (host, name, labels).
 
-    A typed dict rather than a model: a batch holds hundreds of samples and the
-    detector validates tens of thousands a second, so they stay plain dicts
-    (validated all the same). ``unit`` and ``labels`` may be left out.
+    What reading a ``MetricBatch``'s ``samples`` yields, and the form of a sample in
+    a version 1 batch. ``unit`` and ``labels`` may be left out.
     """
 
     name: MetricName
     value: Annotated[float, Field(allow_inf_nan=False)]
-    unit: NotRequired[Annotated[str, Field(max_length=32)]]
+    unit: NotRequired[Unit]
     labels: NotRequired[Labels]
 
+
+_SampleList = Annotated[list[MetricSample], Field(max_length=MAX_SAMPLES)]
+"""The samples of a version 1 batch."""
+
+
+class SampleColumns(BaseModel):
+    """The samples of a batch as columns, one entry per sample in each of ``names``,
+    ``values``, ``units`` ("" for none) and ``label_index``; sample ``i``'s labels are
+    ``label_sets[label_index[i]]``, a table in which a writer puts each distinct label
+    set once (``of``): most samples share a few.
+
+    Each column is validated as a whole, in pydantic's core, rather than sample by
+    sample: the detector reads tens of thousands of samples a second. A sample obeys
+    the limits of ``MetricSample``.
+
+    Read it as a sequence of ``MetricSample`` dicts: ``len(columns)``, ``columns[i]``,
+    ``for sample in columns`` (each dict is made when read; ``unit`` and ``labels``
+    only when not empty). Code that needs speed reads the columns themselves.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    names: list[MetricName] = Field(max_length=MAX_SAMPLES)
+    values: list[float] = Field(max_length=MAX_SAMPLES, description="Finite.")
+    units: list[Unit] = Field(max_length=MAX_SAMPLES, description='"" where none.')
+    label_index: list[NonNegativeInt] = Field(
+        max_length=MAX_SAMPLES, description="Each sample's labels: a position in label_sets."
+    )
+    label_sets: list[Labels] = Field(
+        max_length=MAX_SAMPLES,
+        description="The label sets the samples point at; a writer lists each distinct one once.",
+    )
+
+    @model_validator(mode="after")
+    def _aligned(self) -> SampleColumns:
+        count = len(self.names)
+        if not count == len(self.values) == len(self.units) == len(self.label_index):
+            raise ValueError(
+                f"the columns differ in length: names {count}, values {len(self.values)}, "
+                f"units {len(self.units)}, label_index {len(self.label_index)}"
+            )
+        if count and (highest := max(self.label_index)) >= len(self.label_sets):
+            where = self.label_index.index(highest)
+            raise ValueError(
+                f"label_index[{where}] is {highest}, but label_sets has "
+                f"{len(self.label_sets)} entries"
+            )
+        return self
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> MetricSample:
+        labels = self.label_sets[self.label_index[index]]
+        return _sample(self.names[index], self.values[index], self.units[index], labels)
+
+    def __iter__(self) -> Iterator[MetricSample]:  # type: ignore[override]
+        sets = self.label_sets
+        for name, value, unit, index in zip(
+            self.names, self.values, self.units, self.label_index, strict=True
+        ):
+            yield _sample(name, value, unit, sets[index])
+
+    @classmethod
+    def of(cls, samples: list[MetricSample]) -> SampleColumns:
+        """Samples as columns, each distinct label set once (the smallest message), validated
+        as a ``MetricBatch`` validates a list of them."""
+        valid = _SAMPLE_LIST.validate_python(samples)
+        positions: dict[tuple[tuple[str, str], ...], int] = {}
+        label_sets: list[dict[str, str]] = []
+        label_index: list[int] = []
+        for sample in valid:
+            labels = sample.get("labels") or {}
+            key = tuple(sorted(labels.items()))
+            if (position := positions.get(key)) is None:
+                position = positions[key] = len(label_sets)
+                label_sets.append(labels)
+            label_index.append(position)
+        return _columns(valid, label_index, label_sets)
+
+
+def _sample(name: str, value: float, unit: str, labels: dict[str, str]) -> MetricSample:
+    sample: MetricSample = {"name": name, "value": value}
+    if unit:
+        sample["unit"] = unit
+    if labels:
+        sample["labels"] = dict(labels)
+    return sample
+
+
+def _columns(
+    samples: list[MetricSample], label_index: list[int], label_sets: list[dict[str, str]]
+) -> SampleColumns:
+    """Validated samples as columns, with their labels laid out by the caller."""
+    return SampleColumns.model_construct(
+        names=[s["name"] for s in samples],
+        values=[s["value"] for s in samples],
+        units=[s.get("unit", "") for s in samples],
+        label_index=label_index,
+        label_sets=label_sets,
+    )
+
+
+def _columns_as_listed(samples: list[MetricSample]) -> SampleColumns:
+    """Validated samples as columns, a label set per sample: reading a version 1 batch
+    costs no more than before."""
+    label_sets = [s.get("labels") or {} for s in samples]
+    return _columns(samples, list(range(len(samples))), label_sets)
+
+
+class _ColumnsOrList:
+    """How ``MetricBatch.samples`` is read: as columns, or as a list of samples (version 1,
+    and a convenience when building a batch in Python) turned into columns as it comes
+    (``SampleColumns.of`` makes the compact table a writer wants).
+
+    A union tried in order, columns first, so that columns never go through Python."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        as_list = core_schema.no_info_after_validator_function(
+            _columns_as_listed, handler.generate_schema(_SampleList)
+        )
+        return core_schema.union_schema(
+            [(handler(source), "columns"), (as_list, "list")], mode="left_to_right"
+        )
+
+
+_SAMPLE_LIST: TypeAdapter[list[MetricSample]] = TypeAdapter(_SampleList)
 
 CheckName = Annotated[str, Field(min_length=1, max_length=100)]
 
 
 class MetricBatch(Event):
-    """Everything one host's collector saw in one scrape: one message per host per scrape."""
+    """Everything one host's collector saw in one scrape: one message per host per scrape.
 
+    ``samples`` is always ``SampleColumns`` in Python: iterate it for ``MetricSample``
+    dicts (``for sample in batch.samples``, ``len``, ``batch.samples[i]``), or read its
+    columns where speed matters (the detector does). Build it with
+    ``SampleColumns.of(samples)``, which puts each distinct label set in the table
+    once; a plain list of samples is taken too, as it comes.
+
+    On the bus, version 2 (what this release writes) carries the samples as columns,
+    version 1 as a list of samples. Both are read, so batches from a collector of the
+    previous release are understood during an upgrade: which form a message has is
+    told by its JSON (an object or a list), and ``schema_version`` says which one a
+    batch is written in.
+    """
+
+    schema_version: Literal[1, 2] = Field(  # type: ignore[assignment]
+        default=METRIC_BATCH_VERSION,
+        description="Version of this event's schema: 2 writes samples as columns, 1 as a "
+        "list of samples.",
+    )
     type: Literal["metric.batch"] = "metric.batch"
     host: HostName
     collected_at: AwareDatetime
-    samples: list[MetricSample] = Field(max_length=20_000)
+    samples: Annotated[SampleColumns, _ColumnsOrList] = Field(
+        description="The samples: columns in version 2, a list of samples in version 1."
+    )
     check_errors: Annotated[
         dict[CheckName, Annotated[str, Field(max_length=500)]], Field(max_length=1000)
     ] = Field(
@@ -154,6 +314,10 @@ class MetricBatch(Event):
         "`service` label of its `service_up` sample): 'connection refused', 'no answer "
         "within 2 s', 'HTTP 503'. Issues about the service carry it as their `detail`.",
     )
+
+    @field_serializer("samples")
+    def _written(self, samples: SampleColumns) -> SampleColumns | list[MetricSample]:
+        return samples if self.schema_version == METRIC_BATCH_VERSION else list(samples)
 
 
 # --- issues --------------------------------------------------------------------
@@ -332,6 +496,13 @@ class Approval(Event):
     reason: str = Field(default="", max_length=2000)
 
 
+ActionOutcome = Literal["success", "failure", "refused", "dry_run", "interrupted"]
+"""How a step ended: ``interrupted`` when the executor running it stopped (crashed, or
+lost its lease on the plan) and another took the plan over. Its real outcome is not
+known then; if the first executor was alive after all, its own result for the same
+step follows and is the truth: readers let it replace the ``interrupted`` one."""
+
+
 class ActionResult(Event):
     """What happened when the executor ran one step of a plan."""
 
@@ -344,7 +515,7 @@ class ActionResult(Event):
     target: str = Field(min_length=1, max_length=300)
     host: HostName
     status: Literal["started", "finished"]
-    outcome: Literal["success", "failure", "refused", "dry_run"] | None = None
+    outcome: ActionOutcome | None = None
     output: str = Field(default="", max_length=20_000)
     verified: bool | None = Field(default=None, description="Whether the fix was verified.")
     dry_run: bool

@@ -122,9 +122,11 @@ async def follow(
     subject: str,
     handle: Callable[[Msg], Awaitable[None]],
     *,
+    since: datetime | None = None,
     batch: int = 256,
 ) -> None:
-    """Hand every message stored on ``subject`` from now on to ``handle``, until cancelled.
+    """Hand every message stored on ``subject`` from now on (or from ``since``) to
+    ``handle``, until cancelled.
 
     Waits for the stream (its owner declares it, maybe later); if the consumer
     disappears (a NATS restart) a new one resumes after the last message seen.
@@ -134,10 +136,17 @@ async def follow(
     next_seq: int | None = None
     while True:
         try:
-            if next_seq is None:
+            if next_seq is None and since is None:
                 next_seq = (await js.stream_info(stream.name)).state.last_seq + 1
             async for msgs in read(
-                js, stream, subject, start_seq=next_seq, follow=True, batch=batch, idle_seconds=5
+                js,
+                stream,
+                subject,
+                start_seq=next_seq,
+                since=since,  # until the first message: then from next_seq
+                follow=True,
+                batch=batch,
+                idle_seconds=5,
             ):
                 for msg in msgs:
                     next_seq = msg.metadata.sequence.stream + 1

@@ -18,12 +18,13 @@ import logging
 import re
 from typing import Literal, TypeVar
 
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from medbay.common.access import APPROVER_BOOK, EXECUTOR_RAILS, PLAN_BOOK, PLANNER_STATE
 from medbay.common.events import ActionName, Plan, PlanOutcome
+from medbay.common.kv import entries as kv_entries
 
 __all__ = [
     "APPROVER_BOOK",
@@ -113,19 +114,11 @@ def _parse(model: type[M], data: bytes, key: str) -> M | None:
 
 async def _read_all(kv: KeyValue, prefix: str, model: type[M]) -> dict[str, M]:
     """Every readable record under ``prefix`` (keys without it)."""
-    found: dict[str, M] = {}
-    watcher = await kv.watch(f"{prefix}>", ignore_deletes=True)
-    try:
-        async for entry in watcher:
-            if entry is None:  # the end of the current values
-                break
-            if entry.value and (record := _parse(model, entry.value, entry.key)):
-                found[entry.key.removeprefix(prefix)] = record
-    except NoKeysError:
-        pass
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return found
+    return {
+        entry.key.removeprefix(prefix): record
+        for entry in await kv_entries(kv, f"{prefix}>")
+        if entry.value and (record := _parse(model, entry.value, entry.key))
+    }
 
 
 async def read_plan(kv: KeyValue, plan_id: str) -> tuple[PlanRecord | None, int]:

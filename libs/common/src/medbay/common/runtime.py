@@ -8,18 +8,23 @@ Exits: 2 when the settings or NATS credentials are unusable (restarting will not
 help: the message says what to fix); 1 when the NATS connection is closed for
 good (nats-py gives up on some server errors), so that a supervisor restarts
 the service rather than leave it running and unhealthy. On SIGTERM every
-service stops within ``STOP_GRACE_SECONDS``, connected to NATS or not.
+service stops within ``STOP_GRACE_SECONDS``, connected to NATS or not: each
+stopping step is bounded, and should one ignore its bound, the process says where
+it was stuck and exits 1 once ``STOP_DEADLINE_SECONDS`` have passed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import json
 import logging
+import os
 import signal
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -47,6 +52,34 @@ HealthCheck = Callable[[], str | None]
 STOP_GRACE_SECONDS = 10.0
 """SIGTERM to exit, at most: within compose's default 10 s and Kubernetes' 30 s."""
 _STOP_STEP_SECONDS = 3.0
+STOP_DEADLINE_SECONDS = 25.0
+"""A stop still under way this long after it began ends the process (exit 1): below
+Kubernetes' default grace of 30 s, so the log says why rather than a SIGKILL."""
+
+
+def exit_if_stuck(service: str, seconds: float = STOP_DEADLINE_SECONDS) -> threading.Timer:
+    """Called as a stop begins: if it has not ended ``seconds`` later (the caller cancels
+    the returned timer when it has), print every thread's and task's stack (where it is
+    stuck) and exit 1."""
+    loop = asyncio.get_running_loop()
+
+    def expire() -> None:
+        print(
+            f"medbay {service}: still stopping after {seconds:g} s; exiting. Where it was:",
+            file=sys.stderr,
+            flush=True,
+        )
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        with contextlib.suppress(Exception):  # another thread's loop: best effort
+            for task in list(asyncio.all_tasks(loop)):
+                task.print_stack(file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _fatal(service: str, text: str, code: int) -> SystemExit:
@@ -224,12 +257,32 @@ class ServiceRuntime:
             await self.broker.connect()
         except (NatsError, OSError, TimeoutError) as exc:
             raise NotConnected(exc) from None
-        await declare_streams(self.broker, owned_by(self.name))
+        await declare_streams(
+            self.broker, owned_by(self.name), replicas=self.settings.nats_replicas
+        )
         await wait_for_streams(self.broker, needs)
         if on_start is not None:
             await on_start()
         await self.broker.start()
         self._started = True
+
+    async def _stop_steps(
+        self,
+        stop_wait: asyncio.Task[Any],
+        starting: asyncio.Task[Any],
+        running: list[asyncio.Task[Any]],
+        on_stop: Hook | None,
+    ) -> None:
+        """Each stopping step, bounded."""
+        for task in [stop_wait, starting, *running]:
+            task.cancel()
+        await bounded(asyncio.gather(starting, return_exceptions=True), "abandoning start-up")
+        await bounded(
+            asyncio.gather(*running, return_exceptions=True), "stopping the service's tasks"
+        )
+        if on_stop is not None and self._started:
+            await bounded(on_stop(), "running the service's stop hook")
+        await bounded(self.broker.stop(), "closing the NATS connection")
 
     async def run(
         self,
@@ -271,6 +324,8 @@ class ServiceRuntime:
                 starting.result()
             except NotConnected as failed:
                 raise connection_problem(self.name, self.settings, failed.error) from None
+            except ConfigError as problem:  # e.g. more replicas than the cluster can keep
+                raise _fatal(self.name, str(problem), 2) from None
             running = [asyncio.create_task(t(), name=t.__name__) for t in tasks]
             self.ready = True
             log.info("%s ready", self.name)
@@ -284,17 +339,13 @@ class ServiceRuntime:
         finally:
             self.ready = False
             log.info("%s stopping", self.name)
-            for task in [stop_wait, starting, *running]:
-                task.cancel()
-            await bounded(asyncio.gather(starting, return_exceptions=True), "abandoning start-up")
-            await bounded(
-                asyncio.gather(*running, return_exceptions=True), "stopping the service's tasks"
-            )
-            if on_stop is not None and self._started:
-                await bounded(on_stop(), "running the service's stop hook")
-            await bounded(self.broker.stop(), "closing the NATS connection")
-            server.close()
-            self.tracer_provider.shutdown()
+            deadline = exit_if_stuck(self.name)
+            try:
+                await self._stop_steps(stop_wait, starting, running, on_stop)
+                server.close()
+                self.tracer_provider.shutdown()
+            finally:  # over, or cut short (cancelled): either way not stuck
+                deadline.cancel()
             log.info("%s stopped", self.name)
         if lost:
             raise SystemExit(1)

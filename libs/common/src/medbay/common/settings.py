@@ -65,6 +65,13 @@ class BusSettings(BaseSettings):
     )
     nats_cert_file: Path | None = Field(default=None, description="Client certificate (mTLS).")
     nats_key_file: Path | None = Field(default=None, description="Client key (mTLS).")
+    nats_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="Copies JetStream keeps of every stream and bucket a service owns: 1 on "
+        "one server, 3 on a cluster of three or more (survives losing one server).",
+    )
     max_clock_skew_seconds: float = Field(
         default=300.0, gt=0, description="Events dated further in the future are rejected."
     )
@@ -257,3 +264,16 @@ def config_from_command_line(
     except ConfigError as exc:
         print(f"medbay {service}: bad config: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def replicas_problem(name: str, replicas: int, exc: Exception) -> Exception:
+    """A ``ConfigError`` when the server cannot keep ``replicas`` copies of ``name``
+    (a single server, or fewer JetStream servers than copies); else ``exc`` itself."""
+    text = str(getattr(exc, "description", None) or exc)
+    if replicas > 1 or "replica" in text.lower():
+        return ConfigError(
+            f"cannot keep {name} in {replicas} copies (MEDBAY_NATS_REPLICAS): the NATS server "
+            f"says {text!r}. Use 1 on a single server, and at most the number of JetStream "
+            "servers of a cluster (3 on a 3-node cluster)."
+        )
+    return exc

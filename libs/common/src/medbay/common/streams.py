@@ -7,7 +7,7 @@ can silently re-declare a stream with other settings.
 
 | stream | subjects | owner | kept |
 |---|---|---|---|
-| METRICS | medbay.metrics.<host> | collector | 24 h, 2 GiB: rebuilds detector state, debugging |
+| METRICS | medbay.metrics.<host> (stored: <partition>.<host>) | collector | 24 h, 2 GiB |
 | ISSUES | medbay.issues.<opened,updated,resolved>.<host> | detector | 90 d: incidents |
 | PLANS | medbay.plans.<host> | planner | 90 d: decisions and their inputs |
 | APPROVALS | medbay.approvals.<channel>.<plan_id> | executor | 90 d: audit trail |
@@ -22,6 +22,19 @@ subject names the channel or service (``approvals.<channel>``,
 ``deadletter.<service>``) so the NATS server's permissions can tell them apart,
 and every consumer checks that a message's subject is the one its body implies
 (``subject_mismatch``): a Telegram approval can only come from the approver.
+
+How many copies the servers keep is the deployment's choice, not the stream's:
+each owner declares its streams and buckets with ``MEDBAY_NATS_REPLICAS`` (1 on one
+server, 3 on a cluster) and changes existing ones to it.
+
+METRICS is partitioned by the server itself: a subject transform in its
+declaration stores what a collector publishes on ``medbay.metrics.<host>`` as
+``medbay.metrics.<partition>.<host>``, the partition being a hash of the host
+modulo ``METRICS_PARTITIONS`` (NATS's ``partition()`` transform). Each detector
+replica consumes the partitions it holds, one durable each; the detector reads
+the partition count from the stream's configuration, so collectors and detectors
+cannot disagree on it. Readers that filter by a publish subject use
+``stored_pattern``, and show or re-publish a message under ``published_subject``.
 
 All are limits-based (consumers never delete what others may need), file-backed
 (they survive a server restart) and deduplicate on ``Nats-Msg-Id``.
@@ -39,7 +52,13 @@ import re
 from dataclasses import dataclass
 
 from faststream.nats import JStream
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    SubjectTransform,
+)
 
 from medbay.common.events import (
     ActionRequested,
@@ -67,6 +86,12 @@ GiB = 1024 * MiB
 MAX_MESSAGE_BYTES = 1 * MiB
 """Largest message any stream stores (the NATS server's default max_payload)."""
 
+METRICS_PARTITIONS = 16
+"""Partitions of METRICS: the most detector replicas that share the work. Part of the
+stream's declaration (its owner, the collector, writes it into the stream's subject
+transform); detectors read it back from the stream. Changing it is a release of its
+own: see the detector's README (partitions)."""
+
 
 def token(value: str) -> str:
     """Make ``value`` safe as one subject token (no dots, wildcards or spaces)."""
@@ -82,9 +107,20 @@ class StreamSpec:
     max_bytes: int
     duplicate_window: float
     description: str
+    partitions: int = 0
+    """More than 0: what is published on ``<base>.<key>`` is stored as
+    ``<base>.<partition>.<key>`` (``<base>.>`` being its first subject)."""
 
-    def declaration(self) -> StreamConfig:
-        """The full declaration: used by the owner only."""
+    def declaration(self, replicas: int = 1) -> StreamConfig:
+        """The full declaration: used by the owner only, with the copies the deployment
+        keeps (``MEDBAY_NATS_REPLICAS``)."""
+        transform = None
+        if self.partitions:
+            base = self.subjects[0].removesuffix(".>")
+            transform = SubjectTransform(
+                src=f"{base}.*",
+                dest=f"{base}.{{{{partition({self.partitions},1)}}}}.{{{{wildcard(1)}}}}",
+            )
         return StreamConfig(
             name=self.name,
             description=self.description,
@@ -95,8 +131,9 @@ class StreamSpec:
             max_bytes=self.max_bytes,
             max_msg_size=MAX_MESSAGE_BYTES,
             discard=DiscardPolicy.OLD,
-            num_replicas=1,
+            num_replicas=replicas,
             duplicate_window=self.duplicate_window,
+            subject_transform=transform,
         )
 
     def binding(self) -> JStream:
@@ -112,6 +149,7 @@ METRICS = StreamSpec(
     2 * GiB,
     120.0,
     "One MetricBatch per host per scrape.",
+    partitions=METRICS_PARTITIONS,
 )
 ISSUES = StreamSpec(
     "ISSUES",
@@ -205,7 +243,54 @@ def stream_for_subject(subject: str) -> StreamSpec | None:
 
 
 def metrics_subject(host: str) -> str:
+    """Where a host's batches are published (and stored, under ``metrics_partition``)."""
     return f"{PREFIX}.metrics.{token(host)}"
+
+
+_PARTITION = re.compile(r"\{\{\s*partition\(\s*(\d+)\s*,")
+
+
+def stream_partitions(config: StreamConfig) -> int | None:
+    """The partition count a stream's configuration stores its messages under (None:
+    it is not partitioned): what the detector takes from METRICS's ``stream_info``."""
+    transform = config.subject_transform
+    found = _PARTITION.search(transform.dest) if transform is not None else None
+    return int(found.group(1)) if found else None
+
+
+def metrics_partition_subjects(partition: int) -> str:
+    """The stored subjects of one METRICS partition (a consumer's filter)."""
+    return f"{PREFIX}.metrics.{partition}.*"
+
+
+def metrics_partition(host: str, partitions: int) -> int:
+    """The partition ``host``'s batches are stored under: FNV-1a (32 bits) of its subject
+    token modulo ``partitions``, which is what NATS's ``partition()`` transform computes.
+
+    The server does the mapping; this copy serves what the server cannot: placing
+    snapshots and batches stored before METRICS was partitioned."""
+    digest = 0x811C9DC5
+    for byte in token(host).encode():
+        digest = ((digest ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return digest % partitions
+
+
+def published_subject(subject: str) -> str:
+    """The subject a stored message was published on: a METRICS message stored as
+    ``medbay.metrics.<partition>.<host>`` was published on ``medbay.metrics.<host>``."""
+    tokens = subject.split(".")
+    if len(tokens) == 4 and tokens[:2] == [PREFIX, "metrics"] and tokens[2].isdigit():
+        return f"{PREFIX}.metrics.{tokens[3]}"
+    return subject
+
+
+def stored_pattern(pattern: str) -> str:
+    """The filter that finds what was published on ``pattern`` (a subject, maybe with
+    wildcards) as stored: ``medbay.metrics.web-1`` -> ``medbay.metrics.*.web-1``."""
+    tokens = pattern.split(".")
+    if len(tokens) == 3 and tokens[:2] == [PREFIX, "metrics"] and tokens[2] != ">":
+        return f"{PREFIX}.metrics.*.{tokens[2]}"
+    return pattern
 
 
 def issue_subject(event: IssueOpened | IssueUpdated | IssueResolved) -> str:
@@ -272,10 +357,13 @@ def subject_mismatch(event: Event, subject: str) -> str | None:
     """Why ``event`` may not have come on ``subject`` (None: it may).
 
     The subject is what the server's permissions vouch for (who may publish
-    there); the body must agree with it: its host, its channel, its plan.
+    there); the body must agree with it: its host, its channel, its plan. A metric
+    batch stored under its partition matches the subject it was published on.
     """
     expected = subject_for(event)
-    if subject == expected:
+    if subject == expected or (
+        isinstance(event, MetricBatch) and published_subject(subject) == expected
+    ):
         return None
     return f"subject {subject} does not match the event (expected {expected})"
 

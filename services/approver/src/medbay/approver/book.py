@@ -30,6 +30,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from medbay.common import kv as kv_records
 from medbay.common.access import APPROVER_BOOK
 from medbay.common.events import Approval, Plan, derived_event_id
+from medbay.common.kv import declare_key_value
 from medbay.common.records import approval_key, key_token
 from medbay.common.telemetry import trace_id_of
 
@@ -180,15 +181,17 @@ class ApprovalBook:
         self.kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> ApprovalBook:
-        kv = await js.create_key_value(
-            config=KeyValueConfig(
+    async def open(cls, js: JetStreamContext, replicas: int = 1) -> ApprovalBook:
+        kv = await declare_key_value(
+            js,
+            KeyValueConfig(
                 bucket=BUCKET,
                 history=5,
                 ttl=RETENTION.total_seconds(),
                 storage=StorageType.FILE,
                 description="Approver: plans awaiting a person, their deadlines and decisions",
-            )
+                replicas=replicas,
+            ),
         )
         return cls(kv)
 

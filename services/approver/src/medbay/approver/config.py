@@ -14,6 +14,7 @@ decide through the gateway or ``medbay approve``.
     allowed_user_ids: [11111111, 22222222]  # who may decide and use /pending, /status
     secret: "at least 16 random characters"  # or MEDBAY_APPROVER_SECRET; signs buttons
     expiry_minutes: 15                  # undecided plans are rejected after this
+    active_lease_seconds: 6             # one replica acts; a standby takes over after this
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ class ApproverConfig(BaseModel):
     secret: SecretStr | None = Field(default=None, description="Key that signs the buttons.")
     expiry_minutes: float = Field(
         default=15.0, gt=0, le=7 * 24 * 60, description="Undecided plans are rejected after this."
+    )
+    active_lease_seconds: float = Field(
+        default=6.0,
+        ge=2,
+        le=60,
+        description="Of several replicas one acts (and polls Telegram), holding a lease (key "
+        "`active` of the bucket medbay_approver) it renews every third of this; the others "
+        "stand by, and one takes over at most this long (plus a second) after it dies.",
     )
 
     @field_validator("api_base")

@@ -4,6 +4,8 @@ APPROVALS out (and alerts to Telegram).
 Wiring only: the bus handlers are in ``service``, the logic in ``decisions`` and
 ``alerts``, the records in ``book``, the buttons in ``callbacks``, the texts in
 ``messages``, Telegram in ``telegram`` and the ``/status`` sources in ``status``.
+Of several replicas one is active (``medbay.common.active``): only it consumes,
+sweeps and polls Telegram; the others stand by to take over.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ import os
 from medbay.approver import alerts
 from medbay.approver.config import ApproverConfig, load_config
 from medbay.approver.service import ApproverService
-from medbay.common.access import APPROVER_ALERTS, APPROVER_APPROVALS, APPROVER_PLANS
+from medbay.common.access import (
+    APPROVER_ALERTS,
+    APPROVER_APPROVALS,
+    APPROVER_BOOK,
+    APPROVER_PLANS,
+)
+from medbay.common.active import ActiveReplica
 from medbay.common.bus import consumer, wait_for_streams
 from medbay.common.events import AlertRaised, Approval, Plan
 from medbay.common.runtime import ServiceRuntime
@@ -24,6 +32,7 @@ from medbay.common.streams import APPROVALS, PLANS, RESULTS
 
 async def serve(config: ApproverConfig) -> None:
     rt = ServiceRuntime("approver")
+    active = ActiveReplica(rt, APPROVER_BOOK.name, ttl_seconds=config.active_lease_seconds)
     approver = ApproverService(rt, config)
     plans = consumer(
         rt, APPROVER_PLANS, approver.handle_plans, Plan, batch_size=64, deliver_new=True
@@ -59,11 +68,15 @@ async def serve(config: ApproverConfig) -> None:
     if approver.bot is not None:
         tasks.append(approver.poll_telegram)
 
-    async def start() -> None:
-        await approver.start()
-        await plans.open()  # before ready: no plan published from then on is missed
-
-    await rt.run(needs=[PLANS], on_start=start, tasks=tasks, on_stop=approver.stop)
+    # The active replica's PLANS durable exists before it reports ready (or takes over):
+    # no plan published from then on is missed.
+    await active.run(
+        needs=[PLANS],
+        on_start=approver.start,
+        on_active=plans.open,
+        tasks=tasks,
+        on_stop=approver.stop,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,7 +48,7 @@ class ApproverService:
     async def start(self) -> None:
         js = jetstream(self.rt.broker)
         config = self.config
-        book = await ApprovalBook.open(js)
+        book = await ApprovalBook.open(js, self.rt.settings.nats_replicas)
         chat = None if self.bot is None else TelegramChat(self.bot, config.chat_ids)
         self.alerts = Alerts(book, chat)
         self.decisions = Decisions(

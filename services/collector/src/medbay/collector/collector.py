@@ -17,12 +17,9 @@ from medbay.collector.host_metrics import HostMetrics
 from medbay.collector.scrape import scrape_all
 from medbay.collector.spanmetrics import SpanmetricsError, SpanmetricsReader
 from medbay.collector.spans import RedSnapshot, red_samples
-from medbay.common.events import MetricBatch, MetricSample, utc_now
+from medbay.common.events import MAX_SAMPLES, MetricBatch, MetricSample, SampleColumns, utc_now
 
 log = logging.getLogger(__name__)
-
-MAX_SAMPLES = 20_000
-"""The most samples a MetricBatch may hold."""
 
 
 def fresh_connection_client() -> httpx.AsyncClient:
@@ -89,10 +86,10 @@ class Collector:
         batch = MetricBatch(
             host=self.config.host,
             collected_at=collected_at,
-            samples=samples[:MAX_SAMPLES],
+            samples=SampleColumns.of(samples[:MAX_SAMPLES]),
             check_errors=checks.errors,
         )
-        return self._fit(batch, len(samples))
+        return self._fit(batch, samples)
 
     async def _read_traces(self) -> list[MetricSample]:
         """The span samples; a spanmetrics scrape that fails is logged when its reason
@@ -116,13 +113,15 @@ class Collector:
         self.last_traces = snapshot
         return red_samples(snapshot, min_requests_for_ratio=self.min_requests_for_ratio)
 
-    def _fit(self, batch: MetricBatch, total: int) -> MetricBatch:
+    def _fit(self, batch: MetricBatch, samples: list[MetricSample]) -> MetricBatch:
+        """The batch with as many of ``samples`` as fit, from the start."""
         if self.max_batch_bytes is not None:
             size = len(batch.model_dump_json())
             while size > self.max_batch_bytes and batch.samples:
                 keep = int(len(batch.samples) * self.max_batch_bytes / size * 0.95)
-                batch = batch.model_copy(update={"samples": batch.samples[:keep]})
+                batch = batch.model_copy(update={"samples": SampleColumns.of(samples[:keep])})
                 size = len(batch.model_dump_json())
+        total = len(samples)
         self.last_dropped = total - len(batch.samples)
         if self.last_dropped:
             log.warning("batch too large: dropped %d of %d samples", self.last_dropped, total)

@@ -344,6 +344,34 @@ class TrafficConfig(BaseModel):
         return self
 
 
+class PartitionsConfig(BaseModel):
+    """How detector replicas share the METRICS partitions.
+
+    Each replica holds a membership lease (``member.<replica_id>``) and a lease per
+    partition it consumes (``partition.<p>``) in the bucket ``medbay_detector_state``,
+    renewed every third of ``lease_seconds``. A replica that dies is dropped by the
+    server ``lease_seconds`` after its last renewal, and the others take its
+    partitions over: from the snapshots, replaying what came after them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    replica_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="This replica's name among the detectors; else $MEDBAY_REPLICA_ID, "
+        "else $POD_NAME, else the host's name and a random part. A stable name keeps the "
+        "same partitions across a restart. Two running replicas must not share one.",
+    )
+    lease_seconds: float = Field(
+        default=6.0,
+        ge=2,
+        le=60,
+        description="A dead replica's partitions are taken over this long (plus about a "
+        "second, and the replay) after its last renewal.",
+    )
+
+
 class DetectorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -353,6 +381,7 @@ class DetectorConfig(BaseModel):
     traffic: TrafficConfig = Field(default_factory=TrafficConfig)
     snapshot_interval_seconds: float = Field(default=5.0, gt=0)
     batch_size: int = Field(default=256, ge=1, le=10_000)
+    partitions: PartitionsConfig = Field(default_factory=PartitionsConfig)
 
     @model_validator(mode="after")
     def _no_anomalies_on_passing_series(self) -> DetectorConfig:
@@ -368,7 +397,10 @@ class DetectorConfig(BaseModel):
         return self
 
     def fingerprint(self) -> str:
-        return hashlib.sha1(self.model_dump_json().encode()).hexdigest()[:12]
+        """What detection depends on; replicas differ in their ``partitions`` section
+        and still read each other's snapshots."""
+        detection = self.model_dump_json(exclude={"partitions"})
+        return hashlib.sha1(detection.encode()).hexdigest()[:12]
 
 
 def load_config(path: Path | None) -> DetectorConfig:

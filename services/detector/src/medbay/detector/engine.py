@@ -10,6 +10,12 @@ the rare state changes are handled one by one. An issue is opened once per
 fingerprint, updated when its severity changes and resolved when the condition
 clears: never re-emitted per sample.
 
+An issue event's id comes from the issue itself, never from the batch that
+caused it: (fingerprint, episode, change), where the episode counts the
+fingerprint's openings in the host's state (``Episode``, kept in snapshots).
+Whichever replica re-derives an event, from whichever batch, after a restore
+and replay, gets the same id, and JetStream's duplicate window drops it.
+
 Series that come and go (a rule with ``absent_clears``, e.g. the top processes)
 count as normal while missing from their host's scrape, and their rows are
 forgotten and reused once they are, so passing processes do not pile up.
@@ -34,8 +40,6 @@ from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import repeat
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -80,10 +84,12 @@ STALL_CHECKS = 3
 detector was not watching in between (NATS unreachable, a backlog, the detector
 stalled): its window starts again."""
 MAX_DETAIL = 1000
+EPISODE_MEMORY_SECONDS = 3600.0
+"""How long a fingerprint's episode count outlives its last event (by the batches'
+``collected_at``): far longer than the ISSUES stream's duplicate window, so an id
+counted again from 1 can no longer be taken for a repeat."""
 PROCESS_RESOURCE = {"process_cpu_percent": "% CPU", "process_memory_percent": "% memory"}
 _FREE_ROW: tuple[str, str, LabelItems] = ("", "", ())
-_NAME = itemgetter("name")
-_VALUE = itemgetter("value")
 
 
 def _matches(labels: dict[str, str], wanted: dict[str, str]) -> bool:
@@ -201,12 +207,24 @@ class AnomalyBlock:
 
 
 @dataclass
+class Episode:
+    """One fingerprint of a host: how many times its issue opened, and when (epoch
+    seconds) its last event was."""
+
+    count: int
+    last_event: float
+
+
+@dataclass
 class OpenIssue:
     fingerprint: str
     row: int
     source: str  # "threshold" or the anomaly detector's name
     severity: Severity
     first_seen: datetime
+    episode: int = 0
+    updates: int = 0
+    """Severity changes so far in this episode."""
 
 
 @dataclass
@@ -217,6 +235,7 @@ class SilentIssue:
     first_seen: datetime
     since: float
     limit: float
+    episode: int = 0
 
 
 @dataclass
@@ -226,6 +245,7 @@ class NoTrafficIssue:
     fingerprint: str
     first_seen: datetime
     limit: float
+    episode: int = 0
 
 
 @dataclass
@@ -259,7 +279,8 @@ class HostState:
     last_seq: int = 0
     index: dict[SeriesKey, int] = field(default_factory=dict)
     open: dict[tuple[int, str], OpenIssue] = field(default_factory=dict)
-    shape: tuple[list[str], list[dict[str, str] | None], Layout] | None = None
+    shape: tuple[list[str], list[int], list[dict[str, str]], Layout] | None = None
+    """The last batch's names, label_index and label_sets, and their layout."""
     passing_rows: set[int] = field(default_factory=set)
     """Rows whose rule has ``absent_clears``."""
     last_arrival: float | None = None
@@ -273,6 +294,40 @@ class HostState:
     traffic_from: float | None = None
     """A service's absence counts from here at the earliest: the host's return after
     a silence (its ``collected_at``)."""
+    episodes: dict[str, Episode] = field(default_factory=dict)
+    """By fingerprint: the episodes issue event ids are derived from."""
+    episodes_pruned: float = 0.0
+    """When (a batch's ``collected_at``) episodes were last pruned."""
+
+    def open_episode(self, fingerprint: str, at: float) -> int:
+        """The number of a new episode of ``fingerprint``'s issue, opening at ``at``."""
+        episode = self.episodes.get(fingerprint)
+        if episode is None:
+            episode = self.episodes[fingerprint] = Episode(0, at)
+        episode.count += 1
+        episode.last_event = max(episode.last_event, at)
+        return episode.count
+
+    def touch_episode(self, fingerprint: str, at: float) -> None:
+        """Note an event of ``fingerprint``'s open issue at ``at``."""
+        if (episode := self.episodes.get(fingerprint)) is not None:
+            episode.last_event = max(episode.last_event, at)
+
+    def prune_episodes(self, now: float) -> None:
+        """Forget the episodes of fingerprints with no open issue and no event for
+        ``EPISODE_MEMORY_SECONDS``; at most once per that long, on a batch's time."""
+        if now - self.episodes_pruned < EPISODE_MEMORY_SECONDS:
+            return
+        self.episodes_pruned = now
+        horizon = now - EPISODE_MEMORY_SECONDS
+        open_now = {issue.fingerprint for issue in self.open.values()}
+        if self.silent is not None:
+            open_now.add(self.silent.fingerprint)
+        open_now |= {s.issue.fingerprint for s in self.traffic.values() if s.issue is not None}
+        for fingerprint in [
+            f for f, e in self.episodes.items() if e.last_event < horizon and f not in open_now
+        ]:
+            del self.episodes[fingerprint]
 
     def open_issues(self) -> int:
         """Its open issues: thresholds and anomalies, its silence, its services' traffic."""
@@ -391,18 +446,23 @@ class DetectionEngine:
         """Where the batch's samples go.
 
         A host sends the same series in the same order scrape after scrape, so the
-        layout is cached per host and checked with two list comparisons done in C.
+        layout is cached per host and checked by comparing the batch's columns of
+        names and labels with the last one's, in C.
         """
-        names = list(map(_NAME, batch.samples))
-        labels: list[dict[str, str] | None] = list(
-            map(dict.get, batch.samples, repeat("labels"))  # type: ignore[arg-type]
-        )
+        columns = batch.samples
+        names, label_index, label_sets = columns.names, columns.label_index, columns.label_sets
         shape = state.shape
-        if shape is not None and shape[0] == names and shape[1] == labels:
-            return shape[2]
+        if (
+            shape is not None
+            and shape[0] == names
+            and shape[1] == label_index
+            and shape[2] == label_sets
+        ):
+            return shape[3]
+        items = [tuple(sorted(labels.items())) for labels in label_sets]
         positions: dict[SeriesKey, int] = {}
-        for i, (name, lab) in enumerate(zip(names, labels, strict=True)):
-            positions[(name, tuple(sorted(lab.items())) if lab else ())] = i  # last one wins
+        for i, (name, index) in enumerate(zip(names, label_index, strict=True)):
+            positions[(name, items[index])] = i  # last one wins
         new = [key for key in positions if key not in state.index]
         if new:
             self.add_series(state.host, new)
@@ -429,7 +489,7 @@ class DetectionEngine:
             )
         )
         layout = Layout(rows, picks, ruled.astype(np.intp), blocks, absent, services)
-        state.shape = (names, labels, layout)
+        state.shape = (names, label_index, label_sets, layout)
         return layout
 
     # -- processing -----------------------------------------------------------
@@ -475,7 +535,7 @@ class DetectionEngine:
                 found := self._traffic(state, batch, layout.services)
             ):
                 events += [(index, e) for e in found]
-            values = np.array(list(map(_VALUE, batch.samples)), dtype=np.float64)[layout.picks]
+            values = np.array(batch.samples.values, dtype=np.float64)[layout.picks]
             wave = depth[batch.host]
             depth[batch.host] += 1
             if wave == len(waves):
@@ -530,7 +590,7 @@ class DetectionEngine:
         """Forget the missing passing series of these hosts that are back to normal."""
         th = self.thresholds
         for state in states:
-            if state.shape is None or not len(absent := state.shape[2].absent):
+            if state.shape is None or not len(absent := state.shape[3].absent):
                 continue
             quiet = absent[(th.level[absent] == 0) & (th.count[absent] == 0)].tolist()
             with_issue = {row for row, _ in state.open}
@@ -695,6 +755,7 @@ class DetectionEngine:
                 item.signals = _signals_by_service(batch)
             signals = item.signals.get(resource, {})
         now = batch.collected_at
+        at = now.timestamp()
         common = {
             "fingerprint": fingerprint,
             "host": host,
@@ -712,27 +773,32 @@ class DetectionEngine:
         open_issues = item.state.open
         key = (row, source)
         if before == 0:
-            issue = OpenIssue(fingerprint, row, source, LEVEL_SEVERITY[after], now)
+            episode = item.state.open_episode(fingerprint, at)
+            issue = OpenIssue(fingerprint, row, source, LEVEL_SEVERITY[after], now, episode)
             open_issues[key] = issue
             return IssueOpened(
-                event_id=derived_event_id(batch.event_id, fingerprint, "opened"),
+                event_id=derived_event_id(fingerprint, episode, "opened"),
                 severity=issue.severity,
                 first_seen=now,
                 signals=signals,
                 **common,
             )
+        item.state.touch_episode(fingerprint, at)
         if after == 0:
             issue = open_issues.pop(key)
             return IssueResolved(
-                event_id=derived_event_id(batch.event_id, fingerprint, "resolved"),
+                event_id=derived_event_id(fingerprint, issue.episode, "resolved"),
                 severity=issue.severity,
                 first_seen=issue.first_seen,
                 **common,
             )
         issue = open_issues[key]
         previous, issue.severity = issue.severity, LEVEL_SEVERITY[after]
+        issue.updates += 1
         return IssueUpdated(
-            event_id=derived_event_id(batch.event_id, fingerprint, "updated"),
+            event_id=derived_event_id(
+                fingerprint, issue.episode, "updated", issue.updates, issue.severity.value
+            ),
             severity=issue.severity,
             previous_severity=previous,
             first_seen=issue.first_seen,
@@ -782,11 +848,15 @@ class DetectionEngine:
     def withdraw_silence(self, host: str) -> None:
         """Take back a ``host_silent`` issue whose opening could not be published: the
         next check judges the host again, and its event has the same id."""
-        self.hosts[host].silent = None
+        state = self.hosts[host]
+        silent, state.silent = state.silent, None
+        if silent is not None and (episode := state.episodes.get(silent.fingerprint)):
+            episode.count -= 1
 
     def _silent(self, state: HostState, now: datetime, heard: float, limit: float) -> IssueOpened:
         fingerprint = issue_fingerprint(state.host, "host_silent", SILENCE_METRIC, {})
-        state.silent = SilentIssue(fingerprint, now, heard, limit)
+        episode = state.open_episode(fingerprint, now.timestamp())
+        state.silent = SilentIssue(fingerprint, now, heard, limit, episode)
         self.dirty.add(state.host)
         age = now.timestamp() - heard
         usual = (
@@ -796,7 +866,7 @@ class DetectionEngine:
         )
         return IssueOpened(
             # the same silence re-judged after a restart has the same id
-            event_id=derived_event_id(fingerprint, "silent", state.last_seq, "opened"),
+            event_id=derived_event_id(fingerprint, episode, "opened"),
             fingerprint=fingerprint,
             host=state.host,
             kind="host_silent",
@@ -824,12 +894,15 @@ class DetectionEngine:
                 state.intervals.append(gap)
             state.last_collected = collected
         state.last_arrival = received
+        if state.episodes:
+            state.prune_episodes(collected)
         issue, state.silent = state.silent, None
         if issue is None:
             return None
+        state.touch_episode(issue.fingerprint, collected)
         gap = max(0.0, received - issue.since)
         return IssueResolved(
-            event_id=derived_event_id(batch.event_id, issue.fingerprint, "resolved"),
+            event_id=derived_event_id(issue.fingerprint, issue.episode, "resolved"),
             fingerprint=issue.fingerprint,
             host=state.host,
             kind="host_silent",
@@ -960,10 +1033,11 @@ class DetectionEngine:
     ) -> IssueOpened:
         metric, label = self.config.traffic.metric, self.config.traffic.resource_label
         fingerprint = issue_fingerprint(state.host, "no_traffic", metric, {label: name})
-        series.issue = NoTrafficIssue(fingerprint, batch.collected_at, limit)
+        episode = state.open_episode(fingerprint, batch.collected_at.timestamp())
+        series.issue = NoTrafficIssue(fingerprint, batch.collected_at, limit, episode)
         usual = f"; at most {_number(max(series.gaps))} s apart before" if series.gaps else ""
         return IssueOpened(
-            event_id=derived_event_id(batch.event_id, fingerprint, "opened"),
+            event_id=derived_event_id(fingerprint, episode, "opened"),
             detail=f"no spans from {name} for {absent:.0f} s (limit {limit:.0f} s{usual})"[
                 :MAX_DETAIL
             ],
@@ -975,8 +1049,9 @@ class DetectionEngine:
     def _traffic_back(
         self, state: HostState, batch: MetricBatch, name: str, issue: NoTrafficIssue, absent: float
     ) -> IssueResolved:
+        state.touch_episode(issue.fingerprint, batch.collected_at.timestamp())
         return IssueResolved(
-            event_id=derived_event_id(batch.event_id, issue.fingerprint, "resolved"),
+            event_id=derived_event_id(issue.fingerprint, issue.episode, "resolved"),
             detail=f"spans from {name} again after {absent:.0f} s without"[:MAX_DETAIL],
             first_seen=issue.first_seen,
             last_seen=batch.collected_at,
@@ -987,8 +1062,9 @@ class DetectionEngine:
         self, state: HostState, batch: MetricBatch, name: str, issue: NoTrafficIssue, age: float
     ) -> IssueResolved:
         forget = self.config.traffic.forget_after_seconds
+        state.touch_episode(issue.fingerprint, batch.collected_at.timestamp())
         return IssueResolved(
-            event_id=derived_event_id(batch.event_id, issue.fingerprint, "resolved"),
+            event_id=derived_event_id(issue.fingerprint, issue.episode, "resolved"),
             detail=f"no spans from {name} for {age:.0f} s, over forget_after_seconds "
             f"({forget:g}): no longer watched"[:MAX_DETAIL],
             first_seen=issue.first_seen,
@@ -1012,8 +1088,10 @@ def _make_room(state: HostState, now: float) -> bool:
 def _signals_by_service(batch: MetricBatch) -> dict[str, dict[str, float]]:
     """The batch's trace figures (``SIGNAL_METRICS``) by the service they are about."""
     found: dict[str, dict[str, float]] = defaultdict(dict)
-    for sample in batch.samples:
-        key = SIGNAL_METRICS.get(sample["name"])
-        if key is not None and (service := sample.get("labels", {}).get(SIGNAL_LABEL)):
-            found[service][key] = sample["value"]
+    columns = batch.samples
+    label_sets = columns.label_sets
+    for name, value, index in zip(columns.names, columns.values, columns.label_index, strict=True):
+        key = SIGNAL_METRICS.get(name)
+        if key is not None and (service := label_sets[index].get(SIGNAL_LABEL)):
+            found[service][key] = value
     return found

@@ -1,47 +1,119 @@
-"""The detector's bus side: what its consumer calls, what it publishes, its snapshots.
+"""The detector's bus side: the partitions it holds, what it publishes, its snapshots.
 
-``DetectorService`` feeds each fetched set of METRICS batches to the
-``engine.DetectionEngine``, publishes the issue events it finds to ISSUES, keeps
-its state in the ``snapshots`` store (restoring and replaying on start), and
-checks for silent hosts on a clock. ``main`` wires it to the bus.
+METRICS is stored in partitions (``medbay.common.streams``); each detector replica
+holds some of them by lease (``ownership``). For each partition it holds,
+``DetectorService`` keeps a ``Partition``: an ``engine.DetectionEngine`` for the
+partition's hosts, restored from the partition's snapshots and replay
+(``snapshots``), and a consumer of the partition's durable (``detector-<p>``). It
+publishes the issue events it finds to ISSUES, keeps each partition's snapshots
+current, and checks the partitions' hosts for silence on a clock. A partition
+handed over to another replica is saved first; one lost (its lease not renewed in
+time, or its keys written by another replica) is dropped at once. ``main`` wires
+it to the runtime.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import APIError, NotFoundError
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
-from medbay.common.access import DETECTOR_METRICS
-from medbay.common.bus import Delivery, jetstream, publish_event
+from medbay.common.access import DETECTOR_SINGLE, detector_partition
+from medbay.common.bus import (
+    BatchConsumer,
+    ConsumerSpec,
+    Delivery,
+    consumer,
+    jetstream,
+    publish_event,
+)
 from medbay.common.events import IssueChange, MetricBatch, utc_now
-from medbay.common.reading import read
+from medbay.common.lease import Lease
 from medbay.common.runtime import ServiceRuntime, current_task_cancelling
-from medbay.common.streams import ISSUES, METRICS
+from medbay.common.streams import (
+    ISSUES,
+    METRICS,
+    PREFIX,
+    metrics_partition,
+    metrics_partition_subjects,
+    stream_partitions,
+)
 from medbay.common.telemetry import CRITICAL_SPAN_ATTRIBUTE
 from medbay.detector.config import DetectorConfig
 from medbay.detector.engine import DetectionEngine
-from medbay.detector.snapshots import SnapshotStore, export_host, import_host
+from medbay.detector.ownership import Ownership
+from medbay.detector.partitions import holder_name
+from medbay.detector.snapshots import (
+    LostPartition,
+    PartitionStore,
+    SnapshotStore,
+    export_host,
+    import_host,
+)
 
 log = logging.getLogger("medbay.detector")
 
+POLL_SECONDS = 1.0
+"""How often leases are looked after: free partitions are taken within this."""
+UNPARTITIONED_WAIT_SECONDS = 5.0
+
+
+@dataclass
+class Partition:
+    """One METRICS partition this replica holds."""
+
+    index: int
+    lease: Lease
+    store: PartitionStore
+    engine: DetectionEngine
+    evaluating: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held from evaluating to publishing, so a batch and a silence check never publish
+    one issue's events out of order."""
+    writing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One flush at a time: each write is a compare-and-swap on the last one."""
+    task: asyncio.Task[None] | None = None
+    """Restoring, then consuming."""
+    ready: bool = False
+    """Restored and consuming."""
+    lost: bool = False
+    """Its keys were written by another replica: it is no longer ours."""
+    replayed_to: int = 0
+    """Deliveries up to this sequence were applied by the replay."""
+
+    @property
+    def active(self) -> bool:
+        """Whether this replica may act for the partition this instant."""
+        return self.lease.held and not self.lost
+
+    def check(self) -> None:
+        if not self.active:
+            raise LostPartition(f"partition {self.index} is no longer held")
+
 
 class DetectorService:
-    """Holds the engine, publishes what it finds and keeps its snapshots current."""
+    """Holds the partitions' engines, publishes what they find, keeps their snapshots."""
 
-    def __init__(self, rt: ServiceRuntime, config: DetectorConfig) -> None:
+    def __init__(self, rt: ServiceRuntime, config: DetectorConfig, replica: str) -> None:
         self.rt = rt
         self.config = config
-        self.engine = DetectionEngine(config)
+        self.replica = replica
+        self.holder = holder_name(replica)
         self.store: SnapshotStore | None = None
-        self.evaluating = asyncio.Lock()
-        """Held from evaluating to publishing, so a batch and a silence check never
-        publish one issue's events out of order."""
+        self.ownership: Ownership | None = None
+        self.partitions: dict[int, Partition] = {}
+        self.count = 0
+        """METRICS's partition count, read from the stream."""
         self.tracer = trace.get_tracer("medbay.detector")
         reg = rt.registry
         self.samples = Counter("medbay_detector_samples", "Samples evaluated", registry=reg)
@@ -53,40 +125,81 @@ class DetectorService:
         self.handle_seconds = Histogram(
             "medbay_detector_batch_seconds", "Time to handle one fetched set", registry=reg
         )
+        self.held = Gauge(
+            "medbay_detector_partitions", "METRICS partitions this replica holds", registry=reg
+        )
+        self.changes = Counter(
+            "medbay_detector_partition_changes",
+            "Partitions taken (acquired), given to another replica (handed_over) or lost",
+            ["change"],
+            registry=reg,
+        )
+        rt.info["replica"] = replica
+
+    # -- start and stop -------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.restore(jetstream(self.rt.broker))
-        self.engine.watch(utc_now())  # what happened while it was away is no host's silence
+        js = jetstream(self.rt.broker)
+        self.store = await SnapshotStore.open(js, self.rt.settings.nats_replicas)
+        self.count = await self.stream_partitions(js)
+        with contextlib.suppress(NotFoundError, APIError):
+            await js.delete_consumer(METRICS.name, DETECTOR_SINGLE.name)
+            log.info("removed the unpartitioned detector's durable %r", DETECTOR_SINGLE.name)
+        await self.ensure_durables(js)
+        self.ownership = Ownership(
+            js,
+            self.store.kv,
+            replica=self.replica,
+            holder=self.holder,
+            partitions=self.count,
+            ttl_seconds=self.config.partitions.lease_seconds,
+            on_acquired=self.acquired,
+            on_hand_over=self.hand_over,
+            on_lost=self.lost,
+            still_ours=lambda p: p in self.partitions and not self.partitions[p].lost,
+        )
         self.tune_gc()
+        log.info("replica %s: %d METRICS partitions", self.replica, self.count)
 
-    async def restore(self, js: JetStreamContext) -> None:
-        """Load the snapshots and replay what came after them (see ``snapshots``)."""
-        self.store = await SnapshotStore.open(js)
-        watermark, snaps = await self.store.load()
-        if watermark is None:
-            # First start: the consumer begins with new metrics, so this is where
-            # state begins; a crash before the first snapshot replays from here.
-            info = await js.stream_info(METRICS.name)
-            await self.store.save_watermark(info.state.last_seq)
-            self.engine.max_seq = info.state.last_seq
-            return
-        restored = 0
-        for snap in snaps:
+    @staticmethod
+    async def stream_partitions(js: JetStreamContext) -> int:
+        """METRICS's partition count, waiting while it is not partitioned (a collector
+        of an earlier release declared it; the next one to start changes it)."""
+        warned = False
+        while True:
+            count = stream_partitions((await js.stream_info(METRICS.name)).config)
+            if count:
+                if count != METRICS.partitions:
+                    log.warning(
+                        "METRICS has %d partitions, this release declares %d: run the same "
+                        "release of the collector and the detector",
+                        count,
+                        METRICS.partitions,
+                    )
+                return count
+            if not warned:
+                log.warning("METRICS is not partitioned: waiting for a collector of this release")
+                warned = True
+            await asyncio.sleep(UNPARTITIONED_WAIT_SECONDS)
+
+    async def ensure_durables(self, js: JetStreamContext) -> None:
+        """Create the partitions' durables that do not exist yet, starting with new
+        metrics: from the moment a replica is ready, nothing published is missed, even
+        in a partition nobody has taken yet."""
+        for index in range(self.count):
+            durable = detector_partition(index)
             try:
-                import_host(self.engine, snap)  # checks it all before changing anything
-            except ValueError as exc:  # SnapshotError: written by something else, or damaged
-                log.warning(
-                    "snapshot of %r is unreadable (%s); that host starts afresh",
-                    snap.meta.get("host"),
-                    exc,
-                )
+                await js.consumer_info(METRICS.name, durable.name)
                 continue
-            restored += 1
-        self.engine.max_seq = watermark
-        log.info("restored %d hosts from snapshots; replaying from %d", restored, watermark)
-        replayed = await self.replay(js, watermark + 1)
-        log.info("replayed %d metric batches", replayed)
-        self._update_gauge()
+            except NotFoundError:
+                pass
+            config = ConsumerSpec(
+                durable.name, durable.filter_subject, METRICS, deliver_new=True
+            ).consumer_config()
+            try:
+                await js.add_consumer(METRICS.name, config)
+            except APIError:  # another replica made it just now
+                await js.consumer_info(METRICS.name, durable.name)
 
     @staticmethod
     def tune_gc() -> None:
@@ -96,24 +209,189 @@ class DetectorService:
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
 
-    async def replay(self, js: JetStreamContext, start_seq: int) -> int:
-        """Re-apply METRICS from ``start_seq`` up to now, publishing what it finds."""
+    async def stop(self) -> None:
+        """Save every partition and give up the leases, so the other replicas take over
+        at once rather than when the leases expire."""
+        try:
+            if self.ownership is not None:
+                await self.ownership.release_all(hand_over=True)
+        finally:
+            # Cut short by the stop's time bound, the partitions not handed over yet
+            # stop consuming now, before the connection closes under them (their
+            # leases lapse, and the next holder replays from the last watermark).
+            for work in self.partitions.values():
+                if work.task is not None:
+                    work.task.cancel()
+
+    # -- ownership ----------------------------------------------------------------------
+
+    async def ownership_loop(self) -> None:
+        assert self.ownership is not None
+        while True:
+            try:
+                await self.ownership.step()
+            except Exception as exc:
+                if current_task_cancelling():
+                    raise
+                log.warning("partition leases: %r; trying again", exc)
+            self._update_held()
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def acquired(self, index: int, lease: Lease) -> None:
+        assert self.store is not None
+        work = Partition(
+            index, lease, self.store.partition(index, self.count), DetectionEngine(self.config)
+        )
+        self.partitions[index] = work
+        work.task = asyncio.create_task(self.run_partition(work), name=f"partition-{index}")
+        self.changes.labels("acquired").inc()
+        log.info("partition %d acquired", index)
+
+    async def hand_over(self, index: int) -> None:
+        """Stop consuming ``index``, save its state, forget it (the lease is released next)."""
+        work = self.partitions.pop(index, None)
+        if work is None:
+            return
+        # A set being evaluated is published first: state saved ahead of its events
+        # would keep the next holder from deriving them again.
+        async with work.evaluating:
+            await self._stop_task(work)
+            if work.ready and work.active:
+                try:
+                    await self.flush(work)
+                except Exception as exc:  # the next holder replays a little more
+                    log.warning("saving partition %d before handing it over: %r", index, exc)
+        self.changes.labels("handed_over").inc()
+        self._update_gauges()
+
+    async def lost(self, index: int) -> None:
+        """Stop consuming ``index`` at once and forget its hosts: someone else has it."""
+        work = self.partitions.pop(index, None)
+        if work is not None:
+            work.lost = True
+            await self._stop_task(work)
+            self.changes.labels("lost").inc()
+            self._update_gauges()
+
+    @staticmethod
+    async def _stop_task(work: Partition) -> None:
+        if work.task is not None:
+            work.task.cancel()
+            await asyncio.gather(work.task, return_exceptions=True)
+
+    async def run_partition(self, work: Partition) -> None:
+        """Restore the partition, then consume its durable until cancelled."""
+        try:
+            start = await self.restore(work)
+            metrics: BatchConsumer[MetricBatch] = consumer(
+                self.rt,
+                detector_partition(work.index),
+                lambda deliveries: self.handle(work, deliveries),
+                MetricBatch,
+                batch_size=self.config.batch_size,
+                start_seq=start,
+            )
+            await metrics.open()
+            work.ready = True
+            self._update_held()
+            await metrics.run()
+        except LostPartition as exc:
+            work.lost = True
+            log.warning("partition %d: %s", work.index, exc)
+        except Exception:
+            if current_task_cancelling():
+                raise
+            log.exception("partition %d failed; it is given up for another try", work.index)
+            work.lost = True
+
+    # -- restore and replay ------------------------------------------------------------
+
+    async def restore(self, work: Partition) -> int:
+        """Load the partition's snapshots and replay what came after them; returns the
+        sequence its durable starts at when it is first created."""
+        js = jetstream(self.rt.broker)
+        durable = detector_partition(work.index).name
+        restored = await work.store.restore()
+        engine = work.engine
+        if restored.watermark is None:
+            # A first start: the partition's state begins where its durable stands
+            # (made with new metrics when a replica first started); a crash before the
+            # first snapshot replays from here.
+            try:
+                floor = (await js.consumer_info(METRICS.name, durable)).ack_floor
+                begin = int(floor.stream_seq if floor is not None else 0)
+            except NotFoundError:
+                begin = (await js.stream_info(METRICS.name)).state.last_seq
+            async with work.writing:
+                work.check()
+                await work.store.save_watermark(begin)
+            engine.max_seq = begin
+            engine.watch(utc_now())
+            return begin + 1
         count = 0
-        async for msgs in read(js, METRICS, start_seq=start_seq, batch=512, idle_seconds=2):
+        for snap in restored.snaps:
+            try:
+                import_host(engine, snap)  # checks it all before changing anything
+            except ValueError as exc:  # SnapshotError: written by something else, or damaged
+                log.warning(
+                    "snapshot of %r is unreadable (%s); that host starts afresh",
+                    snap.meta.get("host"),
+                    exc,
+                )
+                continue
+            count += 1
+        engine.max_seq = restored.watermark
+        replayed, end = await self.replay(work, restored.watermark + 1, restored.migrating)
+        work.replayed_to = end
+        async with work.writing:
+            if restored.migrating:
+                await work.store.retire()
+        log.info(
+            "partition %d: restored %d hosts%s, replayed %d batches from %d",
+            work.index,
+            count,
+            " from the earlier layout" if restored.migrating else "",
+            replayed,
+            restored.watermark + 1,
+        )
+        engine.watch(utc_now())  # what happened before is no host's silence
+        self._update_gauges()
+        return end + 1
+
+    async def replay(self, work: Partition, start_seq: int, everything: bool) -> tuple[int, int]:
+        """Re-apply the partition's batches from ``start_seq`` up to now, publishing what
+        they show, then save it all. With ``everything``, read every METRICS subject
+        and keep the batches of the partition's hosts (an earlier layout's state).
+        Returns how many batches were applied, and the last sequence read."""
+        js = jetstream(self.rt.broker)
+        end = (await js.stream_info(METRICS.name)).state.last_seq
+        subject = f"{PREFIX}.metrics.>" if everything else metrics_partition_subjects(work.index)
+        count = 0
+        last = start_seq - 1
+        async for msgs in stored(js, subject, start_seq, end):
             items: list[tuple[MetricBatch, int]] = []
             received = []
             for msg in msgs:
+                last = msg.metadata.sequence.stream
+                host = msg.subject.rsplit(".", 1)[-1]
+                if everything and metrics_partition(host, self.count) != work.index:
+                    continue
                 try:
                     batch = MetricBatch.model_validate_json(msg.data)
                 except ValidationError:
                     continue  # dead-lettered when it was first delivered
-                items.append((batch, msg.metadata.sequence.stream))
+                items.append((batch, last))
                 received.append(msg.metadata.timestamp)
-            for _, event in self.engine.process_many(items, received):
-                await self.publish(event)
+            async with work.evaluating:
+                for _, event in work.engine.process_many(items, received):
+                    work.check()
+                    await self.publish(event)
             count += len(items)
-        await self.flush()
-        return count
+        async with work.evaluating:
+            await self.flush(work)
+        return count, max(end, last)
+
+    # -- publishing ---------------------------------------------------------------------
 
     async def publish_all(self, events: list[tuple[IssueChange, trace.Span]]) -> None:
         for event, span in events:
@@ -136,7 +414,7 @@ class DetectorService:
                 self.rt.broker, event, stream=ISSUES, timeout=self.rt.settings.publish_timeout
             )
             if not fresh:
-                return  # re-derived after a restart; JetStream had it already
+                return  # re-derived after a restart or a takeover; JetStream had it already
             self.issue_events.labels(event.type).inc()
             log.info(
                 "%s %s %s on %s/%s: %s=%s (%s)",
@@ -151,94 +429,178 @@ class DetectorService:
                 extra={"fingerprint": event.fingerprint, "event_id": event.event_id},
             )
 
-    async def handle(self, deliveries: list[Delivery[MetricBatch]]) -> None:
+    # -- consuming ----------------------------------------------------------------------
+
+    async def handle(self, work: Partition, deliveries: list[Delivery[MetricBatch]]) -> None:
+        """A fetched set of the partition's batches. Not ours any more: raise, so they go
+        back to the durable for the next holder."""
+        work.check()
+        fresh = [d for d in deliveries if d.seq > work.replayed_to]  # else replayed already
+        if not fresh:
+            return
         with self.handle_seconds.time():
-            spans = [d.span("detector.evaluate") for d in deliveries]
+            spans = [d.span("detector.evaluate") for d in fresh]
             try:
-                async with self.evaluating:
-                    await self._evaluate(deliveries, spans)
+                async with work.evaluating:
+                    await self._evaluate(work, fresh, spans)
             finally:
                 for span in spans:
                     span.end()
 
     async def _evaluate(
-        self, deliveries: list[Delivery[MetricBatch]], spans: list[trace.Span]
+        self, work: Partition, deliveries: list[Delivery[MetricBatch]], spans: list[trace.Span]
     ) -> None:
-        before = self.engine.samples_seen
-        found = self.engine.process_many(
+        engine = work.engine
+        before = engine.samples_seen
+        found = engine.process_many(
             [(d.event, d.seq) for d in deliveries],
             [d.msg.metadata.timestamp for d in deliveries],
         )
-        self.samples.inc(self.engine.samples_seen - before)
+        self.samples.inc(engine.samples_seen - before)
         self.batches.inc(len(deliveries))
-        if found:
+        if not found:
+            return
+        try:
+            work.check()
             # One issue's events in order; different issues concurrently.
             by_issue: dict[str, list[tuple[IssueChange, trace.Span]]] = {}
             for index, event in found:
                 by_issue.setdefault(event.fingerprint, []).append((event, spans[index]))
             await asyncio.gather(*(self.publish_all(e) for e in by_issue.values()))
             # Persist right away: a restart then never re-derives these events.
-            await self.flush({event.host for _, event in found})
-            self._update_gauge()
-
-    async def flush(self, hosts: set[str] | None = None) -> None:
-        """Write snapshots of changed hosts (all of them, or just ``hosts``); after a
-        full flush, also the watermark they complete."""
-        if self.store is None:
-            return
-        names = set(self.engine.dirty if hosts is None else hosts & self.engine.dirty)
-        mark = self.engine.max_seq
-        snaps = [export_host(self.engine, h) for h in names]
-        self.engine.dirty -= names
-        try:
-            await asyncio.gather(*(self.store.save_host(snap) for snap in snaps))
-        except Exception:
-            self.engine.dirty |= names  # written again next time
+            await self.flush(work, {event.host for _, event in found})
+        except BaseException:
+            # The engine is ahead of what was published (and saved): it must not be
+            # saved now. The partition is given up and restored afresh, and the
+            # replay derives the events again (those that went out are dropped
+            # as repeats).
+            work.lost = True
             raise
-        if hosts is None:
-            await self.store.save_watermark(mark)
+        self._update_gauges()
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    async def flush(self, work: Partition, hosts: set[str] | None = None) -> None:
+        """Write snapshots of the partition's changed hosts (all of them, or just
+        ``hosts``); after a full flush, also the watermark they complete."""
+        engine = work.engine
+        async with work.writing:
+            work.check()
+            names = set(engine.dirty if hosts is None else hosts & engine.dirty)
+            mark = engine.max_seq
+            snaps = [export_host(engine, h) for h in names]
+            engine.dirty -= names
+            try:
+                await asyncio.gather(*(work.store.save_host(snap) for snap in snaps))
+                if hosts is None:
+                    await work.store.save_watermark(mark)
+            except LostPartition:
+                work.lost = True
+                raise
+            except Exception:
+                engine.dirty |= names  # written again next time
+                raise
+
+    async def flush_all(self) -> None:
+        """Save every partition's changed hosts. Never while a batch is being evaluated:
+        its events may not be published yet, and a snapshot that holds what they say
+        would keep a restart from deriving them again if their publishing fails."""
+        for work in list(self.partitions.values()):
+            if work.ready and work.active and self.partitions.get(work.index) is work:
+                try:
+                    async with work.evaluating:
+                        await self.flush(work)
+                except LostPartition as exc:
+                    log.warning("partition %d: %s", work.index, exc)
 
     async def snapshot_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.snapshot_interval_seconds)
             try:
-                await self.flush()
+                await self.flush_all()
             except Exception:
                 if current_task_cancelling():
                     raise
                 log.exception("snapshot failed; will retry")
+
+    # -- silence ------------------------------------------------------------------------
 
     async def silence_loop(self) -> None:
         """Every ``silence.check_seconds``, look for hosts whose metrics stopped."""
         js = jetstream(self.rt.broker)
         while True:
             await asyncio.sleep(self.config.silence.check_seconds)
-            try:
-                await self.check_silence(js)
-            except Exception as exc:
-                if current_task_cancelling():
-                    raise
-                # the engine starts a new window after checks it missed
-                log.warning("silence check skipped: %r", exc)
+            for work in list(self.partitions.values()):
+                try:
+                    await self.check_silence(js, work)
+                except Exception as exc:
+                    if current_task_cancelling():
+                        raise
+                    # the engine starts a new window after checks it missed
+                    log.warning("silence check of partition %d skipped: %r", work.index, exc)
 
-    async def check_silence(self, js: JetStreamContext) -> None:
-        """Judge silence only when this detector has every published batch: while it
-        is behind, a quiet host may just be waiting in its backlog."""
-        info = await js.consumer_info(METRICS.name, DETECTOR_METRICS.name)
+    async def check_silence(self, js: JetStreamContext, work: Partition) -> None:
+        """Judge a partition's hosts only when this replica has every batch published to
+        it: while it is behind, a quiet host may just be waiting in its backlog."""
+        if not work.ready or not work.active:
+            return
+        info = await js.consumer_info(METRICS.name, detector_partition(work.index).name)
         if info.num_pending:
             return
-        async with self.evaluating:
-            found = self.engine.check_silence(utc_now())
+        async with work.evaluating:
+            work.check()
+            found = work.engine.check_silence(utc_now())
             for done, event in enumerate(found):
                 try:
                     await self.publish(event)
                 except Exception:
                     for unsent in found[done:]:
-                        self.engine.withdraw_silence(unsent.host)
+                        work.engine.withdraw_silence(unsent.host)
                     raise
             if found:
-                await self.flush({event.host for event in found})
-                self._update_gauge()
+                await self.flush(work, {event.host for event in found})
+                self._update_gauges()
 
-    def _update_gauge(self) -> None:
-        self.open_issues.set(sum(h.open_issues() for h in self.engine.hosts.values()))
+    def _update_gauges(self) -> None:
+        works = list(self.partitions.values())
+        self.open_issues.set(sum(h.open_issues() for w in works for h in w.engine.hosts.values()))
+
+    def _update_held(self) -> None:
+        works = list(self.partitions.values())
+        self.held.set(len(works))
+        self.rt.info["partitions"] = sorted(w.index for w in works if w.ready)
+
+
+async def stored(
+    js: JetStreamContext, subject: str, start_seq: int, end: int
+) -> AsyncIterator[list[Msg]]:
+    """The messages stored on ``subject`` from ``start_seq`` through ``end``, in batches.
+
+    An ephemeral consumer that acknowledges nothing; it ends as soon as nothing more is
+    pending, and waits out slow fetches (a busy cluster) rather than stopping early."""
+    if start_seq > end:
+        return
+    config = ConsumerConfig(
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=max(start_seq, 1),
+        inactive_threshold=60.0,
+    )
+    sub = await js.pull_subscribe(subject, stream=METRICS.name, config=config)
+    try:
+        pending = (await sub.consumer_info()).num_pending
+        while pending:
+            try:
+                msgs = await sub.fetch(512, timeout=5)
+            except TimeoutError:  # nats-py raises its own or the built-in one
+                pending = (await sub.consumer_info()).num_pending
+                continue
+            kept = [m for m in msgs if m.metadata.sequence.stream <= end]
+            if kept:
+                yield kept
+            if len(kept) < len(msgs) or msgs[-1].metadata.sequence.stream >= end:
+                return
+            pending = msgs[-1].metadata.num_pending
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()

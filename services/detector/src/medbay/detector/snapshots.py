@@ -1,12 +1,20 @@
-"""Detector state that survives restarts, kept in a JetStream key-value bucket.
+"""Detector state that survives restarts and moves between replicas, in JetStream KV.
 
-Choice: snapshots in KV plus replay. Every few seconds (and when it stops) the
-detector writes each changed host's state to key ``host.<host>`` and then the
-``watermark``: the METRICS sequence up to which all snapshots are complete. On
-start it loads the snapshots and replays METRICS from the watermark, skipping
-per host what its snapshot already holds. Issue events re-derived by the replay
-have the same deterministic ids as the first time, so JetStream drops them as
-duplicates: a crash loses no issue and opens none twice.
+Choice: snapshots in KV plus replay, per METRICS partition. Every few seconds
+(and when it stops or hands a partition over) the replica holding a partition
+writes each changed host's state to ``snapshot.<partition>.<host>`` and then the
+partition's watermark, ``watermark.<partition>``: the METRICS sequence up to
+which the partition's snapshots are complete. Whoever takes the partition next
+(the same replica restarted, or another when this one died) loads its snapshots
+and replays the partition from the watermark, skipping per host what its snapshot
+already holds. Issue events re-derived by the replay have the same ids as the
+first time (they come from the issue's fingerprint and episode), so JetStream
+drops them as duplicates: a crash loses no issue and opens none twice.
+
+The single detector of earlier releases kept ``host.<host>`` and one
+``watermark``; a partition with no watermark of its own starts from those (and
+likewise from another partition count's keys), replaying every METRICS subject
+from that watermark and keeping its own hosts' batches, and then removes them.
 
 A snapshot is a small JSON header followed by the raw bytes of its arrays;
 nothing is unpickled. ``export_host`` and ``import_host`` turn one host's engine
@@ -17,6 +25,7 @@ is skipped with a warning and that host starts afresh.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,16 +37,26 @@ from typing import Any
 import numpy as np
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import (
+    APIError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
 from nats.js.kv import KeyValue
 
 from medbay.common.access import DETECTOR_STATE
+from medbay.common.bus import NotHeld
 from medbay.common.events import Severity
-from medbay.common.streams import token
+from medbay.common.kv import declare_key_value
+from medbay.common.kv import entries as kv_entries
+from medbay.common.kv import keys as kv_keys
+from medbay.common.streams import metrics_partition, token
 from medbay.detector.engine import (
     GAP_HISTORY,
     INTERVAL_HISTORY,
     DetectionEngine,
+    Episode,
     FloatArray,
     HostState,
     NoTrafficIssue,
@@ -51,6 +70,7 @@ log = logging.getLogger(__name__)
 
 BUCKET = DETECTOR_STATE.name
 WATERMARK = "watermark"
+"""The single detector's watermark (before METRICS was partitioned)."""
 FORMAT = 2
 
 
@@ -141,11 +161,15 @@ def export_host(engine: DetectionEngine, host: str) -> HostSnapshot:
                 "fingerprint": issue.fingerprint,
                 "severity": issue.severity.value,
                 "first_seen": issue.first_seen.isoformat(),
+                "episode": issue.episode,
+                "updates": issue.updates,
             }
             for issue in state.open.values()
         ],
         "silence": _export_silence(state),
         "traffic": _export_traffic(state),
+        "episodes": [[f, e.count, e.last_event] for f, e in state.episodes.items()],
+        "episodes_pruned": state.episodes_pruned,
     }
     return HostSnapshot(meta, arrays)
 
@@ -163,6 +187,7 @@ def _export_silence(state: HostState) -> dict[str, object]:
             "first_seen": silent.first_seen.isoformat(),
             "since": silent.since,
             "limit": silent.limit,
+            "episode": silent.episode,
         },
     }
 
@@ -182,6 +207,7 @@ def _export_traffic(state: HostState) -> dict[str, object]:
                     "fingerprint": series.issue.fingerprint,
                     "first_seen": series.issue.first_seen.isoformat(),
                     "limit": series.issue.limit,
+                    "episode": series.issue.episode,
                 },
             }
             for name, series in state.traffic.items()
@@ -213,6 +239,29 @@ class _OpenItem:
     fingerprint: str
     severity: Severity
     first_seen: datetime
+    episode: int
+    updates: int
+
+
+def _count(value: object, what: str) -> int:
+    """A count of at least 0; a snapshot written before it existed has none (0)."""
+    count = 0 if value is None else _expect(value, int, what)
+    if count < 0:
+        raise SnapshotError(f"snapshot {what}: {count} is negative")
+    return int(count)
+
+
+def _episodes(value: object) -> dict[str, Episode]:
+    """The ``episodes`` part; a snapshot written before it existed has none."""
+    episodes: dict[str, Episode] = {}
+    for entry in _expect(value if value is not None else [], list, "episodes"):
+        items = _expect(entry, list, "episode")
+        if len(items) != 3:
+            raise SnapshotError(f"snapshot episode: expected 3 items, got {items!r:.80}")
+        fingerprint = _expect(items[0], str, "episode fingerprint")
+        count = _count(items[1], "episode count")
+        episodes[fingerprint] = Episode(count, _seconds(items[2], "episode last_event"))
+    return episodes
 
 
 def _series(value: object) -> list[SeriesKey]:
@@ -266,6 +315,8 @@ def _open_issue(value: object, count: int) -> _OpenItem:
         _expect(item.get("fingerprint"), str, "open issue fingerprint"),
         severity,
         first_seen,
+        _count(item.get("episode"), "open issue episode"),
+        _count(item.get("updates"), "open issue updates"),
     )
 
 
@@ -310,6 +361,7 @@ def _silence(value: object) -> _Silence:
             first_seen,
             _seconds(issue.get("since"), "silence since"),
             _seconds(issue.get("limit"), "silence limit"),
+            _count(issue.get("episode"), "silence episode"),
         )
     return _Silence(
         _optional_seconds(item.get("last_arrival"), "silence last_arrival"),
@@ -349,6 +401,7 @@ def _watched(value: object) -> tuple[str, ServiceTraffic]:
             _expect(opened.get("fingerprint"), str, f"{where} fingerprint"),
             _datetime(opened.get("first_seen"), f"{where} first_seen"),
             _seconds(opened.get("limit"), f"{where} limit"),
+            _count(opened.get("episode"), f"{where} episode"),
         )
     series = ServiceTraffic(
         _seconds(item.get("last_seen"), f"{where} last_seen"), appearances, issue=issue
@@ -375,6 +428,8 @@ class _Checked:
     opened: list[_OpenItem]
     silence: _Silence
     traffic: _Traffic
+    episodes: dict[str, Episode]
+    episodes_pruned: float
 
 
 def _check(snap: HostSnapshot) -> _Checked:
@@ -395,6 +450,8 @@ def _check(snap: HostSnapshot) -> _Checked:
         opened,
         _silence(meta.get("silence")),
         _traffic(meta.get("traffic")),
+        _episodes(meta.get("episodes")),
+        _seconds(meta.get("episodes_pruned", 0.0), "episodes_pruned"),
     )
 
 
@@ -437,6 +494,8 @@ def import_host(engine: DetectionEngine, snap: HostSnapshot) -> None:
     state.silent = silence.silent
     state.traffic_from = checked.traffic.since
     state.traffic = _within(checked.traffic.services, engine.config.traffic.max_services)
+    state.episodes = checked.episodes
+    state.episodes_pruned = checked.episodes_pruned
     th = engine.thresholds
     th.level[rows] = arrays["level"].astype(np.intp)
     th.pending[rows] = arrays["pending"].astype(np.intp)
@@ -466,7 +525,13 @@ def import_host(engine: DetectionEngine, snap: HostSnapshot) -> None:
         if item.source != "threshold" and (not same_config or engine.block_of[row] is None):
             continue  # its detector's state was not restored; it reopens if still anomalous
         state.open[(row, item.source)] = OpenIssue(
-            item.fingerprint, row, item.source, item.severity, item.first_seen
+            item.fingerprint,
+            row,
+            item.source,
+            item.severity,
+            item.first_seen,
+            item.episode,
+            item.updates,
         )
 
 
@@ -480,40 +545,267 @@ def _within(services: dict[str, ServiceTraffic], most: int) -> dict[str, Service
     return {n: s for n, s in services.items() if n in kept}
 
 
+class LostPartition(NotHeld):
+    """The partition's lease lapsed, or a write to its keys found someone else's revision
+    there: another replica holds the partition now, and this one must stop at once."""
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Up to which METRICS sequence a partition's snapshots are complete, and under
+    which partition count (the layout) they were written."""
+
+    seq: int
+    partitions: int
+    earlier: int | None = None
+    """Written while other partitions may still move from an earlier layout: where
+    that layout's state was complete to (the watermark this one replaced)."""
+
+    def encode(self) -> bytes:
+        record: dict[str, int] = {"seq": self.seq, "partitions": self.partitions}
+        if self.earlier is not None:
+            record["earlier"] = self.earlier
+        return json.dumps(record).encode()
+
+
+def _watermark(value: bytes | None) -> Watermark | None:
+    """A stored watermark (None: unreadable); a bare number is the single detector's."""
+    try:
+        item = json.loads(value or b"")
+    except ValueError:
+        return None
+    if isinstance(item, int) and not isinstance(item, bool):
+        return Watermark(item, 0)
+    if not isinstance(item, dict):
+        return None
+    seq, partitions, earlier = item.get("seq"), item.get("partitions"), item.get("earlier")
+    if not isinstance(seq, int) or not isinstance(partitions, int):
+        return None
+    return Watermark(seq, partitions, earlier if isinstance(earlier, int) else None)
+
+
+def member_key(replica: str) -> str:
+    return f"member.{replica}"
+
+
+def partition_key(partition: int) -> str:
+    return f"partition.{partition}"
+
+
+def watermark_key(partition: int) -> str:
+    return f"watermark.{partition}"
+
+
+def snapshot_key(partition: int, host: str) -> str:
+    return f"snapshot.{partition}.{token(host)}"
+
+
+@dataclass
+class Restored:
+    """What a partition's new holder starts from."""
+
+    watermark: int | None
+    """Replay from the sequence after it; None: nothing stored, start with new metrics."""
+    snaps: list[HostSnapshot]
+    migrating: bool
+    """The state was written under another layout (the single detector's, or another
+    partition count): replay every METRICS subject from the watermark, keeping the
+    batches of this partition's hosts, and then ``retire`` the old keys."""
+
+
 class SnapshotStore:
+    """The bucket ``medbay_detector_state``.
+
+    | key | what |
+    |---|---|
+    | ``member.<replica>`` | a replica's membership lease |
+    | ``partition.<p>`` | partition ``p``'s lease: its holder consumes it |
+    | ``snapshot.<p>.<host>`` | a host's state |
+    | ``watermark.<p>`` | the sequence partition ``p``'s snapshots are complete to |
+    | ``watermark``, ``host.<host>`` | the single detector's layout, migrated per partition |
+
+    Only the holder of a partition's lease writes its snapshots and watermark
+    (``PartitionStore``); leases are written by ``medbay.common.lease``.
+    """
+
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> SnapshotStore:
-        kv = await js.create_key_value(
-            config=KeyValueConfig(bucket=BUCKET, history=1, storage=StorageType.FILE)
+    async def open(cls, js: JetStreamContext, replicas: int = 1) -> SnapshotStore:
+        kv = await declare_key_value(
+            js,
+            KeyValueConfig(
+                bucket=BUCKET,
+                history=1,
+                storage=StorageType.FILE,
+                description=DETECTOR_STATE.description,
+                replicas=replicas,
+            ),
         )
         return cls(kv)
 
+    def partition(self, partition: int, partitions: int) -> PartitionStore:
+        return PartitionStore(self, partition, partitions)
+
+    async def forget_old_layouts(self, partitions: int) -> bool:
+        """Once every partition has a watermark of ``partitions``, remove the watermarks
+        of earlier layouts (the single detector's, other counts'): no later migration
+        should replay from them. Whether every partition has."""
+        marks = {e.key: e for e in await kv_entries(self.kv, "watermark.*")}
+        current = {
+            key
+            for key, entry in marks.items()
+            if (mark := _watermark(entry.value)) is not None and mark.partitions == partitions
+        }
+        if current != {watermark_key(p) for p in range(partitions)}:
+            return False
+        stale = [e for key, e in marks.items() if key not in current]
+        with contextlib.suppress(KeyNotFoundError, KeyDeletedError):
+            stale.append(await self.kv.get(WATERMARK))
+        for entry in stale:
+            with contextlib.suppress(APIError, KeyWrongLastSequenceError):
+                await self.kv.delete(entry.key, last=entry.revision)
+        return True
+
+
+class PartitionStore:
+    """One partition's snapshots and watermark, as seen by the replica holding it.
+
+    Every write is a compare-and-swap on the revision this holder last saw of the
+    key, so a replica that lost the partition without noticing yet (a long pause)
+    cannot overwrite what its successor wrote: the write fails with
+    ``LostPartition`` instead."""
+
+    def __init__(self, store: SnapshotStore, partition: int, partitions: int) -> None:
+        self.store = store
+        self.kv = store.kv
+        self.partition = partition
+        self.partitions = partitions
+        self.revisions: dict[str, int] = {}
+        self.sources: dict[str, int] = {}
+        """Keys of an earlier layout this partition's state came from (``retire``)."""
+        self.earlier: int | None = None
+        """While other partitions may still move from an earlier layout, where its
+        state was complete to: kept in this partition's watermark, which replaced
+        one of that layout's."""
+
+    async def restore(self) -> Restored:
+        """Read what the partition's last holder left: its watermark and snapshots, or
+        (a first start under this layout) the earlier layout's state of its hosts."""
+        mark_entry = await self._get(watermark_key(self.partition))
+        mark = None
+        if mark_entry is not None:
+            self.revisions[mark_entry.key] = mark_entry.revision or 0
+            mark = _watermark(mark_entry.value)
+        if mark is not None and mark.partitions == self.partitions:
+            self.earlier = mark.earlier  # other partitions may still need it
+            snaps = []
+            for entry in await kv_entries(self.store.kv, f"snapshot.{self.partition}.*"):
+                self.revisions[entry.key] = entry.revision or 0
+                snap = self._decoded(entry)
+                if snap is not None and snap.meta.get("partitions") == self.partitions:
+                    snaps.append(snap)  # else another layout's, not this partition's host
+            return Restored(mark.seq, snaps, migrating=False)
+        earlier = await self._earlier_watermarks()
+        if not earlier:
+            return Restored(None, [], migrating=False)
+        self.earlier = min(earlier)
+        return Restored(self.earlier, await self._earlier_snapshots(), migrating=True)
+
+    async def _earlier_watermarks(self) -> list[int]:
+        """Where the earlier layouts' state was complete to: their watermarks, and those
+        that partitions already moved to this layout replaced."""
+        entries = await kv_entries(self.store.kv, "watermark.*")
+        legacy = await self._get(WATERMARK)
+        marks = [
+            mark
+            for entry in [*entries, *([legacy] if legacy is not None else [])]
+            if (mark := _watermark(entry.value)) is not None
+        ]
+        return [m.seq for m in marks if m.partitions != self.partitions] + [
+            m.earlier for m in marks if m.partitions == self.partitions and m.earlier is not None
+        ]
+
+    async def _earlier_snapshots(self) -> list[HostSnapshot]:
+        """The newest snapshot of each host of this partition, under any earlier key."""
+        mine: dict[str, list[str]] = {}
+        for pattern in ("host.*", "snapshot.*.*"):
+            for key in await kv_keys(self.store.kv, pattern):
+                host = key.rsplit(".", 1)[-1]
+                if metrics_partition(host, self.partitions) == self.partition:
+                    mine.setdefault(host, []).append(key)
+        snaps = []
+        for entries in mine.values():
+            newest: HostSnapshot | None = None
+            for key in entries:
+                entry = await self._get(key)
+                if entry is None:
+                    continue
+                if entry.key == snapshot_key(self.partition, entry.key.rsplit(".", 1)[-1]):
+                    self.revisions[entry.key] = entry.revision or 0
+                else:
+                    self.sources[entry.key] = entry.revision or 0
+                snap = self._decoded(entry)
+                if snap is not None and (newest is None or _last_seq(snap) > _last_seq(newest)):
+                    newest = snap
+            if newest is not None:
+                snaps.append(newest)
+        return snaps
+
+    async def _get(self, key: str) -> KeyValue.Entry | None:
+        try:
+            return await self.kv.get(key)
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+
+    @staticmethod
+    def _decoded(entry: KeyValue.Entry) -> HostSnapshot | None:
+        try:
+            return decode(entry.value or b"")
+        except (ValueError, KeyError, TypeError, struct.error) as exc:
+            log.warning("snapshot %s is unreadable (%s); that host starts afresh", entry.key, exc)
+            return None
+
     async def save_host(self, snap: HostSnapshot) -> None:
-        await self.kv.put(f"host.{token(str(snap.meta['host']))}", encode(snap))
+        meta = {**snap.meta, "partition": self.partition, "partitions": self.partitions}
+        key = snapshot_key(self.partition, str(snap.meta["host"]))
+        await self._write(key, encode(HostSnapshot(meta, snap.arrays)))
 
     async def save_watermark(self, seq: int) -> None:
-        await self.kv.put(WATERMARK, str(seq).encode())
+        mark = Watermark(seq, self.partitions, self.earlier)
+        await self._write(watermark_key(self.partition), mark.encode())
 
-    async def load(self) -> tuple[int | None, list[HostSnapshot]]:
-        """The watermark (None on a first start) and every host's snapshot."""
+    async def _write(self, key: str, value: bytes) -> None:
+        last = self.revisions.get(key)
         try:
-            entry = await self.kv.get(WATERMARK)
-            watermark = int(entry.value or b"0")
-        except KeyNotFoundError:
-            return None, []
-        snaps = []
-        try:
-            keys = await self.kv.keys()
-        except Exception:  # nats-py raises NoKeysError for an empty bucket
-            keys = []
-        for key in keys:
-            if key.startswith("host."):
-                entry = await self.kv.get(key)
-                try:
-                    snaps.append(decode(entry.value or b""))
-                except (ValueError, KeyError, TypeError, struct.error) as exc:
-                    log.warning("snapshot %s is unreadable (%s); that host starts afresh", key, exc)
-        return watermark, snaps
+            if last is None:
+                revision = await self.kv.create(key, value)
+            else:
+                revision = await self.kv.update(key, value, last=last)
+        except KeyWrongLastSequenceError:
+            raise LostPartition(f"{key} was written by another replica") from None
+        except APIError as exc:
+            if exc.err_code not in _WRONG_LAST_SEQUENCE:
+                raise
+            raise LostPartition(f"{key} was written by another replica") from None
+        self.revisions[key] = revision
+
+    async def retire(self) -> None:
+        """Remove the earlier layout's keys this partition's state was migrated from
+        (now saved under this layout's), and that layout's watermarks once no
+        partition needs them."""
+        for key, revision in self.sources.items():
+            with contextlib.suppress(APIError, KeyWrongLastSequenceError):
+                await self.kv.delete(key, last=revision)
+        self.sources.clear()
+        if await self.store.forget_old_layouts(self.partitions):
+            self.earlier = None
+
+
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+
+
+def _last_seq(snap: HostSnapshot) -> int:
+    seq = snap.meta.get("last_seq")
+    return seq if isinstance(seq, int) else 0

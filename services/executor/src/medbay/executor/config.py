@@ -23,6 +23,9 @@ what every plan would do and touches nothing.
       channels: [telegram, gateway, cli]   # whose approvals count
     safety:
       allow: {restart_service: [web], clear_cache: [redis], alert_human: [oncall]}
+    lease:                    # how executor replicas share plans (see ``plan_run``)
+      ttl_seconds: 8          # a dead executor's plan is taken over 8 s after its last renewal
+      renew_seconds: 2        # how often the executor running a plan renews its lease
 
 Every target may list ``covers``: other names it answers to in issues (the
 service, cache, database, directory or mount an issue names); the executor adds
@@ -47,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medbay.common.actions import ACTIONS
 from medbay.common.approval import ApprovalPolicy
+from medbay.common.lease import MIN_TTL_SECONDS
 from medbay.common.settings import ConfigError, load_yaml_config
 from medbay.executor.safety_config import SafetyConfig
 from medbay.executor.targets import TargetSpec
@@ -76,6 +80,45 @@ class ApprovalConfig(BaseModel):
     )
 
 
+class LeaseConfig(BaseModel):
+    """The lease under which one executor runs a plan (``plan_run``).
+
+    The executor running a plan renews its lease every ``renew_seconds``; another
+    replica takes the plan over (reporting the step it was in as interrupted) only
+    once the server has dropped the lease, ``ttl_seconds`` after the last renewal,
+    and it has seen none at two looks in a row (``takeover_poll_seconds`` apart).
+    A longer TTL rides out longer NATS outages (e.g. a leader election) without a
+    takeover; a shorter one takes a dead executor's plans over sooner.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ttl_seconds: int = Field(
+        default=8,
+        ge=MIN_TTL_SECONDS,
+        le=3600,
+        description="A plan's lease lapses this long after its last renewal (JetStream "
+        "counts a message's TTL in whole seconds).",
+    )
+    renew_seconds: float = Field(
+        default=2.0, gt=0, description="How often the executor running a plan renews its lease."
+    )
+
+    @model_validator(mode="after")
+    def _renew_in_time(self) -> LeaseConfig:
+        if self.renew_seconds > self.ttl_seconds / 2:
+            raise ValueError(
+                f"lease.renew_seconds ({self.renew_seconds:g}) must be at most half of "
+                f"lease.ttl_seconds ({self.ttl_seconds:g}): one slow renewal must not lose it"
+            )
+        return self
+
+    @property
+    def takeover_poll_seconds(self) -> float:
+        """How often a replica looks for running plans whose lease lapsed."""
+        return self.renew_seconds / 4
+
+
 class ExecutorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -99,6 +142,7 @@ class ExecutorConfig(BaseModel):
         description="An unapproved plan older than this when it arrives is not run "
         "(e.g. after a long outage of the executor): the situation has moved on.",
     )
+    lease: LeaseConfig = Field(default_factory=LeaseConfig)
 
     @property
     def dry_run(self) -> bool:

@@ -45,8 +45,9 @@ async def serve(config: ExecutorConfig) -> None:
             plans.run,
             approvals.run,
             audit.run,
-            executor.watch_metrics,
             executor.watch_resolved,
+            executor.follow_plan_book,
+            executor.take_over,
         ],
         on_stop=executor.stop,
     )

@@ -38,7 +38,9 @@ from medbay.common.records import BreakerState
 from medbay.executor.verify import above_is_bad, series_name
 
 StepResult = Literal["success", "failure", "refused", "dry_run"]
-"""How one step ended: ``ActionResult.outcome``."""
+"""How one step ended, as the executor counts it: an interrupted step is a
+``failure`` with ``StepEnd.interrupted`` (``ActionResult.outcome`` says
+``interrupted``)."""
 
 MESSAGE_LIMIT = 4000
 """Characters of a message for people (``AlertRaised.message``)."""

@@ -1,9 +1,9 @@
 """Where each plan stands (awaiting approval, running, done), kept in JetStream KV.
 
 Every executor replica reads and changes the same records with compare-and-swap
-(``medbay.common.kv.change``),
-so a plan is decided once and started once however many replicas see it, and a
-restarted executor resumes the plans that were running.
+(``medbay.common.kv.change``), so a plan is decided once and started once however
+many replicas see it. Every replica follows the book (``follow``) to take over the
+``running`` plans nobody runs any more (``medbay.executor.plan_run``).
 
 A record is created by whichever comes first, the plan or its approval (an
 approval may overtake its plan), and completed by the other. Every plan that
@@ -14,19 +14,24 @@ timer), ``expired`` too when it arrives too old to run, else how its run ended.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
+from pydantic import ValidationError
 
 from medbay.common.events import Approval, Plan, PlanOutcome
-from medbay.common.kv import change
-from medbay.common.records import PLAN_BOOK, PlanRecord, plan_key, read_plan, read_plans
+from medbay.common.kv import change, declare_key_value
+from medbay.common.records import PLAN_BOOK, PlanRecord, plan_key, read_plan
 
 BUCKET = PLAN_BOOK.name
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,15 +48,17 @@ class PlanBook:
         self.kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> PlanBook:
-        kv = await js.create_key_value(
-            config=KeyValueConfig(
+    async def open(cls, js: JetStreamContext, replicas: int = 1) -> PlanBook:
+        kv = await declare_key_value(
+            js,
+            KeyValueConfig(
                 bucket=BUCKET,
                 history=5,
                 ttl=90 * 24 * 3600,
                 storage=StorageType.FILE,
                 description=PLAN_BOOK.description,
-            )
+                replicas=replicas,
+            ),
         )
         return cls(kv)
 
@@ -166,15 +173,37 @@ class PlanBook:
         return Transition("rejected", new, f"rejected by {approval.decided_by}")
 
     async def finish(self, plan_id: str, outcome: PlanOutcome, note: str) -> None:
-        """Record how the plan's run ended; the first end recorded stays."""
+        """Record how the plan's run ended; the first end recorded stays, except that an
+        ``interrupted`` end gives way to the real one (the executor that was running it
+        got through after a replica took it over: ``plan_run``)."""
 
         def done(record: PlanRecord | None) -> PlanRecord | None:
-            if record is None or record.state == "done":
+            if record is None:
+                return None
+            if record.state == "done" and (
+                record.outcome != "interrupted" or outcome == "interrupted"
+            ):
                 return None
             return record.model_copy(update={"state": "done", "outcome": outcome, "note": note})
 
         await self._change(plan_id, done)
 
-    async def records(self) -> dict[str, PlanRecord]:
-        """Every readable plan record, by plan id (unreadable ones are logged and skipped)."""
-        return await read_plans(self.kv)
+    async def follow(self) -> AsyncIterator[tuple[str, PlanRecord | None]]:
+        """Every plan record as it is now, then each change as it happens, by key; None
+        for a record deleted or unreadable. Ends only if the watch stops."""
+        watcher = await self.kv.watch("plans.>")
+        try:
+            async for entry in watcher:
+                if entry is None:  # the end of the current records
+                    continue
+                record = None
+                if entry.operation is None and entry.value:
+                    try:
+                        record = PlanRecord.model_validate_json(entry.value)
+                    except ValidationError as exc:
+                        log.warning("unreadable record %s: %s", entry.key, exc.errors()[:1])
+                yield entry.key, record
+        finally:
+            # on a lost connection stopping fails too; that must not hide a cancellation
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]

@@ -4,8 +4,14 @@ All state lives in one KV bucket so that it survives restarts and holds across
 executor replicas. Every change is a compare-and-swap (``medbay.common.kv.change``)
 on one key:
 
-- ``steps.<plan>.<index>``: who claimed a plan step and how it finished (a step runs
-  at most once);
+- ``runs.<plan>``: which executor runs a plan now, a lease (``medbay.common.lease``)
+  that it renews while the plan runs and that the server drops ``lease.ttl_seconds``
+  after the last renewal (see ``plan_run``);
+- ``steps.<plan>.<index>``: who claimed a plan step and how it finished. A claim is
+  created once, only under the plan's lease, and never expires, so a step that was
+  ever started is never started again, whatever happens to the lease; a claim with
+  no outcome whose plan's lease lapsed was interrupted (its executor died or lost
+  NATS for longer than the TTL);
 - ``targets.<target>``: last run of each action (cooldowns), recent flap-prone
   actions and the breaker;
 - ``rate``: the times of the most recent actions of all executors;
@@ -18,6 +24,13 @@ on one key:
 
 The rules themselves are ``policy.SafetyPolicy``; ``SafetyRails`` only reads and
 writes the state they work on.
+
+Why one lease per plan run rather than one per step: the claim of a step, the
+steps after it, the escalation and the plan's end are all decided by whoever runs
+the plan, so one holder for all of them leaves no moment (between two steps, while
+concluding) where two replicas could both act on one plan; and a lease key that
+lapses says by itself that its holder is gone, while the permanent claim keeps
+what was started.
 """
 
 from __future__ import annotations
@@ -29,14 +42,21 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import (
+    KeyWrongLastSequenceError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from medbay.common import kv as kv_records
 from medbay.common.events import ActionName
+from medbay.common.kv import declare_key_value
+from medbay.common.lease import Lease, LeaseRecord, read_holder
 from medbay.common.records import (
     EXECUTOR_RAILS,
     TARGET_CATALOG_KEY,
@@ -55,6 +75,9 @@ BUCKET = EXECUTOR_RAILS.name
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
+
+UNAVAILABLE = (TimeoutError, NoRespondersError, NoStreamResponseError, ServiceUnavailableError)
+"""What NATS answers while a bucket has no leader (a cluster electing one) or is too busy."""
 
 
 class StepState(BaseModel):
@@ -77,6 +100,10 @@ class StepState(BaseModel):
 
 def step_key(plan_id: str, step_index: int) -> str:
     return f"steps.{key_token(plan_id)}.{step_index}"
+
+
+def run_key(plan_id: str) -> str:
+    return f"runs.{key_token(plan_id)}"
 
 
 RATE_KEY = "rate"
@@ -122,23 +149,40 @@ HOLD_POLL_SECONDS = 0.2
 class SafetyRails:
     """The rails over the shared KV bucket; any number of instances may share it."""
 
-    def __init__(self, kv: KeyValue, config: SafetyConfig) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue, config: SafetyConfig) -> None:
+        self.js = js
         self.kv = kv
         self.config = config
         self.policy = SafetyPolicy(config)
 
     @classmethod
-    async def open(cls, js: JetStreamContext, config: SafetyConfig) -> SafetyRails:
-        """Open the bucket, creating it if missing."""
-        kv = await js.create_key_value(
-            config=KeyValueConfig(
+    async def open(
+        cls, js: JetStreamContext, config: SafetyConfig, replicas: int = 1
+    ) -> SafetyRails:
+        """Declare the bucket (created if missing, kept in ``replicas`` copies)."""
+        kv = await declare_key_value(
+            js,
+            KeyValueConfig(
                 bucket=BUCKET,
                 history=5,
                 storage=StorageType.FILE,
                 description=EXECUTOR_RAILS.description,
-            )
+                replicas=replicas,
+            ),
         )
-        return cls(kv, config)
+        return cls(js, kv, config)
+
+    # --- who runs a plan: a lease --------------------------------------------------
+
+    def run_lease(self, plan_id: str, executor_id: str, ttl_seconds: float) -> Lease:
+        """The lease under which ``executor_id`` would run the plan (not taken yet)."""
+        return Lease(
+            self.js, self.kv, run_key(plan_id), executor_id, ttl_seconds, detail={"plan": plan_id}
+        )
+
+    async def run_holder(self, plan_id: str) -> LeaseRecord | None:
+        """Who runs the plan now; None if nobody does (never, or its lease lapsed)."""
+        return await read_holder(self.kv, run_key(plan_id))
 
     # --- plan steps: at most once ---------------------------------------------------
 
@@ -152,16 +196,25 @@ class SafetyRails:
         return True
 
     async def finish_step(
-        self, plan_id: str, step_index: int, outcome: str, detail: str = ""
+        self, plan_id: str, step_index: int, outcome: str, detail: str = "", *, by: str = ""
     ) -> None:
-        """Record a step's outcome; the first outcome recorded stays."""
+        """Record a step's outcome, as executor ``by`` saw it; the first outcome recorded
+        stays, except that the outcome of the executor that claimed the step replaces an
+        ``interrupted`` one (recorded by a replica that took the plan over while the
+        claimer, cut off from NATS for longer than its lease, was still running it)."""
 
         def finish(old: StepState | None) -> StepState | None:
             now = datetime.now(UTC)
             done = {"outcome": outcome, "detail": detail, "finished_at": now}
             if old is None:
                 return StepState(executor_id="", claimed_at=now, **done)
-            if old.finished:
+            late_truth = (
+                old.outcome == "interrupted"
+                and outcome != "interrupted"
+                and bool(by)
+                and by == old.executor_id
+            )
+            if old.finished and not late_truth:
                 return None
             return old.model_copy(update=done)
 
@@ -308,9 +361,22 @@ class SafetyRails:
 
         await self._change(breaker_alert_key(target), BreakerAlert, release)
 
-    async def write_catalog(self, catalog: TargetCatalog) -> None:
-        """What the planner may name in a step (``TARGET_CATALOG_KEY``)."""
-        await self.kv.put(TARGET_CATALOG_KEY, catalog.model_dump_json().encode())
+    async def write_catalog(self, catalog: TargetCatalog, patience: float = 120.0) -> None:
+        """What the planner may name in a step (``TARGET_CATALOG_KEY``); written again
+        while the bucket does not answer (a new cluster still electing its leader), for
+        up to ``patience`` seconds."""
+        data = catalog.model_dump_json().encode()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        while True:
+            try:
+                await self.kv.put(TARGET_CATALOG_KEY, data)
+                return
+            except UNAVAILABLE as exc:
+                if loop.time() > deadline:
+                    raise
+                log.warning("writing the target catalog: %r; trying again", exc)
+                await asyncio.sleep(1.0)
 
     async def reset_breaker(self, target: str, by: str) -> bool:
         """Close the target's breaker and forget its flap history; False if it was not open."""

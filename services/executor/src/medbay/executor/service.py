@@ -15,12 +15,19 @@ A plan's steps escalate: step 1 runs; if its fix is verified the plan is done,
 otherwise step 2 runs, and so on. In dry-run every step is reported with what it
 would have done, and nothing is verified.
 
+Replicas share the consumers as work queues. A plan runs under its lease
+(``plan_run``): whichever replica holds it runs the plan, and every replica
+follows the plan book to take over the ``running`` plans nobody holds, such as
+those of an executor that died (reporting the step it was in ``interrupted``).
+
 Every plan that ends (run, rejected, expired, or too old to run) is published on
 RESULTS as a ``PlanFinished`` (``medbay.outcomes.<host>``), with an event id
-derived from the plan id so that a repeat after a restart is dropped, and its
-outcome is kept in the plan book. A notifier ``via: telegram`` hands its message
-to the approver's bot as an ``AlertRaised`` (``medbay.alerts.<host>``). At start
-the executor writes the catalog of its targets (``catalog``) for the planner.
+derived from the plan id so that a repeat after a restart is dropped (an
+``interrupted`` end is derived differently, so that the real end of a run thought
+dead is not dropped), and its outcome is kept in the plan book. A notifier
+``via: telegram`` hands its message to the approver's bot as an ``AlertRaised``
+(``medbay.alerts.<host>``). At start the executor writes the catalog of its
+targets (``catalog``) for the planner.
 """
 
 from __future__ import annotations
@@ -42,10 +49,11 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from medbay.common.approval import plan_approval_reasons
-from medbay.common.bus import Delivery, jetstream
+from medbay.common.bus import Delivery, current_task_cancelling, jetstream
 from medbay.common.bus import publish_event as publish
 from medbay.common.events import (
     ActionName,
+    ActionOutcome,
     ActionResult,
     AlertRaised,
     Approval,
@@ -61,7 +69,14 @@ from medbay.common.events import (
 from medbay.common.reading import follow
 from medbay.common.records import BreakerState, PlanRecord, TargetCatalog
 from medbay.common.runtime import ServiceRuntime
-from medbay.common.streams import ISSUES, METRICS, PREFIX, RESULTS
+from medbay.common.streams import (
+    ISSUES,
+    METRICS,
+    PREFIX,
+    RESULTS,
+    metrics_subject,
+    stored_pattern,
+)
 from medbay.common.telemetry import CRITICAL_SPAN_ATTRIBUTE, mark_critical
 from medbay.executor.catalog import build_catalog
 from medbay.executor.config import ExecutorConfig
@@ -80,17 +95,23 @@ from medbay.executor.outcomes import (
     one_line,
 )
 from medbay.executor.plan_book import PlanBook
+from medbay.executor.plan_run import PlanRun
 from medbay.executor.policy import UNRESTRICTED, Refusal
 from medbay.executor.rails import SafetyRails, StepState
 from medbay.executor.targets import ActionRefused, StepOutcome
 from medbay.executor.targets.notifier import TELEGRAM
-from medbay.executor.verify import FixVerifier
+from medbay.executor.verify import FixVerifier, Verification
 
 log = logging.getLogger("medbay.executor")
 tracer = trace.get_tracer("medbay.executor")
 
 HOLD_MARGIN_SECONDS = 30.0
 """A target hold outlasts its step's timeout and verification by this much (``rails.hold``)."""
+
+FOLLOW_RETRY_SECONDS = 2.0
+"""How soon following the plan book starts again after it broke off (NATS away)."""
+
+INTERRUPTED = "interrupted: the executor stopped during this step; it is not run twice"
 
 
 def resumed_step(index: int, step: PlanStep, state: StepState) -> StepEnd:
@@ -120,6 +141,8 @@ class ExecutorService:
         self.rails: SafetyRails | None = None
         self.catalog: TargetCatalog | None = None
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.book_running: dict[str, tuple[Plan, dict[str, str]]] = {}
+        """The plans the plan book says are running (with their trace), by key."""
         self.slots = asyncio.Semaphore(config.max_concurrent_plans)
         self.results = Counter(
             "medbay_executor_steps",
@@ -135,8 +158,8 @@ class ExecutorService:
 
     async def start(self) -> None:
         js = jetstream(self.rt.broker)
-        self.book = await PlanBook.open(js)
-        self.rails = await SafetyRails.open(js, self.config.safety)
+        self.book = await PlanBook.open(js, self.rt.settings.nats_replicas)
+        self.rails = await SafetyRails.open(js, self.config.safety, self.rt.settings.nats_replicas)
         catalog, notes = build_catalog(
             self.config.targets, self.config.safety, self.config.mode, datetime.now(UTC)
         )
@@ -150,25 +173,80 @@ class ExecutorService:
             self.config.mode,
             sorted(self.config.targets) or "(none)",
         )
-        for plan_id, record in (await self.book.records()).items():
-            plan = record.parsed_plan()  # an unreadable one is logged and skipped
-            if record.state == "running" and plan is not None:
-                log.info("resuming plan %s", plan_id)
-                self.launch(plan, record.traceparent)
 
-    async def watch_metrics(self) -> None:
-        """New samples, for verifying fixes."""
-        await follow(self.rt.broker, METRICS, f"{PREFIX}.metrics.>", self._on_metrics)
+    async def follow_plan_book(self) -> None:
+        """Keep ``book_running`` up to date, for ``take_over``."""
+        assert self.book is not None
+        while True:
+            self.book_running.clear()
+            try:
+                async for key, record in self.book.follow():
+                    plan = None
+                    if record is not None and record.state == "running":
+                        plan = record.parsed_plan()  # an unreadable one is logged and skipped
+                    if record is None or plan is None:
+                        self.book_running.pop(key, None)
+                    else:
+                        self.book_running[key] = (plan, record.traceparent)
+            except Exception as exc:  # NATS away: follow it again
+                if current_task_cancelling():
+                    raise
+                log.warning("following the plan book broke off: %r", exc)
+            await asyncio.sleep(FOLLOW_RETRY_SECONDS)
+
+    async def take_over(self) -> None:
+        """Run the ``running`` plans that nobody runs: those of an executor that died, once
+        their lease lapsed, and those no executor has started (``plan_run``).
+
+        A plan is taken only when nobody held it at two looks in a row: after NATS was
+        away (a cluster electing a new leader for the bucket) for longer than the TTL,
+        the executor still running it gets the first chance to take its lease back.
+        """
+        assert self.rails is not None
+        unheld: set[str] = set()  # the plans nobody held at the last look
+        while True:
+            await asyncio.sleep(self.config.lease.takeover_poll_seconds)
+            seen: set[str] = set()
+            for plan, traceparent in list(self.book_running.values()):
+                if plan.plan_id in self.running:
+                    continue
+                try:
+                    holder = await self.rails.run_holder(plan.plan_id)
+                except Exception as exc:  # NATS away: look again later
+                    log.debug("who runs plan %s: %r", plan.plan_id, exc)
+                    break
+                if holder is not None:
+                    continue
+                if plan.plan_id in unheld:
+                    self.launch(plan, traceparent)
+                else:
+                    seen.add(plan.plan_id)
+            unheld = seen
 
     async def watch_resolved(self) -> None:
         """Issues resolving, for verifying fixes."""
         await follow(self.rt.broker, ISSUES, f"{PREFIX}.issues.resolved.>", self._on_resolved)
 
     async def _on_metrics(self, msg: Msg) -> None:
-        if not self.verifier.waiting_on_host(msg.subject.rsplit(".", 1)[-1]):
-            return  # nobody is verifying anything there: don't parse
         with contextlib.suppress(ValidationError):  # the detector dead-letters it
             self.verifier.observe_batch(MetricBatch.model_validate_json(msg.data))
+
+    async def _verify(self, plan: Plan, started: datetime) -> Verification:
+        """Wait for the fix to show. A fix with a threshold shows in the host's own
+        metrics, read from the step's start for as long as the wait lasts: an executor
+        reads the batches of the hosts it is verifying, not the whole fleet's."""
+        reader = None
+        if plan.threshold is not None:
+            subject = stored_pattern(metrics_subject(plan.host))
+            reader = asyncio.create_task(
+                follow(self.rt.broker, METRICS, subject, self._on_metrics, since=started)
+            )
+        try:
+            return await self.verifier.wait_fixed(plan, started, self.config.verify_window_seconds)
+        finally:
+            if reader is not None:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
 
     async def _on_resolved(self, msg: Msg) -> None:
         with contextlib.suppress(ValidationError):
@@ -304,37 +382,81 @@ class ExecutorService:
     # --- running a plan -----------------------------------------------------------
 
     async def run_plan(self, plan: Plan, traceparent: dict[str, str]) -> None:
-        """Run the steps in order until one's fix is verified (see the module docstring)."""
-        assert self.book is not None
-        parent = propagate.extract(traceparent)
+        """Run the steps in order until one's fix is verified (see the module docstring),
+        under the plan's lease; if another executor holds it, leave the plan to it."""
+        assert self.book is not None and self.rails is not None
         async with self.slots:
-            with tracer.start_as_current_span(
-                "executor.run_plan",
-                context=parent,
-                attributes={CRITICAL_SPAN_ATTRIBUTE: True, "medbay.plan_id": plan.plan_id},
-            ):
-                tried: list[StepEnd] = []
-                end: PlanEnd | None
-                try:
-                    end = await self._run_steps(plan, tried)
-                except Exception as exc:
-                    log.exception("plan %s failed", plan.plan_id)
-                    end = PlanEnd("failed", f"executor error: {exc!r}", sum(t.ran for t in tried))
-                if end is None:
-                    return
-                await self._announce(plan, end)
-                await self.book.finish(plan.plan_id, end.outcome, cut(end.detail, DETAIL_LIMIT))
+            lease = self.rails.run_lease(
+                plan.plan_id, self.executor_id, self.config.lease.ttl_seconds
+            )
+            run = PlanRun(lease, self.config.lease.renew_seconds)
+            try:
+                if not await run.start():
+                    return  # another executor runs it
+            except Exception as exc:  # NATS away: take_over tries again
+                log.warning("plan %s: its lease could not be taken: %r", plan.plan_id, exc)
+                return
+            try:
+                record, _ = await self.book.get(plan.plan_id)
+                if record is not None and record.state == "running":  # not ended meanwhile
+                    await self._run_plan(plan, traceparent, run)
+            finally:
+                await asyncio.shield(run.end())
 
-    async def _run_steps(self, plan: Plan, tried: list[StepEnd]) -> PlanEnd | None:
+    async def _run_plan(self, plan: Plan, traceparent: dict[str, str], run: PlanRun) -> None:
+        assert self.book is not None
+        with tracer.start_as_current_span(
+            "executor.run_plan",
+            context=propagate.extract(traceparent),
+            attributes={CRITICAL_SPAN_ATTRIBUTE: True, "medbay.plan_id": plan.plan_id},
+        ):
+            tried: list[StepEnd] = []
+            end: PlanEnd | None
+            try:
+                end = await self._run_steps(plan, tried, run)
+            except Exception as exc:
+                log.exception("plan %s failed", plan.plan_id)
+                end = PlanEnd("failed", f"executor error: {exc!r}", sum(t.ran for t in tried))
+            if end is None:
+                return
+            await self._announce(plan, end)
+            await self.book.finish(plan.plan_id, end.outcome, cut(end.detail, DETAIL_LIMIT))
+
+    async def _carry_on(self, plan: Plan, run: PlanRun) -> bool:
+        """Whether this executor still runs the plan: its lease is renewed, or it lapsed
+        (NATS away for longer than its TTL) and was taken back with the plan still
+        running, or ended ``interrupted`` by a replica that took it over meanwhile
+        (this executor's results are the truth about the steps it ran: it goes on)."""
+        assert self.book is not None
+        if await run.regain():
+            return True
+        record, _ = await self.book.get(plan.plan_id)
+        if record is not None and (record.state == "running" or record.outcome == "interrupted"):
+            log.warning(
+                "plan %s: its lease lapsed and was taken back; going on with it",
+                plan.plan_id,
+                extra={"plan_id": plan.plan_id},
+            )
+            return True
+        log.warning(
+            "plan %s: its lease lapsed, and another executor ended the plan meanwhile",
+            plan.plan_id,
+            extra={"plan_id": plan.plan_id},
+        )
+        return False
+
+    async def _run_steps(self, plan: Plan, tried: list[StepEnd], run: PlanRun) -> PlanEnd | None:
         """Go through the steps (each appended to ``tried``) until one ends the plan,
-        then conclude; None if another executor holds a step (it ends the plan)."""
+        then conclude; None if the plan is no longer this executor's to run."""
         assert self.rails is not None
         for index, step in enumerate(plan.steps):
+            if not await self._carry_on(plan, run):
+                return None
             state = await self.rails.step_state(plan.plan_id, index)
             if state is not None and state.finished:  # done before a restart
                 end = resumed_step(index, step, state)
-            elif state is not None:
-                end = await self._report_interrupted(plan, index, step)
+            elif state is not None:  # its executor's lease lapsed during the step
+                end = await self._report_interrupted(plan, index, step, state.executor_id)
             elif await self.rails.claim_step(plan.plan_id, index, self.executor_id):
                 end = await self._admit_and_run(plan, index, step, tried)
             else:
@@ -348,6 +470,8 @@ class ExecutorService:
             tried.append(end)
             if end.ends_plan:
                 break
+        if not await self._carry_on(plan, run):
+            return None
         return await self._conclude(plan, tried)
 
     async def _admit_and_run(
@@ -373,7 +497,7 @@ class ExecutorService:
         else:
             end = await self._admit_then_run(plan, index, step, tried)
         recorded = "verified" if end.verified else end.outcome
-        await self.rails.finish_step(plan.plan_id, index, recorded, end.detail)
+        await self.rails.finish_step(plan.plan_id, index, recorded, end.detail, by=self.executor_id)
         return end
 
     async def _admit_then_run(
@@ -418,7 +542,7 @@ class ExecutorService:
             if step.action == "alert_human":  # alerting fixes nothing
                 await self._finish(plan, index, step, started, "success", outcome.output, None)
                 return StepEnd(index, step, "success", detail=f"the alert went out ({step.target})")
-            check = await self.verifier.wait_fixed(plan, started, self.config.verify_window_seconds)
+            check = await self._verify(plan, started)
             span.set_attribute("medbay.verified", check.verified)
             text = f"{outcome.output}\nverification: {check.detail}"
             await self._finish(plan, index, step, started, "success", text, check.verified)
@@ -555,7 +679,8 @@ class ExecutorService:
         if not await self.rails.claim_step(plan.plan_id, index, self.executor_id):
             state = await self.rails.step_state(plan.plan_id, index)  # before a restart
             if state is None or not state.finished:
-                await self._report_interrupted(plan, index, step)
+                claimed_by = state.executor_id if state is not None else None
+                await self._report_interrupted(plan, index, step, claimed_by)
                 return False, f"the escalation to {name} was interrupted"
             if state.outcome == "success":
                 return True, f"escalated to {name}"
@@ -572,7 +697,7 @@ class ExecutorService:
             status = "dry_run" if self.config.dry_run else "success"
         await self._finish(plan, index, step, started, status, outcome.output, None)
         what = first_line(outcome.output)
-        await self.rails.finish_step(plan.plan_id, index, status, what)
+        await self.rails.finish_step(plan.plan_id, index, status, what, by=self.executor_id)
         if status == "success":
             return True, f"escalated to {name}"
         if status == "dry_run":
@@ -593,8 +718,9 @@ class ExecutorService:
             end.detail,
             extra={"plan_id": plan.plan_id},
         )
+        kind = ("interrupted",) if end.outcome == "interrupted" else ()
         finished = PlanFinished(
-            event_id=derived_event_id("plan-finished", plan.plan_id),
+            event_id=derived_event_id("plan-finished", plan.plan_id, *kind),
             plan_id=plan.plan_id,
             issue_fingerprint=plan.issue_fingerprint,
             issue_kind=plan.issue_kind,
@@ -612,20 +738,40 @@ class ExecutorService:
 
     # --- step results -----------------------------------------------------------------
 
-    async def _report_interrupted(self, plan: Plan, index: int, step: PlanStep) -> StepEnd:
+    async def _report_interrupted(
+        self, plan: Plan, index: int, step: PlanStep, claimed_by: str | None
+    ) -> StepEnd:
+        """A step claimed by an executor that no longer runs the plan (its lease lapsed):
+        it was cut short, and is not run again."""
         assert self.rails is not None
+        log.warning(
+            "step %d of plan %s was interrupted: executor %s stopped during it",
+            index + 1,
+            plan.plan_id,
+            claimed_by or "(unknown)",
+            extra={"plan_id": plan.plan_id},
+        )
         now = datetime.now(UTC)
-        text = "interrupted: the executor stopped during this step; it is not run twice"
-        await self._finish(plan, index, step, now, "failure", text, None)
-        await self.rails.finish_step(plan.plan_id, index, "interrupted", text)
-        return StepEnd(index, step, "failure", detail=text, interrupted=True)
+        await self._finish(plan, index, step, now, "failure", INTERRUPTED, None, interrupted=True)
+        await self.rails.finish_step(plan.plan_id, index, "interrupted", INTERRUPTED)
+        return StepEnd(index, step, "failure", detail=INTERRUPTED, interrupted=True)
 
     def _result(
-        self, plan: Plan, index: int, step: PlanStep, started: datetime, **fields: Any
+        self,
+        plan: Plan,
+        index: int,
+        step: PlanStep,
+        started: datetime,
+        *,
+        interrupted: bool = False,
+        **fields: Any,
     ) -> ActionResult:
-        """The step's ActionResult; its id is derived, so a repeat is deduplicated."""
+        """The step's ActionResult; its id is derived, so a repeat is deduplicated. An
+        ``interrupted`` report has an id of its own: it never takes the place of the
+        result of a run that was thought dead but got through."""
+        kind = ("interrupted",) if interrupted else ()
         return ActionResult(
-            event_id=derived_event_id(plan.plan_id, index, fields["status"]),
+            event_id=derived_event_id(plan.plan_id, index, fields["status"], *kind),
             plan_id=plan.plan_id,
             issue_fingerprint=plan.issue_fingerprint,
             issue_kind=plan.issue_kind,
@@ -651,20 +797,24 @@ class ExecutorService:
         outcome: StepResult,
         output: str,
         verified: bool | None,
+        *,
+        interrupted: bool = False,
     ) -> None:
         """The step has finished."""
+        published: ActionOutcome = "interrupted" if interrupted else outcome
         result = self._result(
             plan,
             index,
             step,
             started,
+            interrupted=interrupted,
             status="finished",
-            outcome=outcome,
+            outcome=published,
             output=output[-20_000:],
             verified=verified,
             finished_at=datetime.now(UTC),
         )
-        self.results.labels(step.action, outcome).inc()
+        self.results.labels(step.action, published).inc()
         await self._publish(result)
         level = logging.WARNING if outcome in ("failure", "refused") else logging.INFO
         log.log(

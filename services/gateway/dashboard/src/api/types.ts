@@ -32,7 +32,8 @@ export type ActionName =
   | 'scale_down'
   | 'reboot'
   | 'alert_human';
-export type StepOutcome = 'success' | 'failure' | 'refused' | 'dry_run';
+/** How a step ended; `interrupted`: its executor stopped during it (not run twice). */
+export type StepOutcome = 'success' | 'failure' | 'refused' | 'dry_run' | 'interrupted';
 /** Where a plan stands; `finished` only once the executor said how it ended. */
 export type PlanStatus = 'pending_approval' | 'rejected' | 'queued' | 'running' | 'finished';
 /** How a plan ended (medbay.common.events.PlanOutcome); only `verified` means fixed. */
@@ -112,11 +113,24 @@ export interface MetricSample {
   labels?: Record<string, string>;
 }
 
+/** A version 2 batch's samples as columns, one entry per sample in each but `label_sets`
+ * (each distinct label set once). Read a batch's samples with `samplesOf`. */
+export interface SampleColumns {
+  names: string[];
+  values: number[];
+  /** '' where a sample has no unit. */
+  units: string[];
+  /** Each sample's labels: a position in `label_sets`. */
+  label_index: number[];
+  label_sets: Record<string, string>[];
+}
+
 export interface MetricBatch extends EventBase {
   type: 'metric.batch';
   host: string;
   collected_at: string;
-  samples: MetricSample[];
+  /** Columns (schema_version 2) or a list of samples (1, from a collector not yet upgraded). */
+  samples: SampleColumns | MetricSample[];
   /** Why each failing service check failed, by service. */
   check_errors: Record<string, string>;
 }

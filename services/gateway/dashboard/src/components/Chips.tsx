@@ -12,6 +12,7 @@ const OUTCOME: Record<StepOutcome, Color> = {
   failure: 'error',
   refused: 'warning',
   dry_run: 'info',
+  interrupted: 'error',
 };
 /** Green for a verified fix only; red for every way of not fixing it. */
 const STATUS: Record<IncidentStatus, Color> = {

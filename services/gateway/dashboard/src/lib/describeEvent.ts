@@ -1,12 +1,13 @@
 import type { MedbayEvent } from '../api/types';
 import { humanize, shortId } from './format';
+import { sampleCount } from './samples';
 import { STATUS_LABELS } from './labels';
 
 /** One line saying what an event is about. */
 export function describeEvent(event: MedbayEvent): string {
   switch (event.type) {
     case 'metric.batch':
-      return `${event.samples.length} samples`;
+      return `${sampleCount(event)} samples`;
     case 'issue.opened':
     case 'issue.updated':
     case 'issue.resolved':

@@ -13,9 +13,10 @@ import {
 } from './format';
 import { describeEvent } from './describeEvent';
 import { summarizeHost } from './hostSummary';
+import { sampleCount, samplesOf } from './samples';
 import { traceUrl } from './jaeger';
 import { levelOf } from './thresholds';
-import { alert, finished, hostMetrics } from '../test/fixtures';
+import { alert, finished, hostMetrics, metricBatch, NOW, sampleColumns } from '../test/fixtures';
 
 describe('levelOf', () => {
   it("follows the detector's thresholds", () => {
@@ -110,5 +111,31 @@ describe('describeEvent', () => {
       'plan a7de28ab ended: dry run, nothing done',
     );
     expect(describeEvent(alert('p1'))).toBe('alert sent to oncall: demo-web on web-1 is still down');
+  });
+});
+
+describe('samplesOf', () => {
+  const samples = [
+    { name: 'cpu_percent', value: 12.5, unit: '%' },
+    { name: 'service_up', value: 1, labels: { service: 'api', check: 'http' } },
+    { name: 'service_up', value: 0, labels: { service: 'db', check: 'tcp' } },
+    { name: 'load1', value: 0.5 },
+  ];
+
+  it('reads columns (version 2) and a list (version 1) alike', () => {
+    const v2 = metricBatch('web-1', NOW, samples);
+    expect(samplesOf(v2)).toEqual(samples);
+    expect(samplesOf(metricBatch('web-1', NOW, samples, 1))).toEqual(samples);
+    expect(sampleCount(v2)).toBe(4);
+    expect(describeEvent(v2)).toBe('4 samples');
+  });
+
+  it('takes each label set from the table, and leaves out empty units and labels', () => {
+    const columns = sampleColumns(samples);
+    expect(columns.label_sets).toHaveLength(3);
+    expect(columns.label_index).toEqual([0, 1, 2, 0]);
+    const [cpu, , , load] = samplesOf(metricBatch('web-1', NOW, samples));
+    expect(cpu).toEqual({ name: 'cpu_percent', value: 12.5, unit: '%' });
+    expect(load).toEqual({ name: 'load1', value: 0.5 });
   });
 });

@@ -2,23 +2,16 @@ import { QueryClient } from '@tanstack/react-query';
 import { describe, expect, it } from 'vitest';
 import { CHART_POINTS, queryKeys, type PerformancePoint } from '../api/queries';
 import type { HostMetrics, MetricBatch, MetricSample } from '../api/types';
-import { hostMetrics } from '../test/fixtures';
+import { hostMetrics, metricBatch } from '../test/fixtures';
 import { applyMetricBatch, staleViews, staleViewsOfBatch } from './applyEvent';
 
-function batch(host: string, at: string, cpu: number): MetricBatch {
-  return {
-    event_id: at,
-    schema_version: 1,
-    timestamp: at,
-    type: 'metric.batch',
-    host,
-    collected_at: at,
-    samples: [
-      { name: 'cpu_percent', value: cpu, unit: '%' },
-      { name: 'memory_percent', value: 50, unit: '%' },
-    ],
-    check_errors: {},
-  };
+function batch(host: string, at: string, cpu: number, more: MetricSample[] = []): MetricBatch {
+  const samples = [
+    { name: 'cpu_percent', value: cpu, unit: '%' },
+    { name: 'memory_percent', value: 50, unit: '%' },
+    ...more,
+  ];
+  return metricBatch(host, at, samples);
 }
 
 describe('applyMetricBatch', () => {
@@ -45,6 +38,15 @@ describe('applyMetricBatch', () => {
     expect(chart.at(-1)).toEqual({ at: '2026-01-01T00:01:00Z', cpu: 97, memory: 50 });
   });
 
+  it('reads a version 1 batch, from a collector not yet upgraded, as well', () => {
+    const client = new QueryClient();
+    client.setQueryData(queryKeys.metrics, []);
+    const samples = [{ name: 'cpu_percent', value: 33, unit: '%' }];
+    applyMetricBatch(client, metricBatch('old-1', '2026-01-01T00:01:00Z', samples, 1));
+    const [host] = client.getQueryData<HostMetrics[]>(queryKeys.metrics) ?? [];
+    expect(host?.series).toEqual([{ name: 'cpu_percent', labels: {}, unit: '%', value: 33 }]);
+  });
+
   it('ignores a batch older than what is shown', () => {
     const client = new QueryClient();
     const current = hostMetrics('web-1', { cpu: 5 }, '2026-01-01T00:05:00Z');
@@ -63,8 +65,7 @@ describe('trace figures in a batch', () => {
   it('stay out of the host metrics and make the Monitoring page stale', () => {
     const client = new QueryClient();
     client.setQueryData(queryKeys.metrics, []);
-    const withFigures = batch('web-1', '2026-01-01T00:01:00Z', 10);
-    withFigures.samples.push(...figures);
+    const withFigures = batch('web-1', '2026-01-01T00:01:00Z', 10, figures);
     applyMetricBatch(client, withFigures);
     const [host] = client.getQueryData<HostMetrics[]>(queryKeys.metrics) ?? [];
     expect(host?.series.map((s) => s.name)).toEqual(['cpu_percent', 'memory_percent']);
@@ -75,7 +76,7 @@ describe('trace figures in a batch', () => {
   it('alone add no host to the host metrics', () => {
     const client = new QueryClient();
     client.setQueryData(queryKeys.metrics, []);
-    applyMetricBatch(client, { ...batch('shop-1', '2026-01-01T00:01:00Z', 10), samples: figures });
+    applyMetricBatch(client, metricBatch('shop-1', '2026-01-01T00:01:00Z', figures));
     expect(client.getQueryData(queryKeys.metrics)).toEqual([]);
   });
 });

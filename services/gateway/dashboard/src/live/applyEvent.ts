@@ -1,6 +1,7 @@
 import type { QueryClient, QueryKey } from '@tanstack/react-query';
 import { CHART_POINTS, queryKeys, type PerformancePoint } from '../api/queries';
 import type { EventType, HostMetrics, MetricBatch } from '../api/types';
+import { samplesOf } from '../lib/samples';
 import { isTraceFigure } from '../lib/traces';
 
 /** The views each kind of event changes (query key prefixes). */
@@ -24,7 +25,7 @@ export function staleViews(type: EventType): QueryKey[] {
 /** The views a metric batch makes stale: the Monitoring page's, if it carries trace figures
  * (the others it updates in place: `applyMetricBatch`). */
 export function staleViewsOfBatch(batch: MetricBatch): QueryKey[] {
-  return batch.samples.some(isTraceFigure) ? [['monitoring']] : [];
+  return samplesOf(batch).some(isTraceFigure) ? [['monitoring']] : [];
 }
 
 /** Timestamps compared as times: their text may differ in the digits of a second. */
@@ -35,8 +36,9 @@ function isLater(at: string, than: string): boolean {
 /** Put a host's new readings straight into the cached metric views; its trace figures
  * are not host metrics (the gateway keeps them for the Monitoring page). */
 export function applyMetricBatch(client: QueryClient, batch: MetricBatch): void {
-  const samples = batch.samples.filter((sample) => !isTraceFigure(sample));
-  if (samples.length === 0 && batch.samples.length > 0) return;
+  const all = samplesOf(batch);
+  const samples = all.filter((sample) => !isTraceFigure(sample));
+  if (samples.length === 0 && all.length > 0) return;
   const current: HostMetrics = {
     host: batch.host,
     collected_at: batch.collected_at,
@@ -55,7 +57,7 @@ export function applyMetricBatch(client: QueryClient, batch: MetricBatch): void 
     const others = hosts.filter((h) => h.host !== batch.host);
     return [...others, current].sort((a, b) => a.host.localeCompare(b.host));
   });
-  const valueOf = (name: string) => batch.samples.find((s) => s.name === name)?.value ?? null;
+  const valueOf = (name: string) => all.find((s) => s.name === name)?.value ?? null;
   const point: PerformancePoint = {
     at: batch.collected_at,
     cpu: valueOf('cpu_percent'),

@@ -7,12 +7,15 @@ import type {
   IncidentSummary,
   IssueKind,
   IssueOpened,
+  MetricBatch,
+  MetricSample,
   PendingApproval,
   Plan,
   PlanFinished,
   PlanOutcome,
   PlanProgress,
   RedPoint,
+  SampleColumns,
   ServiceEdge,
   ServiceRed,
   TimelineEntry,
@@ -301,5 +304,47 @@ export function issueOpened(overrides: Partial<IssueOpened> = {}): IssueOpened {
     first_seen: NOW,
     last_seen: NOW,
     ...overrides,
+  };
+}
+
+/** Samples as the columns of a version 2 batch, each distinct label set once. */
+export function sampleColumns(samples: MetricSample[]): SampleColumns {
+  const seen: string[] = [];
+  const labelSets: Record<string, string>[] = [];
+  const labelIndex = samples.map((sample) => {
+    const labels = sample.labels ?? {};
+    const key = JSON.stringify(Object.entries(labels).sort());
+    let index = seen.indexOf(key);
+    if (index < 0) {
+      index = seen.push(key) - 1;
+      labelSets.push(labels);
+    }
+    return index;
+  });
+  return {
+    names: samples.map((sample) => sample.name),
+    values: samples.map((sample) => sample.value),
+    units: samples.map((sample) => sample.unit ?? ''),
+    label_index: labelIndex,
+    label_sets: labelSets,
+  };
+}
+
+/** A metric batch as the collector writes it (version 2), or as before (version 1). */
+export function metricBatch(
+  host: string,
+  at: string,
+  samples: MetricSample[],
+  version: 1 | 2 = 2,
+): MetricBatch {
+  return {
+    event_id: `${host}-${at}`,
+    schema_version: version,
+    timestamp: at,
+    type: 'metric.batch',
+    host,
+    collected_at: at,
+    samples: version === 2 ? sampleColumns(samples) : samples,
+    check_errors: {},
   };
 }

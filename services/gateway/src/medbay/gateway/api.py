@@ -32,7 +32,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from medbay.common.events import ActionResult, IssueKind, Severity
+from medbay.common.events import ActionOutcome, ActionResult, IssueKind, Severity
 from medbay.gateway.auth import Forbidden, Principal, Unauthorized
 from medbay.gateway.config import Role
 from medbay.gateway.guards import BodyLimit, OriginCheck, TokenGate, TrustedHosts
@@ -68,7 +68,6 @@ from medbay.gateway.schemas import (
     ReplayResponse,
     ServiceHealth,
     ServiceInfo,
-    StepOutcome,
     TraceFindings,
     TracingLinks,
     UtcDateTime,
@@ -95,6 +94,17 @@ def trace_url(jaeger_url: str, trace_id: str) -> str:
 
 def _problem(status: int, description: str) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": Problem, "description": description}}
+
+
+_PLAIN_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+MALFORMED_HTTP: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "A malformed HTTP request (its framing or headers), refused in plain "
+        "text by the HTTP server before the API reads it",
+        "content": _PLAIN_TEXT,
+    }
+}
+"""What any operation may answer, whatever it documents itself."""
 
 
 AUTH_ERRORS = {
@@ -269,7 +279,14 @@ async def tracing(service: Service) -> TracingLinks:
 @api.get(
     "/traces/{trace_id}",
     tags=["monitoring"],
-    responses=_problem(400, "Not a trace id: 32 hexadecimal digits, not all zero"),
+    responses={
+        400: {
+            "model": Problem,
+            "description": "Not a trace id: 32 hexadecimal digits, not all zero (or a "
+            "malformed HTTP request, refused in plain text)",
+            "content": _PLAIN_TEXT,
+        }
+    },
 )
 async def trace(
     service: Service,
@@ -361,7 +378,7 @@ async def pending_approvals(
 async def results(
     service: Service,
     host: HostFilter = None,
-    outcome: StepOutcome | None = None,
+    outcome: ActionOutcome | None = None,
     since: Since = None,
     limit: Limit = 100,
 ) -> list[ActionResult]:
@@ -562,6 +579,7 @@ def build_app(
         version="1",
         description="Incidents, approvals, metrics and live events of a Medbay installation.",
         swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from swagger.io
+        responses=MALFORMED_HTTP,
     )
     app.state.service = service
     app.state.registry = registry

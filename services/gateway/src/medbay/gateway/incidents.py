@@ -167,6 +167,8 @@ class _PlanTrack:
     decision: Approval | None = None
     results: dict[tuple[int, str], bytes] = field(default_factory=dict)
     """(step index, started/finished) -> the result's JSON."""
+    interrupted_steps: set[tuple[int, str]] = field(default_factory=set)
+    """The keys of ``results`` that hold an ``interrupted`` result (it gives way)."""
     ended: PlanOutcome | None = None
     """How the plan ended, as its ``PlanFinished`` says; None until that arrives."""
     finished: bytes | None = None
@@ -484,11 +486,23 @@ class IncidentBook:
     def _apply_plan_event(self, incident: _Incident, event: PlanEvent, raw: bytes) -> None:
         track = self._track(incident, event.plan_id, event.timestamp)
         if isinstance(event, ActionResult):
-            track.results.setdefault((event.step_index, event.status), raw)
+            key = (event.step_index, event.status)
+            # The first word on a step counts, except that an executor's own result
+            # replaces the "interrupted" that a replica taking the plan over reported.
+            replaces = key in track.interrupted_steps and event.outcome != "interrupted"
+            if key not in track.results or replaces:
+                track.results[key] = raw
+                if event.outcome == "interrupted":
+                    track.interrupted_steps.add(key)
+                else:
+                    track.interrupted_steps.discard(key)
             if event.status == "finished":
                 self._results.append(_Result(event.timestamp, event.host, event.outcome, raw))
         elif isinstance(event, PlanFinished):
-            if track.finished is None:  # the first word on it counts
+            # The first word on it counts; a real end replaces an "interrupted" one.
+            if track.finished is None or (
+                track.ended == "interrupted" and event.outcome != "interrupted"
+            ):
                 track.ended, track.finished = event.outcome, raw
         elif raw not in track.alerts:
             track.alerts.append(raw)

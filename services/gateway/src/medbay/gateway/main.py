@@ -34,6 +34,7 @@ from medbay.common.runtime import (
     ServiceRuntime,
     bounded,
     connection_problem,
+    exit_if_stuck,
     probe_connection,
     watch_connection,
 )
@@ -189,15 +190,19 @@ async def serve(config: GatewayConfig, settings: BusSettings) -> int:
     finally:
         rt.ready = False
         log.info("gateway stopping")
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(web), 4)
-        for task in [*helpers, *running]:
-            task.cancel()
-        await bounded(asyncio.gather(*helpers, *running, return_exceptions=True), "stopping")
-        await http.aclose()
-        await bounded(rt.broker.stop(), "closing the NATS connection")
-        rt.tracer_provider.shutdown()
+        deadline = exit_if_stuck("gateway")
+        try:
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(web), 4)
+            for task in [*helpers, *running]:
+                task.cancel()
+            await bounded(asyncio.gather(*helpers, *running, return_exceptions=True), "stopping")
+            await bounded(http.aclose(), "closing the HTTP client")
+            await bounded(rt.broker.stop(), "closing the NATS connection")
+            rt.tracer_provider.shutdown()
+        finally:  # over, or cut short (cancelled): either way not stuck
+            deadline.cancel()
         log.info("gateway stopped")
     return 1 if lost else 0
 

@@ -1,7 +1,8 @@
 """Replaying a recorded time range of a stream into a sandbox subject prefix.
 
 Each stored message is re-published unchanged, with its headers (less the
-``Nats-*`` ones), on ``PREFIX.<original subject>`` as a plain NATS message,
+``Nats-*`` ones), on ``PREFIX.<original subject>`` (the one it was published on:
+for METRICS, without the partition it is stored under) as a plain NATS message,
 outside every stream: a debugging subscriber can watch a past incident unfold
 without the live pipeline seeing anything.
 """
@@ -16,7 +17,12 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from medbay.common.reading import read
-from medbay.common.streams import StreamSpec, sandbox_prefix_problem
+from medbay.common.streams import (
+    StreamSpec,
+    published_subject,
+    sandbox_prefix_problem,
+    stored_pattern,
+)
 from medbay.gateway.feeds import WHOLE_STREAM
 
 _TOKEN = r"[A-Za-z0-9_-]+"
@@ -58,19 +64,19 @@ async def replay_range(
     max_messages: int,
 ) -> Replayed:
     """Re-publish the messages stored from ``since`` to ``until`` under ``prefix``: those
-    on ``subject``, or (None) every one of the stream."""
+    published on ``subject``, or (None) every one of the stream."""
     count = 0
+    selected = stored_pattern(subject) if subject else WHOLE_STREAM
     try:
-        async for msgs in read(
-            js, spec, subject or WHOLE_STREAM, since=since, until=until, idle_seconds=2.0
-        ):
+        async for msgs in read(js, spec, selected, since=since, until=until, idle_seconds=2.0):
             for msg in msgs:
                 if count >= max_messages:
                     return Replayed(count, True)
                 headers = {
                     k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")
                 }
-                await nc.publish(f"{prefix}.{msg.subject}", msg.data, headers=headers or None)
+                original = published_subject(msg.subject)
+                await nc.publish(f"{prefix}.{original}", msg.data, headers=headers or None)
                 count += 1
         return Replayed(count, False)
     finally:

@@ -123,7 +123,6 @@ IncidentState = Literal["open", "resolved", "unknown"]
 PlanStatus = Literal["pending_approval", "rejected", "queued", "running", "finished"]
 """Where a plan stands: ``running`` from its first step until the executor says how it
 ended (``PlanFinished``); only then ``finished``. ``rejected``: a person, or the expiry, said no."""
-StepOutcome = Literal["success", "failure", "refused", "dry_run"]
 IncidentStatus = Literal[
     "not_planned",
     "pending_approval",

@@ -161,6 +161,14 @@ class PlannerConfig(BaseModel):
         default=10, ge=1, le=1000, description="Model versions kept in the object store."
     )
     batch_size: int = Field(default=64, ge=1, le=10_000)
+    active_lease_seconds: float = Field(
+        default=6.0,
+        ge=2,
+        le=60,
+        description="Of several replicas one plans, holding a lease (key `active` of the "
+        "bucket medbay_planner) it renews every third of this; the others stand by, and one "
+        "takes over at most this long (plus a second) after the active one dies.",
+    )
     trained_on: TrainedOn = Field(
         default="live",
         description="What this planner's outcomes come from; recorded in every model it "

@@ -28,10 +28,12 @@ MANUAL_VERSION = "manual"
 
 
 def outcome_of(result: ActionResult) -> bool | None:
-    """True (success), False (failure) or None (teaches nothing)."""
+    """True (success), False (failure) or None (teaches nothing). An ``interrupted``
+    step teaches nothing: how it went is not known, and if its executor got through
+    after all, its own result for the step comes later and teaches."""
     if result.status != "finished" or result.dry_run:
         return None
-    if result.outcome in ("refused", "dry_run", None):
+    if result.outcome in ("refused", "dry_run", "interrupted", None):
         return None
     if result.outcome == "failure" or result.verified is False:
         return False

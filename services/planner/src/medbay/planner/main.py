@@ -5,6 +5,8 @@ the service (and scikit-learn with it, seconds to import) loads only once the
 config is known to be good, so a bad config is reported at once. So is an
 ``initial_model`` file that cannot be read or is refused (exit status 2).
 The issue consumer starts fetching once the executor's target catalog is known.
+Of several replicas one is active (``medbay.common.active``): only it consumes
+and plans; the others stand by to take over.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from medbay.common.access import PLANNER_ISSUES, PLANNER_REQUESTS, PLANNER_RESULTS
+from medbay.common.access import PLANNER_ISSUES, PLANNER_REQUESTS, PLANNER_RESULTS, PLANNER_STATE
+from medbay.common.active import ActiveReplica
 from medbay.common.bus import consumer
 from medbay.common.events import ActionRequested, ActionResult
 from medbay.common.runtime import ServiceRuntime
@@ -33,7 +36,8 @@ async def serve(config: PlannerConfig) -> None:
             print(f"medbay planner: bad config: initial_model: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
     rt = ServiceRuntime("planner")
-    service = PlannerService(rt, config, initial)
+    active = ActiveReplica(rt, PLANNER_STATE.name, ttl_seconds=config.active_lease_seconds)
+    service = PlannerService(rt, config, initial, is_active=lambda: active.acting)
     # When first created, the durables start with what is recent enough to plan
     # for (issues and requests) or with what comes next (results).
     size, back = config.batch_size, config.max_event_age_seconds
@@ -71,9 +75,10 @@ async def serve(config: PlannerConfig) -> None:
         await service.wait_for_catalog()
         await issues.run()
 
-    await rt.run(
+    await active.run(
         needs=[ISSUES, RESULTS, DEADLETTER],
-        on_start=start,
+        on_start=service.open,
+        on_active=start,
         tasks=[
             service.watch_catalog,
             plan_issues,

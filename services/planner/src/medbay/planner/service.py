@@ -13,6 +13,10 @@ when the catalog appears, except those older than ``max_event_age_seconds`` by
 then. The catalog is read again every ``catalog_refresh_seconds``. Its absence
 is normal for a while (the executor starts alongside), so it is only warned
 about after ``CATALOG_GRACE_SECONDS``.
+
+Several replicas may run; one is active (``medbay.common.active``). Every replica
+opens the buckets (``open``); only the active one runs ``start`` and the loops, and
+it writes its records only while it is the active one (``is_active``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import Field, TypeAdapter, ValidationError
 
+from medbay.common.active import NotActive
 from medbay.common.bus import ConsumerSpec, Delivery, jetstream, publish_event
 from medbay.common.events import (
     ActionRequested,
@@ -83,10 +88,16 @@ class PlannerService:
     """Plans issues, learns from results, retrains in the background."""
 
     def __init__(
-        self, rt: ServiceRuntime, config: PlannerConfig, initial_model: ModelBundle | None = None
+        self,
+        rt: ServiceRuntime,
+        config: PlannerConfig,
+        initial_model: ModelBundle | None = None,
+        is_active: Callable[[], bool] = lambda: True,
     ) -> None:
-        """``initial_model``: the model of the config's ``initial_model`` file, read."""
+        """``initial_model``: the model of the config's ``initial_model`` file, read.
+        ``is_active``: whether this replica is the active one now."""
         self.rt = rt
+        self.is_active = is_active
         self.config = config
         self.initial_model = initial_model
         self.learner = Learner(config)
@@ -139,12 +150,26 @@ class PlannerService:
 
     # -- start-up ---------------------------------------------------------------
 
-    async def start(self, consumers: Sequence[ConsumerSpec] = ()) -> None:
-        """Load the current model, create ``consumers`` (the durables it is fed by),
-        rebuild outcomes and rates from history, then judge the initial model."""
+    async def open(self) -> None:
+        """Declare the buckets (every replica, the standby ones too)."""
         js = jetstream(self.rt.broker)
-        self.store = await ModelStore.open(js, keep=self.config.keep_models)
+        self.store = await ModelStore.open(
+            js,
+            keep=self.config.keep_models,
+            replicas=self.rt.settings.nats_replicas,
+            may_write=self.is_active,
+        )
         self.rails = ExecutorRails(js)
+
+    async def start(self, consumers: Sequence[ConsumerSpec] = ()) -> None:
+        """Become the active planner: load the current model, create ``consumers`` (the
+        durables it is fed by), rebuild outcomes and rates from history, then judge the
+        initial model."""
+        if self.store is None:
+            await self.open()
+        assert self.store is not None
+        js = jetstream(self.rt.broker)
+        await self.store.track()
         model = await self.store.load_current()
         if model is not None:
             self.use_model(model)
@@ -426,6 +451,8 @@ class PlannerService:
         )
 
     async def publish(self, plan: Plan) -> None:
+        if not self.is_active():  # its lease ran out: the consumers are being stopped
+            raise NotActive(f"plan {plan.plan_id} not published: no longer the active planner")
         fresh = await publish_event(
             self.rt.broker, plan, stream=PLANS, timeout=self.rt.settings.publish_timeout
         )
@@ -505,6 +532,10 @@ class PlannerService:
         try:
             assert self.store is not None
             await self.store.save(new)
+        except NotActive as exc:
+            self.trainings.labels("failed").inc()
+            log.warning("model %s not stored: %s", new.version, exc)
+            return
         except Exception:
             self.trainings.labels("failed").inc()
             log.exception("could not store model %s; keeping the current one", new.version)
@@ -523,7 +554,8 @@ class PlannerService:
         self.maybe_retrain()
 
     async def stop(self) -> None:
-        """Let a running training finish and store its model."""
+        """Let a running training finish; its model is stored only while this replica is
+        still the active one (one stopping gives its lease up first)."""
         if self.training is not None and not self.training.done():
             await asyncio.wait([self.training], timeout=60)
 

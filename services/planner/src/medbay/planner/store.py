@@ -7,7 +7,10 @@
 * KV bucket ``medbay_planner``: ``current_model`` holds the name of the current
   version, ``success_rates`` the raw success rates as JSON (``SuccessRates.snapshot``),
   ``initial_model`` the version of the last ``initial_model`` file judged, so
-  that each file is judged once.
+  that each file is judged once. Each is written by compare-and-swap over the
+  revision this store last wrote or read (``track``): a planner replica that is no
+  longer the active one cannot overwrite what its successor wrote. Key ``active``
+  is the lease of the active replica (``medbay.common.active``).
 * ``read_current_model`` reads the current model as any identity allowed to
   read both buckets does (the gateway, the CLI and so the lab), creating nothing.
 * ``read_recent`` reads the latest messages of a stream once, through an
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -29,12 +32,20 @@ from nats.js.api import (
     ObjectStoreConfig,
     StorageType,
 )
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from medbay.common.access import MODELS as MODELS_BUCKET
 from medbay.common.access import PLANNER_STATE
+from medbay.common.active import NotActive
+from medbay.common.kv import declare_key_value, declare_object_store
 from medbay.common.reading import read
 from medbay.common.records import CURRENT_MODEL_KEY, SUCCESS_RATES_KEY
 from medbay.common.streams import StreamSpec
@@ -48,33 +59,99 @@ MODELS = MODELS_BUCKET.name
 CURRENT_MODEL = CURRENT_MODEL_KEY
 SUCCESS_RATES = SUCCESS_RATES_KEY
 INITIAL_MODEL = "initial_model"
+WRITTEN_KEYS = (CURRENT_MODEL, SUCCESS_RATES, INITIAL_MODEL)
+
+
+def _always() -> bool:
+    return True
 
 
 class ModelStore:
-    def __init__(self, kv: KeyValue, objects: ObjectStore, keep: int) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        objects: ObjectStore,
+        keep: int,
+        may_write: Callable[[], bool] = _always,
+    ) -> None:
+        """``may_write``: whether this planner is the active one now (checked before
+        every write, and when a compare-and-swap finds another writer)."""
         self.kv = kv
         self.objects = objects
         self.keep = keep
+        self.may_write = may_write
+        self._revisions: dict[str, int] = {}
 
     @classmethod
-    async def open(cls, js: JetStreamContext, keep: int = 10) -> ModelStore:
-        """Bind to the buckets, creating them on first use."""
+    async def open(
+        cls,
+        js: JetStreamContext,
+        keep: int = 10,
+        replicas: int = 1,
+        may_write: Callable[[], bool] = _always,
+    ) -> ModelStore:
+        """Declare the buckets (created on first use, kept in ``replicas`` copies)."""
+        kv = await declare_key_value(
+            js,
+            KeyValueConfig(
+                bucket=BUCKET,
+                history=5,
+                storage=StorageType.FILE,
+                description=PLANNER_STATE.description,
+                replicas=replicas,
+            ),
+        )
+        objects = await declare_object_store(
+            js,
+            MODELS,
+            ObjectStoreConfig(
+                bucket=MODELS,
+                description="Planner model versions",
+                storage=StorageType.FILE,
+                replicas=replicas,
+            ),
+        )
+        return cls(kv, objects, keep, may_write)
+
+    async def track(self) -> None:
+        """Take the records this store writes as they are now: from here on each write
+        must find the revision this store last saw (what a planner does on becoming the
+        active one)."""
+        for key in WRITTEN_KEYS:
+            self._revisions[key] = await self._revision(key)
+
+    async def _revision(self, key: str) -> int:
         try:
-            kv = await js.key_value(BUCKET)
-        except BucketNotFoundError:
-            kv = await js.create_key_value(
-                config=KeyValueConfig(bucket=BUCKET, history=5, storage=StorageType.FILE)
-            )
-        try:
-            objects = await js.object_store(MODELS)
-        except BucketNotFoundError:
-            objects = await js.create_object_store(
-                MODELS,
-                config=ObjectStoreConfig(
-                    bucket=MODELS, description="Planner model versions", storage=StorageType.FILE
-                ),
-            )
-        return cls(kv, objects, keep)
+            entry = await self.kv.get(key)
+        except (KeyNotFoundError, KeyDeletedError):  # created anew (over a delete marker)
+            return 0
+        return entry.revision or 0
+
+    def _check_active(self, what: str) -> None:
+        if not self.may_write():
+            raise NotActive(f"not writing {what}: this planner is no longer the active one")
+
+    async def _write(self, key: str, value: bytes) -> None:
+        """Write ``key`` over the revision this store last saw. Another revision means
+        another replica wrote it: if this one is still the active one that writer was
+        deposed (its write crossed the takeover) and is overwritten; otherwise this one
+        was, and stops (``NotActive``)."""
+        while True:
+            self._check_active(key)
+            last = self._revisions.get(key)
+            if last is None:
+                last = await self._revision(key)
+            try:
+                if last:
+                    revision = await self.kv.update(key, value, last=last)
+                else:
+                    revision = await self.kv.create(key, value)
+            except KeyWrongLastSequenceError:
+                self._revisions.pop(key, None)
+                log.warning("%s was written by another planner replica since this one read it", key)
+                continue
+            self._revisions[key] = revision
+            return
 
     async def current_version(self) -> str | None:
         try:
@@ -105,8 +182,9 @@ class ModelStore:
     async def save(self, bundle: ModelBundle) -> None:
         """Store ``bundle`` and make it the current model; drop the oldest versions."""
         meta = ObjectMeta(name=bundle.version, description=json.dumps(bundle.description()))
+        self._check_active(f"model {bundle.version}")
         await self.objects.put(bundle.version, dumps(bundle), meta=meta)
-        await self.kv.put(CURRENT_MODEL, bundle.version.encode())
+        await self._write(CURRENT_MODEL, bundle.version.encode())
         await self._prune(bundle.version)
 
     async def _prune(self, current: str) -> None:
@@ -120,7 +198,7 @@ class ModelStore:
                 await self.objects.delete(info.name)
 
     async def save_rates(self, snapshot: dict[str, Any]) -> None:
-        await self.kv.put(SUCCESS_RATES, json.dumps(snapshot, sort_keys=True).encode())
+        await self._write(SUCCESS_RATES, json.dumps(snapshot, sort_keys=True).encode())
 
     async def judged_initial_model(self) -> str | None:
         """The version of the last ``initial_model`` file judged (adopted or not)."""
@@ -131,7 +209,7 @@ class ModelStore:
         return (entry.value or b"").decode() or None
 
     async def record_judged_initial_model(self, version: str) -> None:
-        await self.kv.put(INITIAL_MODEL, version.encode())
+        await self._write(INITIAL_MODEL, version.encode())
 
 
 async def _load(objects: ObjectStore, version: str) -> ModelBundle:

@@ -258,7 +258,7 @@ FAULTS: tuple[Fault, ...] = (
     ),
     Fault(
         "cpu_spinner",
-        f"a thread of {WORKER} spins on a core",
+        f"two threads of {WORKER} spin, each on a core",
         "auto_resolved",
         (WORKER,),
         LAB_HOST,

@@ -47,8 +47,12 @@ help: ## this list
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet uv==0.13.9
 
+# Compiled ahead: every service process (and there are many in the tests) imports
+# pydantic, faststream and scikit-learn, and compiling them on each start costs
+# seconds of CPU where the environment forbids writing bytecode (PYTHONDONTWRITEBYTECODE).
 sync: $(if $(findstring .tools/,$(UV)),.tools/bin/uv) ## install the locked dependencies into .venv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
+	$(BIN)/python -m compileall -q -j 0 -x node_modules libs services bench tests
 
 # Real servers the tests start on free ports (redis-server, PostgreSQL binaries).
 system-deps: ## install redis, PostgreSQL, Chromium, openssl (Debian packages) when missing

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 def medbay(
     *args: str,
     env: dict[str, str] | None = None,
-    timeout: float = 60,
+    timeout: float = 180,
     cwd: Path | None = None,
     clear_medbay: bool = False,
 ) -> subprocess.CompletedProcess[str]:
@@ -280,7 +280,7 @@ def test_up_writes_tokens_and_gateway_config_private_and_no_anonymous_reader(tmp
 
 
 def medbay_here(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
     """`medbay` in ``cwd``, with no MEDBAY_NATS_* from this environment unless given."""
     import os

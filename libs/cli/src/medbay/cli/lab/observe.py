@@ -70,7 +70,7 @@ class Observer:
         )
         return cls(nc)
 
-    async def start(self, timeout: float = 120.0) -> None:
+    async def start(self, timeout: float = 300.0) -> None:
         """Follow every watched stream from now on (waiting for their owners to declare them)."""
         js = self.nc.jetstream()
         deadline = time.monotonic() + timeout

@@ -392,7 +392,9 @@ class Sandbox:
         ]
         for name in SERVICE_TARGETS:
             for metric, level in (
-                ("process_cpu_percent", 80.0),  # of one core
+                # Half a core: the lab's targets idle near 0 %, and a spinner on a machine
+                # busy with other work (a CI runner, a test suite) may get no more.
+                ("process_cpu_percent", 50.0),
                 ("process_memory_percent", memory_limit()),
             ):
                 rules.append(

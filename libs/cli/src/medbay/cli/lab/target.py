@@ -32,8 +32,8 @@ PR_SET_NAME = 15
 MiB = 1024 * 1024
 SPINNING_THREADS = 2
 """A runaway process with two busy threads: on a machine busy with other work, where
-the first cannot raise its priority, two threads still get a core's worth between
-them, as the lab's detection rule expects."""
+the first cannot raise its priority, two threads still get the half core the lab's
+detection rule looks for."""
 _held: list[bytearray] = []
 
 

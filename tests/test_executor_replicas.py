@@ -371,7 +371,10 @@ async def test_a_nats_node_killed_mid_step_takes_nothing_over(
 
         await wait_for("A's renewal through a new leader", renewed_elsewhere, timeout=WAIT)
         gated.open()
-        stored = await wait_for("plan end", lambda: observer.ended(plan.plan_id), timeout=WAIT)
+        try:
+            stored = await wait_for("plan end", lambda: observer.ended(plan.plan_id), timeout=WAIT)
+        except AssertionError as missing:
+            raise AssertionError(f"{missing}; A's log:\n{a.logs()[-6000:]}") from None
         [(_, result)] = stored.finished()
         assert result.outcome == "success", a.logs()[-4000:]  # A's, never interrupted
         [(_, end)] = stored.ends

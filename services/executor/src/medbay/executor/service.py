@@ -111,6 +111,9 @@ HOLD_MARGIN_SECONDS = 30.0
 FOLLOW_RETRY_SECONDS = 2.0
 """How soon following the plan book starts again after it broke off (NATS away)."""
 
+RESULT_RETRY_SECONDS = 60.0
+"""How long a step's result is retried when RESULTS does not acknowledge it."""
+
 INTERRUPTED = "interrupted: the executor stopped during this step; it is not run twice"
 
 
@@ -830,9 +833,20 @@ class ExecutorService:
         )
 
     async def _publish(self, event: Event) -> None:
-        await publish(
-            self.rt.broker, event, stream=RESULTS, timeout=self.rt.settings.publish_timeout
-        )
+        """Publish a result, retrying for ``RESULT_RETRY_SECONDS``: a step that ran must
+        be reported even when RESULTS is electing a new leader (a NATS node died). A
+        retry is safe: the event's id deduplicates a result the server did store."""
+        timeout = self.rt.settings.publish_timeout
+        deadline = asyncio.get_running_loop().time() + RESULT_RETRY_SECONDS
+        while True:
+            try:
+                await publish(self.rt.broker, event, stream=RESULTS, timeout=timeout)
+                return
+            except Exception as exc:
+                if asyncio.get_running_loop().time() + timeout > deadline:
+                    raise
+                log.warning("publishing %s failed: %r; retrying", type(event).__name__, exc)
+                await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
         for task in list(self.running.values()):

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, ObjectStoreConfig, StreamConfig
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
 from nats.js.errors import (
     APIError,
     BadRequestError,
@@ -28,6 +28,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 from pydantic import BaseModel, ValidationError
 
+from medbay.common.access import BucketSpec
 from medbay.common.settings import replicas_problem
 
 M = TypeVar("M", bound=BaseModel)
@@ -142,6 +143,30 @@ async def declare_key_value(
     """Create the owner's bucket, or bring an existing one to ``config`` (its replicas,
     history, TTL and description): how a bucket follows ``MEDBAY_NATS_REPLICAS``."""
     return await _patiently(lambda: _declare_key_value(js, config), config.bucket, patience)
+
+
+async def open_key_value(
+    js: JetStreamContext,
+    bucket: BucketSpec,
+    *,
+    history: int,
+    replicas: int,
+    ttl_seconds: float | None = None,
+) -> KeyValue:
+    """The owner's KV bucket as ``bucket`` names and describes it: on file storage, in
+    ``replicas`` copies, keeping ``history`` values per key (for ``ttl_seconds``, or for
+    ever)."""
+    return await declare_key_value(
+        js,
+        KeyValueConfig(
+            bucket=bucket.name,
+            description=bucket.description,
+            history=history,
+            ttl=ttl_seconds,
+            storage=StorageType.FILE,
+            replicas=replicas,
+        ),
+    )
 
 
 async def _declare_key_value(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:

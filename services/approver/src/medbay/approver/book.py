@@ -23,14 +23,13 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from medbay.common import kv as kv_records
 from medbay.common.access import APPROVER_BOOK
 from medbay.common.events import Approval, Plan, derived_event_id
-from medbay.common.kv import declare_key_value
+from medbay.common.kv import open_key_value
 from medbay.common.records import approval_key, key_token
 from medbay.common.telemetry import trace_id_of
 
@@ -182,16 +181,8 @@ class ApprovalBook:
 
     @classmethod
     async def open(cls, js: JetStreamContext, replicas: int = 1) -> ApprovalBook:
-        kv = await declare_key_value(
-            js,
-            KeyValueConfig(
-                bucket=BUCKET,
-                history=5,
-                ttl=RETENTION.total_seconds(),
-                storage=StorageType.FILE,
-                description="Approver: plans awaiting a person, their deadlines and decisions",
-                replicas=replicas,
-            ),
+        kv = await open_key_value(
+            js, APPROVER_BOOK, history=5, replicas=replicas, ttl_seconds=RETENTION.total_seconds()
         )
         return cls(kv)
 

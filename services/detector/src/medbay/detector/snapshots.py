@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
     APIError,
     KeyDeletedError,
@@ -48,9 +47,9 @@ from nats.js.kv import KeyValue
 from medbay.common.access import DETECTOR_STATE
 from medbay.common.bus import NotHeld
 from medbay.common.events import Severity
-from medbay.common.kv import declare_key_value
 from medbay.common.kv import entries as kv_entries
 from medbay.common.kv import keys as kv_keys
+from medbay.common.kv import open_key_value
 from medbay.common.streams import metrics_partition, token
 from medbay.detector.engine import (
     GAP_HISTORY,
@@ -633,16 +632,7 @@ class SnapshotStore:
 
     @classmethod
     async def open(cls, js: JetStreamContext, replicas: int = 1) -> SnapshotStore:
-        kv = await declare_key_value(
-            js,
-            KeyValueConfig(
-                bucket=BUCKET,
-                history=1,
-                storage=StorageType.FILE,
-                description=DETECTOR_STATE.description,
-                replicas=replicas,
-            ),
-        )
+        kv = await open_key_value(js, DETECTOR_STATE, history=1, replicas=replicas)
         return cls(kv)
 
     def partition(self, partition: int, partitions: int) -> PartitionStore:

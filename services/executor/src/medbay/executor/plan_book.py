@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from medbay.common.events import Approval, Plan, PlanOutcome
-from medbay.common.kv import change, declare_key_value
+from medbay.common.kv import change, open_key_value
 from medbay.common.records import PLAN_BOOK, PlanRecord, plan_key, read_plan
 
 BUCKET = PLAN_BOOK.name
@@ -49,16 +48,8 @@ class PlanBook:
 
     @classmethod
     async def open(cls, js: JetStreamContext, replicas: int = 1) -> PlanBook:
-        kv = await declare_key_value(
-            js,
-            KeyValueConfig(
-                bucket=BUCKET,
-                history=5,
-                ttl=90 * 24 * 3600,
-                storage=StorageType.FILE,
-                description=PLAN_BOOK.description,
-                replicas=replicas,
-            ),
+        kv = await open_key_value(
+            js, PLAN_BOOK, history=5, replicas=replicas, ttl_seconds=90 * 24 * 3600
         )
         return cls(kv)
 

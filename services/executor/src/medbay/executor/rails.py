@@ -44,7 +44,6 @@ from typing import TypeVar
 
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
     KeyWrongLastSequenceError,
     NoStreamResponseError,
@@ -55,7 +54,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from medbay.common import kv as kv_records
 from medbay.common.events import ActionName
-from medbay.common.kv import declare_key_value
+from medbay.common.kv import open_key_value
 from medbay.common.lease import Lease, LeaseRecord, read_holder
 from medbay.common.records import (
     EXECUTOR_RAILS,
@@ -160,16 +159,7 @@ class SafetyRails:
         cls, js: JetStreamContext, config: SafetyConfig, replicas: int = 1
     ) -> SafetyRails:
         """Declare the bucket (created if missing, kept in ``replicas`` copies)."""
-        kv = await declare_key_value(
-            js,
-            KeyValueConfig(
-                bucket=BUCKET,
-                history=5,
-                storage=StorageType.FILE,
-                description=EXECUTOR_RAILS.description,
-                replicas=replicas,
-            ),
-        )
+        kv = await open_key_value(js, EXECUTOR_RAILS, history=5, replicas=replicas)
         return cls(js, kv, config)
 
     # --- who runs a plan: a lease --------------------------------------------------

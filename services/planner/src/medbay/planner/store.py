@@ -27,7 +27,6 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import (
-    KeyValueConfig,
     ObjectMeta,
     ObjectStoreConfig,
     StorageType,
@@ -45,7 +44,7 @@ from nats.js.object_store import ObjectStore
 from medbay.common.access import MODELS as MODELS_BUCKET
 from medbay.common.access import PLANNER_STATE
 from medbay.common.active import NotActive
-from medbay.common.kv import declare_key_value, declare_object_store
+from medbay.common.kv import declare_object_store, open_key_value
 from medbay.common.reading import read
 from medbay.common.records import CURRENT_MODEL_KEY, SUCCESS_RATES_KEY
 from medbay.common.streams import StreamSpec
@@ -91,16 +90,7 @@ class ModelStore:
         may_write: Callable[[], bool] = _always,
     ) -> ModelStore:
         """Declare the buckets (created on first use, kept in ``replicas`` copies)."""
-        kv = await declare_key_value(
-            js,
-            KeyValueConfig(
-                bucket=BUCKET,
-                history=5,
-                storage=StorageType.FILE,
-                description=PLANNER_STATE.description,
-                replicas=replicas,
-            ),
-        )
+        kv = await open_key_value(js, PLANNER_STATE, history=5, replicas=replicas)
         objects = await declare_object_store(
             js,
             MODELS,

@@ -8,7 +8,10 @@ figures compare like with like on the same machine in the same minute:
    scrape, M samples each, round-robin over H hosts) to METRICS, written in
    ``--schema-version`` 2 (samples as columns, as the collector writes them) or
    1 (a list of samples, as the previous release did);
-2. raw baseline: a plain nats-py durable pull consumer fetches and acks them all;
+2. raw baselines: a plain nats-py durable pull consumer fetches and acks them all
+   (the baseline the detector's ratio is taken against); then the same with
+   ``PullFeed``, the way the detector takes its batches (to see what of the
+   detector's gain is the consuming and what the evaluating);
 3. detector throughput: the real detector (a subprocess) drains the same backlog
    through a pre-created ``detector`` consumer; its consumer info is polled
    every 50 ms and the rate is taken from its first ack to its last;
@@ -58,7 +61,7 @@ from pydantic import Field, TypeAdapter
 
 from medbay.cli.bench import load
 from medbay.common.access import DETECTOR_PARTITIONS
-from medbay.common.bus import ConsumerSpec
+from medbay.common.bus import ConsumerSpec, PullFeed
 from medbay.common.events import IssueChange, MetricBatch, SampleColumns
 from medbay.common.streams import DEADLETTER, METRICS, metrics_subject
 from medbay.detector.config import DetectorConfig, ThresholdRule
@@ -66,6 +69,7 @@ from medbay.detector.config import DetectorConfig, ThresholdRule
 harness = load("harness")
 
 RAW_CONSUMER = "bench-raw"
+FEED_CONSUMER = "bench-feed"
 FETCH = 256
 PUBLISH_WINDOW = 500
 POLL_SECONDS = 0.05
@@ -330,6 +334,47 @@ async def raw_consume(js: JetStreamContext, n: int, m: int, timeout: float) -> d
     }
 
 
+async def feed_consume(nc: Client, n: int, m: int, timeout: float) -> dict[str, Any]:
+    """``PullFeed`` (as the detector consumes), sets of 256, ack each, until all N are in."""
+    js = nc.jetstream()
+    await js.add_consumer(
+        METRICS.name,
+        ConsumerConfig(
+            durable_name=FEED_CONSUMER,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            max_ack_pending=1_000_000,
+        ),
+    )
+    feed = PullFeed(nc, METRICS.name, FEED_CONSUMER, batch=FETCH, wait=1.0)
+    await feed.start()
+    got = 0
+    cpu = time.process_time()
+    started = time.perf_counter()
+    deadline = started + timeout
+    while got < n and time.perf_counter() < deadline:
+        try:
+            msgs = await feed.take(timeout=1)
+        except TimeoutError:
+            continue
+        for msg in msgs:
+            await msg.ack()
+        got += len(msgs)
+    seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    await feed.stop()
+    await js.delete_consumer(METRICS.name, FEED_CONSUMER)
+    if got < n:
+        raise harness.BenchError(f"PullFeed consumer got {got} of {n} messages in {timeout:.0f} s")
+    return {
+        "messages": got,
+        "seconds": seconds,
+        "msgs_per_s": got / seconds,
+        "samples_per_s": got * m / seconds,
+        "cpu_us_per_msg": cpu / got * 1e6,
+    }
+
+
 async def create_detector_consumer(js: JetStreamContext) -> None:
     """The detector's durables (one per METRICS partition), created first with deliver ALL
     so they drain the backlog."""
@@ -580,6 +625,7 @@ async def run(bench: Run) -> dict[str, Any]:
         published = await publish_backlog(js, scrapes)
         del scrapes
         raw = await raw_consume(js, n, m, timeout=30 + n / 1000)
+        feed = await feed_consume(nc, n, m, timeout=30 + n / 1000)
         inbox = Inbox()
         await nc.subscribe("medbay.issues.>", cb=inbox.on_msg)
         await nc.flush()
@@ -589,6 +635,7 @@ async def run(bench: Run) -> dict[str, Any]:
         await asyncio.sleep(0.5)  # events published just before the last ack
         drained.update(await drain_checks(js, inbox))
         drained["ratio_to_raw"] = drained["samples_per_s"] / raw["samples_per_s"]
+        drained["ratio_to_feed"] = drained["samples_per_s"] / feed["samples_per_s"]
         check_alive(proc, bench.root)
         latency = await latency_run(js, inbox, proc, fleet, args.latency_rate, args.latency_seconds)
         latency["dead_letters"] = await dead_letters(js) - drained["dead_letters"]
@@ -616,6 +663,7 @@ async def run(bench: Run) -> dict[str, Any]:
         "payload_bytes": {"max": biggest},
         "publish": published,
         "raw": raw,
+        "feed": feed,
         "detector": drained,
         "latency": latency,
         "detector_stop": detector_stop,
@@ -638,7 +686,8 @@ def stop_text(stopped: dict[str, Any]) -> str:
 
 def report(r: dict[str, Any]) -> str:
     """The figures as a readable table."""
-    p, raw, det, lat = r["params"], r["raw"], r["detector"], r["latency"]
+    p, raw, feed, det = r["params"], r["raw"], r["feed"], r["detector"]
+    lat = r["latency"]
     pub, ls, mc = lat["publish"], lat["latency_ms"], r["machine"]
     anomaly = sum(c for k, c in det["issue_events"].items() if " threshold " not in k)
     rows: list[tuple[str, str]] = [
@@ -654,13 +703,19 @@ def report(r: dict[str, Any]) -> str:
             f"{fmt(raw['msgs_per_s'])} msgs/s  {fmt(raw['samples_per_s'])} samples/s",
         ),
         (
+            "raw PullFeed consume",
+            f"{fmt(feed['msgs_per_s'])} msgs/s  {fmt(feed['samples_per_s'])} samples/s",
+        ),
+        (
             "detector drain",
             f"{fmt(det['msgs_per_s'])} msgs/s  {fmt(det['samples_per_s'])} samples/s",
         ),
-        ("detector / raw", f"{det['ratio_to_raw']:.2f}"),
+        ("detector / raw", f"{det['ratio_to_raw']:.2f} (goal >= 0.5)"),
+        ("detector / PullFeed", f"{det['ratio_to_feed']:.2f}"),
         (
             "CPU per message",
-            f"raw consumer {raw['cpu_us_per_msg']:.0f} us, detector {det['cpu_us_per_msg']:.0f} us "
+            f"raw consumer {raw['cpu_us_per_msg']:.0f} us, PullFeed {feed['cpu_us_per_msg']:.0f} "
+            f"us, detector {det['cpu_us_per_msg']:.0f} us "
             f"(detector busy {det['cpu_share_of_one_core']:.0%} of a core while draining)",
         ),
         (

@@ -4,6 +4,7 @@ dead-lettering of bad input, retries, and trace propagation."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 
 import nats
@@ -18,7 +19,9 @@ from medbay.common.bus import (
     BatchConsumer,
     ConsumerSpec,
     Delivery,
+    FeedTrouble,
     NotHeld,
+    PullFeed,
     declare_streams,
     json_parser,
     make_broker,
@@ -218,3 +221,47 @@ async def test_work_no_longer_held_is_handed_back_and_the_consumer_stops(nats_se
 
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__])
+
+
+async def test_a_pull_feed_takes_what_is_stored_then_waits_for_more(nats_server):
+    """A set holds every stored message up to a batch; with none stored, the next one
+    published is handed over as it comes; a refusal by the server is reported."""
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await js.add_stream(config=METRICS.declaration())
+    spec = ConsumerSpec("feed", "medbay.metrics.>", METRICS)
+    await js.add_consumer(METRICS.name, spec.consumer_config())
+    for n in range(25):
+        await js.publish(f"medbay.metrics.h{n}", b"{}")
+    feed = PullFeed(nc, METRICS.name, "feed", batch=10, wait=1.0)
+    await feed.start()
+    try:
+        sets = [await feed.take(timeout=5) for _ in range(3)]
+        assert [[m.metadata.sequence.stream for m in s] for s in sets] == [
+            list(range(1, 11)),
+            list(range(11, 21)),
+            list(range(21, 26)),
+        ]
+        for msg in (m for s in sets for m in s):
+            await msg.ack()
+        with pytest.raises(TimeoutError):
+            await feed.take(timeout=0.3)
+
+        async def publish_later() -> None:
+            await asyncio.sleep(0.5)
+            await js.publish("medbay.metrics.late", b"{}")
+
+        later = asyncio.create_task(publish_later())
+        (msg,) = await feed.take(timeout=10)
+        await later
+        assert msg.subject.endswith(".late")
+        await msg.ack()
+
+        await js.delete_consumer(METRICS.name, "feed")
+        with pytest.raises(FeedTrouble, match=r"409 Consumer Deleted|503"):
+            for _ in range(5):
+                with contextlib.suppress(TimeoutError):
+                    await feed.take(timeout=1)
+    finally:
+        await feed.stop()
+        await nc.close()

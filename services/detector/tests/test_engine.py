@@ -19,7 +19,7 @@ from medbay.detector.config import (
     ThresholdRule,
     load_config,
 )
-from medbay.detector.engine import DetectionEngine
+from medbay.detector.engine import DetectionEngine, SilenceClock
 from medbay.detector.snapshots import SnapshotError, decode, encode, export_host, import_host
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -392,6 +392,50 @@ def test_snapshot_round_trip_continues_exactly():
         e.event_id for i, b in enumerate(stream[half:], half + 1) for e in restored.process(b, i)
     ]
     assert got == expected
+
+
+def test_dropped_hosts_leave_their_rows_to_the_next_ones_fresh():
+    """A replica drops the hosts of a partition handed over; the next hosts reuse their
+    rows, detector rows included, and behave exactly as in an engine of their own."""
+    stream = mixed_stream(hosts=6, scrapes=100)
+    shared = DetectionEngine(RULES)
+    first = [(b, i) for i, b in enumerate(stream, 1) if b.host in {"h0", "h1", "h2"}]
+    shared.process_many(first[: len(first) // 2])
+    sizes = (len(shared.series), {n: b.detector.size for n, b in shared.blocks.items()})
+    shared.drop_hosts(["h0", "h1", "h2"])
+    assert not shared.hosts and not shared.dirty
+
+    later = [(b, i) for i, b in enumerate(stream, 1) if b.host in {"h3", "h4", "h5"}]
+    got = [e for _, e in shared.process_many(later)]
+    alone = DetectionEngine(RULES)
+    expected = [e for _, e in alone.process_many(later)]
+    assert {e.kind for e in expected} >= {"cpu", "service_down"}
+    assert [(e.event_id, e.detail) for e in got] == [(e.event_id, e.detail) for e in expected]
+    rows, detector_rows = sizes  # the dropped rows were taken first
+    assert len(shared.series) == max(rows, len(alone.series))
+    assert {n: b.detector.size for n, b in shared.blocks.items()} == detector_rows
+    for host in ("h3", "h4", "h5"):  # the same state, row for row
+        mine, theirs = export_host(shared, host), export_host(alone, host)
+        assert mine.arrays.keys() == theirs.arrays.keys()
+        for name, values in mine.arrays.items():
+            assert values.tolist() == theirs.arrays[name].tolist(), (host, name)
+
+
+def test_groups_of_hosts_are_judged_silent_on_their_own_clocks():
+    engine = DetectionEngine(RULES)
+    early, late = SilenceClock(), SilenceClock()
+    for i, host in enumerate(("a", "b")):
+        engine.process(scrape(host, 0, cpu_percent=10), i + 1)
+    early.restart(T0)
+    late.restart(T0 + timedelta(seconds=300))  # restored later: its window starts then
+    opened: dict[str, float] = {}
+    for t in range(305, 420, 5):  # a check every 5 s
+        at = T0 + timedelta(seconds=t)
+        for host, clock in (("a", early), ("b", late)):
+            for event in engine.check_silence(at, [host], clock):
+                opened[event.host] = t
+    # a: 30 s after its last batch (0 s); b: 30 s after its group was restored (300 s)
+    assert opened == {"a": 305, "b": 335}
 
 
 def test_config_errors_name_the_field(tmp_path: Path):

@@ -14,7 +14,6 @@ from medbay.common.events import MetricBatch, MetricSample, utc_now
 from medbay.common.lease import Lease
 from medbay.common.runtime import ServiceRuntime
 from medbay.detector.config import DetectorConfig
-from medbay.detector.engine import DetectionEngine
 from medbay.detector.service import DetectorService, Partition
 from medbay.detector.snapshots import HostSnapshot, PartitionStore
 
@@ -38,12 +37,12 @@ async def test_the_periodic_snapshot_waits_for_the_batch_being_evaluated() -> No
     config = DetectorConfig()
     service = DetectorService(cast(ServiceRuntime, rt), config, "replica-a")
     store = RecordingStore()
-    engine = DetectionEngine(config)
+    engine = service.engine
     work = Partition(
         index=0,
         lease=cast(Lease, SimpleNamespace(held=True)),
         store=cast(PartitionStore, store),
-        engine=engine,
+        hosts={"h1"},
         ready=True,
     )
     service.partitions[0] = work
@@ -53,6 +52,7 @@ async def test_the_periodic_snapshot_waits_for_the_batch_being_evaluated() -> No
 
     async with work.evaluating:  # a batch applied, its events still being published
         engine.process_many([(batch, 1)])
+        work.max_seq = 1
         assert engine.dirty == {"h1"}
         flushing = asyncio.create_task(service.flush_all())
         await asyncio.sleep(0.2)

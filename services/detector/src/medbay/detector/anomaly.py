@@ -52,6 +52,10 @@ class AnomalyDetector(ABC):
         """Append ``count`` new, empty series to the block."""
 
     @abstractmethod
+    def reset(self, rows: IntArray) -> None:
+        """Make ``rows`` empty again, as ``add_series`` makes them (their series left)."""
+
+    @abstractmethod
     def step(self, rows: IntArray, values: FloatArray) -> FloatArray:
         """Score ``values[i]`` for series ``rows[i]`` and then learn it. Rows are unique."""
 
@@ -101,6 +105,10 @@ class Sigma3Detector(AnomalyDetector):
         self.total = np.concatenate([self.total, np.zeros(count)])
         self.total_sq = np.concatenate([self.total_sq, np.zeros(count)])
         self.size += count
+
+    def reset(self, rows: IntArray) -> None:
+        for column in (self.ring, self.count, self.pos, self.origin, self.total, self.total_sq):
+            column[rows] = 0
 
     def step(self, rows: IntArray, values: FloatArray) -> FloatArray:
         n = self.count[rows]
@@ -204,6 +212,10 @@ class LikelihoodDetector(AnomalyDetector):
         self.stats = np.vstack([self.stats, np.zeros((count, self._COLUMNS))])
         self.raw = np.vstack([self.raw, np.zeros((count, self.recent))])
         self.size += count
+
+    def reset(self, rows: IntArray) -> None:
+        self.stats[rows] = 0.0
+        self.raw[rows] = 0.0
 
     def step(self, rows: IntArray, values: FloatArray) -> FloatArray:
         st = self.stats[rows]

@@ -21,7 +21,11 @@ count as normal while missing from their host's scrape, and their rows are
 forgotten and reused once they are, so passing processes do not pile up.
 
 A host whose batches stop arriving opens a ``host_silent`` issue when
-``check_silence`` is called with the time; its next batch resolves it.
+``check_silence`` is called with the time; its next batch resolves it. The hosts
+an engine holds can be judged in groups, each with its own ``SilenceClock`` (a
+detector replica's engine holds the hosts of several partitions, restored at
+different times), and a group can be dropped (``drop_hosts``) when another
+replica takes it over.
 
 A service whose series of the traffic metric (``span_service_requests_per_second``)
 stops showing up in its host's batches, while they keep coming, opens a
@@ -37,7 +41,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -189,21 +193,51 @@ class AnomalyBlock:
         self.seen = np.zeros(0, dtype=np.intp)  # samples scored per row
         self.debounce = Debounce()
         self.last_score = np.zeros(0)
+        self.free: list[int] = []  # block rows of dropped hosts, reused first
 
     def add(self, rows: list[int], rules: list[AnomalyRule]) -> list[int]:
+        """Block rows for series ``rows``, fresh: reused ones are reset first."""
+        keep = max(0, len(self.free) - len(rows))
+        reused = self.free[keep:]
+        del self.free[keep:]
+        fresh = len(rows) - len(reused)
         start = len(self.rows)
-        self.detector.add_series(len(rows))
-        self.rows += rows
-        self.for_samples = np.append(self.for_samples, [r.for_samples for r in rules])
-        self.clear_samples = np.append(self.clear_samples, [r.clear_samples for r in rules])
-        self.warmup = np.append(self.warmup, [r.warmup_samples for r in rules])
-        self.min_value = np.append(
-            self.min_value, [-math.inf if r.min_value is None else r.min_value for r in rules]
-        )
-        self.seen = np.append(self.seen, np.zeros(len(rows), dtype=np.intp))
-        self.debounce.grow(len(rows))
-        self.last_score = np.concatenate([self.last_score, np.zeros(len(rows))])
-        return list(range(start, start + len(rows)))
+        if fresh:
+            self.detector.add_series(fresh)
+            self.rows += [-1] * fresh
+            self.for_samples = np.append(self.for_samples, np.zeros(fresh, dtype=np.intp))
+            self.clear_samples = np.append(self.clear_samples, np.zeros(fresh, dtype=np.intp))
+            self.warmup = np.append(self.warmup, np.zeros(fresh, dtype=np.intp))
+            self.min_value = np.append(self.min_value, np.zeros(fresh))
+            self.seen = np.append(self.seen, np.zeros(fresh, dtype=np.intp))
+            self.debounce.grow(fresh)
+            self.last_score = np.concatenate([self.last_score, np.zeros(fresh)])
+        if reused:
+            self.detector.reset(np.array(reused, dtype=np.intp))
+            self.debounce.reset(reused)
+            self.seen[reused] = 0
+            self.last_score[reused] = 0.0
+        brows = reused + list(range(start, start + fresh))
+        for brow, row in zip(brows, rows, strict=True):
+            self.rows[brow] = row
+        self.for_samples[brows] = [r.for_samples for r in rules]
+        self.clear_samples[brows] = [r.clear_samples for r in rules]
+        self.warmup[brows] = [r.warmup_samples for r in rules]
+        self.min_value[brows] = [-math.inf if r.min_value is None else r.min_value for r in rules]
+        return brows
+
+
+@dataclass
+class SilenceClock:
+    """From when silence counts for a group of hosts, and when they were last judged."""
+
+    since: float | None = None
+    """Epoch seconds: the group's start or restore. No host is silent before a whole
+    silence window has passed from here."""
+    last_check: float | None = None
+
+    def restart(self, now: datetime) -> None:
+        self.since = now.timestamp()
 
 
 @dataclass
@@ -354,7 +388,6 @@ class DetectionEngine:
         self.hosts: dict[str, HostState] = {}
         self.dirty: set[str] = set()
         self.samples_seen = 0
-        self.max_seq = 0
         # one entry per series row
         self.series: list[tuple[str, str, LabelItems]] = []  # host, metric, labels
         self.rule_of: list[ThresholdRule | None] = []
@@ -370,9 +403,8 @@ class DetectionEngine:
         self._anomaly_of: dict[str, list[AnomalyRule]] = defaultdict(list)
         for arule in config.anomaly:
             self._anomaly_of[arule.metric].append(arule)
-        self.watch_from: float | None = None
-        """Silence counts only from here (epoch seconds): the detector's start or restore."""
-        self.last_check: float | None = None
+        self.clock = SilenceClock()
+        """The silence clock of the hosts not judged as a group of their own."""
 
     # -- series ---------------------------------------------------------------
 
@@ -427,6 +459,23 @@ class DetectionEngine:
         state.index.update(zip(keys, rows, strict=True))
         self.params.set(rows, [self.rule_of[row] for row in rows])
         return rows
+
+    def drop_hosts(self, names: Collection[str]) -> None:
+        """Forget these hosts entirely (another replica holds them now): their rows,
+        and their anomaly detectors' rows, are reused by the next series added."""
+        for name in names:
+            self.dirty.discard(name)
+            state = self.hosts.pop(name, None)
+            if state is None:
+                continue
+            rows = list(state.index.values())
+            for row in rows:
+                if (where := self.block_of[row]) is not None:
+                    self.blocks[where[0]].free.append(where[1])
+                self.series[row] = _FREE_ROW
+                self.rule_of[row] = None
+                self.block_of[row] = None
+            self.free_rows += rows
 
     def _forget(self, state: HostState, rows: list[int]) -> None:
         """Drop series that went and are back to normal; their rows are reused.
@@ -521,7 +570,6 @@ class DetectionEngine:
             if seq <= state.last_seq:
                 continue
             state.last_seq = seq
-            self.max_seq = max(self.max_seq, seq)
             self.dirty.add(batch.host)
             received = batch.collected_at if received_at is None else received_at[index]
             if (back := self._heard_from(state, batch, received.timestamp())) is not None:
@@ -811,7 +859,7 @@ class DetectionEngine:
     def watch(self, now: datetime) -> None:
         """Start judging silence afresh from ``now`` (the detector started or restored):
         no host is silent before a whole silence window has passed."""
-        self.watch_from = now.timestamp()
+        self.clock.restart(now)
 
     def silence_limit(self, state: HostState) -> float:
         """Seconds without a batch after which ``state``'s host is silent."""
@@ -821,18 +869,25 @@ class DetectionEngine:
         usual = statistics.median(state.intervals)
         return max(silence.intervals * usual, silence.min_seconds)
 
-    def check_silence(self, now: datetime) -> list[IssueChange]:
+    def check_silence(
+        self, now: datetime, hosts: Iterable[str] | None = None, clock: SilenceClock | None = None
+    ) -> list[IssueChange]:
         """Open a ``host_silent`` issue for each host that has sent nothing for longer
-        than its limit. Call it only while every published batch has been applied."""
+        than its limit: of all hosts, or of the group ``hosts`` judged on ``clock``.
+        Call it only while every batch published to them has been applied."""
         silence = self.config.silence
+        clock = self.clock if clock is None else clock
         t = now.timestamp()
         stalled = STALL_CHECKS * silence.check_seconds
-        if self.last_check is not None and t - self.last_check > stalled:
-            self.watch(now)
-        self.last_check = t
-        start = self.watch_from
+        if clock.last_check is not None and t - clock.last_check > stalled:
+            clock.restart(now)
+        clock.last_check = t
+        start = clock.since
         events: list[IssueChange] = []
-        for state in self.hosts.values():
+        states = self.hosts.values() if hosts is None else map(self.hosts.get, hosts)
+        for state in states:
+            if state is None:
+                continue
             heard = state.last_arrival if state.last_arrival is not None else start
             if state.silent is not None or heard is None:
                 continue

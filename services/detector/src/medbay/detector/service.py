@@ -2,14 +2,20 @@
 
 METRICS is stored in partitions (``medbay.common.streams``); each detector replica
 holds some of them by lease (``ownership``). For each partition it holds,
-``DetectorService`` keeps a ``Partition``: an ``engine.DetectionEngine`` for the
-partition's hosts, restored from the partition's snapshots and replay
-(``snapshots``), and a consumer of the partition's durable (``detector-<p>``). It
-publishes the issue events it finds to ISSUES, keeps each partition's snapshots
-current, and checks the partitions' hosts for silence on a clock. A partition
-handed over to another replica is saved first; one lost (its lease not renewed in
-time, or its keys written by another replica) is dropped at once. ``main`` wires
-it to the runtime.
+``DetectorService`` keeps a ``Partition``: its hosts, restored from the partition's
+snapshots and replay (``snapshots``), and a consumer of the partition's durable
+(``detector-<p>``). It publishes the issue events it finds to ISSUES, keeps each
+partition's snapshots current, and checks the partitions' hosts for silence on a
+clock. A partition handed over to another replica is saved first; one lost (its
+lease not renewed in time, or its keys written by another replica) is dropped at
+once. ``main`` wires it to the runtime.
+
+The hosts of all the partitions a replica holds live in one
+``engine.DetectionEngine``, and the sets their consumers fetch are evaluated
+together: the sets waiting when the engine is free make one call, so its vectorised
+pass covers the hosts of every partition with work rather than one partition's
+(measured with 50 hosts over 16 partitions: 65 µs of engine time per batch when
+each partition is evaluated alone, 20 µs together).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -51,7 +58,7 @@ from medbay.common.streams import (
 )
 from medbay.common.telemetry import CRITICAL_SPAN_ATTRIBUTE
 from medbay.detector.config import DetectorConfig
-from medbay.detector.engine import DetectionEngine
+from medbay.detector.engine import DetectionEngine, SilenceClock
 from medbay.detector.ownership import Ownership
 from medbay.detector.partitions import holder_name
 from medbay.detector.snapshots import (
@@ -76,7 +83,11 @@ class Partition:
     index: int
     lease: Lease
     store: PartitionStore
-    engine: DetectionEngine
+    hosts: set[str] = field(default_factory=set)
+    """Its hosts in the replica's engine."""
+    max_seq: int = 0
+    """The last of its batches applied: the watermark a full flush writes."""
+    clock: SilenceClock = field(default_factory=SilenceClock)
     evaluating: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held from evaluating to publishing, so a batch and a silence check never publish
     one issue's events out of order."""
@@ -101,6 +112,16 @@ class Partition:
             raise LostPartition(f"partition {self.index} is no longer held")
 
 
+@dataclass
+class Submitted:
+    """A partition's fetched set waiting to be evaluated with the others."""
+
+    work: Partition
+    deliveries: list[Delivery[MetricBatch]]
+    done: asyncio.Future[None]
+    """Set when its events are published and saved (or failed): then it is acked."""
+
+
 class DetectorService:
     """Holds the partitions' engines, publishes what they find, keeps their snapshots."""
 
@@ -112,6 +133,10 @@ class DetectorService:
         self.store: SnapshotStore | None = None
         self.ownership: Ownership | None = None
         self.partitions: dict[int, Partition] = {}
+        self.engine = DetectionEngine(config)
+        """The hosts of every partition held."""
+        self.submitted: list[Submitted] = []
+        self.evaluator: asyncio.Task[None] | None = None
         self.count = 0
         """METRICS's partition count, read from the stream."""
         self.tracer = trace.get_tracer("medbay.detector")
@@ -123,7 +148,9 @@ class DetectorService:
         )
         self.open_issues = Gauge("medbay_detector_open_issues", "Open issues", registry=reg)
         self.handle_seconds = Histogram(
-            "medbay_detector_batch_seconds", "Time to handle one fetched set", registry=reg
+            "medbay_detector_batch_seconds",
+            "Time to evaluate the fetched sets taken together, and publish what they show",
+            registry=reg,
         )
         self.held = Gauge(
             "medbay_detector_partitions", "METRICS partitions this replica holds", registry=reg
@@ -222,6 +249,8 @@ class DetectorService:
             for work in self.partitions.values():
                 if work.task is not None:
                     work.task.cancel()
+            if self.evaluator is not None:
+                self.evaluator.cancel()
 
     # -- ownership ----------------------------------------------------------------------
 
@@ -239,9 +268,11 @@ class DetectorService:
 
     async def acquired(self, index: int, lease: Lease) -> None:
         assert self.store is not None
-        work = Partition(
-            index, lease, self.store.partition(index, self.count), DetectionEngine(self.config)
+        # hosts left by an earlier holding that ended in a failure
+        self.engine.drop_hosts(
+            [h for h in self.engine.hosts if metrics_partition(h, self.count) == index]
         )
+        work = Partition(index, lease, self.store.partition(index, self.count))
         self.partitions[index] = work
         work.task = asyncio.create_task(self.run_partition(work), name=f"partition-{index}")
         self.changes.labels("acquired").inc()
@@ -261,6 +292,7 @@ class DetectorService:
                     await self.flush(work)
                 except Exception as exc:  # the next holder replays a little more
                     log.warning("saving partition %d before handing it over: %r", index, exc)
+            self.engine.drop_hosts(work.hosts)
         self.changes.labels("handed_over").inc()
         self._update_gauges()
 
@@ -270,6 +302,7 @@ class DetectorService:
         if work is not None:
             work.lost = True
             await self._stop_task(work)
+            self.engine.drop_hosts(work.hosts)
             self.changes.labels("lost").inc()
             self._update_gauges()
 
@@ -312,7 +345,7 @@ class DetectorService:
         js = jetstream(self.rt.broker)
         durable = detector_partition(work.index).name
         restored = await work.store.restore()
-        engine = work.engine
+        engine = self.engine
         if restored.watermark is None:
             # A first start: the partition's state begins where its durable stands
             # (made with new metrics when a replica first started); a crash before the
@@ -325,13 +358,14 @@ class DetectorService:
             async with work.writing:
                 work.check()
                 await work.store.save_watermark(begin)
-            engine.max_seq = begin
-            engine.watch(utc_now())
+            work.max_seq = begin
+            work.clock.restart(utc_now())
             return begin + 1
         count = 0
         for snap in restored.snaps:
             try:
                 import_host(engine, snap)  # checks it all before changing anything
+                work.hosts.add(str(snap.meta["host"]))
             except ValueError as exc:  # SnapshotError: written by something else, or damaged
                 log.warning(
                     "snapshot of %r is unreadable (%s); that host starts afresh",
@@ -340,7 +374,7 @@ class DetectorService:
                 )
                 continue
             count += 1
-        engine.max_seq = restored.watermark
+        work.max_seq = restored.watermark
         replayed, end = await self.replay(work, restored.watermark + 1, restored.migrating)
         work.replayed_to = end
         async with work.writing:
@@ -354,7 +388,7 @@ class DetectorService:
             replayed,
             restored.watermark + 1,
         )
-        engine.watch(utc_now())  # what happened before is no host's silence
+        work.clock.restart(utc_now())  # what happened before is no host's silence
         self._update_gauges()
         return end + 1
 
@@ -383,7 +417,10 @@ class DetectorService:
                 items.append((batch, last))
                 received.append(msg.metadata.timestamp)
             async with work.evaluating:
-                for _, event in work.engine.process_many(items, received):
+                work.hosts.update(batch.host for batch, _ in items)
+                found = self.engine.process_many(items, received)
+                work.max_seq = max(work.max_seq, last)
+                for _, event in found:
                     work.check()
                     await self.publish(event)
             count += len(items)
@@ -432,62 +469,134 @@ class DetectorService:
     # -- consuming ----------------------------------------------------------------------
 
     async def handle(self, work: Partition, deliveries: list[Delivery[MetricBatch]]) -> None:
-        """A fetched set of the partition's batches. Not ours any more: raise, so they go
-        back to the durable for the next holder."""
+        """A fetched set of the partition's batches, evaluated with the sets the other
+        partitions fetched meanwhile. Not ours any more: raise, so they go back to the
+        durable for the next holder."""
         work.check()
         fresh = [d for d in deliveries if d.seq > work.replayed_to]  # else replayed already
         if not fresh:
             return
-        with self.handle_seconds.time():
-            spans = [d.span("detector.evaluate") for d in fresh]
-            try:
-                async with work.evaluating:
-                    await self._evaluate(work, fresh, spans)
-            finally:
-                for span in spans:
-                    span.end()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.submitted.append(Submitted(work, fresh, done))
+        if self.evaluator is None or self.evaluator.done():
+            self.evaluator = asyncio.create_task(self.evaluate_submitted(), name="evaluate")
+        await done
 
-    async def _evaluate(
-        self, work: Partition, deliveries: list[Delivery[MetricBatch]], spans: list[trace.Span]
-    ) -> None:
-        engine = work.engine
+    async def evaluate_submitted(self) -> None:
+        """Evaluate the submitted sets, those waiting together, until none is left."""
+        await asyncio.sleep(0)  # sets fetched in the same turn of the loop join in
+        while self.submitted:
+            group, self.submitted = self.submitted, []
+            try:
+                await self._evaluate_group(group)
+            except Exception:  # passed to the sets' consumers, which report it
+                pass
+            finally:
+                for sub in group:  # settled on every path: its consumer waits for it
+                    _settle(sub.done, LostPartition("evaluation was interrupted"))
+
+    async def _evaluate_group(self, group: list[Submitted]) -> None:
+        async with contextlib.AsyncExitStack() as locks:
+            for sub in sorted(group, key=lambda s: s.work.index):
+                await locks.enter_async_context(sub.work.evaluating)
+            ready: list[Submitted] = []
+            for sub in group:
+                if sub.done.done():  # its consumer stopped while it waited
+                    continue
+                work = sub.work
+                if not work.active or self.partitions.get(work.index) is not work:
+                    _settle(sub.done, LostPartition(f"partition {work.index} is no longer held"))
+                    continue
+                ready.append(sub)
+            if ready:
+                with self.handle_seconds.time():
+                    await self._evaluate(ready)
+
+    async def _evaluate(self, ready: list[Submitted]) -> None:
+        engine = self.engine
+        started = time.time_ns()
+        items: list[tuple[MetricBatch, int]] = []
+        received = []
+        owners: list[tuple[Submitted, Delivery[MetricBatch]]] = []
+        for sub in ready:
+            sub.work.hosts.update(d.event.host for d in sub.deliveries)
+            for d in sub.deliveries:
+                items.append((d.event, d.seq))
+                received.append(d.msg.metadata.timestamp)
+                owners.append((sub, d))
         before = engine.samples_seen
-        found = engine.process_many(
-            [(d.event, d.seq) for d in deliveries],
-            [d.msg.metadata.timestamp for d in deliveries],
-        )
+        try:
+            found = engine.process_many(items, received)
+        except Exception as exc:
+            for sub in ready:
+                _settle(sub.done, exc)
+            raise
+        for sub in ready:
+            sub.work.max_seq = max(sub.work.max_seq, sub.deliveries[-1].seq)
         self.samples.inc(engine.samples_seen - before)
-        self.batches.inc(len(deliveries))
-        if not found:
-            return
+        self.batches.inc(len(items))
+        by_set: dict[int, list[tuple[IssueChange, Delivery[MetricBatch]]]] = {}
+        for index, event in found:
+            sub, delivery = owners[index]
+            by_set.setdefault(id(sub), []).append((event, delivery))
+        publishing = []
+        for sub in ready:
+            if (events := by_set.get(id(sub))) is None:
+                _settle(sub.done)
+            else:
+                publishing.append(self._publish_found(sub, events, started))
+        if publishing:
+            await asyncio.gather(*publishing)
+            self._update_gauges()
+
+    async def _publish_found(
+        self,
+        sub: Submitted,
+        found: list[tuple[IssueChange, Delivery[MetricBatch]]],
+        started: int,
+    ) -> None:
+        """Publish what a set showed, each event under a span continuing the trace of the
+        batch that caused it, then save its hosts. A batch that shows nothing gets no
+        span of its own: a span per batch would cost as much as its evaluation."""
+        work = sub.work
+        spans: dict[int, trace.Span] = {}
         try:
             work.check()
-            # One issue's events in order; different issues concurrently.
             by_issue: dict[str, list[tuple[IssueChange, trace.Span]]] = {}
-            for index, event in found:
-                by_issue.setdefault(event.fingerprint, []).append((event, spans[index]))
+            for event, delivery in found:
+                if (span := spans.get(delivery.seq)) is None:
+                    span = spans[delivery.seq] = delivery.span("detector.evaluate", started)
+                by_issue.setdefault(event.fingerprint, []).append((event, span))
+            # One issue's events in order; different issues concurrently.
             await asyncio.gather(*(self.publish_all(e) for e in by_issue.values()))
             # Persist right away: a restart then never re-derives these events.
-            await self.flush(work, {event.host for _, event in found})
-        except BaseException:
+            await self.flush(work, {event.host for event, _ in found})
+        except BaseException as exc:
             # The engine is ahead of what was published (and saved): it must not be
             # saved now. The partition is given up and restored afresh, and the
             # replay derives the events again (those that went out are dropped
             # as repeats).
             work.lost = True
-            raise
-        self._update_gauges()
+            if isinstance(exc, asyncio.CancelledError):  # the service is stopping
+                _settle(sub.done, LostPartition("evaluation was interrupted"))
+                raise
+            _settle(sub.done, exc)
+        else:
+            _settle(sub.done)
+        finally:
+            for span in spans.values():
+                span.end()
 
     # -- snapshots ----------------------------------------------------------------------
 
     async def flush(self, work: Partition, hosts: set[str] | None = None) -> None:
         """Write snapshots of the partition's changed hosts (all of them, or just
         ``hosts``); after a full flush, also the watermark they complete."""
-        engine = work.engine
+        engine = self.engine
         async with work.writing:
             work.check()
-            names = set(engine.dirty if hosts is None else hosts & engine.dirty)
-            mark = engine.max_seq
+            names = engine.dirty & (work.hosts if hosts is None else hosts & work.hosts)
+            mark = work.max_seq
             snaps = [export_host(engine, h) for h in names]
             engine.dirty -= names
             try:
@@ -549,26 +658,35 @@ class DetectorService:
             return
         async with work.evaluating:
             work.check()
-            found = work.engine.check_silence(utc_now())
+            found = self.engine.check_silence(utc_now(), work.hosts, work.clock)
             for done, event in enumerate(found):
                 try:
                     await self.publish(event)
                 except Exception:
                     for unsent in found[done:]:
-                        work.engine.withdraw_silence(unsent.host)
+                        self.engine.withdraw_silence(unsent.host)
                     raise
             if found:
                 await self.flush(work, {event.host for event in found})
                 self._update_gauges()
 
     def _update_gauges(self) -> None:
-        works = list(self.partitions.values())
-        self.open_issues.set(sum(h.open_issues() for w in works for h in w.engine.hosts.values()))
+        self.open_issues.set(sum(h.open_issues() for h in self.engine.hosts.values()))
 
     def _update_held(self) -> None:
         works = list(self.partitions.values())
         self.held.set(len(works))
         self.rt.info["partitions"] = sorted(w.index for w in works if w.ready)
+
+
+def _settle(done: asyncio.Future[None], exc: BaseException | None = None) -> None:
+    """Tell a set's consumer how its set went, unless it stopped waiting (cancelled)."""
+    if done.done():
+        return
+    if exc is None:
+        done.set_result(None)
+    else:
+        done.set_exception(exc)
 
 
 async def stored(

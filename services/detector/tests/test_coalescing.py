@@ -8,7 +8,6 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from opentelemetry import context as otel_context
 from prometheus_client import CollectorRegistry
 
 from medbay.common.bus import Delivery
@@ -20,14 +19,18 @@ from medbay.detector.service import DetectorService, Partition
 from medbay.detector.snapshots import LostPartition, PartitionStore
 
 
-def deliveries(host: str, first_seq: int, count: int) -> list[Delivery[MetricBatch]]:
+def deliveries(
+    host: str, first_seq: int, count: int, pending: int = 0
+) -> list[Delivery[MetricBatch]]:
+    """``count`` batches of ``host``; the last says ``pending`` more wait in its durable."""
     out = []
     for seq in range(first_seq, first_seq + count):
         batch = MetricBatch(
             host=host, collected_at=utc_now(), samples=[MetricSample(name="load1", value=0.5)]
         )
-        msg = SimpleNamespace(metadata=SimpleNamespace(timestamp=utc_now()))
-        out.append(Delivery(batch, cast(Any, msg), seq, otel_context.Context()))
+        metadata = SimpleNamespace(timestamp=utc_now(), num_pending=pending)
+        msg = SimpleNamespace(metadata=metadata, headers=None)
+        out.append(Delivery(batch, cast(Any, msg), seq))
     return out
 
 
@@ -66,6 +69,33 @@ async def test_sets_fetched_together_are_evaluated_in_one_pass(
     }
     assert [w.max_seq for w in service.partitions.values()] == [4, 14, 24]
     assert set(service.engine.dirty) == {"host-0", "host-1", "host-2"}
+
+
+async def test_a_set_waits_for_the_next_set_of_a_partition_that_is_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service = service_with(2)
+    calls: list[list[str]] = []
+    process_many = service.engine.process_many
+
+    def recorded(batches: Any, received: Any = None) -> Any:
+        calls.append([b.host for b, _ in batches])
+        return process_many(batches, received)
+
+    monkeypatch.setattr(service.engine, "process_many", recorded)
+    behind, other = service.partitions[0], service.partitions[1]
+    await service.handle(behind, deliveries("host-0", 1, 2, pending=40))
+
+    async def next_set_later() -> None:
+        await asyncio.sleep(0.1)  # fetching its next set
+        await service.handle(behind, deliveries("host-0", 3, 1))
+
+    await asyncio.gather(service.handle(other, deliveries("host-1", 10, 1)), next_set_later())
+    assert calls == [["host-0", "host-0"], ["host-1", "host-0"]]
+    assert not service.behind  # its last set said nothing more waits
+
+    await service.handle(other, deliveries("host-1", 11, 1))  # nobody behind: at once
+    assert calls[-1] == ["host-1"]
 
 
 async def test_a_set_of_a_partition_lost_while_it_waited_is_handed_back_alone() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -304,7 +305,12 @@ class Delivery(Generic[E]):
     event: E
     msg: Msg
     seq: int
-    trace_context: otel_context.Context
+
+    @functools.cached_property
+    def trace_context(self) -> otel_context.Context:
+        """The publisher's trace, from the message's headers: read only when a span
+        needs it (the detector makes spans for few of its messages)."""
+        return propagate.extract(self.msg.headers or {})
 
     def span(self, name: str, start_time: int | None = None) -> trace.Span:
         """A span for handling this message, continuing the publisher's trace; from
@@ -673,8 +679,7 @@ class BatchConsumer(Generic[E]):
             if isinstance(event, Event) and (problem := subject_mismatch(event, raw.subject)):
                 await self.reject(raw, problem)
                 continue
-            ctx = propagate.extract(raw.headers or {})
-            good.append(Delivery(event, raw, raw.metadata.sequence.stream, ctx))
+            good.append(Delivery(event, raw, raw.metadata.sequence.stream))
         return good
 
     async def reject(self, raw: Msg, reason: str) -> None:

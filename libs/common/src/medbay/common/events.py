@@ -15,12 +15,13 @@ an event would sort after everything real and never age out.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired, get_args
 
 from pydantic import (
     AwareDatetime,
@@ -117,13 +118,25 @@ class Event(BaseModel):
     @model_validator(mode="after")
     def _not_in_the_future(self) -> Event:
         latest = utc_now().timestamp() + _max_clock_skew
-        for name in type(self).model_fields:
+        for name in _time_fields(type(self)):
             value = getattr(self, name)
             if isinstance(value, datetime) and value.timestamp() > latest:
                 raise ValueError(
                     f"{name} {value.isoformat()} is more than {_max_clock_skew:g} s in the future"
                 )
         return self
+
+
+@functools.cache
+def _time_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of ``model`` that may hold a time: those checked against the clock."""
+    return tuple(
+        name for name, field in model.model_fields.items() if _holds_time(field.annotation)
+    )
+
+
+def _holds_time(annotation: Any) -> bool:
+    return annotation in (datetime, AwareDatetime) or any(map(_holds_time, get_args(annotation)))
 
 
 # --- metrics -------------------------------------------------------------------

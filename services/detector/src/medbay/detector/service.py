@@ -12,10 +12,12 @@ once. ``main`` wires it to the runtime.
 
 The hosts of all the partitions a replica holds live in one
 ``engine.DetectionEngine``, and the sets their consumers fetch are evaluated
-together: the sets waiting when the engine is free make one call, so its vectorised
-pass covers the hosts of every partition with work rather than one partition's
-(measured with 50 hosts over 16 partitions: 65 µs of engine time per batch when
-each partition is evaluated alone, 20 µs together).
+together, so the engine's vectorised pass covers the hosts of every partition with
+work rather than one partition's (measured with 50 hosts over 16 partitions: 65 µs
+of engine time per batch when each partition is evaluated alone, 20 µs together).
+While partitions are behind (their last set said more batches wait), a set waits
+for theirs, at most ``GATHER_SECONDS``; a replica that keeps up evaluates each set
+as it comes.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from medbay.detector.engine import DetectionEngine, SilenceClock
 from medbay.detector.ownership import Ownership
 from medbay.detector.partitions import holder_name
 from medbay.detector.snapshots import (
+    HostSnapshot,
     LostPartition,
     PartitionStore,
     SnapshotStore,
@@ -71,6 +74,9 @@ from medbay.detector.snapshots import (
 
 log = logging.getLogger("medbay.detector")
 
+GATHER_SECONDS = 0.5
+"""The longest a set waits for the next sets of the partitions that are behind; one
+that does not come in time is not waited for again until it hands in a set."""
 POLL_SECONDS = 1.0
 """How often leases are looked after: free partitions are taken within this."""
 UNPARTITIONED_WAIT_SECONDS = 5.0
@@ -112,6 +118,15 @@ class Partition:
             raise LostPartition(f"partition {self.index} is no longer held")
 
 
+@dataclass(frozen=True)
+class Snapshots:
+    """A partition's changed hosts, exported, and the watermark they complete."""
+
+    hosts: set[str]
+    snaps: list[HostSnapshot]
+    watermark: int
+
+
 @dataclass
 class Submitted:
     """A partition's fetched set waiting to be evaluated with the others."""
@@ -136,6 +151,9 @@ class DetectorService:
         self.engine = DetectionEngine(config)
         """The hosts of every partition held."""
         self.submitted: list[Submitted] = []
+        self.handed_in = asyncio.Event()
+        self.behind: set[int] = set()
+        """Partitions whose last set said more batches wait for them."""
         self.evaluator: asyncio.Task[None] | None = None
         self.count = 0
         """METRICS's partition count, read from the stream."""
@@ -478,6 +496,11 @@ class DetectorService:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.submitted.append(Submitted(work, fresh, done))
+        if deliveries[-1].msg.metadata.num_pending:
+            self.behind.add(work.index)
+        else:
+            self.behind.discard(work.index)
+        self.handed_in.set()
         if self.evaluator is None or self.evaluator.done():
             self.evaluator = asyncio.create_task(self.evaluate_submitted(), name="evaluate")
         await done
@@ -486,6 +509,7 @@ class DetectorService:
         """Evaluate the submitted sets, those waiting together, until none is left."""
         await asyncio.sleep(0)  # sets fetched in the same turn of the loop join in
         while self.submitted:
+            await self._gather()
             group, self.submitted = self.submitted, []
             try:
                 await self._evaluate_group(group)
@@ -494,6 +518,24 @@ class DetectorService:
             finally:
                 for sub in group:  # settled on every path: its consumer waits for it
                     _settle(sub.done, LostPartition("evaluation was interrupted"))
+
+    async def _gather(self) -> None:
+        """Wait for the next set of every partition that is behind, at most
+        ``GATHER_SECONDS``; those that miss it are no longer waited for."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GATHER_SECONDS
+        while True:
+            self.behind &= self.partitions.keys()
+            missing = self.behind - {sub.work.index for sub in self.submitted}
+            remaining = deadline - loop.time()
+            if not missing:
+                return
+            if remaining <= 0:
+                self.behind -= missing
+                return
+            self.handed_in.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.handed_in.wait(), remaining)
 
     async def _evaluate_group(self, group: list[Submitted]) -> None:
         async with contextlib.AsyncExitStack() as locks:
@@ -591,36 +633,54 @@ class DetectorService:
 
     async def flush(self, work: Partition, hosts: set[str] | None = None) -> None:
         """Write snapshots of the partition's changed hosts (all of them, or just
-        ``hosts``); after a full flush, also the watermark they complete."""
-        engine = self.engine
+        ``hosts``); after a full flush, also the watermark they complete. The caller
+        holds ``work.evaluating``."""
         async with work.writing:
-            work.check()
-            names = engine.dirty & (work.hosts if hosts is None else hosts & work.hosts)
-            mark = work.max_seq
-            snaps = [export_host(engine, h) for h in names]
-            engine.dirty -= names
-            try:
-                await asyncio.gather(*(work.store.save_host(snap) for snap in snaps))
-                if hosts is None:
-                    await work.store.save_watermark(mark)
-            except LostPartition:
-                work.lost = True
-                raise
-            except Exception:
-                engine.dirty |= names  # written again next time
-                raise
+            await self._save(work, self._take_snapshots(work, hosts), full=hosts is None)
 
     async def flush_all(self) -> None:
         """Save every partition's changed hosts. Never while a batch is being evaluated:
         its events may not be published yet, and a snapshot that holds what they say
-        would keep a restart from deriving them again if their publishing fails."""
+        would keep a restart from deriving them again if their publishing fails. The
+        snapshots are taken between evaluations and written after: the evaluations
+        of every partition wait for none of the writes."""
         for work in list(self.partitions.values()):
             if work.ready and work.active and self.partitions.get(work.index) is work:
                 try:
-                    async with work.evaluating:
-                        await self.flush(work)
+                    async with work.evaluating:  # always before work.writing
+                        await work.writing.acquire()
+                        try:
+                            taken = self._take_snapshots(work, None)
+                        except BaseException:
+                            work.writing.release()
+                            raise
+                    try:
+                        await self._save(work, taken, full=True)
+                    finally:
+                        work.writing.release()
                 except LostPartition as exc:
                     log.warning("partition %d: %s", work.index, exc)
+
+    def _take_snapshots(self, work: Partition, hosts: set[str] | None) -> Snapshots:
+        work.check()
+        engine = self.engine
+        names = engine.dirty & (work.hosts if hosts is None else hosts & work.hosts)
+        snaps = [export_host(engine, h) for h in names]
+        engine.dirty -= names
+        return Snapshots(names, snaps, work.max_seq)
+
+    async def _save(self, work: Partition, taken: Snapshots, full: bool) -> None:
+        """Write ``taken`` (and with ``full``, its watermark), holding ``work.writing``."""
+        try:
+            await asyncio.gather(*(work.store.save_host(snap) for snap in taken.snaps))
+            if full:
+                await work.store.save_watermark(taken.watermark)
+        except LostPartition:
+            work.lost = True
+            raise
+        except Exception:
+            self.engine.dirty |= taken.hosts  # written again next time
+            raise
 
     async def snapshot_loop(self) -> None:
         while True:

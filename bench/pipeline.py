@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
@@ -295,25 +296,27 @@ async def publish_backlog(js: JetStreamContext, scrapes: list[Scrape]) -> dict[s
     return {"messages": len(scrapes), "seconds": seconds, "msgs_per_s": len(scrapes) / seconds}
 
 
-async def raw_consume(js: JetStreamContext, n: int, m: int, timeout: float) -> dict[str, Any]:
-    """Plain nats-py: a durable pull consumer, fetch(256) and ack each, until all N are in."""
-    sub = await js.pull_subscribe(
-        METRICS.subjects[0],
-        durable=RAW_CONSUMER,
-        stream=METRICS.name,
-        config=ConsumerConfig(
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            max_ack_pending=1_000_000,
-        ),
+def consumer_config(durable: str) -> ConsumerConfig:
+    """A baseline's durable: every stored message, nothing held back for acks."""
+    return ConsumerConfig(
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        max_ack_pending=1_000_000,
     )
+
+
+async def drain(
+    take: Callable[[], Awaitable[list[Msg]]], what: str, n: int, m: int, timeout: float
+) -> dict[str, Any]:
+    """Take sets and ack each message until all N are in; the rate and CPU per message."""
     got = 0
     cpu = time.process_time()
     started = time.perf_counter()
     deadline = started + timeout
     while got < n and time.perf_counter() < deadline:
         try:
-            msgs = await sub.fetch(FETCH, timeout=1)
+            msgs = await take()
         except TimeoutError:  # nats-py's timeout subclasses it
             continue
         for msg in msgs:
@@ -321,10 +324,8 @@ async def raw_consume(js: JetStreamContext, n: int, m: int, timeout: float) -> d
         got += len(msgs)
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu
-    await sub.unsubscribe()
-    await js.delete_consumer(METRICS.name, RAW_CONSUMER)
     if got < n:
-        raise harness.BenchError(f"raw consumer got {got} of {n} messages in {timeout:.0f} s")
+        raise harness.BenchError(f"{what} got {got} of {n} messages in {timeout:.0f} s")
     return {
         "messages": got,
         "seconds": seconds,
@@ -332,47 +333,34 @@ async def raw_consume(js: JetStreamContext, n: int, m: int, timeout: float) -> d
         "samples_per_s": got * m / seconds,
         "cpu_us_per_msg": cpu / got * 1e6,
     }
+
+
+async def raw_consume(js: JetStreamContext, n: int, m: int, timeout: float) -> dict[str, Any]:
+    """Plain nats-py: a durable pull consumer, fetch(256) and ack each, until all N are in."""
+    sub = await js.pull_subscribe(
+        METRICS.subjects[0],
+        durable=RAW_CONSUMER,
+        stream=METRICS.name,
+        config=consumer_config(RAW_CONSUMER),
+    )
+    try:
+        return await drain(lambda: sub.fetch(FETCH, timeout=1), "raw consumer", n, m, timeout)
+    finally:
+        await sub.unsubscribe()
+        await js.delete_consumer(METRICS.name, RAW_CONSUMER)
 
 
 async def feed_consume(nc: Client, n: int, m: int, timeout: float) -> dict[str, Any]:
     """``PullFeed`` (as the detector consumes), sets of 256, ack each, until all N are in."""
     js = nc.jetstream()
-    await js.add_consumer(
-        METRICS.name,
-        ConsumerConfig(
-            durable_name=FEED_CONSUMER,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            max_ack_pending=1_000_000,
-        ),
-    )
+    await js.add_consumer(METRICS.name, consumer_config(FEED_CONSUMER))
     feed = PullFeed(nc, METRICS.name, FEED_CONSUMER, batch=FETCH, wait=1.0)
     await feed.start()
-    got = 0
-    cpu = time.process_time()
-    started = time.perf_counter()
-    deadline = started + timeout
-    while got < n and time.perf_counter() < deadline:
-        try:
-            msgs = await feed.take(timeout=1)
-        except TimeoutError:
-            continue
-        for msg in msgs:
-            await msg.ack()
-        got += len(msgs)
-    seconds = time.perf_counter() - started
-    cpu = time.process_time() - cpu
-    await feed.stop()
-    await js.delete_consumer(METRICS.name, FEED_CONSUMER)
-    if got < n:
-        raise harness.BenchError(f"PullFeed consumer got {got} of {n} messages in {timeout:.0f} s")
-    return {
-        "messages": got,
-        "seconds": seconds,
-        "msgs_per_s": got / seconds,
-        "samples_per_s": got * m / seconds,
-        "cpu_us_per_msg": cpu / got * 1e6,
-    }
+    try:
+        return await drain(lambda: feed.take(timeout=1), "PullFeed consumer", n, m, timeout)
+    finally:
+        await feed.stop()
+        await js.delete_consumer(METRICS.name, FEED_CONSUMER)
 
 
 async def create_detector_consumer(js: JetStreamContext) -> None:

@@ -122,7 +122,7 @@ async def change(
         return old, new, revision
 
 
-async def _patiently(declare: Callable[[], Awaitable[T]], what: str, patience: float) -> T:
+async def patiently(declare: Callable[[], Awaitable[T]], what: str, patience: float = 120.0) -> T:
     """``declare()``, asked again while the JetStream API does not answer (a cluster
     electing its leaders, or busy) for up to ``patience`` seconds."""
     loop = asyncio.get_running_loop()
@@ -142,7 +142,7 @@ async def declare_key_value(
 ) -> KeyValue:
     """Create the owner's bucket, or bring an existing one to ``config`` (its replicas,
     history, TTL and description): how a bucket follows ``MEDBAY_NATS_REPLICAS``."""
-    return await _patiently(lambda: _declare_key_value(js, config), config.bucket, patience)
+    return await patiently(lambda: _declare_key_value(js, config), config.bucket, patience)
 
 
 async def open_key_value(
@@ -185,7 +185,7 @@ async def declare_object_store(
     js: JetStreamContext, bucket: str, config: ObjectStoreConfig, patience: float = 120.0
 ) -> ObjectStore:
     """The same for an Object Store bucket."""
-    return await _patiently(lambda: _declare_object_store(js, bucket, config), bucket, patience)
+    return await patiently(lambda: _declare_object_store(js, bucket, config), bucket, patience)
 
 
 async def _declare_object_store(

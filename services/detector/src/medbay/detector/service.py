@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import time
@@ -38,7 +39,7 @@ from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
-from medbay.common.access import DETECTOR_SINGLE, detector_partition
+from medbay.common.access import DETECTOR_SINGLE, Durable, detector_partition
 from medbay.common.bus import (
     BatchConsumer,
     ConsumerSpec,
@@ -48,6 +49,7 @@ from medbay.common.bus import (
     publish_event,
 )
 from medbay.common.events import IssueChange, MetricBatch, utc_now
+from medbay.common.kv import patiently
 from medbay.common.lease import Lease
 from medbay.common.runtime import ServiceRuntime, current_task_cancelling
 from medbay.common.streams import (
@@ -187,9 +189,7 @@ class DetectorService:
         js = jetstream(self.rt.broker)
         self.store = await SnapshotStore.open(js, self.rt.settings.nats_replicas)
         self.count = await self.stream_partitions(js)
-        with contextlib.suppress(NotFoundError, APIError):
-            await js.delete_consumer(METRICS.name, DETECTOR_SINGLE.name)
-            log.info("removed the unpartitioned detector's durable %r", DETECTOR_SINGLE.name)
+        await patiently(lambda: self.remove_single_durable(js), "the detector's durables")
         await self.ensure_durables(js)
         self.ownership = Ownership(
             js,
@@ -207,12 +207,19 @@ class DetectorService:
         log.info("replica %s: %d METRICS partitions", self.replica, self.count)
 
     @staticmethod
+    async def remove_single_durable(js: JetStreamContext) -> None:
+        with contextlib.suppress(NotFoundError, APIError):
+            await js.delete_consumer(METRICS.name, DETECTOR_SINGLE.name)
+            log.info("removed the unpartitioned detector's durable %r", DETECTOR_SINGLE.name)
+
+    @staticmethod
     async def stream_partitions(js: JetStreamContext) -> int:
         """METRICS's partition count, waiting while it is not partitioned (a collector
         of an earlier release declared it; the next one to start changes it)."""
         warned = False
         while True:
-            count = stream_partitions((await js.stream_info(METRICS.name)).config)
+            info = await patiently(lambda: js.stream_info(METRICS.name), "METRICS")
+            count = stream_partitions(info.config)
             if count:
                 if count != METRICS.partitions:
                     log.warning(
@@ -233,18 +240,22 @@ class DetectorService:
         in a partition nobody has taken yet."""
         for index in range(self.count):
             durable = detector_partition(index)
-            try:
-                await js.consumer_info(METRICS.name, durable.name)
-                continue
-            except NotFoundError:
-                pass
-            config = ConsumerSpec(
-                durable.name, durable.filter_subject, METRICS, deliver_new=True
-            ).consumer_config()
-            try:
-                await js.add_consumer(METRICS.name, config)
-            except APIError:  # another replica made it just now
-                await js.consumer_info(METRICS.name, durable.name)
+            await patiently(functools.partial(self._ensure_durable, js, durable), durable.name)
+
+    @staticmethod
+    async def _ensure_durable(js: JetStreamContext, durable: Durable) -> None:
+        try:
+            await js.consumer_info(METRICS.name, durable.name)
+            return
+        except NotFoundError:
+            pass
+        config = ConsumerSpec(
+            durable.name, durable.filter_subject, METRICS, deliver_new=True
+        ).consumer_config()
+        try:
+            await js.add_consumer(METRICS.name, config)
+        except APIError:  # another replica made it just now
+            await js.consumer_info(METRICS.name, durable.name)
 
     @staticmethod
     def tune_gc() -> None:

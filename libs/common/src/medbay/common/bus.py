@@ -463,7 +463,8 @@ class PullFeed:
                 await self.sub.unsubscribe()
                 # a wait still open is dropped by the server once it knows: what
                 # arrives meanwhile goes to the next consumer rather than here
-                await self.nc.flush(timeout=5)
+                if self.nc.is_connected:  # else there is no server to tell
+                    await self.nc.flush(timeout=1)
             self.sub = None
         left, self.buffer = list(self.buffer), deque()
         return left

@@ -16,8 +16,8 @@ together, so the engine's vectorised pass covers the hosts of every partition wi
 work rather than one partition's (measured with 50 hosts over 16 partitions: 65 µs
 of engine time per batch when each partition is evaluated alone, 20 µs together).
 While partitions are behind (their last set said more batches wait), a set waits
-for theirs, at most ``GATHER_SECONDS``; a replica that keeps up evaluates each set
-as it comes.
+for theirs, at most ``GATHER_SECONDS``; while they keep up, a set waits
+``LINGER_SECONDS`` for the sets of the next moments.
 """
 
 from __future__ import annotations
@@ -76,6 +76,10 @@ from medbay.detector.snapshots import (
 
 log = logging.getLogger("medbay.detector")
 
+LINGER_SECONDS = 0.02
+"""While the partitions keep up, how long the first set handed in waits for others
+before a pass: more sets a pass (measured: a quarter less CPU per sample at 1,000
+hosts) for a delay that a scrape interval of seconds dwarfs."""
 GATHER_SECONDS = 0.5
 """The longest a set waits for the next sets of the partitions that are behind; one
 that does not come in time is not waited for again until it hands in a set."""
@@ -518,7 +522,8 @@ class DetectorService:
 
     async def evaluate_submitted(self) -> None:
         """Evaluate the submitted sets, those waiting together, until none is left."""
-        await asyncio.sleep(0)  # sets fetched in the same turn of the loop join in
+        # keeping up: the sets of the next moments join in; behind: ``_gather`` waits
+        await asyncio.sleep(0 if self.behind else LINGER_SECONDS)
         while self.submitted:
             await self._gather()
             group, self.submitted = self.submitted, []

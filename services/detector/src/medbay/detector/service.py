@@ -301,10 +301,6 @@ class DetectorService:
 
     async def acquired(self, index: int, lease: Lease) -> None:
         assert self.store is not None
-        # hosts left by an earlier holding that ended in a failure
-        self.engine.drop_hosts(
-            [h for h in self.engine.hosts if metrics_partition(h, self.count) == index]
-        )
         work = Partition(index, lease, self.store.partition(index, self.count))
         self.partitions[index] = work
         work.task = asyncio.create_task(self.run_partition(work), name=f"partition-{index}")

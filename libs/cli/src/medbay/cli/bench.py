@@ -179,6 +179,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="instead: detector samples per CPU-second, 1 replica vs --detectors",
     )
+    faults.add_argument(
+        "--rounds", type=int, default=3, help="--scaling: pairs of runs (the median ratio counts)"
+    )
     faults.set_defaults(func=lambda a: load("faults").main(a))
     spans = kinds.add_parser(
         "traces", help="spans/s the collector's OTLP receiver takes on one core, and its memory"

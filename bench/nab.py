@@ -7,7 +7,10 @@ and re-runs a 60 % prefix of each file to prove the scores are causal. The raw
 service calls ``step`` with a few hundred series at a time.
 
 Run ``medbay bench nab [--detectors sigma3,likelihood] [--jobs 2]``;
-``NAB_SCORER`` overrides the scorer's path.
+``NAB_SCORER`` overrides the scorer's path. The table ends with the standard-profile
+scores published for NAB v1.1's 58 files (as the shared corpus's README lists them):
+reference points, not the same corpus, since a score is normalised over the files
+scored.
 """
 
 from __future__ import annotations
@@ -31,6 +34,16 @@ SCORER = Path(
     os.environ.get("NAB_SCORER", Path(__file__).resolve().parents[2] / "shared/nab/nab_score.py")
 )
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+PUBLISHED_STANDARD = {
+    "ARTime": 74.9,
+    "Numenta HTM": 70.1,
+    "CAD OSE": 69.9,
+    "earthgecko Skyline": 58.2,
+    "KNN CAD": 58.0,
+    "Random Cut Forest": 51.7,
+    "Windowed Gaussian": 39.6,
+}
+"""Published NAB v1.1 scores (all 58 files, standard profile)."""
 
 
 def detect_command(detector: str) -> str:
@@ -78,24 +91,35 @@ def step_speed(detector: str, series: int = 200, steps: int = 2000, seed: int = 
     return series * steps / (time.perf_counter() - started)
 
 
+def state_bytes(detector: str, series: int = 100) -> float:
+    """Bytes of learned state per series (what a snapshot stores for it)."""
+    model = make_detector(detector)
+    model.add_series(series)
+    return sum(np.asarray(a).nbytes for a in model.get_state().values()) / series
+
+
 def run(detectors: list[str], jobs: int) -> dict[str, dict[str, Any]]:
     """Score and time each detector, print a table, and return the figures."""
     results: dict[str, dict[str, Any]] = {}
     for name in detectors:
         results[name] = score(name, jobs)
         results[name]["samples_per_s"] = step_speed(name)
+        results[name]["state_bytes_per_series"] = state_bytes(name)
     print(format_table(results))
     return results
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     header = f"{'detector':<12}" + "".join(f"{p:>20}" for p in PROFILES)
-    header += f"{'causal':>8}{'step samples/s':>16}"
+    header += f"{'causal':>8}{'step samples/s':>16}{'state/series':>14}"
     lines = [f"NAB scores ({SCORER.parent.name} corpus; 0 = never fires, 100 = perfect)", header]
-    for name, r in results.items():
+    for name, r in sorted(results.items(), key=lambda item: -item[1]["scores"]["standard"]):
         cells = "".join(f"{r['scores'][p]:>20.2f}" for p in PROFILES)
         causal = {True: "ok", False: "FAIL", None: "-"}[r["causal"]]
-        lines.append(f"{name:<12}{cells}{causal:>8}{r['samples_per_s']:>16,.0f}")
+        memory = f"{r['state_bytes_per_series'] / 1024:.1f} KB"
+        lines.append(f"{name:<12}{cells}{causal:>8}{r['samples_per_s']:>16,.0f}{memory:>14}")
+    lines.append("published, NAB v1.1, 58 files, standard profile (reference, other corpus):")
+    lines += [f"  {name:<20}{value:>6.1f}" for name, value in PUBLISHED_STANDARD.items()]
     return "\n".join(lines)
 
 

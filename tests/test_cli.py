@@ -745,10 +745,11 @@ def test_names_in_the_parsers_match_the_catalogues():
     from medbay.common.access import CLI
     from medbay.common.settings import DEFAULT_HTTP_PORTS
     from medbay.common.streams import PREFIX, STREAMS_BY_NAME
-    from medbay.detector.anomaly import DETECTORS
+    from medbay.detector.anomaly import DEFAULT_DETECTOR, DETECTORS
 
     assert tuple(STREAMS_BY_NAME) == names.STREAM_NAMES
     assert tuple(sorted(DETECTORS)) == names.DETECTOR_NAMES
+    assert DEFAULT_DETECTOR == names.DEFAULT_DETECTOR
     assert nats_url.CLI == CLI and replay.PREFIX == PREFIX
     assert DEFAULT_HTTP_PORTS["gateway"] == up.GATEWAY_PORT
 

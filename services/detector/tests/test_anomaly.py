@@ -14,6 +14,7 @@ from medbay.detector.anomaly import (
     AnomalyDetector,
     FloatArray,
     LikelihoodDetector,
+    NoveltyDetector,
     Sigma3Detector,
     make_detector,
 )
@@ -66,6 +67,42 @@ def test_likelihood_is_quiet_on_noise_and_flags_a_level_shift() -> None:
     shifted[0, 1000:] += 8 * data[0].std()
     scores = run(fresh("likelihood", 1), shifted)[0]
     assert scores[1000] >= LikelihoodDetector.threshold
+
+
+def test_novelty_reports_a_new_level_once_and_says_why() -> None:
+    data = noisy_series(series=1, length=1000, seed=5)
+    shifted = data.copy()
+    shifted[0, 800:] += 10 * data[0].std()
+    detector = fresh("novelty", 1)
+    scores = run(detector, shifted)[0]
+    threshold = NoveltyDetector.threshold
+    assert scores[800] >= threshold
+    # the jump is reported, not every sample of the new level
+    assert np.count_nonzero(scores[800:] >= threshold) < 20
+    row = np.zeros(1, dtype=np.intp)
+    again = fresh("novelty", 1)
+    run(again, shifted[:, :800])
+    assert again.step(row, shifted[:, 800])[0] >= threshold
+    assert again.explain(0).startswith("value ")
+    assert "above its highest in 800 samples" in again.explain(0)
+
+
+def test_novelty_names_a_pattern_it_has_not_seen() -> None:
+    t = np.arange(3000)
+    wave = np.where((t // 24) % 2 == 0, 10.0, 0.0)[None, :]  # a square wave
+    changed = wave.copy()
+    changed[0, 2400:2520] = 5.0  # flat in the middle of its range: no value is new
+    detector = fresh("novelty", 1)
+    scores = run(detector, changed)[0]
+    hits = np.flatnonzero(scores >= NoveltyDetector.threshold)
+    assert hits.size and 2400 <= hits[0] < 2520
+    assert np.count_nonzero(run(fresh("novelty", 1), wave)[0] >= NoveltyDetector.threshold) == 0
+
+
+def test_novelty_state_is_at_most_16_kb_a_series() -> None:
+    detector = fresh("novelty", 10)
+    size = sum(np.asarray(a).nbytes for a in detector.get_state().values()) / 10
+    assert size <= 16 * 1024
 
 
 @pytest.mark.parametrize("name", ALL)

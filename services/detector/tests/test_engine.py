@@ -63,9 +63,9 @@ PROCESS_MEMORY = ThresholdRule(
 )
 RULES = DetectorConfig(
     thresholds=[CPU, SERVICE_UP, PROCESS_CPU, PROCESS_MEMORY],
-    anomaly=[AnomalyRule(metric="load1")],
+    anomaly=[AnomalyRule(metric="load1", detector="likelihood")],
 )
-"""One rule of each sort, with short windows."""
+"""One rule of each sort, with short windows (and the detector that learns fastest)."""
 
 
 def scrape(
@@ -251,7 +251,10 @@ def test_anomaly_waits_for_warmup_then_flags_a_spike():
 def test_an_anomaly_below_min_value_is_no_incident(min_value: float | None, opens: bool):
     """Latency going from about 2 ms to 40 ms under load is anomalous but harmless."""
     config = DetectorConfig(
-        thresholds=[], anomaly=[AnomalyRule(metric="service_latency_ms", min_value=min_value)]
+        thresholds=[],
+        anomaly=[
+            AnomalyRule(metric="service_latency_ms", min_value=min_value, detector="likelihood")
+        ],
     )
     rng = random.Random(2)
     quiet = [2 + rng.random() for _ in range(100)]
@@ -262,6 +265,20 @@ def test_an_anomaly_below_min_value_is_no_incident(min_value: float | None, open
     if not opens:  # the same shape at a latency that matters does open
         slow = [scrape("h", 200 + i, service_latency_ms=900.0 + 100 * i) for i in range(3)]
         assert [e.type for e in events_of(engine, slow, start=200)] == ["issue.opened"]
+
+
+def test_the_default_detector_opens_on_a_held_shift_and_says_what_was_unusual():
+    config = DetectorConfig(thresholds=[], anomaly=[AnomalyRule(metric="load1")])
+    rng = random.Random(4)
+    quiet = [50 + rng.gauss(0, 1) for _ in range(400)]
+    engine = DetectionEngine(config)
+    assert events_of(engine, [scrape("h", i, load1=v) for i, v in enumerate(quiet)]) == []
+    blip = [scrape("h", 400, load1=90.0), scrape("h", 401, load1=50.0)]
+    assert events_of(engine, blip, start=400) == []  # one odd sample is no issue
+    held = [scrape("h", 402 + i, load1=120.0 + i) for i in range(4)]
+    found = events_of(engine, held, start=402)
+    assert [(e.type, e.detector) for e in found] == [("issue.opened", "novelty")]
+    assert ", novelty: " in found[0].detail and "above its highest in" in found[0].detail
 
 
 def test_redelivered_batches_are_skipped():

@@ -2,7 +2,9 @@
 
 Prints ``timestamp,anomaly_score`` per input row as it goes, which is the
 format NAB's scorer (and any spreadsheet) reads, so a detector can be
-backtested on recorded data without running the platform. Each timestamp must
+backtested on recorded data without running the platform. The scores are events
+(a score where it rises above each of the 50 before, 0 elsewhere) unless
+``--raw`` asks for every sample's score, which is what the service debounces. Each timestamp must
 be an ISO 8601 time (``2014-04-01 00:00:00``, ``2026-01-31T12:00:00Z``) or Unix
 seconds; the first line that has none is reported with its number.
 """
@@ -17,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from medbay.cli.names import DETECTOR_NAMES
+from medbay.cli.names import DEFAULT_DETECTOR, DETECTOR_NAMES
 
 
 def register(subparsers: Any) -> None:
@@ -30,9 +32,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument("file", metavar="FILE.csv", help="csv with header 'timestamp,value'")
     parser.add_argument(
         "--detector",
-        default="sigma3",
+        default=DEFAULT_DETECTOR,
         choices=DETECTOR_NAMES,
-        help="anomaly detector (default: sigma3)",
+        help=f"anomaly detector (default: {DEFAULT_DETECTOR}, the service's default)",
+    )
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="print every sample's score, as the service sees it (default: events, a score "
+        "only where it is higher than each of the 50 before, as NAB's scorer expects)",
     )
     parser.set_defaults(func=run)
 
@@ -81,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         with source:
             out.write("timestamp,anomaly_score\n")
             lines = _Counted(source)
-            for timestamp, score in score_csv(lines, args.detector):
+            for timestamp, score in score_csv(lines, args.detector, events=not args.raw):
                 if not is_timestamp(timestamp):
                     out.flush()
                     raise CsvInputError(

@@ -17,5 +17,8 @@ STREAM_NAMES = (
 )
 """= ``medbay.common.streams.STREAMS_BY_NAME``."""
 
-DETECTOR_NAMES = ("likelihood", "sigma3")
+DETECTOR_NAMES = ("likelihood", "novelty", "sigma3")
 """= sorted ``medbay.detector.anomaly.DETECTORS``."""
+
+DEFAULT_DETECTOR = "novelty"
+"""= ``medbay.detector.anomaly.DEFAULT_DETECTOR``."""

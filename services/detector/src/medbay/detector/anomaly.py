@@ -22,6 +22,7 @@ from scipy.special import erf, ndtr
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
+BoolArray = NDArray[np.bool_]
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -58,6 +59,10 @@ class AnomalyDetector(ABC):
     @abstractmethod
     def step(self, rows: IntArray, values: FloatArray) -> FloatArray:
         """Score ``values[i]`` for series ``rows[i]`` and then learn it. Rows are unique."""
+
+    def explain(self, row: int) -> str:
+        """What made series ``row``'s last score high, in words ("" if it cannot say)."""
+        return ""
 
     @abstractmethod
     def get_state(self) -> dict[str, FloatArray]:
@@ -263,10 +268,339 @@ class LikelihoodDetector(AnomalyDetector):
         self.size = len(self.stats)
 
 
+class NoveltyDetector(AnomalyDetector):
+    """Records: a sample that takes the series, or what its recent samples show, beyond
+    anything seen before.
+
+    Every sample updates seven signals of its series, and each signal keeps the range
+    it has shown so far:
+
+    * ``value``: the sample itself;
+    * ``mean 12``, ``mean 48``, ``mean 192``: the mean of the last 12, 48 and 192
+      samples (a shift too small for one sample to show, but held);
+    * ``spread 24``: the standard deviation of the last 24 samples (noise growing);
+    * ``trend 96``: the mean of the last 96 samples minus the mean of the 96 before
+      (a climb or fall steeper than ever);
+    * ``shape``: how far the shape of the last 32 samples (8 points, each the most
+      extreme of 4 samples, on 50 levels of the series' range) is from the nearest of
+      up to 64 shapes the series has shown (a pattern not seen before).
+
+    A signal that goes beyond its range by ``e`` times the range's width scores
+    ``1 - exp(-e / tau)``: the further beyond, the higher, and a signal only ever
+    breaks its records more rarely as its history grows, so a series that is merely
+    noisy falls quiet. The score is the highest of the seven. A held shift keeps
+    scoring while the means catch up with it (up to 192 samples); a lone spike
+    scores for one sample. Series score 0 for their first ``learn`` samples. The
+    signal behind the last score is kept for ``explain``.
+    """
+
+    name = "novelty"
+    threshold = 0.11
+    """Beyond the range by about a ninth of tau (NAB's corpus picks 0.109 for it)."""
+
+    SIGNALS = ("value", "mean 12", "mean 48", "mean 192", "spread 24", "trend 96", "shape")
+    _MEANS = (12, 48, 192)
+    _RING = 192
+    # tau of each signal, and the sample from which it keeps records
+    _TAU = (0.2, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    _START = (0, 86, 122, 266, 98, 267, 300)
+    _TWO_SIDED = (True, True, True, True, False, True, False)
+    # the narrowest range a signal is judged against, times ``floor``: a mean of L
+    # samples of noise spans about 1/sqrt(L) of what the samples span, so a signal whose
+    # own range is still short (it has just started) breaks no records on noise alone
+    _FLOOR = (0.0, 12**-0.5, 48**-0.5, 192**-0.5, 0.1, 48**-0.5, 0.05)
+    # shape memory
+    _DOWN = 4  # samples a point
+    _WIDTH = 8  # points a shape
+    _LEVELS = 50
+    _CHOMP = 0.075  # a point this close to the median level is the median
+    _SPIKE = 0.1  # a point is its group's extreme only when that is 10 % off its mean
+    _SHAPES = 64
+    _NEW_SHAPE = 0.05  # a shape this far from all known ones is learnt as a new one
+    _SHAPE_WEIGHT = 20  # a known shape moves by at least 1/20 towards what matches it
+
+    # Columns of ``stats``.
+    _N, _ORIGIN, _S12, _S24, _Q24, _S48, _S96, _S192 = range(8)
+    _HI, _LO, _CNT = 8, 15, 22  # 7 signals each
+    _DSN, _DSSUM, _DSMIN, _DSMAX, _DSMA, _DSI, _NSHAPE = range(29, 36)
+    _WHY, _WHY_X, _WHY_HI, _WHY_LO = range(36, 40)
+    _COLUMNS = 40
+
+    def __init__(self, learn: int = 150, floor: float = 0.5) -> None:
+        super().__init__()
+        self.learn = learn
+        self.floor = floor
+        d = 2 * self._WIDTH
+        self.stats: FloatArray = np.zeros((0, self._COLUMNS))
+        self.ring: FloatArray = np.zeros((0, self._RING))
+        self.levels: FloatArray = np.zeros((0, self._LEVELS + 1))
+        self.points: FloatArray = np.zeros((0, self._WIDTH))
+        self.shapes: FloatArray = np.zeros((0, self._SHAPES * d))
+        self.shape_used: FloatArray = np.zeros((0, self._SHAPES))
+        self.shape_count: FloatArray = np.zeros((0, self._SHAPES))
+
+    def _arrays(self) -> dict[str, FloatArray]:
+        return {
+            "stats": self.stats,
+            "ring": self.ring,
+            "levels": self.levels,
+            "points": self.points,
+            "shapes": self.shapes,
+            "shape_used": self.shape_used,
+            "shape_count": self.shape_count,
+        }
+
+    def add_series(self, count: int) -> None:
+        for key, array in self._arrays().items():
+            fresh = np.zeros((count, array.shape[1]))
+            if key == "stats":
+                fresh[:, self._WHY] = -1
+            setattr(self, key, np.vstack([array, fresh]))
+        self.size += count
+
+    def reset(self, rows: IntArray) -> None:
+        for array in self._arrays().values():
+            array[rows] = 0.0
+        self.stats[rows, self._WHY] = -1
+
+    def get_state(self) -> dict[str, FloatArray]:
+        return self._arrays()
+
+    def set_state(self, state: dict[str, FloatArray]) -> None:
+        for key, array in self._arrays().items():
+            setattr(self, key, np.array(state[key], dtype=np.float64).reshape(-1, array.shape[1]))
+        self.size = len(self.stats)
+
+    def step(self, rows: IntArray, values: FloatArray) -> FloatArray:
+        st = self.stats[rows]
+        n = st[:, self._N]
+        first = n == 0
+        grades = np.zeros((len(rows), len(self.SIGNALS)))
+        signal = np.full((len(rows), len(self.SIGNALS)), np.nan)
+        before = st[:, self._HI : self._LO + len(self.SIGNALS)].copy()  # ranges until now
+
+        # value: against the range of every earlier sample
+        signal[:, 0] = values
+        hi, lo = st[:, self._HI], st[:, self._LO]
+        grades[:, 0] = self._grade(values, hi, lo, ~first, 0)
+        st[:, self._HI] = np.where(first, values, np.maximum(hi, values))
+        st[:, self._LO] = np.where(first, values, np.minimum(lo, values))
+        st[:, self._CNT] = n + 1
+
+        # window sums, on values shifted by each series' first value
+        origin = np.where(first, values, st[:, self._ORIGIN])
+        st[:, self._ORIGIN] = origin
+        shifted = values - origin
+        ring = self.ring[rows]
+        pos = (n % self._RING).astype(np.intp)
+        index = np.arange(len(rows))
+        for column, length in (
+            (self._S12, 12),
+            (self._S24, 24),
+            (self._S48, 48),
+            (self._S96, 96),
+            (self._S192, 192),
+        ):
+            leaving = np.where(n >= length, ring[index, (pos - length) % self._RING], 0.0)
+            st[:, column] += shifted - leaving
+            if column == self._S24:
+                st[:, self._Q24] += shifted * shifted - leaving * leaving
+        ring[index, pos] = shifted
+        count = n + 1
+        wrapped = pos == self._RING - 1
+        if wrapped.any():  # exact sums once a ring round, so rounding cannot accumulate
+            full = ring[wrapped]
+            sums = full[:, ::-1].cumsum(axis=1)
+            for column, length in ((self._S12, 12), (self._S24, 24), (self._S48, 48)):
+                st[wrapped, column] = sums[:, length - 1]
+            st[wrapped, self._S96] = sums[:, 95]
+            st[wrapped, self._S192] = sums[:, 191]
+            tail = full[:, -24:]
+            st[wrapped, self._Q24] = (tail * tail).sum(axis=1)
+        self.ring[rows] = ring
+        for k, (column, length) in enumerate(
+            zip((self._S12, self._S48, self._S192), self._MEANS, strict=True)
+        ):
+            signal[:, 1 + k] = np.where(count >= length, st[:, column] / length + origin, np.nan)
+        with np.errstate(invalid="ignore"):
+            s24 = st[:, self._S24]
+            variance = np.maximum(st[:, self._Q24] - s24 * s24 / 24, 0.0) / 23
+            signal[:, 4] = np.where(count >= 24, np.sqrt(variance), np.nan)
+            s96, s192 = st[:, self._S96], st[:, self._S192]
+            signal[:, 5] = np.where(count >= 192, (2 * s96 - s192) / 96, np.nan)
+        signal[:, 6] = self._shape_distance(rows, st, values, n)
+
+        for k in range(1, len(self.SIGNALS)):
+            self._record(st, k, signal[:, k], n, grades)
+
+        scores = np.where(n < self.learn, 0.0, grades.max(axis=1))
+        why = np.argmax(grades, axis=1)
+        shown = scores > 0
+        st[:, self._WHY] = np.where(shown, why, -1)
+        signals = len(self.SIGNALS)
+        st[:, self._WHY_X] = np.where(shown, signal[index, why], 0.0)
+        st[:, self._WHY_HI] = np.where(shown, before[index, why], 0.0)
+        st[:, self._WHY_LO] = np.where(shown, before[index, signals + why], 0.0)
+        st[:, self._N] = count
+        self.stats[rows] = st
+        return scores
+
+    def explain(self, row: int) -> str:
+        st = self.stats[row]
+        why = int(st[self._WHY])
+        if why < 0:
+            return ""
+        x, hi, lo = st[self._WHY_X], st[self._WHY_HI], st[self._WHY_LO]
+        seen = int(st[self._N]) - 1  # the samples before this one
+        if why == 6:
+            return (
+                f"a pattern not seen before: the last 32 samples are {_g(x)} from the "
+                f"nearest of the shapes seen in {seen:,} samples (at most {_g(hi)} until now)"
+            )
+        what = {
+            0: "value",
+            1: "mean of the last 12 samples",
+            2: "mean of the last 48 samples",
+            3: "mean of the last 192 samples",
+            4: "spread (standard deviation) of the last 24 samples",
+            5: "change in the mean over the last 96 samples",
+        }[why]
+        if x > hi:
+            return f"{what} {_g(x)}, above its highest in {seen:,} samples ({_g(hi)})"
+        return f"{what} {_g(x)}, below its lowest in {seen:,} samples ({_g(lo)})"
+
+    def _grade(
+        self,
+        x: FloatArray,
+        hi: FloatArray,
+        lo: FloatArray,
+        active: BoolArray,
+        k: int,
+        floor: FloatArray | float = 0.0,
+    ) -> FloatArray:
+        width = np.maximum(hi - lo, floor)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            beyond = (x - hi) / width
+            if self._TWO_SIDED[k]:
+                beyond = np.maximum(beyond, (lo - x) / width)
+            ok = active & (width > 0) & (beyond > 0)
+            return np.where(ok, -np.expm1(-np.where(ok, beyond, 0.0) / self._TAU[k]), 0.0)
+
+    def _record(
+        self, st: FloatArray, k: int, x: FloatArray, n: FloatArray, grades: FloatArray
+    ) -> None:
+        """Grade ``x`` against signal ``k``'s range and widen the range by it."""
+        hi_col, lo_col, cnt_col = self._HI + k, self._LO + k, self._CNT + k
+        active = ~np.isnan(x) & (n >= self._START[k])
+        seen = st[:, cnt_col] > 0
+        hi, lo = st[:, hi_col], st[:, lo_col]
+        scale = self.floor * self._FLOOR[k]
+        # the shape's distance is in units of the range already; the others are not
+        floor = scale * (st[:, self._HI] - st[:, self._LO]) if k < 6 else np.full(len(x), scale)
+        grades[:, k] = self._grade(x, hi, lo, active & seen, k, floor)
+        st[:, hi_col] = np.where(active, np.where(seen, np.fmax(hi, x), x), hi)
+        st[:, lo_col] = np.where(active, np.where(seen, np.fmin(lo, x), x), lo)
+        st[:, cnt_col] += active
+
+    def _shape_distance(
+        self, rows: IntArray, st: FloatArray, values: FloatArray, n: FloatArray
+    ) -> FloatArray:
+        """Collect each series' points; where a shape is complete, its distance from the
+        nearest known shape (NaN elsewhere), and learn it."""
+        out = np.full(len(rows), np.nan)
+        started = st[:, self._DSN] > 0
+        st[:, self._DSN] += 1
+        st[:, self._DSSUM] += values
+        st[:, self._DSMIN] = np.where(started, np.minimum(st[:, self._DSMIN], values), values)
+        st[:, self._DSMAX] = np.where(started, np.maximum(st[:, self._DSMAX], values), values)
+        done = np.flatnonzero(st[:, self._DSN] >= self._DOWN)
+        if not len(done):
+            return out
+        d = st[done]
+        mean = d[:, self._DSSUM] / self._DOWN
+        top, bottom = d[:, self._DSMAX], d[:, self._DSMIN]
+        average = np.where(d[:, self._DSI] == 0, mean, (d[:, self._DSMA] + mean) / 2)
+        point = np.where(np.abs(top - average) >= np.abs(bottom - average), top, bottom)
+        point = np.where(np.abs(point - mean) < self._SPIKE * np.abs(mean), mean, point)
+        hi, lo = d[:, self._HI], d[:, self._LO]  # the value range, this sample included
+        width = hi - lo
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(width > 0, (point - lo) / width, 0.5)
+        level = np.clip(np.rint(z * self._LEVELS), 0, self._LEVELS).astype(np.intp)
+        z = level / self._LEVELS
+        drows = rows[done]
+        hist = self.levels[drows]
+        hist[np.arange(len(done)), level] += 1
+        self.levels[drows] = hist
+        cum = hist.cumsum(axis=1)
+        median = np.argmax(cum >= cum[:, -1:] / 2, axis=1) / self._LEVELS
+        z = np.where(np.abs(z - median) < self._CHOMP, median, z)
+        dsi = d[:, self._DSI]
+        points = self.points[drows]
+        points[np.arange(len(done)), (dsi % self._WIDTH).astype(np.intp)] = z
+        self.points[drows] = points
+        dsi = dsi + 1
+        d[:, self._DSI] = dsi
+        d[:, self._DSMA] = average
+        d[:, self._DSN] = 0
+        d[:, self._DSSUM] = 0
+        full = np.flatnonzero(dsi >= self._WIDTH)
+        if len(full):
+            order = (dsi[full, None] + np.arange(self._WIDTH)) % self._WIDTH
+            window = np.take_along_axis(points[full], order.astype(np.intp), axis=1)
+            shape = window - window.min(axis=1, keepdims=True)
+            peak = shape.max(axis=1, keepdims=True)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                shape = np.where(peak > 0, shape / peak, shape)
+            feature = np.hstack([shape, window])
+            out[done[full]] = self._learn_shape(rows[done[full]], d, full, feature, dsi[full])
+        st[done] = d
+        return out
+
+    def _learn_shape(
+        self, srows: IntArray, d: FloatArray, full: IntArray, feature: FloatArray, t: FloatArray
+    ) -> FloatArray:
+        dims = 2 * self._WIDTH
+        shapes = self.shapes[srows].reshape(len(srows), self._SHAPES, dims)
+        used, counts = self.shape_used[srows], self.shape_count[srows]
+        known = d[full, self._NSHAPE].astype(np.intp)
+        distance = np.abs(shapes - feature[:, None, :]).mean(axis=2)
+        distance[np.arange(self._SHAPES)[None, :] >= known[:, None]] = np.inf
+        nearest = np.argmin(distance, axis=1)
+        index = np.arange(len(srows))
+        gap = np.where(known > 0, distance[index, nearest], 0.0)
+        new = (known == 0) | (gap > self._NEW_SHAPE)
+        # a new shape takes the next free place, or the one matched least recently
+        place = np.where(known < self._SHAPES, known, np.argmin(used, axis=1))
+        slot = np.where(new, place, nearest)
+        weight = np.where(new, 1.0, 1.0 / np.minimum(counts[index, slot] + 1, self._SHAPE_WEIGHT))
+        old = shapes[index, slot]
+        shapes[index, slot] = np.where(
+            new[:, None], feature, old + (feature - old) * weight[:, None]
+        )
+        counts[index, slot] = np.where(new, 1.0, counts[index, slot] + 1)
+        used[index, slot] = t
+        d[full, self._NSHAPE] = np.minimum(known + new, self._SHAPES)
+        self.shapes[srows] = shapes.reshape(len(srows), -1)
+        self.shape_used[srows] = used
+        self.shape_count[srows] = counts
+        return gap
+
+
+def _g(x: float) -> str:
+    return f"{x:.4g}"
+
+
 DETECTORS: dict[str, type[AnomalyDetector]] = {
     Sigma3Detector.name: Sigma3Detector,
     LikelihoodDetector.name: LikelihoodDetector,
+    NoveltyDetector.name: NoveltyDetector,
 }
+
+
+DEFAULT_DETECTOR = NoveltyDetector.name
+"""The detector of an anomaly rule that names none, and of ``medbay detect``: the best
+of these on the Numenta Anomaly Benchmark (``medbay bench nab``)."""
 
 
 def make_detector(name: str) -> AnomalyDetector:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medbay.common.events import IssueKind
 from medbay.common.settings import ConfigError, load_yaml_config
-from medbay.detector.anomaly import DETECTORS
+from medbay.detector.anomaly import DEFAULT_DETECTOR, DETECTORS
 
 __all__ = ["ConfigError", "DetectorConfig", "load_config"]
 
@@ -92,7 +92,7 @@ class AnomalyRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     metric: str = Field(min_length=1)
-    detector: str = "likelihood"
+    detector: str = DEFAULT_DETECTOR
     for_samples: int = Field(
         default=2, ge=1, le=1000, description="Anomalous samples in a row before an issue."
     )

@@ -752,6 +752,8 @@ class DetectionEngine:
             if after:
                 samples = int(block.for_samples[brow])
                 detail = f"{metric} {value} anomalous (score {score:.6g}, {name})"
+                if reason := block.detector.explain(brow):
+                    detail = f"{metric} {value} anomalous (score {score:.6g}, {name}: {reason})"
             else:
                 samples = int(block.clear_samples[brow])
                 detail = f"{metric} {value} normal again (score {score:.6g}, {name})"

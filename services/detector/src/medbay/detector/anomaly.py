@@ -309,6 +309,7 @@ class NoveltyDetector(AnomalyDetector):
     # samples of noise spans about 1/sqrt(L) of what the samples span, so a signal whose
     # own range is still short (it has just started) breaks no records on noise alone
     _FLOOR = (0.0, 12**-0.5, 48**-0.5, 192**-0.5, 0.1, 48**-0.5, 0.05)
+    _IN_VALUE_UNITS = (True, True, True, True, True, True, False)
     # shape memory
     _DOWN = 4  # samples a point
     _WIDTH = 8  # points a shape
@@ -391,7 +392,7 @@ class NoveltyDetector(AnomalyDetector):
         origin = np.where(first, values, st[:, self._ORIGIN])
         st[:, self._ORIGIN] = origin
         shifted = values - origin
-        ring = self.ring[rows]
+        ring = self.ring
         pos = (n % self._RING).astype(np.intp)
         index = np.arange(len(rows))
         for column, length in (
@@ -401,15 +402,15 @@ class NoveltyDetector(AnomalyDetector):
             (self._S96, 96),
             (self._S192, 192),
         ):
-            leaving = np.where(n >= length, ring[index, (pos - length) % self._RING], 0.0)
+            leaving = np.where(n >= length, ring[rows, (pos - length) % self._RING], 0.0)
             st[:, column] += shifted - leaving
             if column == self._S24:
                 st[:, self._Q24] += shifted * shifted - leaving * leaving
-        ring[index, pos] = shifted
+        ring[rows, pos] = shifted
         count = n + 1
         wrapped = pos == self._RING - 1
         if wrapped.any():  # exact sums once a ring round, so rounding cannot accumulate
-            full = ring[wrapped]
+            full = ring[rows[wrapped]]
             sums = full[:, ::-1].cumsum(axis=1)
             for column, length in ((self._S12, 12), (self._S24, 24), (self._S48, 48)):
                 st[wrapped, column] = sums[:, length - 1]
@@ -417,7 +418,6 @@ class NoveltyDetector(AnomalyDetector):
             st[wrapped, self._S192] = sums[:, 191]
             tail = full[:, -24:]
             st[wrapped, self._Q24] = (tail * tail).sum(axis=1)
-        self.ring[rows] = ring
         for k, (column, length) in enumerate(
             zip((self._S12, self._S48, self._S192), self._MEANS, strict=True)
         ):
@@ -430,8 +430,7 @@ class NoveltyDetector(AnomalyDetector):
             signal[:, 5] = np.where(count >= 192, (2 * s96 - s192) / 96, np.nan)
         signal[:, 6] = self._shape_distance(rows, st, values, n)
 
-        for k in range(1, len(self.SIGNALS)):
-            self._record(st, k, signal[:, k], n, grades)
+        self._records(st, signal, n, grades)
 
         scores = np.where(n < self.learn, 0.0, grades.max(axis=1))
         why = np.argmax(grades, axis=1)
@@ -475,32 +474,38 @@ class NoveltyDetector(AnomalyDetector):
         hi: FloatArray,
         lo: FloatArray,
         active: BoolArray,
-        k: int,
+        k: int | slice,
         floor: FloatArray | float = 0.0,
     ) -> FloatArray:
+        """Signal(s) ``k`` against their range, taken as at least ``floor`` wide: 0 within."""
         width = np.maximum(hi - lo, floor)
         with np.errstate(divide="ignore", invalid="ignore"):
             beyond = (x - hi) / width
-            if self._TWO_SIDED[k]:
-                beyond = np.maximum(beyond, (lo - x) / width)
+            two_sided = np.asarray(self._TWO_SIDED)[k]
+            beyond = np.where(two_sided, np.maximum(beyond, (lo - x) / width), beyond)
             ok = active & (width > 0) & (beyond > 0)
-            return np.where(ok, -np.expm1(-np.where(ok, beyond, 0.0) / self._TAU[k]), 0.0)
+            tau = np.asarray(self._TAU)[k]
+            return np.where(ok, -np.expm1(-np.where(ok, beyond, 0.0) / tau), 0.0)
 
-    def _record(
-        self, st: FloatArray, k: int, x: FloatArray, n: FloatArray, grades: FloatArray
+    def _records(
+        self, st: FloatArray, signal: FloatArray, n: FloatArray, grades: FloatArray
     ) -> None:
-        """Grade ``x`` against signal ``k``'s range and widen the range by it."""
-        hi_col, lo_col, cnt_col = self._HI + k, self._LO + k, self._CNT + k
-        active = ~np.isnan(x) & (n >= self._START[k])
-        seen = st[:, cnt_col] > 0
-        hi, lo = st[:, hi_col], st[:, lo_col]
-        scale = self.floor * self._FLOOR[k]
+        """Grade every signal but the value against its range, then widen the ranges."""
+        k = slice(1, len(self.SIGNALS))
+        x = signal[:, k]
+        hi = st[:, self._HI + 1 : self._HI + 7]
+        lo = st[:, self._LO + 1 : self._LO + 7]
+        count = st[:, self._CNT + 1 : self._CNT + 7]
+        active = ~np.isnan(x) & (n[:, None] >= np.asarray(self._START)[k])
+        seen = count > 0
+        scale = self.floor * np.asarray(self._FLOOR)[k]
         # the shape's distance is in units of the range already; the others are not
-        floor = scale * (st[:, self._HI] - st[:, self._LO]) if k < 6 else np.full(len(x), scale)
+        value_width = st[:, self._HI] - st[:, self._LO]
+        floor = np.where(self._IN_VALUE_UNITS[k], scale * value_width[:, None], scale)
         grades[:, k] = self._grade(x, hi, lo, active & seen, k, floor)
-        st[:, hi_col] = np.where(active, np.where(seen, np.fmax(hi, x), x), hi)
-        st[:, lo_col] = np.where(active, np.where(seen, np.fmin(lo, x), x), lo)
-        st[:, cnt_col] += active
+        st[:, self._HI + 1 : self._HI + 7] = np.where(active, np.where(seen, np.fmax(hi, x), x), hi)
+        st[:, self._LO + 1 : self._LO + 7] = np.where(active, np.where(seen, np.fmin(lo, x), x), lo)
+        st[:, self._CNT + 1 : self._CNT + 7] = count + active
 
     def _shape_distance(
         self, rows: IntArray, st: FloatArray, values: FloatArray, n: FloatArray
@@ -561,10 +566,13 @@ class NoveltyDetector(AnomalyDetector):
         self, srows: IntArray, d: FloatArray, full: IntArray, feature: FloatArray, t: FloatArray
     ) -> FloatArray:
         dims = 2 * self._WIDTH
-        shapes = self.shapes[srows].reshape(len(srows), self._SHAPES, dims)
-        used, counts = self.shape_used[srows], self.shape_count[srows]
+        stored = self.shapes.reshape(-1, self._SHAPES, dims)  # a view: writes land in place
+        gaps = stored[srows]  # a copy, made the distances in place
+        np.subtract(gaps, feature[:, None, :], out=gaps)
+        np.abs(gaps, out=gaps)
+        distance = gaps.mean(axis=2)
+        used = self.shape_used[srows]
         known = d[full, self._NSHAPE].astype(np.intp)
-        distance = np.abs(shapes - feature[:, None, :]).mean(axis=2)
         distance[np.arange(self._SHAPES)[None, :] >= known[:, None]] = np.inf
         nearest = np.argmin(distance, axis=1)
         index = np.arange(len(srows))
@@ -573,17 +581,15 @@ class NoveltyDetector(AnomalyDetector):
         # a new shape takes the next free place, or the one matched least recently
         place = np.where(known < self._SHAPES, known, np.argmin(used, axis=1))
         slot = np.where(new, place, nearest)
-        weight = np.where(new, 1.0, 1.0 / np.minimum(counts[index, slot] + 1, self._SHAPE_WEIGHT))
-        old = shapes[index, slot]
-        shapes[index, slot] = np.where(
+        count = self.shape_count[srows, slot]
+        weight = np.where(new, 1.0, 1.0 / np.minimum(count + 1, self._SHAPE_WEIGHT))
+        old = stored[srows, slot]
+        stored[srows, slot] = np.where(
             new[:, None], feature, old + (feature - old) * weight[:, None]
         )
-        counts[index, slot] = np.where(new, 1.0, counts[index, slot] + 1)
-        used[index, slot] = t
+        self.shape_count[srows, slot] = np.where(new, 1.0, count + 1)
+        self.shape_used[srows, slot] = t
         d[full, self._NSHAPE] = np.minimum(known + new, self._SHAPES)
-        self.shapes[srows] = shapes.reshape(len(srows), -1)
-        self.shape_used[srows] = used
-        self.shape_count[srows] = counts
         return gap
 
 

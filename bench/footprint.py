@@ -33,6 +33,7 @@ import nats
 import numpy as np
 
 from medbay.cli.bench import load
+from medbay.common.access import DETECTOR_PARTITIONS
 from medbay.common.events import new_event_id
 from medbay.common.streams import METRICS, metrics_subject
 
@@ -73,12 +74,12 @@ def wait_healthy(port: int, proc: Any, timeout: float = 60) -> None:
     raise harness.BenchError("service not healthy in time")
 
 
-async def settle(js: Any, consumer: str) -> None:
-    """Until the detector has acked everything published."""
+async def settle(js: Any) -> None:
+    """Until the detector has acked everything published, in every METRICS partition."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        info = await js.consumer_info(METRICS.name, consumer)
-        if info.num_pending == 0 and info.num_ack_pending == 0:
+        infos = [await js.consumer_info(METRICS.name, d.name) for d in DETECTOR_PARTITIONS]
+        if all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos):
             return
         await asyncio.sleep(0.2)
     raise harness.BenchError("the detector did not catch up in 300 s")
@@ -115,7 +116,7 @@ async def detector_memory(url: str, root: Path, sizes: list[int]) -> dict[str, A
                 for chunk in range(0, len(acks), 500):
                     await asyncio.gather(*acks[chunk : chunk + 500])
             fed = hosts
-            await settle(js, "detector")
+            await settle(js)
             await asyncio.sleep(1)
             rss = rss_bytes(proc.pid)
             rows.append(

@@ -326,6 +326,8 @@ class NoveltyDetector(AnomalyDetector):
     _DSN, _DSSUM, _DSMIN, _DSMAX, _DSMA, _DSI, _NSHAPE = range(29, 36)
     _WHY, _WHY_X, _WHY_HI, _WHY_LO = range(36, 40)
     _COLUMNS = 40
+    _SUMS = ((_S12, 12), (_S24, 24), (_S48, 48), (_S96, 96), (_S192, 192))
+    """Each window sum's column and length."""
 
     def __init__(self, learn: int = 150, floor: float = 0.5) -> None:
         super().__init__()
@@ -395,13 +397,7 @@ class NoveltyDetector(AnomalyDetector):
         ring = self.ring
         pos = (n % self._RING).astype(np.intp)
         index = np.arange(len(rows))
-        for column, length in (
-            (self._S12, 12),
-            (self._S24, 24),
-            (self._S48, 48),
-            (self._S96, 96),
-            (self._S192, 192),
-        ):
+        for column, length in self._SUMS:
             leaving = np.where(n >= length, ring[rows, (pos - length) % self._RING], 0.0)
             st[:, column] += shifted - leaving
             if column == self._S24:
@@ -412,10 +408,8 @@ class NoveltyDetector(AnomalyDetector):
         if wrapped.any():  # exact sums once a ring round, so rounding cannot accumulate
             full = ring[rows[wrapped]]
             sums = full[:, ::-1].cumsum(axis=1)
-            for column, length in ((self._S12, 12), (self._S24, 24), (self._S48, 48)):
+            for column, length in self._SUMS:
                 st[wrapped, column] = sums[:, length - 1]
-            st[wrapped, self._S96] = sums[:, 95]
-            st[wrapped, self._S192] = sums[:, 191]
             tail = full[:, -24:]
             st[wrapped, self._Q24] = (tail * tail).sum(axis=1)
         for k, (column, length) in enumerate(
@@ -491,11 +485,12 @@ class NoveltyDetector(AnomalyDetector):
         self, st: FloatArray, signal: FloatArray, n: FloatArray, grades: FloatArray
     ) -> None:
         """Grade every signal but the value against its range, then widen the ranges."""
-        k = slice(1, len(self.SIGNALS))
+        last = len(self.SIGNALS)
+        k = slice(1, last)
         x = signal[:, k]
-        hi = st[:, self._HI + 1 : self._HI + 7]
-        lo = st[:, self._LO + 1 : self._LO + 7]
-        count = st[:, self._CNT + 1 : self._CNT + 7]
+        hi = st[:, self._HI + 1 : self._HI + last]
+        lo = st[:, self._LO + 1 : self._LO + last]
+        count = st[:, self._CNT + 1 : self._CNT + last]
         active = ~np.isnan(x) & (n[:, None] >= np.asarray(self._START)[k])
         seen = count > 0
         scale = self.floor * np.asarray(self._FLOOR)[k]
@@ -503,9 +498,13 @@ class NoveltyDetector(AnomalyDetector):
         value_width = st[:, self._HI] - st[:, self._LO]
         floor = np.where(self._IN_VALUE_UNITS[k], scale * value_width[:, None], scale)
         grades[:, k] = self._grade(x, hi, lo, active & seen, k, floor)
-        st[:, self._HI + 1 : self._HI + 7] = np.where(active, np.where(seen, np.fmax(hi, x), x), hi)
-        st[:, self._LO + 1 : self._LO + 7] = np.where(active, np.where(seen, np.fmin(lo, x), x), lo)
-        st[:, self._CNT + 1 : self._CNT + 7] = count + active
+        st[:, self._HI + 1 : self._HI + last] = np.where(
+            active, np.where(seen, np.fmax(hi, x), x), hi
+        )
+        st[:, self._LO + 1 : self._LO + last] = np.where(
+            active, np.where(seen, np.fmin(lo, x), x), lo
+        )
+        st[:, self._CNT + 1 : self._CNT + last] = count + active
 
     def _shape_distance(
         self, rows: IntArray, st: FloatArray, values: FloatArray, n: FloatArray
@@ -534,16 +533,13 @@ class NoveltyDetector(AnomalyDetector):
         level = np.clip(np.rint(z * self._LEVELS), 0, self._LEVELS).astype(np.intp)
         z = level / self._LEVELS
         drows = rows[done]
-        hist = self.levels[drows]
-        hist[np.arange(len(done)), level] += 1
-        self.levels[drows] = hist
-        cum = hist.cumsum(axis=1)
+        self.levels[drows, level] += 1  # rows are unique: one count each
+        cum = self.levels[drows].cumsum(axis=1)
         median = np.argmax(cum >= cum[:, -1:] / 2, axis=1) / self._LEVELS
         z = np.where(np.abs(z - median) < self._CHOMP, median, z)
         dsi = d[:, self._DSI]
+        self.points[drows, (dsi % self._WIDTH).astype(np.intp)] = z
         points = self.points[drows]
-        points[np.arange(len(done)), (dsi % self._WIDTH).astype(np.intp)] = z
-        self.points[drows] = points
         dsi = dsi + 1
         d[:, self._DSI] = dsi
         d[:, self._DSMA] = average

@@ -751,9 +751,9 @@ class DetectionEngine:
             value = _number(float(values[pos]))
             if after:
                 samples = int(block.for_samples[brow])
-                detail = f"{metric} {value} anomalous (score {score:.6g}, {name})"
-                if reason := block.detector.explain(brow):
-                    detail = f"{metric} {value} anomalous (score {score:.6g}, {name}: {reason})"
+                reason = block.detector.explain(brow)
+                said = f"{name}: {reason}" if reason else name
+                detail = f"{metric} {value} anomalous (score {score:.6g}, {said})"
             else:
                 samples = int(block.clear_samples[brow])
                 detail = f"{metric} {value} normal again (score {score:.6g}, {name})"

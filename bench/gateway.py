@@ -186,7 +186,8 @@ async def publish_all(js: JetStreamContext, events: list[Event]) -> float:
                     stream=spec.name,
                 )
             )
-        await asyncio.wait_for(asyncio.gather(*futures), 60)
+        async with asyncio.timeout(60):
+            await asyncio.gather(*futures)
     return time.perf_counter() - started
 
 

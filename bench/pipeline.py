@@ -283,7 +283,8 @@ async def publish_backlog(js: JetStreamContext, scrapes: list[Scrape]) -> dict[s
             await js.publish_async(s.subject, s.payload, headers={"Nats-Msg-Id": s.event_id})
             for s in window
         ]
-        acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=60)
+        async with asyncio.timeout(60):
+            acks = await asyncio.gather(*futures)
         duplicates += sum(bool(a.duplicate) for a in acks)
     seconds = time.perf_counter() - started
     if duplicates:
@@ -479,8 +480,10 @@ async def publish_paced(
         if len(inflight) >= 64:  # small windows, without holding the schedule
             inflight = [f for f in inflight if not f.done()]
             if len(inflight) >= 1000:
-                await asyncio.wait_for(inflight.pop(0), timeout=10)
-    await asyncio.wait_for(asyncio.gather(*inflight), timeout=30)
+                async with asyncio.timeout(10):
+                    await inflight.pop(0)
+    async with asyncio.timeout(30):
+        await asyncio.gather(*inflight)
     span = sent[-1] - sent[0]
     return sent, {
         "messages": len(scrapes),

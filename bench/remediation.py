@@ -125,7 +125,8 @@ async def incidents(url: str, n: int, rate: float, procs: dict[str, Any]) -> dic
             await js.publish(metrics_subject(HOST), data)
             await asyncio.sleep(1.0 / rate)
         waiting = [clock.done[f"svc-{i}"].wait() for i in range(n)]
-        await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)
+        async with asyncio.timeout(60):
+            await asyncio.gather(*waiting)
     finally:
         await nc.close()
     ms = {
@@ -180,7 +181,8 @@ async def relay_baseline(url: str, n: int, rate: float) -> dict[str, Any]:
             sent[data] = time.perf_counter()
             await js.publish("hop.a", data)
             await asyncio.sleep(1.0 / rate)
-        await asyncio.wait_for(everything.wait(), timeout=60)
+        async with asyncio.timeout(60):
+            await everything.wait()
     finally:
         for task in relays:
             task.cancel()

@@ -245,7 +245,8 @@ class Bench:
         await self.nc(identity)
         mark = len(self.errors.get(identity, []))
         try:
-            await asyncio.wait_for(action(), timeout)
+            async with asyncio.timeout(timeout):
+                await action()
         except (TimeoutError, nats.errors.Error) as exc:
             if await self.violation(identity, mark):
                 return True, "server: permission violation"
@@ -491,9 +492,11 @@ async def gateway_writes_executor_kv(b: Bench) -> Verdict:
         written.append(PLAN_BOOK.name)
     if written:  # put things back as they were, as far as we can
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(rails.delete(breaker_key), 2)
+            async with asyncio.timeout(2):
+                await rails.delete(breaker_key)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(book.delete(f"plans.{plan_id}"), 2)
+            async with asyncio.timeout(2):
+                await book.delete(f"plans.{plan_id}")
         return False, f"written: {', '.join(written)}"
     hows = sorted({how for _, how in results})
     return all(r for r, _ in results), f"{'; '.join(hows)} (both buckets); nothing written"
@@ -511,7 +514,8 @@ async def others_write_models(b: Bench) -> Verdict:
         hows.add(how)
         if not refused:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(objects.delete(name), 2)
+                async with asyncio.timeout(2):
+                    await objects.delete(name)
     if accepted_by:
         return False, f"stored by {', '.join(accepted_by)}"
     return True, f"{'; '.join(sorted(hows))} for {', '.join(refused_by)}"
@@ -554,7 +558,8 @@ async def pickled_model(b: Bench) -> Verdict:
                 return False, f"the planner's loader ran its code ({refusal})"
             live = await asyncio.to_thread(_unpickle_creates, blob, marker)
         finally:
-            await asyncio.wait_for(store.objects.delete(name), 5)
+            async with asyncio.timeout(5):
+                await store.objects.delete(name)
     control = "pickle.loads of it does" if live else "control: the trap is inert"
     return True, f"{short(refusal, 70)}; no file created ({control}); object deleted"
 
@@ -864,7 +869,8 @@ async def run_attacks(b: Bench) -> list[dict[str, Any]]:
         for n, (title, attack) in enumerate(ATTACKS, 1):
             started = time.perf_counter()
             try:
-                refused, how = await asyncio.wait_for(attack(b), 120)
+                async with asyncio.timeout(120):
+                    refused, how = await attack(b)
                 verdict = "refused" if refused else "ACCEPTED"
             except Exception as exc:
                 verdict, how = "ERROR", f"could not run: {short(repr(exc), 200)}"

@@ -134,7 +134,8 @@ async def trial(
             await http.post(endpoint, content=payload(service, True), headers=headers)
         ).raise_for_status()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(arrived.wait(), REQUEST_EVERY)
+            async with asyncio.timeout(REQUEST_EVERY):
+                await arrived.wait()
     return openings.seen[service] - started
 
 

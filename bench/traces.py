@@ -223,7 +223,8 @@ async def serve(port: int, max_operations: int, flush_seconds: float) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), flush_seconds)
+            async with asyncio.timeout(flush_seconds):
+                await stop.wait()
         red_samples(await receiver.read())
     await receiver.stop()
 

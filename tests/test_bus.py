@@ -219,10 +219,6 @@ async def test_work_no_longer_held_is_handed_back_and_the_consumer_stops(nats_se
         await broker.stop()
 
 
-if __name__ == "__main__":  # pragma: no cover
-    pytest.main([__file__])
-
-
 async def test_a_pull_feed_takes_what_is_stored_then_waits_for_more(nats_server):
     """A set holds every stored message up to a batch; with none stored, the next one
     published is handed over as it comes; a refusal by the server is reported."""
@@ -265,3 +261,33 @@ async def test_a_pull_feed_takes_what_is_stored_then_waits_for_more(nats_server)
     finally:
         await feed.stop()
         await nc.close()
+
+
+async def test_a_pull_feed_stops_when_cancelled_as_a_message_arrives(nats_server):
+    """A cancel that comes in the same moment as what the feed waits for (a message, or
+    a request's end) still stops it: a consumer being handed over must not live on."""
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await js.add_stream(config=METRICS.declaration())
+    spec = ConsumerSpec("feed", "medbay.metrics.>", METRICS)
+    await js.add_consumer(METRICS.name, spec.consumer_config())
+    feed = PullFeed(nc, METRICS.name, "feed", batch=10, wait=1.0)
+    await feed.start()
+    try:
+        for _ in range(20):
+            waiting = asyncio.create_task(feed.take(timeout=30))
+            while not feed.open_request:  # waiting for the request it sent
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            feed.arrived.set()  # what it waits for comes ...
+            waiting.cancel()  # ... as it is cancelled
+            done, _ = await asyncio.wait([waiting], timeout=5)
+            assert done, "the feed went on waiting after it was cancelled"
+            assert waiting.cancelled()
+    finally:
+        await feed.stop()
+        await nc.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    pytest.main([__file__])

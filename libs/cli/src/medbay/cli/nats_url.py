@@ -102,17 +102,15 @@ async def connect(*, announce: bool = True) -> Client:
     except ConfigError as exc:
         raise SystemExit(f"medbay: {exc}") from None
     try:
-        return await asyncio.wait_for(
-            nats.connect(
+        async with asyncio.timeout(5):
+            return await nats.connect(
                 found.servers,
                 connect_timeout=3,
                 max_reconnect_attempts=0,
                 allow_reconnect=False,
                 error_cb=quiet,
                 **options,
-            ),
-            timeout=5,
-        )
+            )
     except Exception as exc:
         text = str(exc) or exc.__class__.__name__
         if "authorization" in text.lower():

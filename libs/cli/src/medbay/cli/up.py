@@ -356,7 +356,8 @@ class Supervisor:
             return
         proc.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await proc.wait()
         except TimeoutError:
             self.say(name, "did not stop in time; killing")
             proc.kill()

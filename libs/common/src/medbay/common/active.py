@@ -164,7 +164,9 @@ class ActiveReplica:
         assert lease is not None
         sent = lease.clock()
         try:
-            if not await asyncio.wait_for(lease.try_acquire(), self.ttl):
+            async with asyncio.timeout(self.ttl):
+                acquired = await lease.try_acquire()
+            if not acquired:
                 return False
         except Exception as exc:  # NATS away: try again later
             log.debug("taking the lease %s failed: %r", self.lease_name, exc)
@@ -199,7 +201,8 @@ class ActiveReplica:
                 await asyncio.sleep(min(renew_at, valid_until) - now)
                 continue
             try:
-                renewed = await asyncio.wait_for(lease.renew(), valid_until - now)
+                async with asyncio.timeout(valid_until - now):
+                    renewed = await lease.renew()
             except Exception as exc:  # NATS away or slow: again while time is left
                 log.warning("renewing the lease %s failed: %r", self.lease_name, exc)
                 renew_at = lease.clock() + _RETRY_SECONDS
@@ -240,7 +243,8 @@ class ActiveReplica:
         self._set_role("standby")
         if self.lease is not None and self.lease.held:  # else it is not ours to give up
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.lease.release(), _RELEASE_SECONDS)
+                async with asyncio.timeout(_RELEASE_SECONDS):
+                    await self.lease.release()
 
 
 async def _run_all(hooks: Sequence[Hook]) -> None:

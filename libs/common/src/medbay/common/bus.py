@@ -519,7 +519,8 @@ class PullFeed:
                 raise TimeoutError
             self.arrived.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.arrived.wait(), max(deadline - now, 0.05))
+                async with asyncio.timeout(max(deadline - now, 0.05)):
+                    await self.arrived.wait()
 
 
 class BatchConsumer(Generic[E]):

@@ -186,7 +186,8 @@ async def watch_connection(service: str, broker: NatsBroker) -> None:
 async def bounded(step: Awaitable[object], what: str) -> None:
     """Run a stopping step for at most a few seconds; its failure is logged, not raised."""
     try:
-        await asyncio.wait_for(step, _STOP_STEP_SECONDS)
+        async with asyncio.timeout(_STOP_STEP_SECONDS):
+            await step
     except TimeoutError:
         log.warning("%s took over %g s; going on", what, _STOP_STEP_SECONDS)
     except Exception:

@@ -549,7 +549,8 @@ class DetectorService:
                 return
             self.handed_in.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.handed_in.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self.handed_in.wait()
 
     async def _evaluate_group(self, group: list[Submitted]) -> None:
         async with contextlib.AsyncExitStack() as locks:

@@ -559,10 +559,10 @@ class ExecutorService:
         ActionRefused goes to the caller; any other error is a failed step."""
         timeout = self.config.safety.step_timeout_seconds
         try:
-            outcome = await asyncio.wait_for(
-                self.config.targets[target].perform(action, params, dry_run=self.config.dry_run),
-                timeout,
-            )
+            async with asyncio.timeout(timeout):
+                outcome = await self.config.targets[target].perform(
+                    action, params, dry_run=self.config.dry_run
+                )
         except ActionRefused:
             raise
         except TimeoutError:

@@ -120,7 +120,8 @@ class FixVerifier:
         waiter = _Waiter(plan, since, asyncio.get_running_loop().create_future())
         self._add(waiter)
         try:
-            return await asyncio.wait_for(waiter.done, window_seconds)
+            async with asyncio.timeout(window_seconds):
+                return await waiter.done
         except TimeoutError:
             return Verification(False, self._timeout_detail(waiter, window_seconds))
         finally:

@@ -194,7 +194,8 @@ async def serve(config: GatewayConfig, settings: BusSettings) -> int:
         try:
             server.should_exit = True
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(web), 4)
+                async with asyncio.timeout(4):
+                    await asyncio.shield(web)
             for task in [*helpers, *running]:
                 task.cancel()
             await bounded(asyncio.gather(*helpers, *running, return_exceptions=True), "stopping")

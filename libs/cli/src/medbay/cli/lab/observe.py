@@ -128,7 +128,8 @@ class Observer:
                 return None
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
+                async with asyncio.timeout(min(left, 0.5)):
+                    await self._changed.wait()
 
     def since(self, start: float, kind: type[E]) -> list[tuple[float, E]]:
         return [(s.at, s.event) for s in self.seen if s.at >= start and isinstance(s.event, kind)]

@@ -596,6 +596,8 @@ class BatchConsumer(Generic[E]):
         try:
             while True:
                 await self._fetch_and_handle(feed)
+                if current_task_cancelling():  # a cancel a library call swallowed
+                    raise asyncio.CancelledError
         finally:
             # an open subscription would hold up the connection's drain on stop
             await self._give_back([])

@@ -276,7 +276,9 @@ async def test_a_pull_feed_stops_when_cancelled_as_a_message_arrives(nats_server
     try:
         for _ in range(20):
             waiting = asyncio.create_task(feed.take(timeout=30))
-            while not feed.open_request:  # waiting for the request it sent
+            for _ in range(1000):  # until it waits for the request it sent
+                if feed.open_request:
+                    break
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.05)
             feed.arrived.set()  # what it waits for comes ...

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,6 +24,8 @@ from scipy.special import erf, ndtr
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
 BoolArray = NDArray[np.bool_]
+StateArray = NDArray[np.floating[Any]]
+"""A state array: float64, or float32 where that precision is enough."""
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -65,7 +68,7 @@ class AnomalyDetector(ABC):
         return ""
 
     @abstractmethod
-    def get_state(self) -> dict[str, FloatArray]:
+    def get_state(self) -> dict[str, StateArray]:
         """Arrays that fully describe the learned state (for snapshots).
 
         Every array has one entry per series on its first axis, so the state of
@@ -73,7 +76,14 @@ class AnomalyDetector(ABC):
         """
 
     @abstractmethod
-    def set_state(self, state: dict[str, FloatArray]) -> None: ...
+    def set_state(self, state: Mapping[str, StateArray]) -> None: ...
+
+    def set_rows(self, rows: IntArray, state: Mapping[str, StateArray]) -> None:
+        """Put back the state of ``rows`` (as cut from ``get_state``), the others kept."""
+        full = {key: np.array(value, copy=True) for key, value in self.get_state().items()}
+        for key, value in full.items():
+            value[rows] = state[key]
+        self.set_state(full)
 
 
 class Sigma3Detector(AnomalyDetector):
@@ -149,7 +159,7 @@ class Sigma3Detector(AnomalyDetector):
         self.total[rows] = history.sum(axis=1)
         self.total_sq[rows] = (history * history).sum(axis=1)
 
-    def get_state(self) -> dict[str, FloatArray]:
+    def get_state(self) -> dict[str, StateArray]:
         return {
             "ring": self.ring,
             "count": self.count,
@@ -157,7 +167,7 @@ class Sigma3Detector(AnomalyDetector):
             "origin": self.origin,
         }
 
-    def set_state(self, state: dict[str, FloatArray]) -> None:
+    def set_state(self, state: Mapping[str, StateArray]) -> None:
         self.ring = np.array(state["ring"], dtype=np.float64).reshape(-1, self.window)
         self.count = np.array(state["count"], dtype=np.float64)
         self.pos = np.array(state["pos"], dtype=np.intp)
@@ -259,10 +269,14 @@ class LikelihoodDetector(AnomalyDetector):
         self.stats[rows] = st
         return scores
 
-    def get_state(self) -> dict[str, FloatArray]:
+    def get_state(self) -> dict[str, StateArray]:
         return {"stats": self.stats, "raw": self.raw}
 
-    def set_state(self, state: dict[str, FloatArray]) -> None:
+    def set_rows(self, rows: IntArray, state: Mapping[str, StateArray]) -> None:
+        self.stats[rows] = state["stats"]
+        self.raw[rows] = state["raw"]
+
+    def set_state(self, state: Mapping[str, StateArray]) -> None:
         self.stats = np.array(state["stats"], dtype=np.float64).reshape(-1, self._COLUMNS)
         self.raw = np.array(state["raw"], dtype=np.float64).reshape(-1, self.recent)
         self.size = len(self.stats)
@@ -319,6 +333,7 @@ class NoveltyDetector(AnomalyDetector):
     _SHAPES = 64
     _NEW_SHAPE = 0.05  # a shape this far from all known ones is learnt as a new one
     _SHAPE_WEIGHT = 20  # a known shape moves by at least 1/20 towards what matches it
+    _MEAN_OF_SHAPE = np.full(2 * _WIDTH, 1 / (2 * _WIDTH), dtype=np.float32)
 
     # Columns of ``stats``.
     _N, _ORIGIN, _S12, _S24, _Q24, _S48, _S96, _S192 = range(8)
@@ -328,21 +343,29 @@ class NoveltyDetector(AnomalyDetector):
     _COLUMNS = 40
     _SUMS = ((_S12, 12), (_S24, 24), (_S48, 48), (_S96, 96), (_S192, 192))
     """Each window sum's column and length."""
+    _SUM_COLUMNS = np.array([column for column, _ in _SUMS])
+    _SUM_LENGTHS = np.array([length for _, length in _SUMS])
+    _TAU_OF = np.array(_TAU)
+    _START_OF = np.array(_START)
+    _TWO_SIDED_OF = np.array(_TWO_SIDED)
+    _FLOOR_OF = np.array(_FLOOR)
+    _IN_VALUE_UNITS_OF = np.array(_IN_VALUE_UNITS)
 
     def __init__(self, learn: int = 150, floor: float = 0.5) -> None:
         super().__init__()
         self.learn = learn
         self.floor = floor
         d = 2 * self._WIDTH
+        # 64 bits where sums are kept exact, 32 for shapes, counts and levels on 50 steps
         self.stats: FloatArray = np.zeros((0, self._COLUMNS))
         self.ring: FloatArray = np.zeros((0, self._RING))
-        self.levels: FloatArray = np.zeros((0, self._LEVELS + 1))
-        self.points: FloatArray = np.zeros((0, self._WIDTH))
-        self.shapes: FloatArray = np.zeros((0, self._SHAPES * d))
-        self.shape_used: FloatArray = np.zeros((0, self._SHAPES))
-        self.shape_count: FloatArray = np.zeros((0, self._SHAPES))
+        self.levels: NDArray[np.float32] = np.zeros((0, self._LEVELS + 1), dtype=np.float32)
+        self.points: NDArray[np.float32] = np.zeros((0, self._WIDTH), dtype=np.float32)
+        self.shapes: NDArray[np.float32] = np.zeros((0, self._SHAPES * d), dtype=np.float32)
+        self.shape_used: NDArray[np.float32] = np.zeros((0, self._SHAPES), dtype=np.float32)
+        self.shape_count: NDArray[np.float32] = np.zeros((0, self._SHAPES), dtype=np.float32)
 
-    def _arrays(self) -> dict[str, FloatArray]:
+    def _arrays(self) -> dict[str, StateArray]:
         return {
             "stats": self.stats,
             "ring": self.ring,
@@ -355,7 +378,7 @@ class NoveltyDetector(AnomalyDetector):
 
     def add_series(self, count: int) -> None:
         for key, array in self._arrays().items():
-            fresh = np.zeros((count, array.shape[1]))
+            fresh = np.zeros((count, array.shape[1]), dtype=array.dtype)
             if key == "stats":
                 fresh[:, self._WHY] = -1
             setattr(self, key, np.vstack([array, fresh]))
@@ -366,29 +389,35 @@ class NoveltyDetector(AnomalyDetector):
             array[rows] = 0.0
         self.stats[rows, self._WHY] = -1
 
-    def get_state(self) -> dict[str, FloatArray]:
+    def get_state(self) -> dict[str, StateArray]:
         return self._arrays()
 
-    def set_state(self, state: dict[str, FloatArray]) -> None:
+    def set_rows(self, rows: IntArray, state: Mapping[str, StateArray]) -> None:
         for key, array in self._arrays().items():
-            setattr(self, key, np.array(state[key], dtype=np.float64).reshape(-1, array.shape[1]))
+            array[rows] = state[key]
+
+    def set_state(self, state: Mapping[str, StateArray]) -> None:
+        for key, array in self._arrays().items():
+            setattr(self, key, np.array(state[key], dtype=array.dtype).reshape(-1, array.shape[1]))
         self.size = len(self.stats)
 
     def step(self, rows: IntArray, values: FloatArray) -> FloatArray:
+        # one errstate for the whole step: entering one costs as much as a small array op
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self._step(rows, values)
+
+    def _step(self, rows: IntArray, values: FloatArray) -> FloatArray:
         st = self.stats[rows]
         n = st[:, self._N]
         first = n == 0
-        grades = np.zeros((len(rows), len(self.SIGNALS)))
-        signal = np.full((len(rows), len(self.SIGNALS)), np.nan)
-        before = st[:, self._HI : self._LO + len(self.SIGNALS)].copy()  # ranges until now
+        signals = len(self.SIGNALS)
+        signal = np.full((len(rows), signals), np.nan)
+        before = st[:, self._HI : self._LO + signals].copy()  # ranges until now
 
-        # value: against the range of every earlier sample
+        # value: its range, this sample included, is what the shape's levels are on
         signal[:, 0] = values
-        hi, lo = st[:, self._HI], st[:, self._LO]
-        grades[:, 0] = self._grade(values, hi, lo, ~first, 0)
-        st[:, self._HI] = np.where(first, values, np.maximum(hi, values))
-        st[:, self._LO] = np.where(first, values, np.minimum(lo, values))
-        st[:, self._CNT] = n + 1
+        st[:, self._HI] = np.where(first, values, np.maximum(st[:, self._HI], values))
+        st[:, self._LO] = np.where(first, values, np.minimum(st[:, self._LO], values))
 
         # window sums, on values shifted by each series' first value
         origin = np.where(first, values, st[:, self._ORIGIN])
@@ -396,41 +425,40 @@ class NoveltyDetector(AnomalyDetector):
         shifted = values - origin
         ring = self.ring
         pos = (n % self._RING).astype(np.intp)
-        index = np.arange(len(rows))
-        for column, length in self._SUMS:
-            leaving = np.where(n >= length, ring[rows, (pos - length) % self._RING], 0.0)
-            st[:, column] += shifted - leaving
-            if column == self._S24:
-                st[:, self._Q24] += shifted * shifted - leaving * leaving
+        lengths = self._SUM_LENGTHS
+        # the samples leaving each window, all windows in one gather
+        leaving = ring[rows[:, None], (pos[:, None] - lengths) % self._RING]
+        leaving[n[:, None] < lengths] = 0.0
+        st[:, self._SUM_COLUMNS] += shifted[:, None] - leaving
+        left24 = leaving[:, 1]
+        st[:, self._Q24] += shifted * shifted - left24 * left24
         ring[rows, pos] = shifted
         count = n + 1
         wrapped = pos == self._RING - 1
         if wrapped.any():  # exact sums once a ring round, so rounding cannot accumulate
             full = ring[rows[wrapped]]
             sums = full[:, ::-1].cumsum(axis=1)
-            for column, length in self._SUMS:
-                st[wrapped, column] = sums[:, length - 1]
+            st[np.ix_(wrapped, self._SUM_COLUMNS)] = sums[:, lengths - 1]
             tail = full[:, -24:]
             st[wrapped, self._Q24] = (tail * tail).sum(axis=1)
         for k, (column, length) in enumerate(
             zip((self._S12, self._S48, self._S192), self._MEANS, strict=True)
         ):
             signal[:, 1 + k] = np.where(count >= length, st[:, column] / length + origin, np.nan)
-        with np.errstate(invalid="ignore"):
-            s24 = st[:, self._S24]
-            variance = np.maximum(st[:, self._Q24] - s24 * s24 / 24, 0.0) / 23
-            signal[:, 4] = np.where(count >= 24, np.sqrt(variance), np.nan)
-            s96, s192 = st[:, self._S96], st[:, self._S192]
-            signal[:, 5] = np.where(count >= 192, (2 * s96 - s192) / 96, np.nan)
+        s24 = st[:, self._S24]
+        variance = np.maximum(st[:, self._Q24] - s24 * s24 / 24, 0.0) / 23
+        signal[:, 4] = np.where(count >= 24, np.sqrt(variance), np.nan)
+        s96, s192 = st[:, self._S96], st[:, self._S192]
+        signal[:, 5] = np.where(count >= 192, (2 * s96 - s192) / 96, np.nan)
         signal[:, 6] = self._shape_distance(rows, st, values, n)
 
-        self._records(st, signal, n, grades)
+        grades = self._records(st, signal, before, n)
 
         scores = np.where(n < self.learn, 0.0, grades.max(axis=1))
         why = np.argmax(grades, axis=1)
         shown = scores > 0
+        index = np.arange(len(rows))
         st[:, self._WHY] = np.where(shown, why, -1)
-        signals = len(self.SIGNALS)
         st[:, self._WHY_X] = np.where(shown, signal[index, why], 0.0)
         st[:, self._WHY_HI] = np.where(shown, before[index, why], 0.0)
         st[:, self._WHY_LO] = np.where(shown, before[index, signals + why], 0.0)
@@ -462,49 +490,36 @@ class NoveltyDetector(AnomalyDetector):
             return f"{what} {_g(x)}, above its highest in {seen:,} samples ({_g(hi)})"
         return f"{what} {_g(x)}, below its lowest in {seen:,} samples ({_g(lo)})"
 
-    def _grade(
-        self,
-        x: FloatArray,
-        hi: FloatArray,
-        lo: FloatArray,
-        active: BoolArray,
-        k: int | slice,
-        floor: FloatArray | float = 0.0,
-    ) -> FloatArray:
-        """Signal(s) ``k`` against their range, taken as at least ``floor`` wide: 0 within."""
-        width = np.maximum(hi - lo, floor)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            beyond = (x - hi) / width
-            two_sided = np.asarray(self._TWO_SIDED)[k]
-            beyond = np.where(two_sided, np.maximum(beyond, (lo - x) / width), beyond)
-            ok = active & (width > 0) & (beyond > 0)
-            tau = np.asarray(self._TAU)[k]
-            return np.where(ok, -np.expm1(-np.where(ok, beyond, 0.0) / tau), 0.0)
-
     def _records(
-        self, st: FloatArray, signal: FloatArray, n: FloatArray, grades: FloatArray
-    ) -> None:
-        """Grade every signal but the value against its range, then widen the ranges."""
+        self, st: FloatArray, signal: FloatArray, before: FloatArray, n: FloatArray
+    ) -> FloatArray:
+        """Grade every signal against its range until now (0 within), then widen the
+        ranges (the value's is widened already)."""
         last = len(self.SIGNALS)
-        k = slice(1, last)
-        x = signal[:, k]
-        hi = st[:, self._HI + 1 : self._HI + last]
-        lo = st[:, self._LO + 1 : self._LO + last]
-        count = st[:, self._CNT + 1 : self._CNT + last]
-        active = ~np.isnan(x) & (n[:, None] >= np.asarray(self._START)[k])
+        hi, lo = before[:, :last], before[:, last:]
+        count = st[:, self._CNT : self._CNT + last]
+        active = ~np.isnan(signal) & (n[:, None] >= self._START_OF)
         seen = count > 0
-        scale = self.floor * np.asarray(self._FLOOR)[k]
-        # the shape's distance is in units of the range already; the others are not
+        # the narrowest range each is judged against, in widths of the value range with
+        # this sample (the shape's distance is in those units already)
+        scale = self.floor * self._FLOOR_OF
         value_width = st[:, self._HI] - st[:, self._LO]
-        floor = np.where(self._IN_VALUE_UNITS[k], scale * value_width[:, None], scale)
-        grades[:, k] = self._grade(x, hi, lo, active & seen, k, floor)
+        floor = np.where(self._IN_VALUE_UNITS_OF, scale * value_width[:, None], scale)
+        width = np.maximum(hi - lo, floor)
+        beyond = (signal - hi) / width
+        beyond = np.where(self._TWO_SIDED_OF, np.maximum(beyond, (lo - signal) / width), beyond)
+        ok = active & seen & (width > 0) & (beyond > 0)
+        grades = np.where(ok, -np.expm1(-np.where(ok, beyond, 0.0) / self._TAU_OF), 0.0)
+        k = slice(1, last)
+        x, active_k, seen_k = signal[:, k], active[:, k], seen[:, k]
         st[:, self._HI + 1 : self._HI + last] = np.where(
-            active, np.where(seen, np.fmax(hi, x), x), hi
+            active_k, np.where(seen_k, np.fmax(hi[:, k], x), x), hi[:, k]
         )
         st[:, self._LO + 1 : self._LO + last] = np.where(
-            active, np.where(seen, np.fmin(lo, x), x), lo
+            active_k, np.where(seen_k, np.fmin(lo[:, k], x), x), lo[:, k]
         )
-        st[:, self._CNT + 1 : self._CNT + last] = count + active
+        st[:, self._CNT : self._CNT + last] = count + active
+        return grades
 
     def _shape_distance(
         self, rows: IntArray, st: FloatArray, values: FloatArray, n: FloatArray
@@ -528,8 +543,7 @@ class NoveltyDetector(AnomalyDetector):
         point = np.where(np.abs(point - mean) < self._SPIKE * np.abs(mean), mean, point)
         hi, lo = d[:, self._HI], d[:, self._LO]  # the value range, this sample included
         width = hi - lo
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.where(width > 0, (point - lo) / width, 0.5)
+        z = np.where(width > 0, (point - lo) / width, 0.5)
         level = np.clip(np.rint(z * self._LEVELS), 0, self._LEVELS).astype(np.intp)
         z = level / self._LEVELS
         drows = rows[done]
@@ -551,22 +565,26 @@ class NoveltyDetector(AnomalyDetector):
             window = np.take_along_axis(points[full], order.astype(np.intp), axis=1)
             shape = window - window.min(axis=1, keepdims=True)
             peak = shape.max(axis=1, keepdims=True)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                shape = np.where(peak > 0, shape / peak, shape)
-            feature = np.hstack([shape, window])
+            shape = np.where(peak > 0, shape / peak, shape)
+            feature = np.hstack([shape, window]).astype(np.float32)
             out[done[full]] = self._learn_shape(rows[done[full]], d, full, feature, dsi[full])
         st[done] = d
         return out
 
     def _learn_shape(
-        self, srows: IntArray, d: FloatArray, full: IntArray, feature: FloatArray, t: FloatArray
+        self,
+        srows: IntArray,
+        d: FloatArray,
+        full: IntArray,
+        feature: NDArray[np.float32],
+        t: FloatArray,
     ) -> FloatArray:
         dims = 2 * self._WIDTH
         stored = self.shapes.reshape(-1, self._SHAPES, dims)  # a view: writes land in place
         gaps = stored[srows]  # a copy, made the distances in place
         np.subtract(gaps, feature[:, None, :], out=gaps)
         np.abs(gaps, out=gaps)
-        distance = gaps.mean(axis=2)
+        distance = gaps @ self._MEAN_OF_SHAPE  # the mean gap (a product is the fastest)
         used = self.shape_used[srows]
         known = d[full, self._NSHAPE].astype(np.intp)
         distance[np.arange(self._SHAPES)[None, :] >= known[:, None]] = np.inf

@@ -946,7 +946,9 @@ class DetectionEngine:
         if state.last_collected is None or collected > state.last_collected:
             if state.last_collected is not None:
                 gap = collected - state.last_collected
-                if gap > self.silence_limit(state):
+                # the limit is never under min_seconds: the median of the intervals is
+                # worked out only for a gap that long
+                if gap > self.config.silence.min_seconds and gap > self.silence_limit(state):
                     state.traffic_from = collected  # its services were silent with it
                 state.intervals.append(gap)
             state.last_collected = collected

@@ -51,12 +51,12 @@ from medbay.common.kv import entries as kv_entries
 from medbay.common.kv import keys as kv_keys
 from medbay.common.kv import open_key_value
 from medbay.common.streams import metrics_partition, token
+from medbay.detector.anomaly import StateArray
 from medbay.detector.engine import (
     GAP_HISTORY,
     INTERVAL_HISTORY,
     DetectionEngine,
     Episode,
-    FloatArray,
     HostState,
     NoTrafficIssue,
     OpenIssue,
@@ -82,7 +82,7 @@ class HostSnapshot:
     """Everything the engine knows about one host, as plain data and arrays."""
 
     meta: dict[str, object]
-    arrays: dict[str, FloatArray]
+    arrays: dict[str, StateArray]
 
 
 def encode(snap: HostSnapshot) -> bytes:
@@ -102,7 +102,7 @@ def decode(data: bytes) -> HostSnapshot:
         raise SnapshotError("snapshot header is not a JSON object")
     if meta.pop("format", None) != FORMAT:
         raise SnapshotError("unknown snapshot format")
-    arrays: dict[str, FloatArray] = {}
+    arrays: dict[str, StateArray] = {}
     offset = 4 + size
     for name, dtype_str, shape in meta.pop("arrays"):
         dtype = np.dtype(dtype_str)
@@ -123,7 +123,7 @@ def export_host(engine: DetectionEngine, host: str) -> HostSnapshot:
     rows = np.array([state.index[k] for k in keys], dtype=np.intp)
     local = {int(r): i for i, r in enumerate(rows.tolist())}
     th = engine.thresholds
-    arrays: dict[str, FloatArray] = {
+    arrays: dict[str, StateArray] = {
         "level": th.level[rows].astype(np.float64),
         "pending": th.pending[rows].astype(np.float64),
         "count": th.count[rows].astype(np.float64),
@@ -221,7 +221,7 @@ def _expect(value: object, kind: type, what: str) -> Any:
     return value
 
 
-def _rows(arrays: dict[str, FloatArray], name: str, count: int) -> FloatArray:
+def _rows(arrays: dict[str, StateArray], name: str, count: int) -> StateArray:
     """The array ``name`` with one entry per row (``count`` of them)."""
     if name not in arrays:
         raise SnapshotError(f"snapshot has no array {name!r}")
@@ -282,7 +282,7 @@ def _pair(value: object, what: str) -> tuple[object, object]:
     return items[0], items[1]
 
 
-def _blocks(value: object, arrays: dict[str, FloatArray], count: int) -> dict[str, list[int]]:
+def _blocks(value: object, arrays: dict[str, StateArray], count: int) -> dict[str, list[int]]:
     blocks: dict[str, list[int]] = {}
     for name, members in _expect(value, dict, "blocks").items():
         where = f"blocks.{name}"
@@ -455,7 +455,7 @@ def _check(snap: HostSnapshot) -> _Checked:
 
 
 def _check_detector_state(
-    engine: DetectionEngine, blocks: dict[str, list[int]], arrays: dict[str, FloatArray]
+    engine: DetectionEngine, blocks: dict[str, list[int]], arrays: dict[str, StateArray]
 ) -> None:
     """Each restored detector's state arrays fit it: one row per member, its shape beyond."""
     for name, members in blocks.items():
@@ -514,11 +514,9 @@ def import_host(engine: DetectionEngine, snap: HostSnapshot) -> None:
         block.debounce.count[brows] = arrays[f"{name}/count"].astype(np.intp)
         block.last_score[brows] = arrays[f"{name}/last_score"]
         block.seen[brows] = arrays[f"{name}/seen"].astype(np.intp)
-        full = block.detector.get_state()
-        for key in full:
-            full[key] = np.array(full[key], copy=True)
-            full[key][brows] = arrays[f"{name}/state/{key}"]
-        block.detector.set_state(full)
+        block.detector.set_rows(
+            brows, {key: arrays[f"{name}/state/{key}"] for key in block.detector.get_state()}
+        )
     for item in checked.opened:
         row = int(rows[item.row])
         if item.source != "threshold" and (not same_config or engine.block_of[row] is None):

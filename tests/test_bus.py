@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import nats
 import pytest
 from nats.aio.msg import Msg
+from nats.errors import NotJSMessageError
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
@@ -26,6 +27,7 @@ from medbay.common.bus import (
     json_parser,
     make_broker,
     publish_event,
+    stream_position,
 )
 from medbay.common.events import MetricBatch, MetricSample
 from medbay.common.streams import DEADLETTER, METRICS
@@ -289,6 +291,26 @@ async def test_a_pull_feed_stops_when_cancelled_as_a_message_arrives(nats_server
     finally:
         await feed.stop()
         await nc.close()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.METRICS.detector-3.2.1234.77.1733049600123456789.42",
+        "$JS.ACK.hub.ACCHASH.METRICS.detector-3.2.1234.77.1733049600123456789.42.token",
+        "$JS.ACK._.ACCHASH.METRICS.detector-3.2.1234.77.1733049600123456789.42",
+    ],
+)
+def test_the_stream_position_is_what_the_metadata_says(reply: str) -> None:
+    msg = Msg(_client=None, subject="medbay.metrics.h", reply=reply)  # type: ignore[arg-type]
+    seq, stored_at = stream_position(msg)
+    assert seq == msg.metadata.sequence.stream == 1234
+    assert stored_at == pytest.approx(msg.metadata.timestamp.timestamp(), abs=1e-6)
+
+
+def test_a_message_not_from_jetstream_has_no_stream_position() -> None:
+    with pytest.raises(NotJSMessageError):
+        stream_position(Msg(_client=None, subject="x", reply="_INBOX.abc"))  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":  # pragma: no cover

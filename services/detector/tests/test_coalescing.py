@@ -28,9 +28,9 @@ def deliveries(
         batch = MetricBatch(
             host=host, collected_at=utc_now(), samples=[MetricSample(name="load1", value=0.5)]
         )
-        metadata = SimpleNamespace(timestamp=utc_now(), num_pending=pending)
+        metadata = SimpleNamespace(num_pending=pending)
         msg = SimpleNamespace(metadata=metadata, headers=None)
-        out.append(Delivery(batch, cast(Any, msg), seq))
+        out.append(Delivery(batch, cast(Any, msg), seq, utc_now().timestamp()))
     return out
 
 

@@ -36,7 +36,7 @@ class Feed:
 
     def send(self, host: str, seconds: float) -> list[str]:
         self.seq += 1
-        events = self.engine.process(batch(host, seconds), self.seq, at(seconds + 0.2))
+        events = self.engine.process(batch(host, seconds), self.seq, at(seconds + 0.2).timestamp())
         return [f"{e.type} {e.kind}" for e in events]
 
     def every(self, host: str, interval: float, start: float, end: float) -> None:
@@ -80,7 +80,7 @@ def test_a_host_that_stops_opens_host_silent_after_its_limit_and_resolves_on_ret
     assert opened.event_id == derived_event_id(opened.fingerprint, 1, "opened")
     assert engine.check_silence(at(200)) == []  # open once
 
-    resumed = engine.process(batch("web1", 240), feed.seq + 1, at(240.5))
+    resumed = engine.process(batch("web1", 240), feed.seq + 1, at(240.5).timestamp())
     assert [(e.type, e.fingerprint) for e in resumed] == [("issue.resolved", opened.fingerprint)]
     assert resumed[0].event_id == derived_event_id(opened.fingerprint, 1, "resolved")
     assert resumed[0].detail == "metrics again after 140 s without"
@@ -152,7 +152,7 @@ def test_silence_survives_a_snapshot_and_restore():
     restored.watch(at(170))
     # the open issue is still open: not opened twice, and resolved on return
     assert checks(restored, 170, 400) == {265: "loud"}
-    back = restored.process(batch("quiet", 400), 100, at(400.1))
+    back = restored.process(batch("quiet", 400), 100, at(400.1).timestamp())
     assert [(e.type, e.fingerprint, e.first_seen) for e in back] == [
         ("issue.resolved", opened.fingerprint, opened.first_seen)
     ]

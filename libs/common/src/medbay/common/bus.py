@@ -298,6 +298,20 @@ def validation_reason(exc: Exception) -> str:
     return str(exc)
 
 
+def stream_position(msg: Msg) -> tuple[int, float]:
+    """A JetStream message's stream sequence and when the stream stored it (seconds
+    since the epoch), read from its reply subject: ``msg.metadata`` reads all of it
+    into objects, which costs more than validating a batch of metrics."""
+    tokens = (msg.reply or "").split(".")
+    if tokens[:2] == ["$JS", "ACK"]:
+        if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<seq>.<cseq>.<ns>.<pending>
+            return int(tokens[5]), int(tokens[7]) / 1e9
+        if len(tokens) >= 11:  # with a domain and an account hash after $JS.ACK
+            return int(tokens[7]), int(tokens[9]) / 1e9
+    meta = msg.metadata  # raises NotJSMessageError, naming what is wrong
+    return meta.sequence.stream, meta.timestamp.timestamp()
+
+
 @dataclass
 class Delivery(Generic[E]):
     """One valid message of a fetched batch."""
@@ -305,6 +319,8 @@ class Delivery(Generic[E]):
     event: E
     msg: Msg
     seq: int
+    stored_at: float
+    """When the stream stored it (seconds since the epoch)."""
 
     @functools.cached_property
     def trace_context(self) -> otel_context.Context:
@@ -683,7 +699,7 @@ class BatchConsumer(Generic[E]):
             if isinstance(event, Event) and (problem := subject_mismatch(event, raw.subject)):
                 await self.reject(raw, problem)
                 continue
-            good.append(Delivery(event, raw, raw.metadata.sequence.stream))
+            good.append(Delivery(event, raw, *stream_position(raw)))
         return good
 
     async def reject(self, raw: Msg, reason: str) -> None:

@@ -544,7 +544,7 @@ class DetectionEngine:
     # -- processing -----------------------------------------------------------
 
     def process(
-        self, batch: MetricBatch, seq: int, received_at: datetime | None = None
+        self, batch: MetricBatch, seq: int, received_at: float | None = None
     ) -> list[IssueChange]:
         received = None if received_at is None else [received_at]
         return [event for _, event in self.process_many([(batch, seq)], received)]
@@ -552,12 +552,13 @@ class DetectionEngine:
     def process_many(
         self,
         batches: Sequence[tuple[MetricBatch, int]],
-        received_at: Sequence[datetime] | None = None,
+        received_at: Sequence[float] | None = None,
     ) -> list[tuple[int, IssueChange]]:
         """Apply batches given in stream order with their stream sequence numbers.
 
-        ``received_at`` says when each reached the bus (its stream time; by default
-        its ``collected_at``): what host silence is measured from. Returns the
+        ``received_at`` says when each reached the bus (its stream time, in seconds
+        since the epoch; by default its ``collected_at``): what host silence is
+        measured from. Returns the
         issue events, each with the position of the batch that caused it. A batch
         at or below its host's last applied sequence was applied already (a
         redelivery, or a replay after restart) and is skipped.
@@ -571,8 +572,8 @@ class DetectionEngine:
                 continue
             state.last_seq = seq
             self.dirty.add(batch.host)
-            received = batch.collected_at if received_at is None else received_at[index]
-            if (back := self._heard_from(state, batch, received.timestamp())) is not None:
+            received = batch.collected_at.timestamp() if received_at is None else received_at[index]
+            if (back := self._heard_from(state, batch, received)) is not None:
                 events.append((index, back))
             if not batch.samples:
                 if state.traffic and (found := self._traffic(state, batch, ())):

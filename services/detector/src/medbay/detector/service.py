@@ -47,6 +47,7 @@ from medbay.common.bus import (
     consumer,
     jetstream,
     publish_event,
+    stream_position,
 )
 from medbay.common.events import IssueChange, MetricBatch, utc_now
 from medbay.common.kv import patiently
@@ -437,7 +438,7 @@ class DetectorService:
             items: list[tuple[MetricBatch, int]] = []
             received = []
             for msg in msgs:
-                last = msg.metadata.sequence.stream
+                last, stored_at = stream_position(msg)
                 host = msg.subject.rsplit(".", 1)[-1]
                 if everything and metrics_partition(host, self.count) != work.index:
                     continue
@@ -446,7 +447,7 @@ class DetectorService:
                 except ValidationError:
                     continue  # dead-lettered when it was first delivered
                 items.append((batch, last))
-                received.append(msg.metadata.timestamp)
+                received.append(stored_at)
             async with work.evaluating:
                 work.hosts.update(batch.host for batch, _ in items)
                 found = self.engine.process_many(items, received)
@@ -579,7 +580,7 @@ class DetectorService:
             sub.work.hosts.update(d.event.host for d in sub.deliveries)
             for d in sub.deliveries:
                 items.append((d.event, d.seq))
-                received.append(d.msg.metadata.timestamp)
+                received.append(d.stored_at)
                 owners.append((sub, d))
         before = engine.samples_seen
         try:

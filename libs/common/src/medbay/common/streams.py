@@ -48,6 +48,7 @@ people reset.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -93,6 +94,7 @@ transform); detectors read it back from the stream. Changing it is a release of 
 own: see the detector's README (partitions)."""
 
 
+@functools.lru_cache(maxsize=100_000)  # host names, over and over: every batch is checked
 def token(value: str) -> str:
     """Make ``value`` safe as one subject token (no dots, wildcards or spaces)."""
     return _UNSAFE.sub("_", value) or "_"

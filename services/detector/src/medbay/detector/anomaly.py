@@ -26,6 +26,7 @@ IntArray = NDArray[np.intp]
 BoolArray = NDArray[np.bool_]
 StateArray = NDArray[np.floating[Any]]
 """A state array: float64, or float32 where that precision is enough."""
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -356,9 +357,10 @@ class NoveltyDetector(AnomalyDetector):
         self.learn = learn
         self.floor = floor
         d = 2 * self._WIDTH
-        # 64 bits where sums are kept exact, 32 for shapes, counts and levels on 50 steps
+        # 32 bits for the samples of the window sums (each is rounded to 32 bits before it
+        # is summed, so what leaves a sum is what entered it), shapes, counts and levels
         self.stats: FloatArray = np.zeros((0, self._COLUMNS))
-        self.ring: FloatArray = np.zeros((0, self._RING))
+        self.ring: NDArray[np.float32] = np.zeros((0, self._RING), dtype=np.float32)
         self.levels: NDArray[np.float32] = np.zeros((0, self._LEVELS + 1), dtype=np.float32)
         self.points: NDArray[np.float32] = np.zeros((0, self._WIDTH), dtype=np.float32)
         self.shapes: NDArray[np.float32] = np.zeros((0, self._SHAPES * d), dtype=np.float32)
@@ -377,12 +379,18 @@ class NoveltyDetector(AnomalyDetector):
         }
 
     def add_series(self, count: int) -> None:
+        """Room for ``count`` more series. The arrays grow to twice their rows when
+        full, not by ``count`` each time: a host at a time, that would copy the whole
+        state once per host. Rows not used yet take no memory (zeroed pages are only
+        mapped once written)."""
+        size, needed = self.size, self.size + count
         for key, array in self._arrays().items():
-            fresh = np.zeros((count, array.shape[1]), dtype=array.dtype)
-            if key == "stats":
-                fresh[:, self._WHY] = -1
-            setattr(self, key, np.vstack([array, fresh]))
-        self.size += count
+            if needed > len(array):
+                bigger = np.zeros((max(needed, 2 * len(array)), array.shape[1]), array.dtype)
+                bigger[:size] = array[:size]
+                setattr(self, key, bigger)
+        self.size = needed
+        self.reset(np.arange(size, needed, dtype=np.intp))
 
     def reset(self, rows: IntArray) -> None:
         for array in self._arrays().values():
@@ -390,7 +398,7 @@ class NoveltyDetector(AnomalyDetector):
         self.stats[rows, self._WHY] = -1
 
     def get_state(self) -> dict[str, StateArray]:
-        return self._arrays()
+        return {key: array[: self.size] for key, array in self._arrays().items()}
 
     def set_rows(self, rows: IntArray, state: Mapping[str, StateArray]) -> None:
         for key, array in self._arrays().items():
@@ -422,12 +430,14 @@ class NoveltyDetector(AnomalyDetector):
         # window sums, on values shifted by each series' first value
         origin = np.where(first, values, st[:, self._ORIGIN])
         st[:, self._ORIGIN] = origin
-        shifted = values - origin
+        # (clipped to what 32 bits hold: a sample 1e38 off the first is told by its value)
+        shifted = np.clip(values - origin, -_FLOAT32_MAX, _FLOAT32_MAX)
+        shifted = shifted.astype(np.float32).astype(np.float64)
         ring = self.ring
         pos = (n % self._RING).astype(np.intp)
         lengths = self._SUM_LENGTHS
         # the samples leaving each window, all windows in one gather
-        leaving = ring[rows[:, None], (pos[:, None] - lengths) % self._RING]
+        leaving = ring[rows[:, None], (pos[:, None] - lengths) % self._RING].astype(np.float64)
         leaving[n[:, None] < lengths] = 0.0
         st[:, self._SUM_COLUMNS] += shifted[:, None] - leaving
         left24 = leaving[:, 1]
@@ -436,7 +446,7 @@ class NoveltyDetector(AnomalyDetector):
         count = n + 1
         wrapped = pos == self._RING - 1
         if wrapped.any():  # exact sums once a ring round, so rounding cannot accumulate
-            full = ring[rows[wrapped]]
+            full = ring[rows[wrapped]].astype(np.float64)
             sums = full[:, ::-1].cumsum(axis=1)
             st[np.ix_(wrapped, self._SUM_COLUMNS)] = sums[:, lengths - 1]
             tail = full[:, -24:]

@@ -346,6 +346,7 @@ class NoveltyDetector(AnomalyDetector):
     """Each window sum's column and length."""
     _SUM_COLUMNS = np.array([column for column, _ in _SUMS])
     _SUM_LENGTHS = np.array([length for _, length in _SUMS])
+    _AT_24 = [column for column, _ in _SUMS].index(_S24)
     _TAU_OF = np.array(_TAU)
     _START_OF = np.array(_START)
     _TWO_SIDED_OF = np.array(_TWO_SIDED)
@@ -440,7 +441,7 @@ class NoveltyDetector(AnomalyDetector):
         leaving = ring[rows[:, None], (pos[:, None] - lengths) % self._RING].astype(np.float64)
         leaving[n[:, None] < lengths] = 0.0
         st[:, self._SUM_COLUMNS] += shifted[:, None] - leaving
-        left24 = leaving[:, 1]
+        left24 = leaving[:, self._AT_24]
         st[:, self._Q24] += shifted * shifted - left24 * left24
         ring[rows, pos] = shifted
         count = n + 1

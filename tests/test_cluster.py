@@ -160,3 +160,19 @@ def test_auth_init_makes_the_route_password_once(tmp_path: Path) -> None:
     assert route.read_text() == first  # kept: changing it means restarting every server
     init(tmp_path, {"route"})
     assert route.read_text() != first
+
+
+def test_copies_that_wait_for_an_offline_server_are_retried_not_refused() -> None:
+    from nats.js.errors import BadRequestError
+
+    from medbay.common.settings import ConfigError, peer_offline, replicas_problem
+
+    offline = BadRequestError(
+        code=400, err_code=10005, description="no suitable peers for placement, peer offline"
+    )
+    too_many = BadRequestError(
+        code=400, err_code=10074, description="replicas > 1 not supported in non-clustered mode"
+    )
+    assert peer_offline(offline) and not peer_offline(too_many)
+    assert replicas_problem("ISSUES", 3, offline) is offline  # for the caller to retry
+    assert isinstance(replicas_problem("ISSUES", 3, too_many), ConfigError)

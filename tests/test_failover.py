@@ -11,6 +11,7 @@ and rejects another when the deadline A set runs out.
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import time
@@ -30,6 +31,7 @@ from nats.js.api import KeyValueConfig
 from medbay.approver.messages import APPROVE_LABEL
 from medbay.common.bus import event_headers
 from medbay.common.events import Approval, Plan, Risk
+from medbay.common.kv import patiently
 from medbay.common.reading import read
 from medbay.common.records import EXECUTOR_RAILS, TARGET_CATALOG_KEY
 from medbay.common.streams import (
@@ -111,15 +113,20 @@ async def stand_in_for_detector_and_executor(cluster: SecuredCluster) -> Client:
     executor = await connect(cluster, "executor")
     try:
         ejs = executor.jetstream()
-        await ejs.add_stream(config=RESULTS.declaration(3))
-        kv = await ejs.create_key_value(KeyValueConfig(bucket=EXECUTOR_RAILS.name, replicas=3))
+        await patiently(lambda: ejs.add_stream(config=RESULTS.declaration(3)), RESULTS.name)
+        kv = await patiently(
+            lambda: ejs.create_key_value(KeyValueConfig(bucket=EXECUTOR_RAILS.name, replicas=3)),
+            EXECUTOR_RAILS.name,
+        )
         catalog = make_catalog({"redis": ["clear_cache"], "api": ["restart_service"]})
         await kv.put(TARGET_CATALOG_KEY, catalog.model_dump_json().encode())
     finally:
         await executor.close()
     detector = await connect(cluster, "detector")
     for spec in (ISSUES, DEADLETTER):
-        await detector.jetstream().add_stream(config=spec.declaration(3))
+        # as the services do: a server the meta leader has not heard from yet is retried
+        declare = functools.partial(detector.jetstream().add_stream, spec.declaration(3))
+        await patiently(declare, spec.name)
     return detector
 
 

@@ -49,7 +49,7 @@ from pydantic import ValidationError
 
 from medbay.common.access import Durable
 from medbay.common.events import Event
-from medbay.common.settings import replicas_problem
+from medbay.common.settings import offline_problem, peer_offline, replicas_problem
 from medbay.common.streams import (
     DEADLETTER,
     StreamSpec,
@@ -153,7 +153,12 @@ async def declare_streams(
                 await _declare(js, config, replicas)
                 break
             except APIError as exc:
-                raise replicas_problem(spec.name, replicas, exc) from None
+                if not peer_offline(exc):
+                    raise replicas_problem(spec.name, replicas, exc) from None
+                if loop.time() > deadline:
+                    raise offline_problem(spec.name, exc) from None
+                log.warning("declaring stream %s: %r; trying again", spec.name, exc)
+                await asyncio.sleep(1.0)
             except (TimeoutError, NoRespondersError) as exc:
                 if loop.time() > deadline:
                     raise

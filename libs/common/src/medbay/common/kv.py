@@ -29,7 +29,7 @@ from nats.js.object_store import ObjectStore
 from pydantic import BaseModel, ValidationError
 
 from medbay.common.access import BucketSpec
-from medbay.common.settings import replicas_problem
+from medbay.common.settings import offline_problem, peer_offline, replicas_problem
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -124,15 +124,19 @@ async def change(
 
 async def patiently(declare: Callable[[], Awaitable[T]], what: str, patience: float = 120.0) -> T:
     """``declare()``, asked again while the JetStream API does not answer (a cluster
-    electing its leaders, or busy) for up to ``patience`` seconds."""
+    electing its leaders, or busy) or cannot place copies on a server that is offline,
+    for up to ``patience`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
     while True:
         try:
             return await declare()
-        except (TimeoutError, NoRespondersError) as exc:
-            if loop.time() > deadline:
+        except (TimeoutError, NoRespondersError, APIError) as exc:
+            offline = peer_offline(exc)
+            if isinstance(exc, APIError) and not offline:
                 raise
+            if loop.time() > deadline:
+                raise offline_problem(what, exc) if offline else exc from None
             log.warning("declaring %s: %r; trying again", what, exc)
             await asyncio.sleep(1.0)
 

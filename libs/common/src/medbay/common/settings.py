@@ -266,10 +266,33 @@ def config_from_command_line(
         raise SystemExit(2) from None
 
 
+_NO_PLACEMENT = 10005
+"""JetStream's error code for copies it cannot place."""
+
+
+def peer_offline(exc: BaseException) -> bool:
+    """Whether the server could not place copies because a server of the cluster is
+    offline: passing while a cluster starts or a server restarts, so worth retrying."""
+    text = str(getattr(exc, "description", None) or "")
+    return getattr(exc, "err_code", None) == _NO_PLACEMENT and "offline" in text
+
+
+def offline_problem(name: str, exc: BaseException) -> ConfigError:
+    """What to do when copies of ``name`` stayed unplaceable with a server offline."""
+    text = str(getattr(exc, "description", None) or exc)
+    return ConfigError(
+        f"cannot place the copies of {name}: the NATS server says {text!r}. Start the "
+        "cluster's offline server, or lower MEDBAY_NATS_REPLICAS."
+    )
+
+
 def replicas_problem(name: str, replicas: int, exc: Exception) -> Exception:
     """A ``ConfigError`` when the server cannot keep ``replicas`` copies of ``name``
-    (a single server, or fewer JetStream servers than copies); else ``exc`` itself."""
+    (a single server, or fewer JetStream servers than copies); else ``exc`` itself
+    (also when a server is only offline: ``peer_offline``, for the caller to retry)."""
     text = str(getattr(exc, "description", None) or exc)
+    if peer_offline(exc):
+        return exc
     if replicas > 1 or "replica" in text.lower():
         return ConfigError(
             f"cannot keep {name} in {replicas} copies (MEDBAY_NATS_REPLICAS): the NATS server "

@@ -49,7 +49,8 @@ from pydantic import ValidationError
 
 from medbay.common.access import Durable
 from medbay.common.events import Event
-from medbay.common.settings import offline_problem, peer_offline, replicas_problem
+from medbay.common.kv import patiently
+from medbay.common.settings import replicas_problem
 from medbay.common.streams import (
     DEADLETTER,
     StreamSpec,
@@ -144,40 +145,26 @@ async def declare_streams(
     replicas starting together do not all rewrite it; a JetStream API that does not
     answer yet (a cluster electing its leaders) is asked again for ``patience`` s."""
     js = jetstream(broker)
-    loop = asyncio.get_running_loop()
     for spec in specs:
         config: StreamConfig = spec.declaration(replicas)
-        deadline = loop.time() + patience
-        while True:
-            try:
-                await _declare(js, config, replicas)
-                break
-            except APIError as exc:
-                if not peer_offline(exc):
-                    raise replicas_problem(spec.name, replicas, exc) from None
-                if loop.time() > deadline:
-                    raise offline_problem(spec.name, exc) from None
-                log.warning("declaring stream %s: %r; trying again", spec.name, exc)
-                await asyncio.sleep(1.0)
-            except (TimeoutError, NoRespondersError) as exc:
-                if loop.time() > deadline:
-                    raise
-                log.warning("declaring stream %s: %r; trying again", spec.name, exc)
-                await asyncio.sleep(1.0)
+        await patiently(functools.partial(_declare, js, config, replicas), spec.name, patience)
 
 
 async def _declare(js: JetStreamContext, config: StreamConfig, replicas: int) -> None:
     try:
-        info = await js.stream_info(config.name or "")
-    except NotFoundError:
-        await js.add_stream(config=config)
-        log.info("declared stream %s (%d replicas)", config.name, replicas)
-        return
-    wanted = config.as_dict()
-    current = info.config.as_dict()
-    if any(current.get(key) != value for key, value in wanted.items()):
-        await js.update_stream(config=config)
-        log.info("updated stream %s to its declaration", config.name)
+        try:
+            info = await js.stream_info(config.name or "")
+        except NotFoundError:
+            await js.add_stream(config=config)
+            log.info("declared stream %s (%d replicas)", config.name, replicas)
+            return
+        wanted = config.as_dict()
+        current = info.config.as_dict()
+        if any(current.get(key) != value for key, value in wanted.items()):
+            await js.update_stream(config=config)
+            log.info("updated stream %s to its declaration", config.name)
+    except APIError as exc:
+        raise replicas_problem(config.name or "", replicas, exc) from None
 
 
 async def wait_for_streams(

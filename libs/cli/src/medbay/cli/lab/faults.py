@@ -258,7 +258,7 @@ FAULTS: tuple[Fault, ...] = (
     ),
     Fault(
         "cpu_spinner",
-        f"two threads of {WORKER} spin, each on a core",
+        f"{WORKER} spins on every core (4 threads a core)",
         "auto_resolved",
         (WORKER,),
         LAB_HOST,

@@ -6,7 +6,7 @@ and the collector's process list show) after ``--name``, so issues about it and
 executor targets can name it. Faults a real service has are asked of it over
 HTTP, by the lab only (it listens on 127.0.0.1):
 
-- ``POST /fault/spin``: two threads spin forever (busy loops outside the GIL, up to two cores);
+- ``POST /fault/spin``: threads spin forever on every core (busy loops outside the GIL);
 - ``POST /fault/leak?mb=N``: N MiB more memory held, and touched;
 - ``POST /fault/flood?mb=N``: N MiB of log lines written to ``--log`` at once.
 
@@ -30,10 +30,12 @@ from urllib.parse import parse_qs, urlsplit
 
 PR_SET_NAME = 15
 MiB = 1024 * 1024
-SPINNING_THREADS = 2
-"""A runaway process with two busy threads: on a machine busy with other work, where
-the first cannot raise its priority, two threads still get the half core the lab's
-detection rule looks for."""
+SPINNING_THREADS = 4 * (os.cpu_count() or 2)
+"""A runaway process with four busy threads a core. On an idle machine it takes every
+core, as two would; on a machine busy with other work (a CI runner with a load of 10 on
+2 cores), the scheduler shares the cores by runnable thread, and two threads there got
+less than the half core the lab's detection rule looks for, for minutes; eight get
+most of a core."""
 _held: list[bytearray] = []
 
 
@@ -48,10 +50,10 @@ def set_process_name(name: str) -> None:
 
 def spin(raise_priority: bool) -> None:
     """Busy-loop on a core, outside the GIL (hashing a large block releases it), so that
-    two spinning threads can take two cores. With ``raise_priority`` the thread asks for
+    spinning threads can take every core. With ``raise_priority`` the thread asks for
     a higher priority (where allowed: root or CAP_SYS_NICE), so that it takes a whole
     core on a busy machine too, as the runaway process it stands for would; only one
-    thread asks, so the other core stays shared with the rest of the machine."""
+    thread asks, so the other cores stay shared with the rest of the machine."""
     if raise_priority:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), -10)

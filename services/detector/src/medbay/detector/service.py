@@ -77,12 +77,16 @@ from medbay.detector.snapshots import (
 
 log = logging.getLogger("medbay.detector")
 
-LINGER_SECONDS = 0.2
+LINGER_SECONDS = 0.5
 """While the partitions keep up, how long the first set handed in waits for others
 before a pass: more sets a pass, and each partition's next set is fetched no sooner,
-so it brings more batches (measured at 1,000 hosts: a quarter less CPU per sample than
-with 20 ms), for 0.1-0.2 s more from publish to issue, which a scrape interval of
-seconds dwarfs."""
+so it brings more batches. A pass has a cost of its own besides its batches' (about
+1 ms: the event loop's rounds, the consumers' socket writes), and replicas sharing a
+load each make as many passes as one replica alone would: at 1,000 hosts, 20 ms took
+a quarter more CPU per sample than 0.2 s, and with three replicas 0.2 s took 10-20 %
+more CPU per sample than one replica, 0.5 s 0-10 % (`medbay bench faults --scaling`).
+It costs up to 0.5 s from publish to issue, which a scrape interval of seconds and
+the samples a rule waits for dwarf."""
 GATHER_SECONDS = 0.5
 """The longest a set waits for the next sets of the partitions that are behind; one
 that does not come in time is not waited for again until it hands in a set."""

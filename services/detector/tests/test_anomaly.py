@@ -23,13 +23,21 @@ from medbay.detector.backtest import CsvInputError, score_csv
 ALL = sorted(DETECTORS)
 
 
-def run(detector: AnomalyDetector, data: FloatArray) -> FloatArray:
-    """Feed a (series, time) matrix one time step at a time; return the scores."""
+def run(detector: AnomalyDetector, data: FloatArray, times: FloatArray | None = None) -> FloatArray:
+    """Feed a (series, time) matrix one time step at a time, each step at ``times[t]``
+    (seconds since the epoch) if given; return the scores."""
     out = np.zeros_like(data)
     rows = np.arange(data.shape[0], dtype=np.intp)
     for t in range(data.shape[1]):
-        out[:, t] = detector.step(rows, data[:, t])
+        at = None if times is None else np.full(len(rows), times[t])
+        out[:, t] = detector.step(rows, data[:, t], at)
     return out
+
+
+DAY = 86_400.0
+QUARTER_HOURS: FloatArray = 1_767_225_600.0 + 900.0 * np.arange(1200, dtype=np.float64)
+"""A sample every 15 minutes from 2026-01-01: 1,200 samples are 12.5 days, past the week
+after which ``novelty`` judges a value by the time of day."""
 
 
 def fresh(name: str, series: int) -> AnomalyDetector:
@@ -261,3 +269,74 @@ def test_set_rows_puts_back_some_series_and_keeps_the_others(name: str) -> None:
     after = run(other, data[:, 500:])
     assert np.array_equal(after[moved], run(source, data[:, 500:])[moved])
     assert np.array_equal(after[kept], run(alone, data[:, 500:])[kept])
+
+
+def daily(days: int, seed: int = 3) -> tuple[FloatArray, FloatArray]:
+    """A sample every 15 minutes: a busy day (80 from 09:00 to 18:00 UTC) and a quiet
+    night (20), with a little noise; and the samples' times."""
+    times: FloatArray = 1_767_225_600.0 + 900.0 * np.arange(days * 96, dtype=np.float64)
+    hour = times % DAY / 3600
+    rng = np.random.default_rng(seed)
+    values = np.where((hour >= 9) & (hour < 18), 80.0, 20.0) + rng.normal(0, 1, len(times))
+    return values, times
+
+
+def test_novelty_flags_a_value_unusual_for_its_time_of_day_and_says_when() -> None:
+    values, times = daily(14)
+    night = np.flatnonzero(times % DAY / 3600 == 3)[-1]  # 03:00 on the last day
+    busy = values.copy()
+    busy[night : night + 4] = 80.0  # a day's level at night: in range for the series
+    detector = fresh("novelty", 1)
+    scores = run(detector, busy[None, : night + 1], times[: night + 1])[0]
+    assert scores[night] >= NoveltyDetector.threshold
+    usual = run(fresh("novelty", 1), values[None, : night + 1], times[: night + 1])[0]
+    assert usual[night] < NoveltyDetector.threshold
+    said = detector.explain(0)
+    assert "above its highest between 03:00 and 06:00 UTC" in said, said
+    # without the times, or before a week of history, the same value is not unusual
+    assert run(fresh("novelty", 1), busy[None, : night + 1])[0][night] < NoveltyDetector.threshold
+    early = np.flatnonzero(times % DAY / 3600 == 3)[5]  # 03:00 on the sixth day
+    busy[early] = 80.0
+    week = run(fresh("novelty", 1), busy[None, : early + 1], times)[0]
+    assert week[early] < NoveltyDetector.threshold
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_with_times_scores_are_causal_and_a_series_scores_the_same_alone(name: str) -> None:
+    data = noisy_series()
+    full = run(fresh(name, 4), data, QUARTER_HOURS)
+    k = 1000
+    assert np.array_equal(run(fresh(name, 4), data[:, :k], QUARTER_HOURS), full[:, :k])
+    assert np.array_equal(run(fresh(name, 1), data[2:3], QUARTER_HOURS), full[2:3])
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_with_times_state_round_trip_gives_identical_scores(name: str) -> None:
+    data = noisy_series()
+    original = fresh(name, 4)
+    run(original, data[:, :900], QUARTER_HOURS)
+    state = {key: np.array(value, copy=True) for key, value in original.get_state().items()}
+    restored = make_detector(name)
+    restored.set_state(state)
+    later = QUARTER_HOURS[900:]
+    assert np.array_equal(run(restored, data[:, 900:], later), run(original, data[:, 900:], later))
+
+
+def test_novelty_restores_a_state_saved_before_it_judged_the_time_of_day() -> None:
+    data = noisy_series()
+    original = fresh("novelty", 4)
+    run(original, data[:, :900], QUARTER_HOURS)
+    older = {
+        key: np.array(value, copy=True)
+        for key, value in original.get_state().items()
+        if key not in ("slots", "first_time")
+    }
+    restored = make_detector("novelty")
+    restored.set_state(older)
+    moved = np.array([1, 3], dtype=np.intp)
+    other = fresh("novelty", 4)
+    other.set_rows(moved, {key: value[moved] for key, value in older.items()})
+    for detector in (restored, other):
+        assert np.all(detector.get_state()["slots"][moved] == 0)
+    # the records it had are kept: it scores as the original did without the times
+    assert np.array_equal(run(restored, data[:, 900:]), run(original, data[:, 900:]))

@@ -61,8 +61,12 @@ class AnomalyDetector(ABC):
         """Make ``rows`` empty again, as ``add_series`` makes them (their series left)."""
 
     @abstractmethod
-    def step(self, rows: IntArray, values: FloatArray) -> FloatArray:
-        """Score ``values[i]`` for series ``rows[i]`` and then learn it. Rows are unique."""
+    def step(
+        self, rows: IntArray, values: FloatArray, times: FloatArray | None = None
+    ) -> FloatArray:
+        """Score ``values[i]`` for series ``rows[i]`` and then learn it. Rows are unique.
+        ``times[i]`` is when the value was measured, in seconds since the epoch (UTC), for
+        detectors that judge a value by the time of day; without it they do not."""
 
     def explain(self, row: int) -> str:
         """What made series ``row``'s last score high, in words ("" if it cannot say)."""
@@ -126,7 +130,9 @@ class Sigma3Detector(AnomalyDetector):
         for column in (self.ring, self.count, self.pos, self.origin, self.total, self.total_sq):
             column[rows] = 0
 
-    def step(self, rows: IntArray, values: FloatArray) -> FloatArray:
+    def step(
+        self, rows: IntArray, values: FloatArray, times: FloatArray | None = None
+    ) -> FloatArray:
         n = self.count[rows]
         origin = np.where(n == 0, values, self.origin[rows])
         self.origin[rows] = origin
@@ -233,7 +239,9 @@ class LikelihoodDetector(AnomalyDetector):
         self.stats[rows] = 0.0
         self.raw[rows] = 0.0
 
-    def step(self, rows: IntArray, values: FloatArray) -> FloatArray:
+    def step(
+        self, rows: IntArray, values: FloatArray, times: FloatArray | None = None
+    ) -> FloatArray:
         st = self.stats[rows]
         n = st[:, self._N]
         first = n == 0
@@ -303,10 +311,20 @@ class NoveltyDetector(AnomalyDetector):
     A signal that goes beyond its range by ``e`` times the range's width scores
     ``1 - exp(-e / tau)``: the further beyond, the higher, and a signal only ever
     breaks its records more rarely as its history grows, so a series that is merely
-    noisy falls quiet. The score is the highest of the seven. A held shift keeps
-    scoring while the means catch up with it (up to 192 samples); a lone spike
-    scores for one sample. Series score 0 for their first ``learn`` samples. The
-    signal behind the last score is kept for ``explain``.
+    noisy falls quiet.
+
+    Given the samples' times, an eighth signal judges the value by the time of day: the
+    day is cut in 8 slots of 3 hours (UTC), each with the range of the values seen in
+    it, and once a series has 7 days of history a value beyond its slot's range (at
+    least a fifth of the value's whole range wide) scores half as much as a value
+    beyond its whole range would: what is normal at noon can be unusual at 3 a.m. (a
+    daily peak that does not come, a night that stays busy). Half, because a slot
+    has seen an eighth of the samples and its records break more often.
+
+    The score is the highest of the signals. A held shift keeps scoring while the
+    means catch up with it (up to 192 samples); a lone spike scores for one sample.
+    Series score 0 for their first ``learn`` samples. The signal behind the last score
+    is kept for ``explain``.
     """
 
     name = "novelty"
@@ -335,12 +353,21 @@ class NoveltyDetector(AnomalyDetector):
     _NEW_SHAPE = 0.05  # a shape this far from all known ones is learnt as a new one
     _SHAPE_WEIGHT = 20  # a known shape moves by at least 1/20 towards what matches it
     _MEAN_OF_SHAPE = np.full(2 * _WIDTH, 1 / (2 * _WIDTH), dtype=np.float32)
+    # time of day
+    _DAY = 86_400.0
+    _SLOTS = 8
+    _SLOT_AFTER = 7 * _DAY  # judged once a series has this much history
+    _SLOT_FLOOR = 0.2  # the narrowest slot range, in widths of the value range
+    _SLOT_WEIGHT = 0.5
+    _SLOT_TAU = 1.0
 
     # Columns of ``stats``.
     _N, _ORIGIN, _S12, _S24, _Q24, _S48, _S96, _S192 = range(8)
     _HI, _LO, _CNT = 8, 15, 22  # 7 signals each
     _DSN, _DSSUM, _DSMIN, _DSMAX, _DSMA, _DSI, _NSHAPE = range(29, 36)
     _WHY, _WHY_X, _WHY_HI, _WHY_LO = range(36, 40)
+    """``_WHY``: the signal behind the last score (an index of ``SIGNALS``; the time of day
+    is ``len(SIGNALS)`` plus its slot), -1 for none."""
     _COLUMNS = 40
     _SUMS = ((_S12, 12), (_S24, 24), (_S48, 48), (_S96, 96), (_S192, 192))
     """Each window sum's column and length."""
@@ -367,6 +394,9 @@ class NoveltyDetector(AnomalyDetector):
         self.shapes: NDArray[np.float32] = np.zeros((0, self._SHAPES * d), dtype=np.float32)
         self.shape_used: NDArray[np.float32] = np.zeros((0, self._SHAPES), dtype=np.float32)
         self.shape_count: NDArray[np.float32] = np.zeros((0, self._SHAPES), dtype=np.float32)
+        # each slot's highest and lowest value, and 1 where the slot has seen one
+        self.slots: NDArray[np.float32] = np.zeros((0, 3 * self._SLOTS), dtype=np.float32)
+        self.first_time: FloatArray = np.zeros((0, 1))  # 0: no time seen yet
 
     def _arrays(self) -> dict[str, StateArray]:
         return {
@@ -377,6 +407,8 @@ class NoveltyDetector(AnomalyDetector):
             "shapes": self.shapes,
             "shape_used": self.shape_used,
             "shape_count": self.shape_count,
+            "slots": self.slots,
+            "first_time": self.first_time,
         }
 
     def add_series(self, count: int) -> None:
@@ -401,21 +433,33 @@ class NoveltyDetector(AnomalyDetector):
     def get_state(self) -> dict[str, StateArray]:
         return {key: array[: self.size] for key, array in self._arrays().items()}
 
+    # A state saved before the time of day was judged has no ``slots`` nor ``first_time``:
+    # those series start learning it afresh.
+    _SINCE_TIME_OF_DAY = ("slots", "first_time")
+
     def set_rows(self, rows: IntArray, state: Mapping[str, StateArray]) -> None:
         for key, array in self._arrays().items():
-            array[rows] = state[key]
+            array[rows] = state[key] if key in state or key not in self._SINCE_TIME_OF_DAY else 0.0
 
     def set_state(self, state: Mapping[str, StateArray]) -> None:
+        size = len(state["stats"])
         for key, array in self._arrays().items():
-            setattr(self, key, np.array(state[key], dtype=array.dtype).reshape(-1, array.shape[1]))
+            if key not in state and key in self._SINCE_TIME_OF_DAY:
+                setattr(self, key, np.zeros((size, array.shape[1]), dtype=array.dtype))
+            else:
+                setattr(
+                    self, key, np.array(state[key], dtype=array.dtype).reshape(-1, array.shape[1])
+                )
         self.size = len(self.stats)
 
-    def step(self, rows: IntArray, values: FloatArray) -> FloatArray:
+    def step(
+        self, rows: IntArray, values: FloatArray, times: FloatArray | None = None
+    ) -> FloatArray:
         # one errstate for the whole step: entering one costs as much as a small array op
         with np.errstate(divide="ignore", invalid="ignore"):
-            return self._step(rows, values)
+            return self._step(rows, values, times)
 
-    def _step(self, rows: IntArray, values: FloatArray) -> FloatArray:
+    def _step(self, rows: IntArray, values: FloatArray, times: FloatArray | None) -> FloatArray:
         st = self.stats[rows]
         n = st[:, self._N]
         first = n == 0
@@ -464,15 +508,26 @@ class NoveltyDetector(AnomalyDetector):
         signal[:, 6] = self._shape_distance(rows, st, values, n)
 
         grades = self._records(st, signal, before, n)
-
-        scores = np.where(n < self.learn, 0.0, grades.max(axis=1))
-        why = np.argmax(grades, axis=1)
-        shown = scores > 0
         index = np.arange(len(rows))
+        why = np.argmax(grades, axis=1)
+        best = grades[index, why]
+        x, hi, lo = signal[index, why], before[index, why], before[index, signals + why]
+        if times is not None:
+            value_width = st[:, self._HI] - st[:, self._LO]
+            hour, slot, slot_hi, slot_lo = self._time_of_day(rows, values, times, value_width)
+            by_hour = hour > best
+            best = np.where(by_hour, hour, best)
+            why = np.where(by_hour, signals + slot, why)
+            x = np.where(by_hour, values, x)
+            hi = np.where(by_hour, slot_hi, hi)
+            lo = np.where(by_hour, slot_lo, lo)
+
+        scores = np.where(n < self.learn, 0.0, best)
+        shown = scores > 0
         st[:, self._WHY] = np.where(shown, why, -1)
-        st[:, self._WHY_X] = np.where(shown, signal[index, why], 0.0)
-        st[:, self._WHY_HI] = np.where(shown, before[index, why], 0.0)
-        st[:, self._WHY_LO] = np.where(shown, before[index, signals + why], 0.0)
+        st[:, self._WHY_X] = np.where(shown, x, 0.0)
+        st[:, self._WHY_HI] = np.where(shown, hi, 0.0)
+        st[:, self._WHY_LO] = np.where(shown, lo, 0.0)
         st[:, self._N] = count
         self.stats[rows] = st
         return scores
@@ -484,6 +539,14 @@ class NoveltyDetector(AnomalyDetector):
             return ""
         x, hi, lo = st[self._WHY_X], st[self._WHY_HI], st[self._WHY_LO]
         seen = int(st[self._N]) - 1  # the samples before this one
+        if why >= len(self.SIGNALS):
+            hours = 24 // self._SLOTS
+            start = (why - len(self.SIGNALS)) * hours
+            when = f"between {start:02d}:00 and {start + hours:02d}:00 UTC"
+            days = f"{seen:,} samples, {self._SLOT_AFTER / self._DAY:g}+ days"
+            if x > hi:
+                return f"value {_g(x)}, above its highest {when} in {days} ({_g(hi)})"
+            return f"value {_g(x)}, below its lowest {when} in {days} ({_g(lo)})"
         if why == 6:
             return (
                 f"a pattern not seen before: the last 32 samples are {_g(x)} from the "
@@ -500,6 +563,41 @@ class NoveltyDetector(AnomalyDetector):
         if x > hi:
             return f"{what} {_g(x)}, above its highest in {seen:,} samples ({_g(hi)})"
         return f"{what} {_g(x)}, below its lowest in {seen:,} samples ({_g(lo)})"
+
+    def _time_of_day(
+        self, rows: IntArray, values: FloatArray, times: FloatArray, value_width: FloatArray
+    ) -> tuple[FloatArray, IntArray, FloatArray, FloatArray]:
+        """Grade each value against its slot's range until now (0 within, or before the
+        series has ``_SLOT_AFTER`` of history, or with no time), then widen the range.
+        Returns the grades, the slots, and the slots' ranges before this value."""
+        timed = np.isfinite(times)
+        first = self.first_time[rows, 0]
+        first = np.where((first == 0) & timed, times, first)
+        self.first_time[rows, 0] = first
+        slot_seconds = self._DAY / self._SLOTS
+        slot = np.where(timed, times % self._DAY // slot_seconds, 0).astype(np.intp)
+        slot = np.minimum(slot, self._SLOTS - 1)
+        index = np.arange(len(rows))
+        kept = self.slots[rows]
+        hi = kept[index, slot].astype(np.float64)
+        lo = kept[index, self._SLOTS + slot].astype(np.float64)
+        seen = kept[index, 2 * self._SLOTS + slot] > 0
+        width = np.maximum(hi - lo, self._SLOT_FLOOR * value_width)
+        beyond = np.maximum(values - hi, lo - values) / width
+        judged = timed & seen & (times - first >= self._SLOT_AFTER) & (width > 0) & (beyond > 0)
+        grades = np.where(
+            judged,
+            self._SLOT_WEIGHT * -np.expm1(-np.where(judged, beyond, 0.0) / self._SLOT_TAU),
+            0.0,
+        )
+        learnt = np.clip(values, -_FLOAT32_MAX, _FLOAT32_MAX)
+        kept[index, slot] = np.where(timed, np.where(seen, np.fmax(hi, learnt), learnt), hi)
+        kept[index, self._SLOTS + slot] = np.where(
+            timed, np.where(seen, np.fmin(lo, learnt), learnt), lo
+        )
+        kept[index, 2 * self._SLOTS + slot] = seen | timed
+        self.slots[rows] = kept
+        return grades, slot, hi, lo
 
     def _records(
         self, st: FloatArray, signal: FloatArray, before: FloatArray, n: FloatArray

@@ -14,6 +14,7 @@ import csv
 import math
 from collections import deque
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -46,6 +47,22 @@ class EventFilter:
         return event
 
 
+def epoch_seconds(text: str) -> float:
+    """An ISO 8601 time (UTC when it names no zone) or Unix seconds, in seconds since the
+    epoch; ``ValueError`` for anything else."""
+    text = text.strip()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        seconds = float(text)  # ValueError when not a number either
+        if not math.isfinite(seconds):
+            raise ValueError(f"{text!r} is not finite") from None
+        return seconds
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
 def score_csv(
     lines: Iterable[str], detector: str = DEFAULT_DETECTOR, events: bool = True
 ) -> Iterator[tuple[str, float]]:
@@ -74,10 +91,17 @@ def score_csv(
             )
         timestamp, text = record
         try:
+            at = epoch_seconds(timestamp)
+        except ValueError:
+            raise CsvInputError(
+                f"line {reader.line_num}: timestamp {timestamp!r} is not a time "
+                "(use ISO 8601, e.g. 2014-04-01 00:00:00, or Unix seconds)"
+            ) from None
+        try:
             value = float(text)
         except ValueError:
             raise CsvInputError(f"line {reader.line_num}: value {text!r} is not a number") from None
         if not math.isfinite(value):
             raise CsvInputError(f"line {reader.line_num}: value {text!r} is not finite")
-        score = model.step(row, np.array([value]))
+        score = model.step(row, np.array([value]), np.array([at]))
         yield timestamp, report(float(score[0]))

@@ -621,10 +621,13 @@ class DetectionEngine:
             r_values = _cat(r_value_parts, np.float64)
             owners = np.repeat(np.arange(len(items)), counts)
             self._thresholds(items, r_rows, r_values, owners, events)
+        collected: FloatArray | None = None
         for name, block in self.blocks.items():
             parts = [it.layout.blocks.get(name) for it in items]
             if not any(p is not None for p in parts):
                 continue
+            if collected is None:
+                collected = np.array([it.batch.collected_at.timestamp() for it in items])
             brows = _cat([p[1] for p in parts if p is not None], np.intp)
             b_values = _cat(
                 [it.values[p[0]] for it, p in zip(items, parts, strict=True) if p is not None],
@@ -633,7 +636,7 @@ class DetectionEngine:
             owners = np.repeat(
                 np.arange(len(items)), [0 if p is None else len(p[0]) for p in parts]
             )
-            self._anomalies(items, name, block, brows, b_values, owners, events)
+            self._anomalies(items, name, block, brows, b_values, collected[owners], owners, events)
 
     def _forget_gone(self, states: list[HostState]) -> None:
         """Forget the missing passing series of these hosts that are back to normal."""
@@ -730,10 +733,11 @@ class DetectionEngine:
         block: AnomalyBlock,
         brows: IntArray,
         values: FloatArray,
+        times: FloatArray,
         owners: IntArray,
         events: list[tuple[int, IssueChange]],
     ) -> None:
-        scores = block.detector.step(brows, values)
+        scores = block.detector.step(brows, values, times)
         block.last_score[brows] = scores
         seen = block.seen[brows] + 1
         block.seen[brows] = seen

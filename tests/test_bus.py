@@ -293,6 +293,48 @@ async def test_a_pull_feed_stops_when_cancelled_as_a_message_arrives(nats_server
         await nc.close()
 
 
+async def test_a_following_read_stops_when_its_fetch_swallows_the_cancel(nats_server, monkeypatch):
+    """nats-py's ``fetch`` waits with ``asyncio.wait_for``, which in Python 3.11 can turn
+    a cancel that comes as its wait times out into a timeout: a reader that follows a
+    stream must still stop (the lab's teardown waited for one for ever)."""
+    from nats.errors import TimeoutError as NatsTimeoutError
+    from nats.js.client import JetStreamContext
+
+    from medbay.common.reading import read
+
+    fetch = JetStreamContext.PullSubscription.fetch
+
+    async def fetch_that_swallows_the_cancel(
+        self: JetStreamContext.PullSubscription,
+        batch: int = 1,
+        timeout: float | None = 5,
+        heartbeat: float | None = None,
+    ) -> list[Msg]:
+        try:
+            return await fetch(self, batch, timeout, heartbeat)
+        except asyncio.CancelledError:
+            raise NatsTimeoutError from None
+
+    monkeypatch.setattr(JetStreamContext.PullSubscription, "fetch", fetch_that_swallows_the_cancel)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await js.add_stream(config=METRICS.declaration())
+
+    async def follow() -> None:
+        async for _ in read(js, METRICS, follow=True, idle_seconds=0.2):
+            pass
+
+    try:
+        reader = asyncio.create_task(follow())
+        await asyncio.sleep(0.5)
+        reader.cancel()
+        done, _ = await asyncio.wait([reader], timeout=5)
+        assert done, "the reader went on following after it was cancelled"
+        assert reader.cancelled()
+    finally:
+        await nc.close()
+
+
 @pytest.mark.parametrize(
     "reply",
     [

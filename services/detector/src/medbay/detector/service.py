@@ -791,6 +791,8 @@ async def stored(
             try:
                 msgs = await sub.fetch(512, timeout=5)
             except TimeoutError:  # nats-py raises its own or the built-in one
+                if current_task_cancelling():  # a cancel nats-py's fetch turned into this
+                    raise asyncio.CancelledError from None
                 pending = (await sub.consumer_info()).num_pending
                 continue
             kept = [m for m in msgs if m.metadata.sequence.stream <= end]

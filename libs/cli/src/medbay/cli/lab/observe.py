@@ -35,6 +35,7 @@ from medbay.common.streams import APPROVALS, ISSUES, PLANS, PREFIX, RESULTS, Str
 
 log = logging.getLogger("medbay.lab")
 E = TypeVar("E", bound=Event)
+CLOSE_SECONDS = 10.0
 MODELS: dict[str, type[Event]] = {model.model_fields["type"].default: model for model in ALL_EVENTS}
 WATCHED: tuple[tuple[StreamSpec, str], ...] = (
     (ISSUES, f"{PREFIX}.issues.>"),
@@ -151,8 +152,14 @@ class Observer:
         return made - done
 
     async def close(self) -> None:
+        """Stop following and disconnect. The sandbox is torn down after this, so it never
+        waits more than ``CLOSE_SECONDS`` for a reader: closing the connection ends it."""
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        if not all(task.done() for task in self._tasks):
+            log.warning("a stream reader did not stop when cancelled; closing its connection")
         with contextlib.suppress(Exception):
             await self.nc.close()

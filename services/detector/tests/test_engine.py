@@ -281,6 +281,41 @@ def test_the_default_detector_opens_on_a_held_shift_and_says_what_was_unusual():
     assert ", novelty: " in found[0].detail and "above its highest in" in found[0].detail
 
 
+def test_the_default_detector_judges_a_value_by_the_time_of_its_batch():
+    """Eight days of busy days (80 from 09:00 to 18:00 UTC) and quiet nights (20), a
+    batch every 15 minutes; then a night at the day's level, within the series' range:
+    unusual for the hour, which the batches' ``collected_at`` tells."""
+    config = DetectorConfig(thresholds=[], anomaly=[AnomalyRule(metric="load1")])
+    rng = random.Random(5)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def at(i: int, value: float) -> MetricBatch:
+        return MetricBatch(
+            event_id=derived_event_id("t", "h", i),
+            host="h",
+            collected_at=start + timedelta(minutes=15 * i),
+            samples=[MetricSample(name="load1", value=value)],
+        )
+
+    def usual(i: int) -> float:
+        hour = (i // 4) % 24
+        return (80.0 if 9 <= hour < 18 else 20.0) + rng.gauss(0, 1)
+
+    engine = DetectionEngine(config)
+    days = 8 * 96
+    history = events_of(engine, [at(i, usual(i)) for i in range(days)])
+    assert all(e.type == "issue.resolved" for e in history[-1:])  # nothing left open
+    night = days + 3 * 4  # 03:00 on the ninth day
+    calm = events_of(engine, [at(i, usual(i)) for i in range(days, night)], start=days)
+    assert [e.type for e in calm] == []
+    (block,) = engine.blocks.values()
+    assert engine.process(at(night, 80.0), night) == []  # one sample is no issue yet ...
+    said = block.detector.explain(0)
+    assert "above its highest between 03:00 and 06:00 UTC" in said, said  # ... but unusual
+    busy = events_of(engine, [at(night + i, 80.0) for i in range(1, 4)], start=night + 1)
+    assert [e.type for e in busy] == ["issue.opened"], busy
+
+
 def test_redelivered_batches_are_skipped():
     engine = DetectionEngine(RULES)
     down = [scrape("h", 0, service_up=0), scrape("h", 1, service_up=0)]

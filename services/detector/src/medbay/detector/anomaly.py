@@ -65,8 +65,9 @@ class AnomalyDetector(ABC):
         self, rows: IntArray, values: FloatArray, times: FloatArray | None = None
     ) -> FloatArray:
         """Score ``values[i]`` for series ``rows[i]`` and then learn it. Rows are unique.
-        ``times[i]`` is when the value was measured, in seconds since the epoch (UTC), for
-        detectors that judge a value by the time of day; without it they do not."""
+        ``times[i]`` is when the value was measured, in seconds since the epoch (UTC,
+        finite), for detectors that judge a value by the time of day; without it they
+        do not."""
 
     def explain(self, row: int) -> str:
         """What made series ``row``'s last score high, in words ("" if it cannot say)."""
@@ -394,8 +395,8 @@ class NoveltyDetector(AnomalyDetector):
         self.shapes: NDArray[np.float32] = np.zeros((0, self._SHAPES * d), dtype=np.float32)
         self.shape_used: NDArray[np.float32] = np.zeros((0, self._SHAPES), dtype=np.float32)
         self.shape_count: NDArray[np.float32] = np.zeros((0, self._SHAPES), dtype=np.float32)
-        # each slot's highest and lowest value, and 1 where the slot has seen one
-        self.slots: NDArray[np.float32] = np.zeros((0, 3 * self._SLOTS), dtype=np.float32)
+        # each slot's highest value, then each slot's lowest (NaN: none seen yet)
+        self.slots: NDArray[np.float32] = np.zeros((0, 2 * self._SLOTS), dtype=np.float32)
         self.first_time: FloatArray = np.zeros((0, 1))  # 0: no time seen yet
 
     def _arrays(self) -> dict[str, StateArray]:
@@ -429,27 +430,29 @@ class NoveltyDetector(AnomalyDetector):
         for array in self._arrays().values():
             array[rows] = 0.0
         self.stats[rows, self._WHY] = -1
+        self.slots[rows] = np.nan
 
     def get_state(self) -> dict[str, StateArray]:
         return {key: array[: self.size] for key, array in self._arrays().items()}
 
-    # A state saved before the time of day was judged has no ``slots`` nor ``first_time``:
-    # those series start learning it afresh.
-    _SINCE_TIME_OF_DAY = ("slots", "first_time")
+    _SINCE_TIME_OF_DAY = {"slots": np.nan, "first_time": 0.0}
+    """What a state saved before the time of day was judged lacks, and what its series
+    start from instead (they learn the time of day afresh)."""
 
     def set_rows(self, rows: IntArray, state: Mapping[str, StateArray]) -> None:
         for key, array in self._arrays().items():
-            array[rows] = state[key] if key in state or key not in self._SINCE_TIME_OF_DAY else 0.0
+            array[rows] = state[key] if key in state else self._SINCE_TIME_OF_DAY[key]
 
     def set_state(self, state: Mapping[str, StateArray]) -> None:
         size = len(state["stats"])
         for key, array in self._arrays().items():
-            if key not in state and key in self._SINCE_TIME_OF_DAY:
-                setattr(self, key, np.zeros((size, array.shape[1]), dtype=array.dtype))
+            if key in state:
+                restored = np.array(state[key], dtype=array.dtype).reshape(-1, array.shape[1])
             else:
-                setattr(
-                    self, key, np.array(state[key], dtype=array.dtype).reshape(-1, array.shape[1])
+                restored = np.full(
+                    (size, array.shape[1]), self._SINCE_TIME_OF_DAY[key], array.dtype
                 )
+            setattr(self, key, restored)
         self.size = len(self.stats)
 
     def step(
@@ -514,13 +517,14 @@ class NoveltyDetector(AnomalyDetector):
         x, hi, lo = signal[index, why], before[index, why], before[index, signals + why]
         if times is not None:
             value_width = st[:, self._HI] - st[:, self._LO]
-            hour, slot, slot_hi, slot_lo = self._time_of_day(rows, values, times, value_width)
-            by_hour = hour > best
-            best = np.where(by_hour, hour, best)
-            why = np.where(by_hour, signals + slot, why)
-            x = np.where(by_hour, values, x)
-            hi = np.where(by_hour, slot_hi, hi)
-            lo = np.where(by_hour, slot_lo, lo)
+            found = self._time_of_day(rows, values, times, value_width)
+            if found is not None and (by_hour := found[0] > best).any():
+                hour, slot, slot_hi, slot_lo = found
+                best = np.where(by_hour, hour, best)
+                why = np.where(by_hour, signals + slot, why)
+                x = np.where(by_hour, values, x)
+                hi = np.where(by_hour, slot_hi, hi)
+                lo = np.where(by_hour, slot_lo, lo)
 
         scores = np.where(n < self.learn, 0.0, best)
         shown = scores > 0
@@ -566,37 +570,30 @@ class NoveltyDetector(AnomalyDetector):
 
     def _time_of_day(
         self, rows: IntArray, values: FloatArray, times: FloatArray, value_width: FloatArray
-    ) -> tuple[FloatArray, IntArray, FloatArray, FloatArray]:
-        """Grade each value against its slot's range until now (0 within, or before the
-        series has ``_SLOT_AFTER`` of history, or with no time), then widen the range.
-        Returns the grades, the slots, and the slots' ranges before this value."""
-        timed = np.isfinite(times)
+    ) -> tuple[FloatArray, IntArray, FloatArray, FloatArray] | None:
+        """Widen each value's slot range by it; None while no series has ``_SLOT_AFTER``
+        of history, else the grades of the values against their slots' ranges until
+        now (0 within, or for a slot not seen yet), the slots, and those ranges."""
         first = self.first_time[rows, 0]
-        first = np.where((first == 0) & timed, times, first)
+        first = np.where(first == 0, times, first)
         self.first_time[rows, 0] = first
-        slot_seconds = self._DAY / self._SLOTS
-        slot = np.where(timed, times % self._DAY // slot_seconds, 0).astype(np.intp)
-        slot = np.minimum(slot, self._SLOTS - 1)
-        index = np.arange(len(rows))
-        kept = self.slots[rows]
-        hi = kept[index, slot].astype(np.float64)
-        lo = kept[index, self._SLOTS + slot].astype(np.float64)
-        seen = kept[index, 2 * self._SLOTS + slot] > 0
-        width = np.maximum(hi - lo, self._SLOT_FLOOR * value_width)
-        beyond = np.maximum(values - hi, lo - values) / width
-        judged = timed & seen & (times - first >= self._SLOT_AFTER) & (width > 0) & (beyond > 0)
-        grades = np.where(
-            judged,
-            self._SLOT_WEIGHT * -np.expm1(-np.where(judged, beyond, 0.0) / self._SLOT_TAU),
-            0.0,
-        )
+        slot = (times % self._DAY // (self._DAY / self._SLOTS)).astype(np.intp)
+        lows = slot + self._SLOTS
+        hi = self.slots[rows, slot].astype(np.float64)
+        lo = self.slots[rows, lows].astype(np.float64)
         learnt = np.clip(values, -_FLOAT32_MAX, _FLOAT32_MAX)
-        kept[index, slot] = np.where(timed, np.where(seen, np.fmax(hi, learnt), learnt), hi)
-        kept[index, self._SLOTS + slot] = np.where(
-            timed, np.where(seen, np.fmin(lo, learnt), learnt), lo
+        self.slots[rows, slot] = np.fmax(hi, learnt)
+        self.slots[rows, lows] = np.fmin(lo, learnt)
+        judged = times - first >= self._SLOT_AFTER
+        if not judged.any():
+            return None
+        # a slot not seen yet has a NaN range: its width is the floor, its excess NaN
+        width = np.fmax(hi - lo, self._SLOT_FLOOR * value_width)
+        beyond = np.fmax(values - hi, lo - values) / width
+        ok = judged & (beyond > 0) & (width > 0)
+        grades = np.where(
+            ok, self._SLOT_WEIGHT * -np.expm1(-np.where(ok, beyond, 0.0) / self._SLOT_TAU), 0.0
         )
-        kept[index, 2 * self._SLOTS + slot] = seen | timed
-        self.slots[rows] = kept
         return grades, slot, hi, lo
 
     def _records(

@@ -61,6 +61,21 @@ async def test_a_dead_holder_frees_it_when_its_time_is_up(
     assert not await a.renew() and not a.held  # a's late renewal fails: b holds it
 
 
+async def test_a_renewal_written_though_its_answer_was_lost_keeps_the_lease(
+    bucket: tuple[Client, KeyValue],
+) -> None:
+    """A busy server may write a renewal and answer too late: the holder's next renewal
+    then names an old revision, and must find the record still its own, not lose it."""
+    nc, kv = bucket
+    a, b = lease(nc, kv, "a"), lease(nc, kv, "b")
+    assert await a.try_acquire()
+    await a._write(a.revision)  # written, and the answer never read
+    assert await a.renew() and a.held
+    holder = await read_holder(kv, "active")
+    assert holder is not None and holder.holder == "a"
+    assert not await b.try_acquire()
+
+
 async def test_a_holder_restarting_with_the_same_name_adopts_its_lease(
     bucket: tuple[Client, KeyValue],
 ) -> None:

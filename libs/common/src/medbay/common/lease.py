@@ -62,14 +62,20 @@ class LeaseRecord(BaseModel):
 
 async def read_holder(kv: KeyValue, key: str) -> LeaseRecord | None:
     """Who holds ``key`` now (None: nobody, or an unreadable record)."""
+    found = await _read_record(kv, key)
+    return None if found is None else found[0]
+
+
+async def _read_record(kv: KeyValue, key: str) -> tuple[LeaseRecord, int] | None:
+    """The record of ``key`` and its revision (None: none, or an unreadable one)."""
     try:
         entry = await kv.get(key)
     except (KeyNotFoundError, KeyDeletedError):
         return None
-    if not entry.value:
+    if not entry.value or entry.revision is None:
         return None
     try:
-        return LeaseRecord.model_validate_json(entry.value)
+        return LeaseRecord.model_validate_json(entry.value), entry.revision
     except ValidationError:
         return None
 
@@ -191,13 +197,30 @@ class Lease:
         try:
             revision = await self._write(self.revision)
         except APIError as exc:
-            if exc.err_code in _WRONG_LAST_SEQUENCE:
+            if exc.err_code not in _WRONG_LAST_SEQUENCE:
+                raise
+            renewed = await self._renew_from_own_record()
+            if renewed is None:
                 log.warning("lease %s was lost (held by another since)", self.key)
                 self.revision = 0
                 return False
-            raise
+            revision = renewed
         self._held_from(revision, sent, acquired=False)
         return True
+
+    async def _renew_from_own_record(self) -> int | None:
+        """After a renewal was refused: one whose answer was lost (a timeout on a busy
+        server) may have been written all the same, so the record moved on and is still
+        ours (no one else writes our holder name). Renew from it; None if not ours."""
+        found = await _read_record(self.kv, self.key)
+        if found is None or found[0].holder != self.holder:
+            return None
+        try:
+            return await self._write(found[1])
+        except APIError as exc:
+            if exc.err_code in _WRONG_LAST_SEQUENCE:
+                return None
+            raise
 
     async def release(self) -> None:
         """Give it up at once, so the next holder need not wait for it to expire.

@@ -78,17 +78,18 @@ async def read(  # noqa: C901 - every start and end option in one loop
         if on_nothing_pending is not None and (await sub.consumer_info()).num_pending == 0:
             on_nothing_pending()
         while True:
+            msgs: list[Msg] | None
             try:
                 msgs = await sub.fetch(batch, timeout=idle_seconds)
             except TimeoutError:  # nats-py raises its own or the built-in one
-                if current_task_cancelling():  # a cancel nats-py's fetch turned into this
-                    raise asyncio.CancelledError from None
+                msgs = None
+            if current_task_cancelling():  # a cancel nats-py's fetch swallowed
+                raise asyncio.CancelledError
+            if msgs is None:
                 if follow:
                     await sub.consumer_info()  # still there? (not after a NATS restart)
                     continue
                 return
-            if current_task_cancelling():  # a cancel nats-py's fetch swallowed
-                raise asyncio.CancelledError
             kept: list[Msg] = []
             for msg in msgs:
                 meta = msg.metadata

@@ -514,8 +514,9 @@ def import_host(engine: DetectionEngine, snap: HostSnapshot) -> None:
         block.debounce.count[brows] = arrays[f"{name}/count"].astype(np.intp)
         block.last_score[brows] = arrays[f"{name}/last_score"]
         block.seen[brows] = arrays[f"{name}/seen"].astype(np.intp)
+        # a key an older release did not save is left out: the detector fills it in
         saved = {key: f"{name}/state/{key}" for key in block.detector.get_state()}
-        block.detector.set_rows(  # a key an older release did not save: the detector says
+        block.detector.set_rows(
             brows, {key: arrays[path] for key, path in saved.items() if path in arrays}
         )
     for item in checked.opened:
